@@ -1,0 +1,195 @@
+"""The ONNX model contract: what an embedding model carries in its metadata.
+
+An rsir model is an ONNX graph with one float input (N, bands, S, S) and one output (N, D).
+Its `metadata_props` say how to feed it, so the engine never guesses:
+
+    rsir.format_version  "1"
+    rsir.name            free text
+    rsir.embedding_dim   D
+    rsir.input_size      S (pixels, square)
+    rsir.bands           number of input channels
+    rsir.mean, rsir.std  JSON lists, one value per band, applied to input scaled to 0-1
+    rsir.normalized      JSON bool: the output is already L2-normalised
+    rsir.training        JSON object: data, loss, metrics (the model card)
+
+The Deepness QGIS plugin's recognition keys are written too (`model_type` = "Recognition",
+`tile_size`, `resolution` in cm/px when known, `standardization_mean`, `standardization_std`),
+and a Deepness recognition model without rsir keys is accepted.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ModelError
+
+FORMAT_VERSION = 1
+PREFIX = "rsir."
+DEFAULT_MODEL_PATH = Path(__file__).resolve().parent.parent / "models" / "default.onnx"
+
+
+@dataclass(frozen=True)
+class ModelContract:
+    """Everything the engine needs to feed a model and to interpret its output."""
+
+    name: str
+    embedding_dim: int
+    input_size: int
+    bands: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    normalized: bool = True
+    training: dict = field(default_factory=dict)
+    resolution_cm: float | None = None
+
+    def __post_init__(self):
+        if len(self.mean) != self.bands or len(self.std) != self.bands:
+            raise ModelError(f"model '{self.name}': mean/std need one value per band ({self.bands})")
+        if any(s <= 0 for s in self.std):
+            raise ModelError(f"model '{self.name}': std values must be positive")
+        if self.embedding_dim < 1 or self.input_size < 1 or self.bands < 1:
+            raise ModelError(f"model '{self.name}': embedding_dim, input_size and bands must be positive")
+
+    def to_metadata(self) -> dict[str, str]:
+        """The ONNX metadata_props that describe this model (rsir keys and Deepness keys)."""
+        props = {
+            PREFIX + "format_version": str(FORMAT_VERSION),
+            PREFIX + "name": self.name,
+            PREFIX + "embedding_dim": str(self.embedding_dim),
+            PREFIX + "input_size": str(self.input_size),
+            PREFIX + "bands": str(self.bands),
+            PREFIX + "mean": json.dumps(list(self.mean)),
+            PREFIX + "std": json.dumps(list(self.std)),
+            PREFIX + "normalized": json.dumps(self.normalized),
+            PREFIX + "training": json.dumps(self.training),
+            "model_type": "Recognition",
+            "tile_size": str(self.input_size),
+            "standardization_mean": json.dumps(list(self.mean)),
+            "standardization_std": json.dumps(list(self.std)),
+        }
+        if self.resolution_cm is not None:
+            props["resolution"] = json.dumps(self.resolution_cm)
+        return props
+
+    @classmethod
+    def from_metadata(cls, props: dict[str, str], source: str = "model",
+                      output_dim: int | None = None) -> "ModelContract":
+        """Read a contract from metadata_props: rsir keys first, Deepness recognition keys else.
+
+        Deepness models do not state their embedding size: `output_dim` (from the graph) gives it.
+        """
+        try:
+            if PREFIX + "format_version" in props:
+                version = int(props[PREFIX + "format_version"])
+                if version > FORMAT_VERSION:
+                    raise ModelError(f"{source}: rsir model format {version} is newer than this rsir "
+                                     f"understands ({FORMAT_VERSION}); update the plugin")
+                return cls(
+                    name=props.get(PREFIX + "name", Path(source).stem),
+                    embedding_dim=int(props[PREFIX + "embedding_dim"]),
+                    input_size=int(props[PREFIX + "input_size"]),
+                    bands=int(props[PREFIX + "bands"]),
+                    mean=tuple(float(v) for v in json.loads(props[PREFIX + "mean"])),
+                    std=tuple(float(v) for v in json.loads(props[PREFIX + "std"])),
+                    normalized=bool(json.loads(props.get(PREFIX + "normalized", "false"))),
+                    training=json.loads(props.get(PREFIX + "training", "{}")),
+                    resolution_cm=_optional_float(props.get("resolution")),
+                )
+            if props.get("model_type", "").strip('"').lower() == "recognition":
+                if output_dim is None:
+                    raise ModelError(f"{source}: Deepness recognition model with no fixed output size")
+                mean = tuple(float(v) for v in json.loads(props.get("standardization_mean", "[0, 0, 0]")))
+                std = tuple(float(v) for v in json.loads(props.get("standardization_std", "[1, 1, 1]")))
+                return cls(
+                    name=Path(source).stem,
+                    embedding_dim=output_dim,
+                    input_size=int(json.loads(props["tile_size"])),
+                    bands=len(mean),
+                    mean=mean,
+                    std=std,
+                    normalized=False,
+                    training={"source": "Deepness recognition model"},
+                    resolution_cm=_optional_float(props.get("resolution")),
+                )
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ModelError(f"{source}: malformed model metadata ({exc!r})") from exc
+        raise ModelError(f"{source}: not an rsir or Deepness recognition model "
+                         "(its ONNX metadata has neither 'rsir.format_version' nor model_type=Recognition)")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model file on disk with its contract and identity."""
+
+    path: Path
+    contract: ModelContract
+    sha256: str
+    input_name: str
+    output_name: str
+    fixed_batch: int | None  # batch size the graph insists on, None when dynamic
+
+    @property
+    def identity(self) -> dict:
+        """What an index records to refuse being searched with another model."""
+        c = self.contract
+        return {"name": c.name, "sha256": self.sha256, "embedding_dim": c.embedding_dim,
+                "input_size": c.input_size, "bands": c.bands}
+
+    def describe(self) -> str:
+        c = self.contract
+        metrics = c.training.get("metrics") if isinstance(c.training, dict) else None
+        text = (f"{c.name}: {c.bands} bands, {c.input_size} px input, {c.embedding_dim}-d embedding"
+                f"{', L2-normalised' if c.normalized else ''}")
+        return text + (f"; metrics {json.dumps(metrics)}" if metrics else "")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_model(path: str | Path | None = None) -> ModelInfo:
+    """Open an ONNX model's metadata and check it against the contract (None: the bundled default)."""
+    path = Path(path) if path is not None else DEFAULT_MODEL_PATH
+    if not path.is_file():
+        hint = " (the bundled default model is missing: reinstall the plugin)" if path == DEFAULT_MODEL_PATH else ""
+        raise ModelError(f"{path}: model file not found{hint}")
+    import onnxruntime as ort  # imported here so that reading a settings file never needs it
+
+    try:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types for every parse failure
+        raise ModelError(f"{path}: not a loadable ONNX model ({exc})") from exc
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1 or len(outputs) < 1:
+        raise ModelError(f"{path}: an embedding model needs one input and one output, "
+                         f"found {len(inputs)} inputs and {len(outputs)} outputs")
+    in_shape, out_shape = inputs[0].shape, outputs[0].shape
+    if len(in_shape) != 4 or len(out_shape) != 2:
+        raise ModelError(f"{path}: input must be (N, C, H, W) and output (N, D); "
+                         f"found input {in_shape} and output {out_shape}")
+    out_dim = out_shape[1] if isinstance(out_shape[1], int) else None
+    contract = ModelContract.from_metadata(session.get_modelmeta().custom_metadata_map, str(path), out_dim)
+    if out_dim is not None and out_dim != contract.embedding_dim:
+        raise ModelError(f"{path}: metadata says {contract.embedding_dim}-d embeddings, graph outputs {out_dim}")
+    if isinstance(in_shape[1], int) and in_shape[1] != contract.bands:
+        raise ModelError(f"{path}: metadata says {contract.bands} bands, graph input has {in_shape[1]} channels")
+    for axis in (2, 3):
+        if isinstance(in_shape[axis], int) and in_shape[axis] != contract.input_size:
+            raise ModelError(f"{path}: metadata says {contract.input_size} px input, graph input is {in_shape}")
+    fixed_batch = in_shape[0] if isinstance(in_shape[0], int) else None
+    return ModelInfo(path=path.resolve(), contract=contract, sha256=file_sha256(path),
+                     input_name=inputs[0].name, output_name=outputs[0].name, fixed_batch=fixed_batch)
+
+
+def _optional_float(text: str | None) -> float | None:
+    if text in (None, "", "null"):
+        return None
+    return float(json.loads(text))

@@ -1,0 +1,83 @@
+"""Settings dataclasses: the only link between a user interface (CLI, QGIS) and the engine."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class TilingParams:
+    """How rasters are cut into tiles.
+
+    Size and stride are in pixels or in ground metres (exactly one of each pair, or none:
+    then the tile is the model's input size in pixels and the stride half a tile).
+    """
+
+    tile_px: int | None = None
+    tile_m: float | None = None
+    stride_px: int | None = None
+    stride_m: float | None = None
+    bands: tuple[int, ...] | None = None  # 1-based; None: RGB by colour interpretation, else 1-3
+    min_valid_fraction: float = 0.5  # tiles with less valid (not nodata) area are skipped
+
+    def __post_init__(self):
+        if self.tile_px is not None and self.tile_m is not None:
+            raise ValueError("give the tile size in pixels or in metres, not both")
+        if self.stride_px is not None and self.stride_m is not None:
+            raise ValueError("give the stride in pixels or in metres, not both")
+        for name in ("tile_px", "tile_m", "stride_px", "stride_m"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        if self.bands is not None and (not self.bands or min(self.bands) < 1):
+            raise ValueError(f"bands are 1-based band numbers, got {self.bands}")
+        if not 0.0 <= self.min_valid_fraction <= 1.0:
+            raise ValueError("min_valid_fraction must be between 0 and 1")
+
+    def as_record(self) -> dict:
+        return {"tile_px": self.tile_px, "tile_m": self.tile_m, "stride_px": self.stride_px,
+                "stride_m": self.stride_m, "bands": list(self.bands) if self.bands else None,
+                "min_valid_fraction": self.min_valid_fraction}
+
+
+@dataclass(frozen=True)
+class BuildParams:
+    """One index build: which rasters go into which index, with which model and tiling."""
+
+    index_dir: Path
+    rasters: tuple[Path, ...]
+    model_path: Path | None = None  # None: the bundled default model
+    tiling: TilingParams = field(default_factory=TilingParams)
+    device: str = "auto"
+    batch_size: int = 32
+    approximate: bool | None = None  # None: exact below APPROXIMATE_THRESHOLD vectors, HNSW above
+    tta: bool = False  # rotation test-time augmentation for the indexed tiles
+
+    def __post_init__(self):
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)}, got '{self.device}'")
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+
+
+@dataclass(frozen=True)
+class SearchParams:
+    """How a query is answered."""
+
+    k: int = 20
+    tta: bool = False
+    exclude_query_overlap: bool = True
+    nms_iou: float = 0.3  # hits on the same raster overlapping more than this are thinned
+    min_score: float | None = None
+    device: str = "auto"
+    model_path: Path | None = None  # None: the model the index was built with
+
+    def __post_init__(self):
+        if self.k < 1:
+            raise ValueError("k must be at least 1")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)}, got '{self.device}'")
+        if not 0.0 < self.nms_iou <= 1.0:
+            raise ValueError("nms_iou must be in (0, 1]")
