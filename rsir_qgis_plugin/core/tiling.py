@@ -1,0 +1,128 @@
+"""Cutting a raster into tiles and reading each one resampled to the model's input size."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from .errors import RasterError
+from .params import TilingParams
+from .raster import RasterSource, to_uint8
+
+EMPTY_TILE_STD = 1.0  # a tile flatter than this (uint8 scale) in every band holds nothing to find
+
+Window = tuple[int, int, int, int]  # col_off, row_off, width, height in source pixels
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Tile size and stride in source pixels for one raster."""
+
+    tile_px: int
+    stride_px: int
+
+
+def pixel_size_metres(source: RasterSource) -> float:
+    """Ground size of one pixel (mean of x and y), in metres, for projected or geographic CRSs."""
+    from rasterio.crs import CRS
+
+    a, b, _, d, e, _ = source.transform
+    size_x, size_y = math.hypot(a, d), math.hypot(b, e)
+    if not source.crs_wkt:
+        raise RasterError(source.path, "has no CRS, so a tile size in metres has no meaning; give it in pixels")
+    crs = CRS.from_wkt(source.crs_wkt)
+    if crs.is_geographic:
+        # Degrees to metres at the raster's centre latitude (spherical Earth is plenty for tile sizes).
+        lat = source.transform[5] + source.transform[4] * source.height / 2
+        metres_per_degree = 111_320.0
+        return (size_x * metres_per_degree * math.cos(math.radians(lat)) + size_y * metres_per_degree) / 2
+    return (size_x + size_y) / 2 * crs.linear_units_factor[1]
+
+
+def resolve_grid(source: RasterSource, tiling: TilingParams, input_size: int) -> Grid:
+    """Tile size and stride in pixels from the settings (pixels, metres, or the model's input size)."""
+    metres = pixel_size_metres(source) if (tiling.tile_m or tiling.stride_m) else None
+    if tiling.tile_px is not None:
+        tile = tiling.tile_px
+    elif tiling.tile_m is not None:
+        tile = max(1, round(tiling.tile_m / metres))
+    else:
+        tile = input_size
+    if tiling.stride_px is not None:
+        stride = tiling.stride_px
+    elif tiling.stride_m is not None:
+        stride = max(1, round(tiling.stride_m / metres))
+    else:
+        stride = max(1, tile // 2)
+    return Grid(tile_px=tile, stride_px=stride)
+
+
+def axis_offsets(length: int, tile: int, stride: int) -> list[int]:
+    """Tile starts along one axis; the last tile is pulled back to end at the edge so none hangs over."""
+    if length <= tile:
+        return [0]
+    offsets = list(range(0, length - tile + 1, stride))
+    if offsets[-1] != length - tile:
+        offsets.append(length - tile)
+    return offsets
+
+
+def tile_windows(width: int, height: int, grid: Grid) -> list[Window]:
+    """Every tile window of a raster, row by row."""
+    tile_w, tile_h = min(grid.tile_px, width), min(grid.tile_px, height)
+    return [(col, row, tile_w, tile_h)
+            for row in axis_offsets(height, grid.tile_px, grid.stride_px)
+            for col in axis_offsets(width, grid.tile_px, grid.stride_px)]
+
+
+def window_bounds(transform: tuple[float, ...], window: Window) -> tuple[float, float, float, float]:
+    """(xmin, ymin, xmax, ymax) of a pixel window in the raster's CRS (envelope of its corners)."""
+    xs, ys = window_corners(transform, window)
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def window_corners(transform: tuple[float, ...], window: Window) -> tuple[list[float], list[float]]:
+    """The four corners of a window (clockwise from top-left) in the raster's CRS."""
+    a, b, c, d, e, f = transform[:6]
+    col, row, w, h = window
+    pixels = [(col, row), (col + w, row), (col + w, row + h), (col, row + h)]
+    return [a * x + b * y + c for x, y in pixels], [d * x + e * y + f for x, y in pixels]
+
+
+def read_window(dataset, source: RasterSource, window: Window, size: int) -> tuple[np.ndarray, float]:
+    """One tile as uint8 (bands, size, size) and its valid (not nodata) fraction.
+
+    Reading with out_shape lets GDAL use overviews when the tile is downsampled.
+    """
+    from rasterio.enums import Resampling
+    from rasterio.windows import Window as RioWindow
+
+    rio_window = RioWindow(*window)
+    unique = sorted(set(source.bands))
+    try:
+        pixels = dataset.read(unique, window=rio_window, out_shape=(len(unique), size, size),
+                              resampling=Resampling.bilinear)
+        mask = dataset.dataset_mask(window=rio_window, out_shape=(size, size), resampling=Resampling.nearest)
+    except Exception as exc:  # GDAL surfaces decoding errors of damaged blocks here
+        raise RasterError(source.path, f"pixels in window {window} cannot be read ({exc})") from exc
+    pixels = pixels[[unique.index(b) for b in source.bands]]
+    valid = mask > 0
+    if source.stretch is not None:
+        pixels = np.where(valid[None], pixels, 0)  # nodata values must not reach the stretch
+    return to_uint8(pixels, source.stretch), float(valid.mean())
+
+
+def is_empty(tile: np.ndarray) -> bool:
+    """A tile flat in every band (blank padding, a uniform fill) is not worth indexing."""
+    return bool(tile.reshape(tile.shape[0], -1).std(axis=1).max() < EMPTY_TILE_STD)
+
+
+def read_tiles(dataset, source: RasterSource, windows: list[Window], size: int,
+               min_valid_fraction: float) -> Iterator[tuple[Window, np.ndarray | None]]:
+    """Each window with its tile, or None where the tile is mostly nodata or empty (skipped)."""
+    for window in windows:
+        tile, valid_fraction = read_window(dataset, source, window, size)
+        keep = valid_fraction >= min_valid_fraction and valid_fraction > 0 and not is_empty(tile)
+        yield window, (tile if keep else None)
