@@ -1,0 +1,114 @@
+"""Which Python packages rsir needs, which are missing, and the pip call that installs them.
+
+Nothing here imports the packages themselves: `find_spec` only looks for them, so checking
+costs nothing at QGIS start-up. Installing happens in `tasks.InstallPackagesTask`, and only
+when the user presses the button in the message bar.
+
+pip installs into a private folder of the QGIS profile (`--target`), not into QGIS's own
+site-packages: that needs no administrator rights on Windows, is not refused by Debian's
+PEP 668 "externally managed" guard, and cannot upgrade a package another plugin relies on.
+The folder is appended to `sys.path`, so QGIS's own numpy always wins over the copy pip puts
+there; numpy is still pinned below 2 because Debian's and OSGeo4W's compiled modules
+(rasterio, osgeo.gdal_array) break against numpy 2.
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+NUMPY_PIN = "numpy<2"
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """A package the engine imports; `pip_name` None means pip must not install it."""
+
+    module: str
+    pip_name: str | None
+    purpose: str
+
+
+REQUIREMENTS: tuple[Requirement, ...] = (
+    Requirement("onnxruntime", "onnxruntime", "runs the embedding model (onnxruntime-gpu works as well)"),
+    Requirement("faiss", "faiss-cpu", "holds the similarity index"),
+    Requirement("rasterio", None, "reads raster pixels"),
+)
+
+RASTERIO_HELP = (
+    "rasterio must use the same GDAL as QGIS, so rsir does not install it with pip. "
+    "Debian/Ubuntu: sudo apt install python3-rasterio; Windows (OSGeo4W installer): add the "
+    "python3-rasterio package; conda: conda install rasterio in QGIS's environment."
+)
+
+
+def is_installed(module: str) -> bool:
+    """True when `module` can be imported; looks for it without importing it."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a half-removed package has a spec that cannot be resolved
+        return False
+
+
+def missing_requirements() -> list[Requirement]:
+    return [r for r in REQUIREMENTS if not is_installed(r.module)]
+
+
+def pip_installable(missing: list[Requirement]) -> list[str]:
+    return [r.pip_name for r in missing if r.pip_name]
+
+
+def describe_missing(missing: list[Requirement]) -> str:
+    """One sentence naming each missing package and what it is for."""
+    named = ", ".join(f"{r.pip_name or r.module} ({r.purpose})" for r in missing)
+    text = f"rsir needs Python package(s) that QGIS's Python does not have: {named}."
+    if any(r.pip_name is None for r in missing):
+        text += " " + RASTERIO_HELP
+    return text
+
+
+def private_site(profile_dir: str | Path | None = None) -> Path:
+    """The folder pip installs into, per QGIS profile and Python version (wheels are per version)."""
+    if profile_dir is None:
+        from qgis.core import QgsApplication
+
+        profile_dir = QgsApplication.qgisSettingsDirPath()
+    version = f"py{sys.version_info.major}{sys.version_info.minor}"
+    return Path(profile_dir) / "python" / "rsir-packages" / version
+
+
+def add_private_site(profile_dir: str | Path | None = None) -> Path:
+    """Append the private folder to sys.path (at the end: QGIS's own packages keep priority)."""
+    site = private_site(profile_dir)
+    if str(site) not in sys.path:
+        sys.path.append(str(site))
+    importlib.invalidate_caches()
+    return site
+
+
+def find_qgis_python(executable: str = sys.executable, exec_prefix: str = sys.exec_prefix,
+                     platform: str = sys.platform) -> Path | None:
+    """The Python interpreter of this QGIS, which `sys.executable` is not always.
+
+    Inside QGIS on Windows `sys.executable` is qgis-bin.exe and on macOS the QGIS app binary;
+    running pip through them would start another QGIS. The interpreter lives in
+    sys.exec_prefix (OSGeo4W: apps/Python3x/python.exe) or beside the executable.
+    """
+    exe = Path(executable)
+    if exe.name.lower().startswith("python"):
+        return exe
+    prefix = Path(exec_prefix)
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if platform.startswith("win"):
+        candidates = [prefix / "python.exe", exe.parent / "python.exe", exe.parent / "python3.exe"]
+    else:
+        candidates = [exe.parent / "bin" / "python3", prefix / "bin" / f"python{version}",
+                      prefix / "bin" / "python3", exe.parent / "python3"]
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def pip_command(python: Path, target: Path, packages: list[str]) -> list[str]:
+    """The pip call that installs `packages` into `target`, with numpy kept below 2."""
+    return [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
+            "--upgrade", "--target", str(target), *packages, NUMPY_PIN]

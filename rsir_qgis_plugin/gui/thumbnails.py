@@ -1,0 +1,58 @@
+"""Hit thumbnails: pixels read with rasterio in the search task, turned into QImages on the UI thread.
+
+`read_thumbnails` runs in a QgsTask's worker thread (file I/O and resampling must not block the
+UI); it returns plain numpy arrays. `to_qimage` makes the QImage; QPixmaps, which are not
+thread-safe, are made from it by the dock.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+from qgis.PyQt.QtGui import QImage
+
+THUMBNAIL_PX = 112
+
+
+def read_thumbnails(hits: Sequence, size: int = THUMBNAIL_PX,
+                    is_cancelled: Callable[[], bool] | None = None) -> dict[int, np.ndarray]:
+    """rank -> (h, w, 3) uint8 RGB of each hit's window, stretched like the index stretches it.
+
+    A raster that cannot be read gives no thumbnail (the hit is still listed); the search result
+    matters more than its picture.
+    """
+    from ..core.raster import describe, open_dataset, to_uint8
+
+    sources: dict[str, object] = {}
+    images: dict[int, np.ndarray] = {}
+    for hit in hits:
+        if is_cancelled is not None and is_cancelled():
+            break
+        path = str(hit.raster)
+        try:
+            if path not in sources:
+                sources[path] = describe(path, None, 3)  # RGB by colour interpretation, 2-98 % stretch
+            images[hit.rank] = _read_window(open_dataset, to_uint8, sources[path], hit.window, size)
+        except Exception:  # noqa: BLE001 - an unreadable raster only costs its thumbnails
+            continue
+    return images
+
+
+def _read_window(open_dataset, to_uint8, source, window: Sequence[int], size: int) -> np.ndarray:
+    from rasterio.windows import Window
+
+    col, row, width, height = (int(v) for v in window)
+    scale = size / max(width, height)
+    out_h, out_w = max(1, round(height * scale)), max(1, round(width * scale))
+    with open_dataset(source.path) as dataset:
+        pixels = dataset.read(list(source.bands), window=Window(col, row, width, height),
+                              out_shape=(len(source.bands), out_h, out_w), boundless=True, fill_value=0)
+    rgb = to_uint8(pixels, source.stretch)
+    return np.ascontiguousarray(np.transpose(rgb, (1, 2, 0)))
+
+
+def to_qimage(rgb: np.ndarray) -> QImage:
+    """(h, w, 3) uint8 -> QImage that owns its pixels (the numpy buffer may be freed afterwards)."""
+    height, width, _ = rgb.shape
+    data = np.ascontiguousarray(rgb, dtype=np.uint8)
+    return QImage(data.data, width, height, 3 * width, QImage.Format_RGB888).copy()

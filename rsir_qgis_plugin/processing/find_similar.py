@@ -1,0 +1,102 @@
+"""rsir:find_similar: the tiles of an index most like an extent of a raster, as a polygon layer."""
+from __future__ import annotations
+
+from qgis.core import (
+    QgsFeatureSink,
+    QgsProcessing,
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterExtent,
+    QgsProcessingParameterFeatureSink,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
+    QgsWkbTypes,
+)
+
+from ..core.params import SearchParams
+from ..gui.layers import HitFeatureFactory, crs_for_engine, hit_fields
+from .common import engine_errors, layer_file, require_engine
+
+
+class FindSimilarAlgorithm(QgsProcessingAlgorithm):
+    INDEX, RASTER, EXTENT, K, TTA, EXCLUDE_OVERLAP, MIN_SCORE, OUTPUT = (
+        "INDEX", "RASTER", "EXTENT", "K", "TTA", "EXCLUDE_OVERLAP", "MIN_SCORE", "OUTPUT")
+
+    def name(self) -> str:
+        return "find_similar"
+
+    def displayName(self) -> str:  # noqa: N802
+        return "Find similar places"
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return ("Embeds the extent of the raster (the extent may be in any CRS) and returns the K most similar "
+                "tiles of the index as polygons in the raster's CRS, with fields rank, score (cosine) and "
+                "raster. The index must have been built with rsir:build_index.")
+
+    def createInstance(self) -> "FindSimilarAlgorithm":  # noqa: N802
+        return FindSimilarAlgorithm()
+
+    def initAlgorithm(self, config=None) -> None:  # noqa: N802
+        self.addParameter(QgsProcessingParameterFile(self.INDEX, "Index folder", QgsProcessingParameterFile.Folder))
+        self.addParameter(QgsProcessingParameterRasterLayer(self.RASTER, "Raster holding the query extent"))
+        self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Query extent"))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.K, "Number of hits", QgsProcessingParameterNumber.Integer, defaultValue=20, minValue=1))
+        self.addParameter(QgsProcessingParameterBoolean(self.TTA, "Rotation test-time augmentation", False))
+        advanced = [
+            QgsProcessingParameterBoolean(self.EXCLUDE_OVERLAP, "Exclude tiles overlapping the query", True),
+            QgsProcessingParameterNumber(self.MIN_SCORE, "Minimum score (empty: none)",
+                                         QgsProcessingParameterNumber.Double, optional=True,
+                                         minValue=-1.0, maxValue=1.0),
+        ]
+        for parameter in advanced:
+            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(parameter)
+        self.addParameter(QgsProcessingParameterFeatureSink(
+            self.OUTPUT, "Similar places", QgsProcessing.TypeVectorPolygon))
+
+    def processAlgorithm(self, parameters, context: QgsProcessingContext,  # noqa: N802
+                         feedback: QgsProcessingFeedback) -> dict:
+        require_engine()
+        from ..core.search import search_box
+
+        raster = self.parameterAsRasterLayer(parameters, self.RASTER, context)
+        path = layer_file(raster, self.RASTER)
+        extent_crs = self.parameterAsExtentCrs(parameters, self.EXTENT, context)
+        if not extent_crs.isValid():
+            extent_crs = raster.crs()
+        extent = self.parameterAsExtent(parameters, self.EXTENT, context, extent_crs)
+        if extent.isEmpty():
+            raise QgsProcessingException(f"{self.EXTENT}: the query extent is empty")
+        min_score = parameters.get(self.MIN_SCORE)
+        try:
+            params = SearchParams(k=self.parameterAsInt(parameters, self.K, context),
+                                  tta=self.parameterAsBool(parameters, self.TTA, context),
+                                  exclude_query_overlap=self.parameterAsBool(parameters, self.EXCLUDE_OVERLAP,
+                                                                             context),
+                                  min_score=None if min_score in (None, "") else
+                                  self.parameterAsDouble(parameters, self.MIN_SCORE, context))
+        except ValueError as exc:
+            raise QgsProcessingException(str(exc)) from exc
+        index_dir = self.parameterAsFile(parameters, self.INDEX, context)
+        bbox = (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum())
+        feedback.pushInfo(f"Query {bbox} in {extent_crs.authid() or 'custom CRS'} on {path}")
+        with engine_errors():
+            result = search_box(index_dir, path, bbox, crs_for_engine(extent_crs), params,
+                                is_cancelled=feedback.isCanceled)
+
+        fields = hit_fields()
+        sink, dest_id = self.parameterAsSink(parameters, self.OUTPUT, context, fields, QgsWkbTypes.Polygon,
+                                             raster.crs())
+        if sink is None:
+            raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
+        factory = HitFeatureFactory(raster.crs(), context.transformContext())
+        for hit in result.hits:
+            sink.addFeature(factory.hit_feature(hit, fields), QgsFeatureSink.FastInsert)
+        feedback.pushInfo(f"{len(result.hits)} hit(s) in {result.seconds:.1f} s ({result.provider})")
+        return {self.OUTPUT: dest_id}

@@ -1,0 +1,30 @@
+"""The `rsir` Processing provider: toolbox, graphical modeler, processing.run and qgis_process."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from qgis.core import QgsProcessingProvider
+from qgis.PyQt.QtGui import QIcon
+
+from .build_index import BuildIndexAlgorithm
+from .find_similar import FindSimilarAlgorithm
+
+ICON = Path(__file__).resolve().parent.parent / "icon.png"
+
+
+class RsirProvider(QgsProcessingProvider):
+    def id(self) -> str:  # noqa: A003 (QGIS API name)
+        return "rsir"
+
+    def name(self) -> str:
+        return "rsir (image retrieval)"
+
+    def longName(self) -> str:  # noqa: N802
+        return "rsir: remote-sensing image retrieval"
+
+    def icon(self) -> QIcon:
+        return QIcon(str(ICON))
+
+    def loadAlgorithms(self) -> None:  # noqa: N802
+        self.addAlgorithm(BuildIndexAlgorithm())
+        self.addAlgorithm(FindSimilarAlgorithm())

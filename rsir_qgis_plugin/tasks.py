@@ -1,0 +1,239 @@
+"""QgsTask wrappers: each runs one engine call in QGIS's worker threads and reports back.
+
+`run()` executes in a worker thread and touches no widget; `finished()` runs on the UI thread
+and only emits `succeeded`, `cancelled` or `failed`, which the controllers turn into layers and
+messages. The engine is imported inside `work()`, so loading the plugin never imports
+onnxruntime or faiss.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qgis.core import (
+    Qgis,
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransformContext,
+    QgsFeature,
+    QgsMessageLog,
+    QgsTask,
+)
+from qgis.PyQt import sip
+from qgis.PyQt.QtCore import pyqtSignal
+
+from .core.errors import BuildCancelled, RsirError
+from .core.params import BuildParams, SearchParams
+
+LOG_TAG = "rsir"
+LOG_EVERY_S = 10.0  # progress lines in the log panel; the task manager shows every percent
+
+
+def log(message: str, level: Qgis.MessageLevel = Qgis.Info) -> None:
+    """QgsMessageLog is thread-safe: tasks log from their worker thread."""
+    QgsMessageLog.logMessage(message, LOG_TAG, level)
+
+
+def is_active(task: QgsTask | None) -> bool:
+    """True while a task is queued or running (the task manager deletes finished ones)."""
+    if task is None or sip.isdeleted(task):
+        return False
+    return task.status() not in (QgsTask.Complete, QgsTask.Terminated)
+
+
+class EngineTask(QgsTask):
+    """One cancellable engine call; subclasses implement `work()` and return its result."""
+
+    succeeded = pyqtSignal(object)
+    cancelled = pyqtSignal()
+    failed = pyqtSignal(str)
+
+    def __init__(self, description: str):
+        super().__init__(description, QgsTask.CanCancel)
+        self.result_value: Any = None
+        self.error: str | None = None
+        self.was_cancelled = False
+
+    def work(self) -> Any:
+        raise NotImplementedError
+
+    def run(self) -> bool:
+        try:
+            self.result_value = self.work()
+        except BuildCancelled:
+            self.was_cancelled = True
+            return False
+        except RsirError as exc:  # a problem the user can act on: its message says what to do
+            self.error = str(exc)
+            return False
+        except Exception:  # noqa: BLE001 - anything else is a bug: keep the traceback for the report
+            self.error = traceback.format_exc()
+            log(f"{self.description()} failed:\n{self.error}", Qgis.Critical)
+            self.error = self.error.strip().splitlines()[-1]
+            return False
+        if self.isCanceled():
+            self.was_cancelled = True
+            return False
+        return True
+
+    def finished(self, ok: bool) -> None:  # UI thread
+        if ok:
+            self.succeeded.emit(self.result_value)
+        elif self.was_cancelled or self.isCanceled():
+            self.cancelled.emit()
+        else:
+            self.failed.emit(self.error or "stopped")
+
+
+class BuildIndexTask(EngineTask):
+    """build_index() with the task's progress bar and cancel button wired to its callbacks."""
+
+    progressMessage = pyqtSignal(str)
+
+    def __init__(self, params: BuildParams):
+        super().__init__(f"rsir: indexing {len(params.rasters)} raster(s)")
+        self.params = params
+        self._last_log = 0.0
+
+    def work(self):
+        from .core.builder import build_index
+
+        log(f"Building index {self.params.index_dir} from {len(self.params.rasters)} raster(s)")
+        return build_index(self.params, progress=self._progress, is_cancelled=self.isCanceled)
+
+    def _progress(self, percent: float, message: str) -> None:
+        self.setProgress(max(0.0, min(100.0, float(percent))))
+        self.progressMessage.emit(message)
+        now = time.monotonic()
+        if now - self._last_log >= LOG_EVERY_S:
+            self._last_log = now
+            log(f"{percent:5.1f} % {message}")
+
+
+@dataclass
+class SearchOutcome:
+    """A search result plus what the UI shows of it, prepared off the UI thread."""
+
+    result: Any  # core.search.SearchResult
+    raster_name: str
+    crs: QgsCoordinateReferenceSystem  # of the features
+    hit_features: list[QgsFeature]
+    query_feature: QgsFeature | None
+    thumbnails: dict[int, np.ndarray] = field(default_factory=dict)  # rank -> RGB
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """Everything one box query needs; the box is in `box_crs` and the engine reprojects it."""
+
+    index_dir: Path
+    raster_path: str
+    raster_name: str
+    box: tuple[float, float, float, float]
+    box_crs: str  # EPSG:n or WKT
+    params: SearchParams
+    output_crs: QgsCoordinateReferenceSystem
+    transform_context: QgsCoordinateTransformContext
+    thumbnails: bool = True
+
+
+class SearchTask(EngineTask):
+    """search_box(), then the hit polygons as features in the map CRS and their thumbnails."""
+
+    def __init__(self, request: SearchRequest):
+        super().__init__(f"rsir: searching {request.index_dir.name} for {request.raster_name}")
+        self.request = request
+
+    def work(self) -> SearchOutcome:
+        from .core.search import search_box
+        from .gui.layers import HitFeatureFactory, hit_fields, query_fields
+        from .gui.thumbnails import read_thumbnails
+
+        req = self.request
+        result = search_box(req.index_dir, req.raster_path, req.box, req.box_crs, req.params,
+                            is_cancelled=self.isCanceled)
+        factory = HitFeatureFactory(req.output_crs, req.transform_context)
+        fields = hit_fields()
+        hits = [factory.hit_feature(hit, fields) for hit in result.hits]
+        query = None
+        if result.query_polygon:
+            query = QgsFeature(query_fields())
+            query.setGeometry(factory.geometry(result.query_polygon, result.query_crs_wkt))
+            query.setAttributes([req.raster_path])
+        thumbs = read_thumbnails(result.hits, is_cancelled=self.isCanceled) if req.thumbnails else {}
+        return SearchOutcome(result, req.raster_name, req.output_crs, hits, query, thumbs)
+
+
+class InfoTask(EngineTask):
+    """A short engine read (model metadata, devices, index summary) kept off the UI thread."""
+
+    def __init__(self, description: str, function, *args):
+        super().__init__(description)
+        self._function = function
+        self._args = args
+
+    def work(self):
+        return self._function(*self._args)
+
+
+class InstallPackagesTask(EngineTask):
+    """pip install into the plugin's private folder with QGIS's own Python interpreter."""
+
+    def __init__(self, packages: list[str], target: Path):
+        super().__init__(f"rsir: installing {', '.join(packages)}")
+        self.packages = packages
+        self.target = target
+
+    def work(self) -> str:
+        from .dependencies import find_qgis_python, pip_command
+
+        python = find_qgis_python()
+        if python is None:
+            raise RsirError(f"cannot find the Python interpreter of this QGIS near {sys.executable}; "
+                            f"install {' '.join(self.packages)} with QGIS's pip yourself")
+        self._check_version(python)
+        self.target.mkdir(parents=True, exist_ok=True)
+        command = pip_command(python, self.target, self.packages)
+        log("Running " + " ".join(command))
+        output = self._stream(command)
+        if self.isCanceled():
+            return ""
+        return f"installed {', '.join(self.packages)} into {self.target}\n{output[-2000:]}"
+
+    def _check_version(self, python: Path) -> None:
+        """pip of another Python would install wheels this QGIS cannot import."""
+        probe = subprocess.run([str(python), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                               capture_output=True, text=True, timeout=120, **_no_console())
+        mine = f"{sys.version_info.major}.{sys.version_info.minor}"
+        if probe.returncode != 0 or probe.stdout.strip() != mine:
+            raise RsirError(f"{python} is not QGIS's Python {mine} ({probe.stdout.strip() or probe.stderr.strip()})")
+
+    def _stream(self, command: list[str]) -> str:
+        lines: list[str] = []
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              **_no_console()) as process:
+            assert process.stdout is not None
+            for line in process.stdout:
+                lines.append(line.rstrip())
+                log(line.rstrip())
+                if self.isCanceled():
+                    process.terminate()
+                    break
+            code = process.wait()
+        if code != 0 and not self.isCanceled():
+            tail = "\n".join(lines[-15:])
+            raise RsirError(f"pip failed (exit {code}); see the rsir log panel. Last lines:\n{tail}")
+        return "\n".join(lines)
+
+
+def _no_console() -> dict:
+    """On Windows a console window would flash up for every subprocess without this flag."""
+    if os.name == "nt":
+        return {"creationflags": getattr(subprocess, "CREATE_NO_WINDOW", 0)}
+    return {}

@@ -1,0 +1,96 @@
+"""Fixtures for tests in real QGIS (pytest-qgis): the plugin loaded into the stub iface, real
+rasters from tests/data as layers, and a small index built with the real engine.
+
+The model is the session's `tiny_model` (tests/conftest.py): a real ONNX ResNet-18 with 64 px
+input, so builds of a few hundred tiles take seconds on two cores.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from qgis.core import QgsApplication, QgsCoordinateReferenceSystem, QgsProject, QgsRasterLayer
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+TOWN = DATA / "oam_town_1024.tif"  # real 0.1 m aerial imagery, EPSG:3395 (see tests/data/README.md)
+TILE = 64
+MAP_CRS = "EPSG:3857"  # differs from the raster's EPSG:3395, so every test crosses a reprojection
+
+
+@pytest.fixture(scope="session")
+def town_half(tmp_path_factory) -> Path:
+    """The left half (512 x 1024 px) of the real sample, as its own GeoTIFF."""
+    import rasterio
+    from rasterio.windows import Window
+
+    path = tmp_path_factory.mktemp("rasters") / "town_left.tif"
+    with rasterio.open(TOWN) as src:
+        window = Window(0, 0, 512, 1024)
+        profile = src.profile | {"width": 512, "height": 1024, "transform": src.window_transform(window),
+                                 "compress": "deflate", "photometric": "rgb"}
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(src.read(window=window))
+    return path
+
+
+@pytest.fixture(scope="session")
+def town_full(tmp_path_factory) -> Path:
+    """A private copy of the whole sample (builds lock and fingerprint files; tests/data stays read-only)."""
+    path = tmp_path_factory.mktemp("rasters_full") / "town_full.tif"
+    shutil.copy(TOWN, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def town_index(tmp_path_factory, tiny_model, town_half) -> Path:
+    """An index of `town_half` with 64 px tiles every 32 px, built by the engine (not by the plugin)."""
+    from rsir_qgis_plugin.core.builder import build_index
+    from rsir_qgis_plugin.core.params import BuildParams, TilingParams
+
+    index_dir = tmp_path_factory.mktemp("index") / "town_index"
+    build_index(BuildParams(index_dir=index_dir, rasters=(town_half,), model_path=tiny_model,
+                            tiling=TilingParams(tile_px=TILE, stride_px=TILE // 2)))
+    return index_dir
+
+
+@pytest.fixture
+def project(qgis_new_project, qgis_canvas) -> QgsProject:
+    """An empty project whose map canvas uses MAP_CRS."""
+    qgis_canvas.setDestinationCrs(QgsCoordinateReferenceSystem(MAP_CRS))
+    qgis_new_project.setCrs(QgsCoordinateReferenceSystem(MAP_CRS))
+    return qgis_new_project
+
+
+@pytest.fixture
+def town_layer(project, qgis_canvas, town_half) -> QgsRasterLayer:
+    layer = QgsRasterLayer(str(town_half), "town left", "gdal")
+    assert layer.isValid()
+    project.addMapLayer(layer)
+    qgis_canvas.setLayers([layer])
+    qgis_canvas.setExtent(qgis_canvas.mapSettings().layerExtentToOutputExtent(layer, layer.extent()))
+    qgis_canvas.refresh()
+    return layer
+
+
+@pytest.fixture
+def plugin(qgis_iface, project):
+    """The plugin loaded the way QGIS loads it: classFactory, initGui ... unload."""
+    import rsir_qgis_plugin
+
+    loaded = rsir_qgis_plugin.classFactory(qgis_iface)
+    loaded.initGui()
+    yield loaded
+    loaded.unload()
+    QgsApplication.processEvents()
+
+
+@pytest.fixture(autouse=True)
+def isolated_settings(tmp_path, monkeypatch):
+    """QgsSettings of a test go to a throw-away file, never to the developer's QGIS profile."""
+    from qgis.core import QgsSettings
+    from qgis.PyQt.QtCore import QSettings
+
+    QSettings.setPath(QSettings.IniFormat, QSettings.UserScope, str(tmp_path / "settings"))
+    QgsSettings().clear()
+    yield

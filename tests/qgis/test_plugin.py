@@ -1,0 +1,113 @@
+"""Loading and unloading the plugin the way QGIS does, and the dependency check it runs on load."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+from qgis.core import QgsApplication
+from qgis.gui import QgsDockWidget
+from qgis.PyQt.QtCore import QEvent
+from qgis.PyQt.QtWidgets import QAction, QToolBar
+
+import rsir_qgis_plugin
+from rsir_qgis_plugin import dependencies
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def rsir_objects(window, kind):
+    return [w for w in window.findChildren(kind) if w.objectName().startswith("rsir")]
+
+
+def test_load_and_unload_leave_nothing_behind(qgis_iface, project):
+    window = qgis_iface.mainWindow()
+    registry = QgsApplication.processingRegistry()
+    plugin = rsir_qgis_plugin.classFactory(qgis_iface)
+    plugin.initGui()
+
+    names = {a.objectName() for a in rsir_objects(window, QAction)}
+    assert {"rsirFindSimilar", "rsirBuildIndex"} <= names
+    assert rsir_objects(window, QToolBar), "the rsir toolbar is missing"
+    toolbar_actions = {a.objectName() for a in rsir_objects(window, QToolBar)[0].actions()}
+    assert toolbar_actions == {"rsirFindSimilar", "rsirBuildIndex", "rsirShowResults"}
+    assert registry.providerById("rsir") is not None
+    assert {a.id() for a in registry.providerById("rsir").algorithms()} == {"rsir:build_index", "rsir:find_similar"}
+
+    plugin.find_action.trigger()
+    assert qgis_iface.mapCanvas().mapTool() is plugin.map_tool
+    assert plugin.dock.isVisibleTo(window)
+
+    plugin.unload()
+    QgsApplication.processEvents()
+    QgsApplication.sendPostedEvents(None, QEvent.DeferredDelete)  # deleteLater -> actual deletion
+    assert rsir_objects(window, QAction) == []
+    assert rsir_objects(window, QToolBar) == []
+    assert rsir_objects(window, QgsDockWidget) == []
+    assert registry.providerById("rsir") is None
+    assert qgis_iface.mapCanvas().mapTool() is None
+
+
+def test_package_imports_nothing_heavy():
+    """QGIS imports the package at start-up: onnxruntime, faiss and rasterio must not come with it."""
+    code = ("import sys, rsir_qgis_plugin; "
+            "print(sorted(m for m in ('onnxruntime', 'faiss', 'rasterio', 'numpy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_plugin_module_imports_engine_lazily():
+    """plugin.py and the GUI import the engine inside functions only (a missing package is a message)."""
+    heavy = {"onnxruntime", "faiss", "rasterio"}
+    for path in [ROOT / "rsir_qgis_plugin" / "plugin.py", *(ROOT / "rsir_qgis_plugin" / "gui").glob("*.py")]:
+        tree = ast.parse(path.read_text())
+        top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+        for node in top:
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            assert not any(n.split(".")[0] in heavy for n in names), f"{path.name} imports {names} at load"
+            assert not any(n.startswith(("core.builder", "core.search", "core.store", "core.embedder"))
+                           for n in names if isinstance(node, ast.ImportFrom) and node.level), path.name
+
+
+def test_missing_package_gives_a_message_with_an_install_button(qgis_iface, project, monkeypatch):
+    from qgis.PyQt.QtWidgets import QPushButton
+
+    real = dependencies.is_installed
+    monkeypatch.setattr(dependencies, "is_installed", lambda module: module != "faiss" and real(module))
+    plugin = rsir_qgis_plugin.classFactory(qgis_iface)
+    plugin.initGui()
+    try:
+        items = qgis_iface.messageBar().items()
+        texts = [i.text() for i in items]
+        assert any("faiss-cpu" in t for t in texts), texts
+        buttons = [b for i in items for b in i.findChildren(QPushButton) if b.objectName() == "rsirInstallButton"]
+        assert len(buttons) == 1 and "faiss-cpu" in buttons[0].text()
+        assert plugin.dependencies.task is None, "nothing may be installed before the user asks"
+        # An engine action refuses to start and does not stack a second message.
+        assert plugin.search_box(qgis_iface.mapCanvas().extent()) is None
+        assert len([i for i in qgis_iface.messageBar().items() if "faiss-cpu" in i.text()]) == 1
+    finally:
+        plugin.unload()
+        qgis_iface.messageBar().clearWidgets()
+
+
+def test_pip_command_pins_numpy_and_targets_the_private_folder(tmp_path):
+    python = dependencies.find_qgis_python()
+    assert python is not None and python.is_file()
+    command = dependencies.pip_command(python, tmp_path, ["faiss-cpu"])
+    assert command[:4] == [str(python), "-m", "pip", "install"]
+    assert "numpy<2" in command and "faiss-cpu" in command
+    assert command[command.index("--target") + 1] == str(tmp_path)
+
+
+def test_qgis_python_found_beside_a_qgis_executable(tmp_path):
+    """Inside QGIS on Windows sys.executable is qgis-bin.exe; pip must run with python.exe instead."""
+    prefix = tmp_path / "apps" / "Python312"
+    prefix.mkdir(parents=True)
+    (prefix / "python.exe").write_text("")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    found = dependencies.find_qgis_python(str(bin_dir / "qgis-bin.exe"), str(prefix), "win32")
+    assert found == prefix / "python.exe"
+    assert dependencies.find_qgis_python(str(bin_dir / "qgis-bin.exe"), str(tmp_path / "nowhere"), "win32") is None
