@@ -1,6 +1,8 @@
 """Turning uint8 tiles into L2-normalised embeddings with onnxruntime, on CUDA when it really works."""
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -140,3 +142,25 @@ def l2_normalize(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
 
+
+
+
+_SHARED: "OrderedDict[tuple[str, str, str], Embedder]" = OrderedDict()
+_SHARED_LOCK = threading.Lock()
+_SHARED_SIZE = 2
+
+
+def shared_embedder(model: ModelInfo, device: str) -> Embedder:
+    """One session per model file and device for repeated queries: sessions take a while to create,
+    and onnxruntime's run() is thread-safe. The key holds the file's sha256, so a changed file gets
+    a new session."""
+    key = (str(model.path), model.sha256, device)
+    with _SHARED_LOCK:
+        if key in _SHARED:
+            _SHARED.move_to_end(key)
+            return _SHARED[key]
+        embedder = Embedder(model, device)
+        _SHARED[key] = embedder
+        while len(_SHARED) > _SHARED_SIZE:
+            _SHARED.popitem(last=False)
+        return embedder

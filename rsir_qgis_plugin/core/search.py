@@ -8,7 +8,7 @@ from typing import Callable
 
 import numpy as np
 
-from .embedder import Embedder
+from .embedder import shared_embedder
 from .errors import BuildCancelled, IndexStoreError, ModelError, RasterError
 from .geometry import Ring, boxes_intersect, reproject_bounds, window_iou
 from .model import DEFAULT_MODEL_PATH, ModelInfo, read_model
@@ -60,7 +60,7 @@ def search_box(index_dir: str | Path, raster_path: str | Path, bbox: tuple[float
             tile, valid = read_window(dataset, source, window, model.contract.input_size)
         if valid == 0:
             raise RasterError(source.path, f"the query box {tuple(round(v, 3) for v in box)} holds only nodata")
-        embedder = Embedder(model, params.device)
+        embedder = shared_embedder(model, params.device)
         query = (embedder.embed_tta if params.tta else embedder.embed)(tile[None])[0]
         exclude = (source.path, _window_box(source.transform, window)) if params.exclude_query_overlap else None
         hits = _rank(reader, query, params, exclude, is_cancelled)
@@ -80,7 +80,7 @@ def search_image(index_dir: str | Path, image_path: str | Path, params: SearchPa
         with open_dataset(source.path) as dataset:
             tile, _ = read_window(dataset, source, (0, 0, source.width, source.height),
                                   model.contract.input_size)
-        embedder = Embedder(model, params.device)
+        embedder = shared_embedder(model, params.device)
         query = (embedder.embed_tta if params.tta else embedder.embed)(tile[None])[0]
         hits = _rank(reader, query, params, None, is_cancelled)
     return SearchResult(hits=hits, query_polygon=None, query_crs_wkt="", query_raster=None,

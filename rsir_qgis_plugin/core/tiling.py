@@ -12,6 +12,7 @@ from .params import TilingParams
 from .raster import RasterSource, to_uint8
 
 EMPTY_TILE_STD = 1.0  # a tile flatter than this (uint8 scale) in every band holds nothing to find
+COLLAR_LEVEL = 2  # pixels this dark in every band count as padding in rasters that declare no nodata
 
 Window = tuple[int, int, int, int]  # col_off, row_off, width, height in source pixels
 
@@ -111,7 +112,17 @@ def read_window(dataset, source: RasterSource, window: Window, size: int) -> tup
     valid = mask > 0
     if source.stretch is not None:
         pixels = np.where(valid[None], pixels, 0)  # nodata values must not reach the stretch
-    return to_uint8(pixels, source.stretch), float(valid.mean())
+    tile = to_uint8(pixels, source.stretch)
+    if _declares_no_nodata(dataset):
+        # Orthophotos without a nodata value or mask often pad with a black collar: treat it as nodata.
+        valid &= tile.max(axis=0) > COLLAR_LEVEL
+    return tile, float(valid.mean())
+
+
+def _declares_no_nodata(dataset) -> bool:
+    from rasterio.enums import MaskFlags
+
+    return all(MaskFlags.all_valid in flags for flags in dataset.mask_flag_enums)
 
 
 def is_empty(tile: np.ndarray) -> bool:
