@@ -55,8 +55,19 @@ def town_index(tmp_path_factory, tiny_model, town_half) -> Path:
 
 
 @pytest.fixture
-def project(qgis_new_project, qgis_canvas) -> QgsProject:
-    """An empty project whose map canvas uses MAP_CRS."""
+def map_crs() -> str:
+    return MAP_CRS
+
+
+@pytest.fixture
+def project(qgis_new_project, qgis_canvas, qgis_parent) -> QgsProject:
+    """An empty project whose map canvas uses MAP_CRS, in a shown (offscreen) main window.
+
+    Unshown, the canvas viewport keeps Qt's default 98 x 28 px and screen-to-map conversions
+    would be meaningless.
+    """
+    qgis_parent.show()
+    QgsApplication.processEvents()
     qgis_canvas.setDestinationCrs(QgsCoordinateReferenceSystem(MAP_CRS))
     qgis_new_project.setCrs(QgsCoordinateReferenceSystem(MAP_CRS))
     return qgis_new_project

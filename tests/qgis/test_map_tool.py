@@ -1,0 +1,97 @@
+"""The box map tool driven by synthetic mouse events, and the box it gives in map and raster CRS."""
+from __future__ import annotations
+
+import pytest
+from qgis.core import QgsCoordinateReferenceSystem, QgsProject, QgsRectangle
+from qgis.gui import QgsMapMouseEvent
+from qgis.PyQt.QtCore import QEvent, QPoint, Qt
+from qgis.PyQt.QtGui import QKeyEvent
+
+from rsir_qgis_plugin.gui.layers import query_raster
+from rsir_qgis_plugin.gui.map_tool import BoxMapTool
+
+
+def mouse(canvas, kind, x, y, button=Qt.LeftButton):
+    buttons = Qt.NoButton if kind == QEvent.MouseButtonRelease else button
+    return QgsMapMouseEvent(canvas, kind, QPoint(x, y), button, buttons, Qt.NoModifier)
+
+
+def drag(tool, canvas, start, end):
+    tool.canvasPressEvent(mouse(canvas, QEvent.MouseButtonPress, *start))
+    tool.canvasMoveEvent(mouse(canvas, QEvent.MouseMove, (start[0] + end[0]) // 2, (start[1] + end[1]) // 2))
+    tool.canvasMoveEvent(mouse(canvas, QEvent.MouseMove, *end))
+    tool.canvasReleaseEvent(mouse(canvas, QEvent.MouseButtonRelease, *end))
+
+
+@pytest.fixture
+def tool(qgis_canvas, town_layer):
+    tool = BoxMapTool(qgis_canvas)
+    qgis_canvas.setMapTool(tool)
+    yield tool
+    qgis_canvas.unsetMapTool(tool)
+    tool.release()
+
+
+def test_drag_emits_the_box_in_map_crs(tool, qgis_canvas, map_crs):
+    emitted = []
+    tool.boxDrawn.connect(lambda box, crs: emitted.append((QgsRectangle(box), QgsCoordinateReferenceSystem(crs))))
+    # Dragged from lower right to upper left: the box must come out normalised all the same.
+    drag(tool, qgis_canvas, (420, 380), (150, 120))
+
+    assert len(emitted) == 1
+    box, crs = emitted[0]
+    assert crs.authid() == map_crs
+    to_map = qgis_canvas.getCoordinateTransform()
+    corner_a, corner_b = to_map.toMapCoordinates(150, 120), to_map.toMapCoordinates(420, 380)
+    assert box.xMinimum() == pytest.approx(min(corner_a.x(), corner_b.x()))
+    assert box.xMaximum() == pytest.approx(max(corner_a.x(), corner_b.x()))
+    assert box.yMinimum() == pytest.approx(min(corner_a.y(), corner_b.y()))
+    assert box.yMaximum() == pytest.approx(max(corner_a.y(), corner_b.y()))
+    # 270 x 260 screen pixels at the canvas's scale.
+    assert box.width() == pytest.approx(270 * qgis_canvas.mapUnitsPerPixel(), rel=1e-6)
+    assert box.height() == pytest.approx(260 * qgis_canvas.mapUnitsPerPixel(), rel=1e-6)
+
+
+def test_box_in_raster_crs_matches_an_independent_reprojection(tool, qgis_canvas, town_layer):
+    from rasterio.warp import transform_bounds
+
+    emitted = []
+    tool.boxDrawn.connect(lambda box, crs: emitted.append((QgsRectangle(box), QgsCoordinateReferenceSystem(crs))))
+    drag(tool, qgis_canvas, (200, 150), (400, 330))
+    box, crs = emitted[0]
+
+    found = query_raster(box, crs, [town_layer], QgsProject.instance().transformContext())
+    assert found is not None
+    layer, local = found
+    assert layer is town_layer and layer.crs().authid() == "EPSG:3395"
+    # PROJ through rasterio, not QGIS: the same box in the raster's CRS to a millimetre.
+    expected = transform_bounds("EPSG:3857", "EPSG:3395", box.xMinimum(), box.yMinimum(), box.xMaximum(),
+                                box.yMaximum(), densify_pts=21)
+    got = (local.xMinimum(), local.yMinimum(), local.xMaximum(), local.yMaximum())
+    assert got == pytest.approx(expected, abs=1e-3)
+    assert town_layer.extent().contains(local)
+    # Web Mercator and World Mercator differ: the conversion really happened.
+    assert abs(local.yMinimum() - box.yMinimum()) > 1000
+
+
+def test_rubber_band_follows_the_drag_and_clicks_or_escape_emit_nothing(tool, qgis_canvas):
+    emitted = []
+    tool.boxDrawn.connect(lambda box, crs: emitted.append(box))
+    tool.canvasPressEvent(mouse(qgis_canvas, QEvent.MouseButtonPress, 100, 100))
+    tool.canvasMoveEvent(mouse(qgis_canvas, QEvent.MouseMove, 300, 250))
+    band = tool._band
+    assert band.numberOfVertices() >= 4
+    band_box = band.asGeometry().boundingBox()
+    to_map = qgis_canvas.getCoordinateTransform()
+    assert band_box.xMaximum() == pytest.approx(to_map.toMapCoordinates(300, 250).x())
+    tool.keyPressEvent(QKeyEvent(QEvent.KeyPress, Qt.Key_Escape, Qt.NoModifier))
+    assert band.numberOfVertices() == 0
+    tool.canvasReleaseEvent(mouse(qgis_canvas, QEvent.MouseButtonRelease, 300, 250))
+    drag(tool, qgis_canvas, (200, 200), (202, 201))  # a click with a tremble
+    assert emitted == []
+
+
+def test_box_outside_every_raster_finds_no_query_raster(qgis_canvas, town_layer, map_crs):
+    far = QgsRectangle(0, 0, 100, 100)  # Gulf of Guinea, far from the sample
+    assert query_raster(far, QgsCoordinateReferenceSystem(map_crs), [town_layer],
+                        QgsProject.instance().transformContext()) is None
