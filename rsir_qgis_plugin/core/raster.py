@@ -50,11 +50,16 @@ def fingerprint(path: str | Path) -> Fingerprint:
 
 def open_dataset(path: str | Path):
     """Open a raster with rasterio, turning every failure into a RasterError that names the file."""
+    import warnings
+
     import rasterio
-    from rasterio.errors import RasterioError
+    from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
     try:
-        return rasterio.open(str(path))
+        with warnings.catch_warnings():
+            # Plain images (JPEG/PNG queries) have no georeferencing, and need none.
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(str(path))
     except (RasterioError, OSError) as exc:
         raise RasterError(path, f"not a readable raster ({exc})") from exc
 

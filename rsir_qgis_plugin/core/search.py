@@ -124,8 +124,10 @@ def _pixel_window(source, box) -> tuple[int, int, int, int]:
     inverse = ~Affine(*source.transform)
     corners = [inverse * (x, y) for x in (box[0], box[2]) for y in (box[1], box[3])]
     cols, rows = [c[0] for c in corners], [c[1] for c in corners]
-    col0, col1 = max(0, int(np.floor(min(cols)))), min(source.width, int(np.ceil(max(cols))))
-    row0, row1 = max(0, int(np.floor(min(rows)))), min(source.height, int(np.ceil(max(rows))))
+    # A box reprojected from another CRS lands a hair off the pixel grid: snap within 1/100 pixel.
+    snap = 0.01
+    col0, col1 = max(0, int(np.floor(min(cols) + snap))), min(source.width, int(np.ceil(max(cols) - snap)))
+    row0, row1 = max(0, int(np.floor(min(rows) + snap))), min(source.height, int(np.ceil(max(rows) - snap)))
     if col1 - col0 < 1 or row1 - row0 < 1:
         raise RasterError(source.path, f"the query box {tuple(round(v, 3) for v in box)} (in the raster's CRS) "
                                        "does not overlap the raster")
