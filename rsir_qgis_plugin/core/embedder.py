@@ -115,7 +115,7 @@ class Embedder:
                              f"{self.input_size}) expected, got {tiles.shape}")
         batch = self.model.fixed_batch
         if batch is None or batch == len(tiles):
-            out = self._run(self.preprocess(tiles))
+            out = self.run_session(self.preprocess(tiles))
         else:  # a graph with a fixed batch size: feed it padded chunks
             chunks = []
             for start in range(0, len(tiles), batch):
@@ -123,7 +123,7 @@ class Embedder:
                 pad = batch - len(chunk)
                 if pad:
                     chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), np.float32)])
-                chunks.append(self._run(chunk)[:batch - pad])
+                chunks.append(self.run_session(chunk)[:batch - pad])
             out = np.concatenate(chunks)
         return l2_normalize(out)
 
@@ -133,7 +133,8 @@ class Embedder:
         embedded = self.embed(np.concatenate(rotations)).reshape(4, len(tiles), -1)
         return l2_normalize(embedded.mean(axis=0))
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
+    def run_session(self, batch: np.ndarray) -> np.ndarray:
+        """The raw model output for an already preprocessed float32 batch."""
         out = self._session.run([self.model.output_name], {self.model.input_name: batch})[0]
         return np.asarray(out, dtype=np.float32).reshape(len(batch), -1)
 
