@@ -96,6 +96,35 @@ def plugin(qgis_iface, project):
     QgsApplication.processEvents()
 
 
+SEARCH_TIMEOUT_MS = 60_000
+
+
+def _drag_on_canvas(canvas, tool, start, end) -> None:
+    """Press at `start`, move and release at `end` (screen pixels), as real QgsMapMouseEvents."""
+    from qgis.gui import QgsMapMouseEvent
+    from qgis.PyQt.QtCore import QEvent, QPoint, Qt
+
+    steps = ((QEvent.MouseButtonPress, start, tool.canvasPressEvent), (QEvent.MouseMove, end, tool.canvasMoveEvent),
+             (QEvent.MouseButtonRelease, end, tool.canvasReleaseEvent))
+    for kind, (x, y), handler in steps:
+        buttons = Qt.NoButton if kind == QEvent.MouseButtonRelease else Qt.LeftButton
+        handler(QgsMapMouseEvent(canvas, kind, QPoint(x, y), Qt.LeftButton, buttons, Qt.NoModifier))
+
+
+@pytest.fixture
+def search_by_drag(plugin, qgis_canvas, qtbot):
+    """Drag a box with the plugin's map tool and wait for the search: returns the SearchOutcome."""
+
+    def run(start, end):
+        if qgis_canvas.mapTool() is not plugin.map_tool:
+            plugin.find_action.trigger()
+        with qtbot.waitSignal(plugin.search.searchFinished, timeout=SEARCH_TIMEOUT_MS) as blocker:
+            _drag_on_canvas(qgis_canvas, plugin.map_tool, start, end)
+        return blocker.args[0]
+
+    return run
+
+
 @pytest.fixture(autouse=True)
 def isolated_settings(tmp_path, monkeypatch):
     """QgsSettings of a test go to a throw-away file, never to the developer's QGIS profile."""

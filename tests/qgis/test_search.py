@@ -9,25 +9,15 @@ from qgis.core import (
     QgsProject,
     QgsVectorLayer,
 )
-from qgis.gui import QgsMapMouseEvent
-from qgis.PyQt.QtCore import QEvent, QPoint, Qt
+from qgis.PyQt.QtCore import Qt
 
 from rsir_qgis_plugin.gui.layers import HITS_LAYER_NAME, QUERY_LAYER_NAME, owned_layer
 
 SEARCH_TIMEOUT_MS = 60_000
 
 
-def drag_on_canvas(canvas, tool, start, end):
-    for kind, (x, y) in ((QEvent.MouseButtonPress, start), (QEvent.MouseMove, end),
-                         (QEvent.MouseButtonRelease, end)):
-        buttons = Qt.NoButton if kind == QEvent.MouseButtonRelease else Qt.LeftButton
-        event = QgsMapMouseEvent(canvas, kind, QPoint(x, y), Qt.LeftButton, buttons, Qt.NoModifier)
-        {QEvent.MouseButtonPress: tool.canvasPressEvent, QEvent.MouseMove: tool.canvasMoveEvent,
-         QEvent.MouseButtonRelease: tool.canvasReleaseEvent}[kind](event)
-
-
 @pytest.fixture
-def searched(plugin, town_layer, town_index, qgis_canvas, qtbot):
+def searched(plugin, town_layer, town_index, qgis_canvas, search_by_drag):
     """The plugin after a user drew a box on the raster: (plugin, SearchOutcome)."""
     plugin.search.show_index(town_index)
     plugin.dock.k_spin.setValue(6)
@@ -35,9 +25,7 @@ def searched(plugin, town_layer, town_index, qgis_canvas, qtbot):
     plugin.find_action.trigger()
     assert qgis_canvas.mapTool() is plugin.map_tool
     # A box in the upper middle of the raster (the canvas shows the raster's whole height).
-    with qtbot.waitSignal(plugin.search.searchFinished, timeout=SEARCH_TIMEOUT_MS) as blocker:
-        drag_on_canvas(qgis_canvas, plugin.map_tool, (270, 120), (330, 180))
-    return plugin, blocker.args[0]
+    return plugin, search_by_drag((270, 120), (330, 180))
 
 
 def test_search_makes_the_hits_layer_with_fields_and_geometry(searched, town_layer, town_half):
@@ -104,12 +92,11 @@ def test_dock_lists_hits_with_thumbnails_and_zooms(searched, qgis_canvas):
     assert hits.selectedFeatureIds() == [third.id()]
 
 
-def test_second_search_replaces_results_and_clear_removes_them(searched, qgis_canvas, qtbot):
+def test_second_search_replaces_results_and_clear_removes_them(searched, search_by_drag):
     plugin, _ = searched
     project = QgsProject.instance()
     plugin.dock.k_spin.setValue(3)
-    with qtbot.waitSignal(plugin.search.searchFinished, timeout=SEARCH_TIMEOUT_MS):
-        drag_on_canvas(qgis_canvas, plugin.map_tool, (280, 400), (340, 460))
+    search_by_drag((280, 400), (340, 460))
     layers = [layer for layer in project.mapLayers().values() if layer.name() == HITS_LAYER_NAME]
     assert len(layers) == 1 and layers[0].featureCount() == 3
     assert plugin.dock.hit_list.count() == 3

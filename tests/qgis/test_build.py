@@ -1,0 +1,137 @@
+"""Building an index from QGIS: the dialog's values, the task to completion, and cancelling midway."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from qgis.core import Qgis, QgsProject
+from qgis.PyQt.QtCore import Qt
+
+from rsir_qgis_plugin.core.params import BuildParams
+from rsir_qgis_plugin.gui.build_dialog import BuildIndexDialog
+from rsir_qgis_plugin.settings import BuildSettings, load_build_settings
+
+BUILD_TIMEOUT_MS = 120_000
+
+
+def test_dialog_lists_rasters_describes_model_and_devices_and_makes_params(town_layer, tiny_model, tmp_path,
+                                                                           qtbot):
+    dialog = BuildIndexDialog(QgsProject.instance())
+    qtbot.addWidget(dialog)
+    assert dialog.raster_list.count() == 1
+    item = dialog.raster_list.item(0)
+    assert "town left" in item.text() and item.checkState() == Qt.Checked
+
+    dialog.file_model_radio.setChecked(True)
+    dialog.model_widget.setFilePath(str(tiny_model))
+    qtbot.waitUntil(lambda: "resnet18-untrained-test" in dialog.model_label.text(), timeout=30_000)
+    assert "512-d" in dialog.model_label.text() and "64 px" in dialog.model_label.text()
+    qtbot.waitUntil(lambda: "onnxruntime" in dialog.device_label.text(), timeout=30_000)
+    assert "CPU" in dialog.device_label.text() or "cpu" in dialog.device_label.text().lower()
+
+    dialog.unit_combo.setCurrentIndex(dialog.unit_combo.findData("m"))
+    dialog.tile_spin.setValue(12.8)
+    dialog.stride_spin.setValue(6.4)
+    dialog.bands_edit.setText("3,2,1")
+    dialog.device_combo.setCurrentIndex(dialog.device_combo.findData("cpu"))
+    dialog.index_widget.setFilePath(str(tmp_path / "idx"))
+    dialog.accept()
+
+    params = dialog.build_params()
+    assert isinstance(params, BuildParams) and dialog.result() == dialog.Accepted
+    assert params.rasters == (Path(town_layer.source()),)
+    assert params.model_path == tiny_model and params.device == "cpu"
+    assert params.index_dir == tmp_path / "idx"
+    assert (params.tiling.tile_m, params.tiling.stride_m, params.tiling.tile_px) == (12.8, 6.4, None)
+    assert params.tiling.bands == (3, 2, 1)
+    # Remembered for next time.
+    assert load_build_settings() == BuildSettings(tile_size=12.8, stride=6.4, unit="m", bands="3,2,1",
+                                                  device="cpu", model_path=str(tiny_model))
+
+
+def test_dialog_refuses_bad_values_without_closing(town_layer, qtbot, tmp_path):
+    dialog = BuildIndexDialog(QgsProject.instance(), engine_ready=False)
+    qtbot.addWidget(dialog)
+    dialog.index_widget.setFilePath(str(tmp_path / "idx"))
+    dialog.bands_edit.setText("red")
+    dialog.accept()
+    assert dialog.build_params() is None and "band numbers" in dialog.error_label.text()
+    dialog.bands_edit.setText("")
+    dialog._check_all(Qt.Unchecked)
+    dialog.accept()
+    assert dialog.build_params() is None and "at least one raster" in dialog.error_label.text()
+
+
+def test_build_task_runs_to_completion(plugin, town_layer, town_half, tiny_model, tmp_path, qgis_iface, qtbot):
+    from rsir_qgis_plugin.core.store import read_index_info
+
+    index_dir = tmp_path / "index"
+    params = BuildSettings(tile_size=64, stride=64, model_path=str(tiny_model)).to_params(index_dir,
+                                                                                        [str(town_half)])
+    with qtbot.waitSignal(plugin.build.buildEnded, timeout=BUILD_TIMEOUT_MS) as ended:
+        task = plugin.build.start(params)
+        assert task is not None
+        assert plugin.build.start(params) is None, "a second build must not start beside the first"
+    assert ended.args == ["succeeded"]
+
+    info = read_index_info(index_dir)
+    summary = plugin.build.summary
+    # Every 64 px window of the 512 x 1024 raster was embedded or skipped (the sample has nodata collars).
+    assert summary.tiles_indexed + summary.tiles_skipped == (512 // 64) * (1024 // 64)
+    assert info.tile_count == summary.tiles_total == summary.tiles_indexed > 64
+    assert plugin.build.summary.rasters_indexed == 1
+    successes = qgis_iface.messageBar().get_messages(Qgis.Success)
+    assert any(f"{info.tile_count} tiles" in m for m in successes), successes
+    # The dock now searches the index just built.
+    assert Path(plugin.dock.index_dir()) == index_dir
+    qtbot.waitUntil(lambda: f"{info.tile_count} tiles" in plugin.dock.index_label.text(), timeout=30_000)
+
+    # Re-running updates incrementally: nothing to embed.
+    with qtbot.waitSignal(plugin.build.buildEnded, timeout=BUILD_TIMEOUT_MS):
+        plugin.build.start(params)
+    assert plugin.build.summary.tiles_indexed == 0 and plugin.build.summary.rasters_unchanged == 1
+
+
+def test_cancel_midway_keeps_the_previous_index(plugin, town_half, town_full, tiny_model, tmp_path, qgis_iface,
+                                                qtbot):
+    from rsir_qgis_plugin.core.builder import build_index
+    from rsir_qgis_plugin.core.params import SearchParams
+    from rsir_qgis_plugin.core.search import search_box
+    from rsir_qgis_plugin.core.store import read_index_info
+
+    index_dir = tmp_path / "index"
+    first = BuildSettings(tile_size=64, stride=64, model_path=str(tiny_model)).to_params(index_dir, [str(town_half)])
+    build_index(first)
+    before = read_index_info(index_dir)
+    manifest_before = (index_dir / "manifest.json").read_text()
+
+    # The whole raster with a 16 px stride: ~3700 tiles, far more than the moment before cancelling.
+    second = BuildSettings(tile_size=64, stride=16, model_path=str(tiny_model)).to_params(index_dir, [str(town_full)])
+    progress = []
+    with qtbot.waitSignal(plugin.build.buildEnded, timeout=BUILD_TIMEOUT_MS) as ended:
+        task = plugin.build.start(second)
+        task.progressChanged.connect(progress.append)
+        qtbot.waitUntil(lambda: task.progress() >= 3, timeout=BUILD_TIMEOUT_MS)
+        task.cancel()
+    assert ended.args == ["cancelled"]
+    assert 3 <= max(progress) < 90, "the build was cancelled midway, not at its start or end"
+
+    after = read_index_info(index_dir)
+    assert (index_dir / "manifest.json").read_text() == manifest_before
+    assert (after.generation, after.tile_count, after.rasters) == (before.generation, before.tile_count,
+                                                                   before.rasters)
+    infos = qgis_iface.messageBar().get_messages(Qgis.Info)
+    assert any("cancelled" in m and "previous index" in m for m in infos), infos
+    # Still searchable as before.
+    result = search_box(index_dir, town_half, _center_box(town_half), None, SearchParams(k=3))
+    assert len(result.hits) == 3
+    assert json.loads(manifest_before)["generation"] == after.generation
+
+
+def _center_box(path: Path) -> tuple[float, float, float, float]:
+    import rasterio
+
+    with rasterio.open(path) as src:
+        left, bottom, right, top = src.bounds
+    cx, cy = (left + right) / 2, (bottom + top) / 2
+    return cx - 3.2, cy - 3.2, cx + 3.2, cy + 3.2
