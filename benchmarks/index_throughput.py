@@ -1,12 +1,12 @@
 """Index-build throughput against the model's own ceiling, and FAISS search latency.
 
     python benchmarks/index_throughput.py [--raster R] [--model M.onnx] [--device auto|cpu|cuda]
-                                          [--faiss-sizes 100000 1000000] [--hnsw-max 1000000]
+                                          [--faiss-sizes 100000 1000000]
 
 Prints (1) model-only throughput: the onnxruntime session alone on ready float input, batch after
 batch; (2) end-to-end throughput of `build_index` on the same raster (reading, resampling,
 nodata checks and inference, overlapped); their ratio (target >= 0.9 on CPU, >= 0.8 on GPU);
-(3) FAISS query latency for exact (flat) and approximate (HNSW32) indexes of random unit vectors.
+(3) FAISS query latency for exact (flat) and approximate (IVF, nprobe 32) indexes of random unit vectors.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from rsir_qgis_plugin.core.builder import build_index  # noqa: E402
 from rsir_qgis_plugin.core.embedder import Embedder  # noqa: E402
 from rsir_qgis_plugin.core.model import read_model  # noqa: E402
 from rsir_qgis_plugin.core.params import BuildParams, TilingParams  # noqa: E402
-from rsir_qgis_plugin.core.store import make_faiss_index, HNSW_EF_SEARCH  # noqa: E402
+from rsir_qgis_plugin.core.store import IVF_NPROBE, make_faiss_index  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -39,7 +39,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stride", type=int, default=None, help="tile stride in pixels (default half a tile)")
     parser.add_argument("--repeat", type=int, default=3, help="copies of the raster to index (more tiles)")
     parser.add_argument("--faiss-sizes", type=int, nargs="*", default=[100_000, 1_000_000])
-    parser.add_argument("--hnsw-max", type=int, default=1_000_000, help="largest size to build HNSW for")
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--queries", type=int, default=50)
     return parser
@@ -75,7 +74,7 @@ def end_to_end(args, model_path: Path | None) -> tuple[float, int]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def faiss_latency(sizes: list[int], dim: int, queries: int, hnsw_max: int) -> list[tuple[str, int, float, float]]:
+def faiss_latency(sizes: list[int], dim: int, queries: int) -> list[tuple[str, int, float, float]]:
     rng = np.random.default_rng(0)
     rows = []
     for n in sizes:
@@ -83,14 +82,12 @@ def faiss_latency(sizes: list[int], dim: int, queries: int, hnsw_max: int) -> li
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         probe = vectors[rng.choice(n, queries, replace=False)] + 0.05 * rng.standard_normal((queries, dim),
                                                                                           dtype=np.float32)
-        for kind in ("flat", "hnsw"):
-            if kind == "hnsw" and n > hnsw_max:
-                continue
+        for kind in ("flat", "ivf"):
             started = time.perf_counter()
             index = make_faiss_index(vectors, kind)
             build_s = time.perf_counter() - started
-            if kind == "hnsw":
-                index.hnsw.efSearch = HNSW_EF_SEARCH
+            if kind == "ivf":
+                index.nprobe = IVF_NPROBE
             index.search(probe[:1], 100)
             started = time.perf_counter()
             for q in probe:  # one query at a time, as a user asks them
@@ -112,7 +109,7 @@ def main(args) -> int:
     print(f"ratio end-to-end / model-only: {e2e / ceiling:.3f}")
     if args.faiss_sizes:
         print(f"FAISS, {args.dim}-d unit vectors, top-100, one query at a time:")
-        for kind, n, ms, build_s in faiss_latency(args.faiss_sizes, args.dim, args.queries, args.hnsw_max):
+        for kind, n, ms, build_s in faiss_latency(args.faiss_sizes, args.dim, args.queries):
             print(f"  {kind:5s} n={n:>9,d}: {ms:8.2f} ms/query (built in {build_s:.1f} s)")
     return 0
 

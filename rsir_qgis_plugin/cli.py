@@ -37,7 +37,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     build.add_argument("--batch-size", type=int, default=32)
     kind = build.add_mutually_exclusive_group()
     kind.add_argument("--approximate", dest="approximate", action="store_true", default=None,
-                      help="HNSW approximate search (default: above 250,000 tiles)")
+                      help="approximate (IVF) search (default: above 250,000 tiles)")
     kind.add_argument("--exact", dest="approximate", action="store_false", help="exact search at any size")
     build.add_argument("--tta", action="store_true", help="embed tiles as the mean of 4 rotations (4x slower)")
 

@@ -52,7 +52,7 @@ class BuildParams:
     tiling: TilingParams = field(default_factory=TilingParams)
     device: str = "auto"
     batch_size: int = 32
-    approximate: bool | None = None  # None: exact below APPROXIMATE_THRESHOLD vectors, HNSW above
+    approximate: bool | None = None  # None: exact below APPROXIMATE_THRESHOLD vectors, IVF above
     tta: bool = False  # rotation test-time augmentation for the indexed tiles
 
     def __post_init__(self):

@@ -2,7 +2,7 @@
 
     INDEX_DIR/manifest.json          replaced atomically; names the live generation's files
     INDEX_DIR/catalog-<gen>.sqlite   rasters and tiles (tile id = FAISS id)
-    INDEX_DIR/vectors-<gen>.faiss    the FAISS index
+    INDEX_DIR/vectors-<gen>.faiss    the FAISS index (exact IndexFlatIP, or IndexIVFFlat)
     INDEX_DIR/shards/<key>.npz       one raster's embeddings and tile geometry (the unit of resume)
     INDEX_DIR/.lock                  held by the one writer
 """
@@ -25,8 +25,11 @@ FORMAT = "rsir-index"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 APPROXIMATE_THRESHOLD = 250_000  # above this many vectors an exact search takes > ~70 ms on 2 cores
-HNSW_M = 32
-HNSW_EF_SEARCH = 128
+# Approximate search is IVF: every build rebuilds the vector index from the shards, and on 2 cores
+# IVF builds about 20x faster than HNSW (10^5 x 512: 10 s against 220 s) at similar query latency.
+IVF_MAX_LISTS = 4096
+IVF_TRAIN_PER_LIST = 64  # k-means training points per list (FAISS warns below 39)
+IVF_NPROBE = 32
 
 
 def faiss_module():
@@ -147,19 +150,27 @@ def check_model(manifest: dict, model: ModelInfo, index_dir: Path) -> None:
 def choose_kind(n_vectors: int, approximate: bool | None) -> str:
     if approximate is None:
         approximate = n_vectors > APPROXIMATE_THRESHOLD
-    return "hnsw" if approximate else "flat"
+    return "ivf" if approximate else "flat"
+
+
+def ivf_lists(n_vectors: int) -> int:
+    """About 4 sqrt(n) inverted lists, each with enough points to train its centroid."""
+    return int(max(1, min(IVF_MAX_LISTS, 4 * np.sqrt(n_vectors), n_vectors // 39)))
 
 
 def make_faiss_index(vectors: np.ndarray, kind: str):
     faiss = faiss_module()
     dim = vectors.shape[1]
-    if kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = 80
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if kind == "ivf":
+        lists = ivf_lists(len(vectors))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
+        sample = np.random.default_rng(0).permutation(len(vectors))[:lists * IVF_TRAIN_PER_LIST]
+        index.train(vectors[np.sort(sample)])
     else:
         index = faiss.IndexFlatIP(dim)
     if len(vectors):
-        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        index.add(vectors)
     return index
 
 
@@ -287,8 +298,8 @@ class IndexReader:
             self.faiss_index = faiss.read_index(str(vectors))
         except RuntimeError as exc:
             raise IndexStoreError(f"{vectors}: unreadable FAISS index ({exc}); rebuild the index") from exc
-        if isinstance(self.faiss_index, faiss.IndexHNSW):
-            self.faiss_index.hnsw.efSearch = HNSW_EF_SEARCH
+        if isinstance(self.faiss_index, faiss.IndexIVF):
+            self.faiss_index.nprobe = min(IVF_NPROBE, self.faiss_index.nlist)
         self._db = sqlite3.connect(f"{catalog.as_uri()}?mode=ro", uri=True, check_same_thread=False)
         self.rasters = {row[0]: _raster_entry(row) for row in self._db.execute(
             "SELECT id, path, size, mtime_ns, crs_wkt, width, height, transform, tiling, shard, "

@@ -169,10 +169,10 @@ def test_sigkill_during_build_leaves_previous_index_usable_and_next_build_resume
     assert resumed.tiles_total == 64 and resumed.failed == []
 
 
-def test_approximate_index_is_hnsw_and_finds_the_same_nearest_tile(tmp_path, tiny_model, town_crop):
+def test_approximate_index_is_ivf_and_finds_the_same_nearest_tile(tmp_path, tiny_model, town_crop):
     exact = build_index(params(tmp_path / "exact", [town_crop], tiny_model))
     approx = build_index(params(tmp_path / "approx", [town_crop], tiny_model, approximate=True))
-    assert (exact.index_kind, approx.index_kind) == ("flat", "hnsw")
+    assert (exact.index_kind, approx.index_kind) == ("flat", "ivf")
     with IndexReader(tmp_path / "exact") as a, IndexReader(tmp_path / "approx") as b:
         query = np.random.default_rng(0).standard_normal(512).astype(np.float32)
         query /= np.linalg.norm(query)
