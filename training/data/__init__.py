@@ -1,0 +1,1 @@
+"""Class-folder scene datasets: scanning and decoding, the seeded stratified split, augmentation."""

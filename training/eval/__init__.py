@@ -1,0 +1,1 @@
+"""Evaluation: embedding extraction (torch or ONNX), retrieval metrics, PR-curve figure."""
