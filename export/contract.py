@@ -1,0 +1,40 @@
+"""The one mapping from a checkpoint's `meta` dict to the ONNX model contract.
+
+Training writes `meta`, export turns it into metadata_props through this function: both sides share it
+so a key renamed in one place cannot silently drop out of the model card. No torch import here.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+from rsir_qgis_plugin.core.errors import ModelError
+from rsir_qgis_plugin.core.model import ModelContract
+
+REQUIRED_META_KEYS = ("name", "embedding_dim", "input_size", "bands", "mean", "std", "normalized", "training")
+
+
+def contract_from_meta(meta: Mapping, name: str | None = None) -> ModelContract:
+    """The ModelContract a checkpoint's meta describes; `name` overrides meta["name"]."""
+    missing = [key for key in REQUIRED_META_KEYS if key not in meta]
+    if missing:
+        raise ModelError(f"checkpoint meta lacks {', '.join(missing)} (has {', '.join(sorted(meta))})")
+    training = meta["training"]
+    if not isinstance(training, Mapping):
+        raise ModelError(f"checkpoint meta 'training' must be a dict (data, loss, metrics), got {type(training)}")
+    try:
+        json.dumps(dict(training))
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"checkpoint meta 'training' is not JSON-serialisable ({exc})") from exc
+    resolution = meta.get("resolution_cm")
+    return ModelContract(
+        name=str(name or meta["name"]),
+        embedding_dim=int(meta["embedding_dim"]),
+        input_size=int(meta["input_size"]),
+        bands=int(meta["bands"]),
+        mean=tuple(float(v) for v in meta["mean"]),
+        std=tuple(float(v) for v in meta["std"]),
+        normalized=bool(meta["normalized"]),
+        training=dict(training),
+        resolution_cm=None if resolution is None else float(resolution),
+    )

@@ -1,0 +1,30 @@
+"""The parity check: passes for the exported net (fp32 and fp16 tolerances), fails for another net."""
+from __future__ import annotations
+
+import onnx
+import pytest
+
+from export.verify import FP16_MIN_COSINE, FP32_MIN_COSINE, ParityError, check_parity, graph_precision
+
+
+def test_fp32_parity(fp32_model, net, contract):
+    report = check_parity(net, fp32_model, contract, batch_sizes=(1, 3, 8))
+    assert report.passed and report.precision == "fp32" and report.threshold == FP32_MIN_COSINE
+    assert report.min_cosine >= 0.9999 and report.max_abs_diff < 1e-4
+    assert report.batch_sizes == (1, 3, 8) and report.images == 12
+
+
+def test_fp16_keeps_float32_io_and_passes_its_tolerance(fp16_model, fp32_model, net, contract):
+    model = onnx.load(str(fp16_model))
+    assert graph_precision(fp16_model) == "fp16"
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert fp16_model.stat().st_size < 0.6 * fp32_model.stat().st_size
+    report = check_parity(net, fp16_model, contract)
+    assert report.passed and report.threshold == FP16_MIN_COSINE
+    assert report.max_abs_diff > 0  # half precision really ran: the outputs are not bit-identical
+
+
+def test_parity_fails_against_a_net_with_other_weights(fp32_model, contract, make_net):
+    with pytest.raises(ParityError, match=r"parity FAILED .* min cosine"):
+        check_parity(make_net(seed=1), fp32_model, contract)
