@@ -49,8 +49,8 @@ def test_read_jpeg_png_and_multiband_geotiff(scenes, tmp_path):
 
     rasterio = pytest.importorskip("rasterio")
     data = np.stack([np.linspace(0, 1000 * (b + 1), 30 * 40).reshape(30, 40) for b in range(5)]).astype(np.uint16)
-    with rasterio.open(tmp_path / "s2.tif", "w", driver="GTiff", width=40, height=30, count=5,
-                       dtype="uint16") as dst:
+    with rasterio.open(tmp_path / "s2.tif", "w", driver="GTiff", width=40, height=30, count=5, dtype="uint16",
+                       crs="EPSG:32633", transform=rasterio.transform.from_origin(500000, 4000000, 10, 10)) as dst:
         dst.write(data)
     got = read_image(tmp_path / "s2.tif", (4, 2))
     assert got.shape == (2, 30, 40) and got.dtype == np.uint8
