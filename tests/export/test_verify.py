@@ -22,7 +22,7 @@ def test_fp16_keeps_float32_io_and_passes_its_tolerance(fp16_model, fp32_model, 
     assert fp16_model.stat().st_size < 0.6 * fp32_model.stat().st_size
     report = check_parity(net, fp16_model, contract)
     assert report.passed and report.threshold == FP16_MIN_COSINE
-    assert report.max_abs_diff > 0  # half precision really ran: the outputs are not bit-identical
+    assert report.max_abs_diff > 0  # the weights really are rounded to half precision
 
 
 def test_parity_fails_against_a_net_with_other_weights(fp32_model, contract, make_net):
