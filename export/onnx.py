@@ -27,7 +27,7 @@ from torch import nn
 
 from rsir_qgis_plugin.core.model import ModelContract
 
-from .graph import EmbeddingGraph
+from .graph import EmbeddingGraph, half_precision
 from .verify import check_parity
 
 OPSET = 17
@@ -52,10 +52,10 @@ def export_embedding_model(net: nn.Module, contract: ModelContract, out_path: st
     """
     out_path = Path(out_path)
     reference = copy.deepcopy(net).float().eval()  # the caller's net is never converted or moved
-    traced = copy.deepcopy(reference).half() if fp16 else reference
-    graph = EmbeddingGraph(traced, normalize=contract.normalized, fp16=fp16).eval()
     example = torch.randn(TRACE_BATCH, contract.bands, contract.input_size, contract.input_size,
                           generator=torch.Generator().manual_seed(0))
+    traced = half_precision(reference, example) if fp16 else reference
+    graph = EmbeddingGraph(traced, normalize=contract.normalized, fp16=fp16).eval()
     _check_output_shape(graph, example, contract)
 
     partial = out_path.with_name(f".{out_path.name}.partial")

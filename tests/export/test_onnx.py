@@ -1,6 +1,8 @@
 """export_embedding_model: a file the engine accepts, with the contract, a dynamic batch, one file."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import onnx
 import pytest
@@ -43,7 +45,7 @@ def test_batch_axis_is_dynamic_and_rows_independent(fp32_model, net, contract):
 
 
 def test_unnormalised_contract_leaves_output_as_the_net_gives_it(tmp_path, net, contract):
-    raw = type(contract)(**{**contract.__dict__, "normalized": False})
+    raw = replace(contract, normalized=False)
     path = export_embedding_model(net, raw, tmp_path / "raw.onnx")
     inputs = to_model_input(synthetic_images(3, 3, contract.input_size, seed=4), contract)
     out = run_onnx(onnx_session(path), inputs, batch=3)
@@ -54,7 +56,7 @@ def test_unnormalised_contract_leaves_output_as_the_net_gives_it(tmp_path, net, 
 
 
 def test_wrong_embedding_dim_is_refused_before_writing(tmp_path, net, contract):
-    wrong = type(contract)(**{**contract.__dict__, "embedding_dim": 16})
+    wrong = replace(contract, embedding_dim=16)
     with pytest.raises(ValueError, match=r"contract says \(2, 16\)"):
         export_embedding_model(net, wrong, tmp_path / "wrong.onnx")
     assert list(tmp_path.iterdir()) == []
@@ -73,7 +75,7 @@ class BatchDependentNet(nn.Module):
 
 
 def test_export_that_fails_parity_leaves_no_file(tmp_path, contract):
-    small = type(contract)(**{**contract.__dict__, "embedding_dim": 8})
+    small = replace(contract, embedding_dim=8)
     with pytest.warns(torch.jit.TracerWarning), pytest.raises(ParityError, match="FAILED"):
         export_embedding_model(BatchDependentNet().eval(), small, tmp_path / "bad.onnx")
     assert list(tmp_path.iterdir()) == []
