@@ -65,15 +65,40 @@ class BuildSummary:
         return text
 
 
+CHECKPOINT_TILES = 2048  # a raster's partial embeddings are saved this often (in windows read)
+
+
 @dataclass
 class _Job:
-    """One raster to embed."""
+    """One raster to embed, from window `start` on (after a checkpoint of an interrupted build)."""
 
     source: RasterSource
     tiling: TilingParams
     grid: Grid
     key: str
     windows: list
+    start: int = 0
+    done: Shard | None = None  # what the checkpoint holds
+
+
+@dataclass
+class _Accumulator:
+    """The embeddings of the raster being embedded, so far."""
+
+    job: _Job
+    vectors: list = field(default_factory=list)
+    windows: list = field(default_factory=list)
+    skipped: int = 0
+    read: int = 0  # windows read since `job.start`
+    checkpointed: int = 0
+
+    @classmethod
+    def start(cls, job: _Job) -> "_Accumulator":
+        if job.done is None:
+            return cls(job)
+        done = job.done
+        return cls(job, vectors=[done.vectors], windows=[tuple(w) for w in done.windows.tolist()],
+                   skipped=done.record["skipped"])
 
 
 def build_index(params: BuildParams, progress: Progress | None = None,
@@ -128,7 +153,8 @@ def build_index(params: BuildParams, progress: Progress | None = None,
                     else:
                         summary.rasters_resumed += 1
                     continue
-            jobs.append(_Job(source, tiling, grid, key, tile_windows(source.width, source.height, grid)))
+            jobs.append(_resumable_job(_Job(source, tiling, grid, key,
+                                            tile_windows(source.width, source.height, grid)), shard_dir))
             if is_cancelled():
                 raise BuildCancelled(f"{index_dir}: build cancelled; the previous index is unchanged")
 
@@ -136,7 +162,8 @@ def build_index(params: BuildParams, progress: Progress | None = None,
             embedder = Embedder(model, params.device)
             summary.provider = embedder.describe()
             embed_started = time.perf_counter()
-            for job, shard, error in _embed_jobs(jobs, embedder, params, summary, progress, is_cancelled):
+            for job, shard, error in _embed_jobs(jobs, embedder, params, summary, progress, is_cancelled,
+                                                 shard_dir):
                 if error is not None:
                     summary.failed.append((job.source.path, error))
                     continue
@@ -202,13 +229,29 @@ class _Batch:
     error: str | None = None
 
 
+def _partial_path(shard_dir: Path, key: str) -> Path:
+    return shard_dir / f"{key}.partial.npz"
+
+
+def _resumable_job(job: _Job, shard_dir: Path) -> _Job:
+    """Pick up the checkpoint an interrupted build left for this raster, if any."""
+    path = _partial_path(shard_dir, job.key)
+    if path.exists():
+        try:
+            done = Shard.load(path)
+            job.start, job.done = int(done.record["next_window"]), done
+        except (OSError, ValueError, KeyError):
+            path.unlink()  # a damaged checkpoint only costs the work it held
+    return job
+
+
 def _produce_batches(jobs: list[_Job], size: int, batch_size: int) -> Iterator[_Batch]:
     """Read every job's tiles in order, in batches that never span two rasters."""
     for job_index, job in enumerate(jobs):
         windows, tiles, read, skipped = [], [], 0, 0
         try:
             with open_dataset(job.source.path) as dataset:
-                for window, tile in read_tiles(dataset, job.source, job.windows, size,
+                for window, tile in read_tiles(dataset, job.source, job.windows[job.start:], size,
                                                job.tiling.min_valid_fraction):
                     read += 1
                     if tile is None:
@@ -226,43 +269,52 @@ def _produce_batches(jobs: list[_Job], size: int, batch_size: int) -> Iterator[_
 
 
 def _embed_jobs(jobs: list[_Job], embedder: Embedder, params: BuildParams, summary: BuildSummary,
-                progress: Progress, is_cancelled: Callable[[], bool]):
-    """Yield (job, shard, error) as each raster finishes; reading runs ahead in a thread."""
-    total = sum(len(job.windows) for job in jobs) or 1
+                progress: Progress, is_cancelled: Callable[[], bool], shard_dir: Path):
+    """Yield (job, shard, error) as each raster finishes; reading runs ahead in a thread.
+
+    Every CHECKPOINT_TILES windows the raster's embeddings so far are saved, so that a build killed
+    in the middle of a large raster resumes there.
+    """
+    total = sum(len(job.windows) - job.start for job in jobs) or 1
     done = 0
     embed = embedder.embed_tta if params.tta else embedder.embed
-    vectors: list[np.ndarray] = []
-    windows: list = []
-    skipped = 0
+    current: _Accumulator | None = None
     batches = prefetch(lambda: _produce_batches(jobs, embedder.input_size, params.batch_size))
     try:
         for batch in batches:
             if is_cancelled():
                 raise BuildCancelled(f"{summary.index_dir}: build cancelled; the previous index is unchanged "
-                                     f"and {summary.rasters_indexed} finished raster(s) will be reused")
+                                     f"and the work done so far will be reused by the next build")
             job = jobs[batch.job_index]
+            if current is None or current.job is not job:
+                current = _Accumulator.start(job)
             if batch.tiles is not None:
-                vectors.append(embed(batch.tiles))
-                windows.extend(batch.windows)
-            skipped += batch.skipped
+                current.vectors.append(embed(batch.tiles))
+                current.windows.extend(batch.windows)
+            current.skipped += batch.skipped
+            current.read += batch.read
             done += batch.read
             summary.tiles_skipped += batch.skipped
             progress(min(98.0, 100.0 * done / total), f"{Path(job.source.path).name}: {done}/{total} tiles")
-            if not batch.last:
-                continue
-            if batch.error:
-                yield job, None, batch.error
-            else:
-                shard = _make_shard(job, vectors, windows, skipped, embedder.embedding_dim)
-                summary.tiles_indexed += len(shard.vectors)
-                yield job, shard, None
-            vectors, windows, skipped = [], [], 0
+            if batch.last:
+                _partial_path(shard_dir, job.key).unlink(missing_ok=True)
+                if batch.error:
+                    yield job, None, batch.error
+                else:
+                    shard = _make_shard(current, embedder.embedding_dim)
+                    summary.tiles_indexed += len(shard.vectors) - (len(job.done.vectors) if job.done else 0)
+                    yield job, shard, None
+            elif current.read - current.checkpointed >= CHECKPOINT_TILES:
+                checkpoint = _make_shard(current, embedder.embedding_dim)
+                checkpoint.record["next_window"] = job.start + current.read
+                checkpoint.save(_partial_path(shard_dir, job.key))
+                current.checkpointed = current.read
     finally:
         batches.close()
 
 
-def _make_shard(job: _Job, vectors: list[np.ndarray], windows: list, skipped: int, dim: int) -> Shard:
-    source = job.source
+def _make_shard(acc: _Accumulator, dim: int) -> Shard:
+    job, vectors, windows, source = acc.job, acc.vectors, acc.windows, acc.job.source
     n = len(windows)
     window_array = np.asarray(windows, dtype=np.int64).reshape(n, 4)
     bounds = np.array([window_bounds(source.transform, w) for w in windows], dtype=np.float64).reshape(n, 4)
@@ -272,7 +324,7 @@ def _make_shard(job: _Job, vectors: list[np.ndarray], windows: list, skipped: in
         "transform": list(source.transform), "bands": list(source.bands),
         "stretch": [list(s) for s in source.stretch] if source.stretch else None,
         "tiling": job.tiling.as_record(), "tile_px": job.grid.tile_px, "stride_px": job.grid.stride_px,
-        "skipped": skipped,
+        "skipped": acc.skipped,
     }
     return Shard(vectors=np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32),
                  windows=window_array, bounds=bounds, bounds_4326=_bounds_4326(source, windows), record=record)

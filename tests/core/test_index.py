@@ -177,3 +177,41 @@ def test_approximate_index_is_ivf_and_finds_the_same_nearest_tile(tmp_path, tiny
         query = np.random.default_rng(0).standard_normal(512).astype(np.float32)
         query /= np.linalg.norm(query)
         assert a.search(query, 1)[1][0] == b.search(query, 1)[1][0]
+
+
+PARTIAL_KILL_SCRIPT = """
+import os, signal, sys
+from pathlib import Path
+from rsir_qgis_plugin.core import builder
+from rsir_qgis_plugin.core.params import BuildParams, TilingParams
+builder.CHECKPOINT_TILES = 8
+index, model, raster = sys.argv[1:]
+shards = Path(index) / "shards"
+def progress(percent, message):
+    # Die once the raster's second checkpoint is on disk, half-way through the raster.
+    partial = list(shards.glob("*.partial.npz"))
+    if partial and builder.Shard.load(partial[0]).record["next_window"] >= 16:
+        os.kill(os.getpid(), signal.SIGKILL)
+builder.build_index(BuildParams(index_dir=index, rasters=(raster,), model_path=model,
+                                tiling=TilingParams(tile_px=96, stride_px=48), batch_size=4), progress)
+"""
+
+
+def test_sigkill_inside_a_large_raster_resumes_from_its_checkpoint(tmp_path, tiny_model, town_crop):
+    index = tmp_path / "idx"
+    killed = subprocess.run([sys.executable, "-c", PARTIAL_KILL_SCRIPT, str(index), str(tiny_model),
+                             str(town_crop)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert not (index / MANIFEST).exists()  # nothing was committed
+    finer = BuildParams(index_dir=index, rasters=(town_crop,), model_path=tiny_model,
+                        tiling=TilingParams(tile_px=96, stride_px=48), batch_size=4)
+    resumed = build_index(finer)
+    # 49 windows in all; at least 16 were embedded before the kill and are not embedded again.
+    assert resumed.tiles_total == 49 and resumed.tiles_indexed <= 49 - 16
+    assert not list((index / "shards").glob("*.partial.npz"))
+    fresh = build_index(BuildParams(index_dir=tmp_path / "fresh", rasters=(town_crop,), model_path=tiny_model,
+                                    tiling=TilingParams(tile_px=96, stride_px=48)))
+    assert fresh.tiles_total == 49
+    with IndexReader(index) as a, IndexReader(tmp_path / "fresh") as b:
+        assert [t.window for t in a.tiles(list(range(49)))] == [t.window for t in b.tiles(list(range(49)))]
+        assert np.allclose(a.faiss_index.reconstruct_n(0, 49), b.faiss_index.reconstruct_n(0, 49), atol=1e-5)
