@@ -19,7 +19,7 @@ def load_rgb(path: str | Path, size: int) -> np.ndarray:
 
 
 def load_rgb_batch(paths: Sequence[str | Path], size: int) -> np.ndarray:
-    return np.stack([load_rgb(path, size) for path in paths]) if paths else np.zeros((0, 3, size, size), np.uint8)
+    return np.stack([load_rgb(path, size) for path in paths])
 
 
 def synthetic_images(count: int, bands: int, size: int, seed: int = 0) -> np.ndarray:
