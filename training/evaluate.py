@@ -121,6 +121,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         rotated = retrieval_report(run(test_images, degrees), test_labels, test_emb, test_labels, classes,
                                    same_set=True)
         result["rotated_queries"][f"{degrees:g}"] = {"map": rotated["map"], "drop": base - rotated["map"]}
+    result["training"] = model.training  # the model card: configuration, loss, epochs, device, time
     result["seconds"] = round(time.time() - t0, 1)
     return result
 

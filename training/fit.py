@@ -191,8 +191,123 @@ def _progress(items: Sequence, enabled: bool, desc: str):
     return tqdm(items, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
 
 
+@dataclass
+class Parts:
+    """What a run trains and saves: the net (also behind DDP as `model`), the loss with its bank, the
+    optional EMA encoder, the optimiser and its schedule."""
+
+    net: nn.Module
+    model: nn.Module
+    criterion: nn.Module
+    ema: nn.Module | None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+
+    @property
+    def bank(self) -> nn.Module | None:
+        return getattr(self.criterion, "bank", None)
+
+    def state(self) -> dict:
+        return {"state_dict": self.net.state_dict(), "criterion": self.criterion.state_dict(),
+                "ema": self.ema.state_dict() if self.ema is not None else None,
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict()}
+
+    def restore(self, state: dict) -> None:
+        self.net.load_state_dict(state["state_dict"])
+        self.criterion.load_state_dict(state["criterion"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+
+
+def build_parts(cfg: FitConfig, arch: dict, spec: LossSpec, data: Decoded, rt: Runtime) -> Parts:
+    net = build_net(arch, cfg.weights).to(rt.device)
+    if rt.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    criterion = spec.build(LossContext(data.train_labels.cpu(), len(data.split.classes), arch["embedding_dim"],
+                                       {k: getattr(cfg, k) for k in LOSS_SETTINGS},
+                                       torch.Generator().manual_seed(cfg.seed))).to(rt.device)
+    ema = None
+    if getattr(criterion, "bank", None) is not None and cfg.bank_update == "ema_encoder":
+        ema = copy.deepcopy(net).requires_grad_(False)
+    optimizer = build_optimizer(cfg, net, criterion)
+    steps_per_epoch = len(epoch_batches(cfg, spec, data.train_labels, 0, rt))
+    if steps_per_epoch == 0 and cfg.epochs > 0:
+        raise SystemExit(f"batch size {cfg.batch_size} x {rt.world} process(es) exceeds the "
+                         f"{len(data.train)} training images: lower --batch-size")
+    warmup, total = round(cfg.warmup_epochs * steps_per_epoch), steps_per_epoch * cfg.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup))
+    scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
+    model = DistributedDataParallel(net, device_ids=[rt.device] if rt.device.type == "cuda" else None) \
+        if rt.distributed else net
+    return Parts(net, model, criterion, ema, optimizer, scheduler, scaler)
+
+
+def train_epoch(p: Parts, epoch: int, cfg: FitConfig, spec: LossSpec, data: Decoded, mean, std,
+                rt: Runtime, log: MetricsLog) -> dict:
+    """One epoch of steps; returns the CSV row (mean losses, learning rate, bank momentum, speed)."""
+    t0 = time.time()
+    momentum = bank_momentum(epoch, cfg.epochs, cfg.bank_momentum, cfg.bank_milestones)
+    gen = epoch_generator(cfg.seed, epoch, 1 + rt.rank)
+    mean_t, std_t = torch.tensor(mean, device=rt.device), torch.tensor(std, device=rt.device)
+    aug = AugmentSettings(crop_scale=tuple(cfg.crop_scale), jitter=cfg.jitter)
+    copies = copies_per_image(cfg, spec)
+    autocast = dict(device_type=rt.device.type, dtype=rt.amp_dtype or torch.float32, enabled=rt.amp_dtype is not None)
+    p.net.train()
+    if p.ema is not None:
+        p.ema.train()
+    sums: dict[str, float] = {}
+    batches = epoch_batches(cfg, spec, data.train_labels, epoch, rt)
+    bar = _progress(batches, rt.is_main, f"epoch {epoch + 1}/{cfg.epochs}")
+    for index in bar:
+        index = index.to(rt.device)
+        slots, angles = rotation_slots(index, spec.rotations, copies, gen)
+        images = data.train[index].repeat_interleave(copies, dim=0)
+        labels = data.train_labels[index].repeat_interleave(copies)
+        x = augment(images, mean_t, std_t, aug, gen, angles)
+        if rt.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(**autocast):
+            z = p.model(x, normalize=False)
+        loss, parts = p.criterion(z.float(), labels, slots)
+        p.optimizer.zero_grad(set_to_none=True)
+        p.scaler.scale(loss).backward()
+        average_gradients(p.criterion.parameters(), rt)
+        p.scaler.step(p.optimizer)
+        p.scaler.update()
+        p.scheduler.step()
+        if p.bank is not None:
+            # After the step and outside autograd: an update that AMP, accumulation and DDP all tolerate.
+            with torch.no_grad():
+                if p.ema is None:
+                    p.bank.momentum_update(gather(slots, rt), gather(z.detach().float(), rt), momentum)
+                else:
+                    with torch.autocast(**autocast):
+                        keys = p.ema(x, normalize=False).float()
+                    p.bank.replace(gather(slots, rt), gather(keys, rt))
+                    ema_update(p.ema, p.net, cfg.ema_momentum)
+        value = float(loss.detach())
+        for key, v in {"loss": value, **{f"loss_{k}": float(t) for k, t in parts.items()}}.items():
+            sums[key] = sums.get(key, 0.0) + v
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{value:.4f}")
+        log.step("train/loss_step", value, p.scheduler.last_epoch)
+    if p.bank is not None and not same_on_all_ranks(p.bank.vectors, rt):
+        raise RuntimeError("memory banks diverged between DDP ranks")
+    seconds = time.time() - t0
+    return {"epoch": epoch + 1, "step": p.scheduler.last_epoch, "lr": max(p.scheduler.get_last_lr()),
+            "bank_momentum": momentum if p.bank is not None and p.ema is None else None, "seconds": seconds,
+            "images_per_s": len(batches) * cfg.batch_size * rt.world / max(seconds, 1e-9),
+            **{k: v / max(1, len(batches)) for k, v in sums.items()}}
+
+
 def main(cfg: FitConfig) -> Path:
     """Train as configured; returns the run folder."""
+    started = time.time()  # --time-limit counts everything, decoding included
     rt = setup_runtime(cfg.device, cfg.amp, cfg.channels_last)
     run_dir = cfg.run_dir
     if rt.is_main:
@@ -219,27 +334,8 @@ def main(cfg: FitConfig) -> Path:
     arch = architecture_meta(cfg.backbone, cfg.head, cfg.pooling, cfg.embedding_dim, cfg.input_size,
                              len(cfg.bands), {"reduction": cfg.attention_reduction}
                              if cfg.head == "dual_attention" else {}, cfg.gem_p)
-    net = build_net(arch, cfg.weights).to(rt.device)
-    if rt.channels_last:
-        net = net.to(memory_format=torch.channels_last)
     spec = loss_spec(cfg.loss)
-    criterion = spec.build(LossContext(data.train_labels.cpu(), len(split.classes), arch["embedding_dim"],
-                                       {k: getattr(cfg, k) for k in LOSS_SETTINGS},
-                                       torch.Generator().manual_seed(cfg.seed))).to(rt.device)
-    bank = getattr(criterion, "bank", None)
-    ema = None
-    if bank is not None and cfg.bank_update == "ema_encoder":
-        ema = copy.deepcopy(net).requires_grad_(False)
-
-    optimizer = build_optimizer(cfg, net, criterion)
-    steps_per_epoch = len(epoch_batches(cfg, spec, data.train_labels, 0, rt))
-    if steps_per_epoch == 0 and cfg.epochs > 0:
-        raise SystemExit(f"batch size {cfg.batch_size} x {rt.world} process(es) exceeds the "
-                         f"{len(data.train)} training images: lower --batch-size")
-    warmup = round(cfg.warmup_epochs * steps_per_epoch)
-    total = steps_per_epoch * cfg.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup))
-    scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
+    p = build_parts(cfg, arch, spec, data, rt)
 
     start_epoch, best, best_epoch, last_map, seconds = 0, -1.0, -1, None, 0.0
     if cfg.resume:
@@ -247,47 +343,32 @@ def main(cfg: FitConfig) -> Path:
         saved_arch = {k: state["meta"][k] for k in arch}
         if saved_arch != checkpoint.json_safe(arch):
             raise SystemExit(f"{run_dir}/last.pt was trained with another architecture: {saved_arch}")
-        net.load_state_dict(state["state_dict"])
-        criterion.load_state_dict(state["criterion"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+        p.restore(state)
         start_epoch, best, best_epoch = state["epoch"], state["best_map"], state["best_epoch"]
         mean, std = state["meta"]["mean"], state["meta"]["std"]
-        metrics = state["meta"]["training"]["metrics"]
-        last_map, seconds = metrics.get("test_map"), state["meta"]["training"]["train_seconds"]
+        last_map = state["meta"]["training"]["metrics"]["test_map"]
+        seconds = state["meta"]["training"]["train_seconds"]
         if rt.is_main:
             print(f"resumed {run_dir}/last.pt at epoch {start_epoch}", flush=True)
-    elif bank is not None and cfg.bank_init == "features":
-        init_bank(bank, net, data, mean, std, cfg, rt, spec.rotations)
+    elif p.bank is not None and cfg.bank_init == "features":
+        init_bank(p.bank, p.net, data, mean, std, cfg, rt, spec.rotations)
 
-    model = DistributedDataParallel(net, device_ids=[rt.device] if rt.device.type == "cuda" else None) \
-        if rt.distributed else net
-    mean_t = torch.tensor(mean, device=rt.device)
-    std_t = torch.tensor(std, device=rt.device)
-    aug = AugmentSettings(crop_scale=tuple(cfg.crop_scale), jitter=cfg.jitter)
-    copies = copies_per_image(cfg, spec)
-    log = MetricsLog(run_dir, ["epoch", "step", "lr", "loss", *(f"loss_{p}" for p in criterion.parts),
+    log = MetricsLog(run_dir, ["epoch", "step", "lr", "loss", *(f"loss_{n}" for n in p.criterion.parts),
                                "bank_momentum", "test_map", "seconds", "images_per_s"], rt.is_main)
 
     def save(epoch: int) -> None:
         """last.pt (and best.pt when this epoch holds the best test mAP), main process only."""
         metrics = {"test_map": last_map, "best_test_map": best if best >= 0 else None,
                    "best_epoch": best_epoch if best >= 0 else None}
-        state = {"meta": make_meta(cfg, arch, mean, std, split, rt, metrics, epoch, seconds),
-                 "state_dict": net.state_dict(), "criterion": criterion.state_dict(),
-                 "ema": ema.state_dict() if ema is not None else None,
-                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "scaler": scaler.state_dict(), "epoch": epoch, "best_map": best, "best_epoch": best_epoch}
+        state = {"meta": make_meta(cfg, arch, mean, std, split, rt, metrics, epoch, seconds), **p.state(),
+                 "epoch": epoch, "best_map": best, "best_epoch": best_epoch}
         checkpoint.save_atomic(state, run_dir / "last.pt")
         if best_epoch == epoch and best >= 0:
             checkpoint.copy_atomic(run_dir / "last.pt", run_dir / "best.pt")
 
     if start_epoch == 0:
         if rt.is_main:
-            last_map = test_map(net, data, mean, std, cfg, rt)
+            last_map = test_map(p.net, data, mean, std, cfg, rt)
             print(f"epoch 0 (untrained): test mAP {last_map:.4f}", flush=True)
             log.epoch({"epoch": 0, "step": 0, "test_map": last_map})
             if cfg.epochs == 0:
@@ -295,75 +376,26 @@ def main(cfg: FitConfig) -> Path:
             save(0)
         barrier(rt)
 
-    started = time.time()
     for epoch in range(start_epoch, cfg.epochs):
         t_epoch = time.time()
-        momentum = bank_momentum(epoch, cfg.epochs, cfg.bank_momentum, cfg.bank_milestones)
-        gen = epoch_generator(cfg.seed, epoch, 1 + rt.rank)
-        net.train()
-        if ema is not None:
-            ema.train()
-        sums: dict[str, float] = {}
-        batches = epoch_batches(cfg, spec, data.train_labels, epoch, rt)
-        bar = _progress(batches, rt.is_main, f"epoch {epoch + 1}/{cfg.epochs}")
-        for index in bar:
-            index = index.to(rt.device)
-            slots, angles = rotation_slots(index, spec.rotations, copies, gen)
-            images = data.train[index].repeat_interleave(copies, dim=0)
-            labels = data.train_labels[index].repeat_interleave(copies)
-            x = augment(images, mean_t, std_t, aug, gen, angles)
-            if rt.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(rt.device.type, dtype=rt.amp_dtype or torch.float32,
-                                enabled=rt.amp_dtype is not None):
-                z = model(x, normalize=False)
-            loss, parts = criterion(z.float(), labels, slots)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            average_gradients(criterion.parameters(), rt)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            if bank is not None:
-                # After the step, outside autograd: the update AMP, accumulation and DDP all tolerate.
-                with torch.no_grad():
-                    if ema is None:
-                        bank.momentum_update(gather(slots, rt), gather(z.detach().float(), rt), momentum)
-                    else:
-                        with torch.autocast(rt.device.type, dtype=rt.amp_dtype or torch.float32,
-                                            enabled=rt.amp_dtype is not None):
-                            keys = ema(x, normalize=False).float()
-                        bank.replace(gather(slots, rt), gather(keys, rt))
-                        ema_update(ema, net, cfg.ema_momentum)
-            for key, value in {"loss": loss.detach(), **{f"loss_{k}": v for k, v in parts.items()}}.items():
-                sums[key] = sums.get(key, 0.0) + float(value)
-            if rt.is_main and hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
-            log.step("train/loss_step", float(loss.detach()), scheduler.last_epoch)
-        if bank is not None and not same_on_all_ranks(bank.vectors, rt):
-            raise RuntimeError("memory banks diverged between DDP ranks")
-        epoch_seconds = time.time() - t_epoch
-        seconds += epoch_seconds
-        done = epoch + 1
-        row = {"epoch": done, "step": scheduler.last_epoch, "lr": scheduler.get_last_lr()[0],
-               "bank_momentum": momentum if bank is not None and ema is None else None,
-               "seconds": epoch_seconds,
-               "images_per_s": len(batches) * cfg.batch_size * rt.world / max(epoch_seconds, 1e-9),
-               **{k: v / max(1, len(batches)) for k, v in sums.items()}}
+        row = train_epoch(p, epoch, cfg, spec, data, mean, std, rt, log)
+        seconds += row["seconds"]
+        done = row["epoch"]
         evaluate_now = done == cfg.epochs or (cfg.eval_every > 0 and done % cfg.eval_every == 0)
         if rt.is_main:
             if evaluate_now:
-                last_map = row["test_map"] = test_map(net, data, mean, std, cfg, rt)
+                last_map = row["test_map"] = test_map(p.net, data, mean, std, cfg, rt)
                 if last_map > best:
                     best, best_epoch = last_map, done
             log.epoch(row)
             print(f"epoch {done}/{cfg.epochs}: loss {row.get('loss', float('nan')):.4f}"
-                  + (f", test mAP {last_map:.4f}" if evaluate_now else "")
-                  + f", {epoch_seconds:.1f} s", flush=True)
+                  + (f", test mAP {last_map:.4f}" if evaluate_now else "") + f", {row['seconds']:.1f} s",
+                  flush=True)
             save(done)
         barrier(rt)
-        elapsed = time.time() - started
-        out_of_time = cfg.time_limit > 0 and elapsed + 1.2 * epoch_seconds > cfg.time_limit * 60
+        # One more epoch (training, evaluation, saving) as long as the last one, with a margin, must fit.
+        cycle = time.time() - t_epoch
+        out_of_time = cfg.time_limit > 0 and time.time() - started + 1.2 * cycle > cfg.time_limit * 60
         if done < cfg.epochs and ((cfg.stop_after and done >= cfg.stop_after) or out_of_time):
             if rt.is_main:
                 print(f"stopping after epoch {done} of {cfg.epochs}; continue with --resume --out {run_dir}")

@@ -1,7 +1,6 @@
 """Datasets: scanning, reading (JPEG/PNG/multi-band GeoTIFF), the split, batches, augmentation, statistics."""
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest

@@ -4,7 +4,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import shutil
 import subprocess
 import sys
 
@@ -152,3 +151,22 @@ def test_off_the_shelf_baseline_with_zero_epochs(tmp_path):
                                         "--pooling", "avg", "--embedding-dim", "0"]))
     ckpt = torch.load(run / "best.pt", weights_only=True)
     assert ckpt["epoch"] == 0 and ckpt["meta"]["embedding_dim"] == 512 and ckpt["meta"]["projection"] is False
+
+
+def test_table_runs_every_config_once_and_reports(tmp_path, monkeypatch):
+    from training import table
+
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)  # the runner's fit/evaluate subprocesses: one thread each
+
+    common = "\n".join(f"{k} = {v}" for k, v in [("backbone", '"resnet18"'), ("weights", '"none"'),
+                                                   ("input_size", 32), ("batch_size", 32), ("workers", 0)])
+    (tmp_path / "a_zero.toml").write_text(common + '\nhead = "gap"\nepochs = 0\n')
+    (tmp_path / "b_one.toml").write_text(common + '\nloss = "snca_ce"\nepochs = 1\n')
+    configs, runs = sorted(tmp_path.glob("*.toml")), tmp_path / "runs"
+    assert table.run_all(configs, SCENES, runs, minutes=5)
+    stamp = (runs / "b_one" / "eval.json").stat().st_mtime_ns
+    assert table.run_all(configs, SCENES, runs, minutes=5)          # finished runs are skipped
+    assert (runs / "b_one" / "eval.json").stat().st_mtime_ns == stamp
+    rows = table.report(runs).splitlines()
+    assert len(rows) == 4 and rows[2].startswith("| a_zero | resnet18 | none | gap |") and "| snca_ce | 1 | 32 |" in rows[3]

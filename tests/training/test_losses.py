@@ -5,7 +5,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from training.losses import LOSSES, BankNCA, LossContext, MemoryBank, contrastive_loss, norm_softmax_loss, snca_loss, triplet_loss
 from training.models.functional import l2n

@@ -3,7 +3,6 @@ two attention maps of the dual attention head (paper 000 eq. 4-7)."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 
 def l2n(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
