@@ -301,7 +301,7 @@ def train_epoch(p: Parts, epoch: int, cfg: FitConfig, spec: LossSpec, data: Deco
     seconds = time.time() - t0
     return {"epoch": epoch + 1, "step": p.scheduler.last_epoch, "lr": max(p.scheduler.get_last_lr()),
             "bank_momentum": momentum if p.bank is not None and p.ema is None else None, "seconds": seconds,
-            "images_per_s": len(batches) * cfg.batch_size * rt.world / max(seconds, 1e-9),
+            "images_per_s": sum(len(b) for b in batches) * copies * rt.world / max(seconds, 1e-9),
             **{k: v / max(1, len(batches)) for k, v in sums.items()}}
 
 

@@ -3,8 +3,8 @@
     python -m training.table run training/configs/aid150/*.toml --data DIR --runs RUNS [--minutes 9]
     python -m training.table report RUNS [--out table.md]
 
-`run` trains each config that is not finished yet (RUNS/<config name>, resumed when interrupted) and
-evaluates its last.pt (never best.pt, which was chosen on the test split) into RUNS/<name>/eval.json.
+`run` trains each config that has no RUNS/<config name>/eval.json yet (resuming an interrupted run) and
+evaluates its last.pt (never best.pt, which was chosen on the test split) into that eval.json.
 It stops before --minutes would pass, so that on a machine with a per-command time limit the same
 command can simply be repeated until it prints "all done". `report` writes one markdown row per run.
 """
@@ -33,6 +33,8 @@ def run_all(configs: Sequence[Path], data: Path, runs: Path, minutes: float, pyt
     deadline = time.time() + minutes * 60
     for config in configs:
         run = runs / config.stem
+        if (run / "eval.json").is_file():  # evaluated: done, even if its checkpoints were not kept
+            continue
         epochs = int(read_toml(config).get("epochs", FitConfig.epochs))
         if not _finished(run, epochs):
             left = (deadline - time.time()) / 60
@@ -44,9 +46,8 @@ def run_all(configs: Sequence[Path], data: Path, runs: Path, minutes: float, pyt
             subprocess.run(cmd, check=True)
             if not _finished(run, epochs):
                 return False
-        if not (run / "eval.json").is_file():
-            subprocess.run([python, "-m", "training.evaluate", str(run / "last.pt"), "--data", str(data),
-                            "--out", str(run / "eval.json")], check=True)
+        subprocess.run([python, "-m", "training.evaluate", str(run / "last.pt"), "--data", str(data),
+                        "--out", str(run / "eval.json")], check=True)
     print("all done", flush=True)
     return True
 
