@@ -129,8 +129,11 @@ def read_toml(path: str | Path) -> dict:
 
 
 def write_toml(cfg: FitConfig, path: str | Path) -> None:
-    """The configuration as TOML that --config reads back (JSON scalars and arrays are valid TOML)."""
-    lines = [f"{k} = {json.dumps(list(v) if isinstance(v, tuple) else v)}" for k, v in dataclasses.asdict(cfg).items()]
+    """The recipe as TOML that --config reads back (JSON scalars and arrays are valid TOML); the controls
+    of one invocation (resume, stop_after, time_limit) are left at their defaults."""
+    recipe = dataclasses.replace(cfg, resume=False, stop_after=0, time_limit=0.0)
+    lines = [f"{k} = {json.dumps(list(v) if isinstance(v, tuple) else v)}"
+             for k, v in dataclasses.asdict(recipe).items()]
     Path(path).write_text("\n".join(lines) + "\n")
 
 

@@ -170,3 +170,9 @@ def test_table_runs_every_config_once_and_reports(tmp_path, monkeypatch):
     assert (runs / "b_one" / "eval.json").stat().st_mtime_ns == stamp
     rows = table.report(runs).splitlines()
     assert len(rows) == 4 and rows[2].startswith("| a_zero | resnet18 | none | gap |") and "| snca_ce | 1 | 32 |" in rows[3]
+
+
+def test_saved_config_reproduces_the_recipe(tiny_run):
+    cfg = parse_config(["--config", str(tiny_run / "config.toml")])
+    assert (cfg.head, cfg.loss, cfg.input_size, cfg.epochs, cfg.resume) == ("dual_attention", "snca", 32, 1, False)
+    assert cfg.data == str(SCENES) and cfg.bands == (1, 2, 3)

@@ -127,3 +127,19 @@ def test_efficientnet_lite0_imagenet_weights_recognise_an_imagenet_photo():
         logits = trunk(x[None]).mean(dim=(2, 3)) @ fc["_fc.weight"].T + fc["_fc.bias"]
     top5 = logits.topk(5).indices[0].tolist()
     assert top5[0] == 652 and 457 in top5          # military uniform, bow tie
+
+
+def test_dual_attention_under_autocast_attends_in_float32():
+    head = DualAttention(8)
+    with torch.no_grad():
+        head.alpha.fill_(0.5)
+        head.beta.fill_(0.5)
+    x = torch.randn(2, 8, 3, 3) * 4
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        half = head(x.bfloat16())
+    assert half.dtype == torch.bfloat16
+    assert torch.allclose(half.float(), head(x.bfloat16().float()), atol=0.1, rtol=0.02)
+    net = build_net(architecture_meta("resnet18", "dual_attention", "gem", 16, 32, 3)).eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(torch.randn(2, 3, 32, 32))
+    assert torch.isfinite(out).all() and out.shape == (2, 16)
