@@ -31,9 +31,9 @@ class Requirement:
 
 
 REQUIREMENTS: tuple[Requirement, ...] = (
-    Requirement("onnxruntime", "onnxruntime", "runs the embedding model (onnxruntime-gpu works as well)"),
-    Requirement("faiss", "faiss-cpu", "holds the similarity index"),
-    Requirement("rasterio", None, "reads raster pixels"),
+    Requirement("onnxruntime", "onnxruntime", "runs the model; onnxruntime-gpu also does"),
+    Requirement("faiss", "faiss-cpu", "the similarity index"),
+    Requirement("rasterio", None, "reads the rasters"),
 )
 
 RASTERIO_HELP = (
@@ -62,7 +62,7 @@ def pip_installable(missing: list[Requirement]) -> list[str]:
 def describe_missing(missing: list[Requirement]) -> str:
     """One sentence naming each missing package and what it is for."""
     named = ", ".join(f"{r.pip_name or r.module} ({r.purpose})" for r in missing)
-    text = f"rsir needs Python package(s) that QGIS's Python does not have: {named}."
+    text = f"QGIS's Python lacks packages rsir needs: {named}."
     if any(r.pip_name is None for r in missing):
         text += " " + RASTERIO_HELP
     return text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qgis.core import QgsApplication, QgsRectangle
+from qgis.core import QgsApplication, QgsRectangle, QgsSettings
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
@@ -14,6 +14,7 @@ from .tasks import is_active
 
 HERE = Path(__file__).resolve().parent
 MENU = "&rsir"
+DOCK_VISIBLE_KEY = "rsir/dock_visible"
 UNLOAD_WAIT_MS = 15000  # a build notices cancellation within one batch of tiles
 
 
@@ -59,8 +60,9 @@ class RsirPlugin:
         self.map_tool = BoxMapTool(canvas)
         self.map_tool.setAction(self.find_action)  # QGIS unchecks the action when another tool takes over
         self.dock = ResultsDock(self.find_action, window)
-        self.dock.hide()
         self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
+        # Shown on first use so the panel is found; after that as the user left it.
+        self.dock.setVisible(QgsSettings().value(DOCK_VISIBLE_KEY, True, type=bool))
         self.dock_action = self.dock.toggleViewAction()
         self.dock_action.setObjectName("rsirShowResults")
         self.dock_action.setIcon(QIcon(str(HERE / "icon.png")))
@@ -103,6 +105,7 @@ class RsirPlugin:
             self.search.disconnect_project()
             self.search = None
         if self.dock is not None:
+            QgsSettings().setValue(DOCK_VISIBLE_KEY, self.dock.isVisibleTo(self.iface.mainWindow()))
             self.iface.removeDockWidget(self.dock)
             self.dock.deleteLater()
             self.dock = None

@@ -61,8 +61,8 @@ class BuildController(QObject):
 
     def _show_progress(self, task: BuildIndexTask) -> None:
         bar = self.iface.messageBar()
-        item = bar.createMessage(MESSAGE_TITLE, f"Indexing {len(task.params.rasters)} raster(s) "
-                                                f"into {task.params.index_dir}")
+        item = bar.createMessage(MESSAGE_TITLE, f"Indexing {len(task.params.rasters)} raster(s)")
+        item.setToolTip(f"Index folder: {task.params.index_dir}")
         progress = QProgressBar(item)
         progress.setRange(0, 100)
         progress.setMaximumWidth(220)

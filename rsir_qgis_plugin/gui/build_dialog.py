@@ -66,7 +66,7 @@ class BuildIndexDialog(QDialog):
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         layout.addWidget(buttons)
-        self.resize(560, 640)
+        self.setMinimumWidth(560)
         if engine_ready:
             self._describe_model()
             self._describe_devices()
@@ -219,23 +219,37 @@ class BuildIndexDialog(QDialog):
             return
         self.model_label.setText("Reading model...")
         task = InfoTask("rsir: reading model", read_model, path)
-        task.succeeded.connect(lambda info, asked=path: self._show_model(asked, info.describe()))
-        task.failed.connect(lambda error, asked=path: self._show_model(asked, f"Not usable: {error}"))
+        task.succeeded.connect(lambda info, asked=path: self._show_model(asked, summarize_model(info),
+                                                                         info.describe()))
+        task.failed.connect(lambda error, asked=path: self._show_model(asked, f"Not usable: {error}", error))
         self._start(task)
 
-    def _show_model(self, asked: str | None, text: str) -> None:
+    def _show_model(self, asked: str | None, text: str, details: str) -> None:
         current = self.model_widget.filePath() if self.file_model_radio.isChecked() else None
         if current == asked:  # an answer for a model the user has since replaced is dropped
             self.model_label.setText(text)
+            self.model_label.setToolTip(details)
+            self._fit()
 
     def _describe_devices(self) -> None:
         from ..core.embedder import available_devices
 
         self.device_label.setText("Looking for inference devices...")
         task = InfoTask("rsir: listing devices", available_devices)
-        task.succeeded.connect(lambda report: self.device_label.setText(report.describe()))
-        task.failed.connect(lambda error: self.device_label.setText(f"onnxruntime unusable: {error}"))
+        task.succeeded.connect(lambda report: self._show_devices(report.describe()))
+        task.failed.connect(lambda error: self._show_devices(f"onnxruntime unusable: {error}"))
         self._start(task)
+
+    def _show_devices(self, text: str) -> None:
+        self.device_label.setText(text)
+        self._fit()
+
+    def _fit(self) -> None:
+        """Grow to fit text that arrived after the dialog was laid out (wrapped labels would be cut)."""
+        self.layout().activate()
+        wanted = self.sizeHint().height()
+        if wanted > self.height():
+            self.resize(self.width(), wanted)
 
     def _start(self, task: InfoTask) -> None:
         self._tasks = [t for t in self._tasks if is_active(t)] + [task]
@@ -257,3 +271,14 @@ def _size_spin(parent: QWidget, automatic: str, value: float) -> QDoubleSpinBox:
     spin.setSpecialValueText(automatic)
     spin.setValue(value)
     return spin
+
+
+def summarize_model(info) -> str:
+    """describe()'s first part and the numeric metrics only: model cards carry long protocol texts,
+    which the tooltip shows in full."""
+    text = info.describe().split("; metrics")[0]
+    metrics = info.contract.training.get("metrics") if isinstance(info.contract.training, dict) else None
+    numbers = {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float))}
+    if numbers:
+        text += "\nmetrics: " + ", ".join(f"{k} {v:.4g}" for k, v in numbers.items())
+    return text

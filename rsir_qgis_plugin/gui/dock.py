@@ -61,6 +61,7 @@ class ResultsDock(QgsDockWidget):
         draw_row = QHBoxLayout()
         draw_row.addWidget(draw)
         hint = QLabel("then drag a box on the map", body)
+        hint.setWordWrap(True)
         hint.setStyleSheet("color: palette(mid)")
         draw_row.addWidget(hint, 1)
 
@@ -87,6 +88,8 @@ class ResultsDock(QgsDockWidget):
         self.hit_list.setIconSize(QSize(THUMBNAIL_PX, THUMBNAIL_PX))
         self.hit_list.setSpacing(2)
         self.hit_list.setUniformItemSizes(True)
+        self.hit_list.setTextElideMode(Qt.ElideMiddle)  # long raster names keep their start and end
+        self.hit_list.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)  # elide to the width instead
         self.hit_list.itemClicked.connect(self._on_item_clicked)
         self.hit_list.itemActivated.connect(self._on_item_clicked)
 
@@ -127,8 +130,9 @@ class ResultsDock(QgsDockWidget):
         self.index_widget.setFilePath(str(path))
         self.index_widget.blockSignals(False)
 
-    def set_index_info(self, text: str) -> None:
+    def set_index_info(self, text: str, details: str = "") -> None:
         self.index_label.setText(text)
+        self.index_label.setToolTip(details or text)
 
     def set_status(self, text: str) -> None:
         self.status_label.setText(text)

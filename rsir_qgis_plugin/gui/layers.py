@@ -141,6 +141,9 @@ def _memory_layer(name: str, crs: QgsCoordinateReferenceSystem, fields: QgsField
     layer.dataProvider().addAttributes(fields.toList())
     layer.updateFields()
     layer.setCustomProperty(ROLE_PROPERTY, role)
+    # Results are cheap to recompute and can be saved to GeoPackage from the dock: QGIS need not
+    # ask "lose scratch layers?" on every project close because of them.
+    layer.setCustomProperty("skipMemoryLayersCheck", 1)
     return layer
 
 

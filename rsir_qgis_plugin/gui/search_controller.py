@@ -57,8 +57,10 @@ class SearchController(QObject):
         dock.hitActivated.connect(self.zoom_to_hit)
         dock.clearRequested.connect(self.clear)
         dock.saveRequested.connect(self.save)
-        self.project.readProject.connect(self._on_project_read)
-        self.project.cleared.connect(self._on_project_read)
+        # Saving a new project moves the default index next to the project file.
+        self._project_signals = (self.project.readProject, self.project.cleared, self.project.fileNameChanged)
+        for signal in self._project_signals:
+            signal.connect(self._on_project_read)
         self._on_project_read()
 
     # Index -------------------------------------------------------------------------------
@@ -88,7 +90,7 @@ class SearchController(QObject):
 
         self.dock.set_index_info("Reading index...")
         task = InfoTask(f"rsir: reading index {index_dir.name}", read_index_info, index_dir)
-        task.succeeded.connect(lambda info: self.dock.set_index_info(info.describe()))
+        task.succeeded.connect(lambda info: self.dock.set_index_info(summarize_index(info), info.describe()))
         task.failed.connect(lambda error: self.dock.set_index_info(f"Index unusable: {error}"))
         self._info_task = task
         QgsApplication.taskManager().addTask(task)
@@ -182,7 +184,8 @@ class SearchController(QObject):
                 extent.scale(3.0)  # some context around the tile
                 canvas.setExtent(extent)
                 canvas.refresh()
-                layer.selectByIds([feature.id()])
+                # Flash rather than select: a selected polygon is filled opaque and hides the imagery.
+                canvas.flashFeatureIds(layer, [feature.id()])
                 return
 
     def clear(self) -> None:
@@ -212,14 +215,21 @@ class SearchController(QObject):
         return [t for t in (self._task, self._info_task, self._save_task) if is_active(t)]
 
     def disconnect_project(self) -> None:
-        self.project.readProject.disconnect(self._on_project_read)
-        self.project.cleared.disconnect(self._on_project_read)
+        for signal in self._project_signals:
+            signal.disconnect(self._on_project_read)
 
     def _warn(self, text: str, level: Qgis.MessageLevel = Qgis.Warning) -> None:
+        """Message bar, log, and the dock's status line (the dock is where the user is looking)."""
         self.iface.messageBar().pushMessage(MESSAGE_TITLE, text, level, 8)
+        self.dock.set_status(text)
         log(text, level)
 
 
 def _device(provider: str) -> str:
     return "CUDA" if "CUDA" in provider else "CPU"
 
+
+def summarize_index(info) -> str:
+    """Two short lines for the dock; the full description goes in the tooltip."""
+    return (f"{info.tile_count} tiles from {len(info.rasters)} raster(s), {info.size_bytes / 1e6:.1f} MB\n"
+            f"model {info.model.get('name', '?')}, built {info.built_at[:16].replace('T', ' ')}")

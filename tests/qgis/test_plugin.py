@@ -111,3 +111,26 @@ def test_qgis_python_found_beside_a_qgis_executable(tmp_path):
     found = dependencies.find_qgis_python(str(bin_dir / "qgis-bin.exe"), str(prefix), "win32")
     assert found == prefix / "python.exe"
     assert dependencies.find_qgis_python(str(bin_dir / "qgis-bin.exe"), str(tmp_path / "nowhere"), "win32") is None
+
+
+def test_dock_settings_and_visibility_persist_across_loads(qgis_iface, project):
+    from rsir_qgis_plugin.core.params import SearchParams
+
+    plugin = rsir_qgis_plugin.classFactory(qgis_iface)
+    plugin.initGui()
+    dock = plugin.dock
+    dock.k_spin.setValue(7)
+    dock.score_spin.setValue(0.4)
+    dock.tta_check.setChecked(True)
+    dock.overlap_check.setChecked(False)
+    dock.hide()
+    plugin.unload()
+
+    again = rsir_qgis_plugin.classFactory(qgis_iface)
+    again.initGui()
+    try:
+        assert again.dock.search_settings().to_params() == SearchParams(k=7, tta=True, exclude_query_overlap=False,
+                                                                       min_score=0.4)
+        assert not again.dock.isVisibleTo(qgis_iface.mainWindow())
+    finally:
+        again.unload()

@@ -1,0 +1,41 @@
+"""scripts/package builds the zip QGIS's Plugin Manager installs."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = ROOT / "rsir_qgis_plugin" / "models" / "default.onnx"
+
+
+def test_package_zip_holds_the_plugin_and_nothing_else(tmp_path):
+    out = tmp_path / "rsir.zip"
+    args = [str(ROOT / "scripts" / "package"), str(out)] + ([] if MODEL.is_file() else ["--no-model"])
+    subprocess.run(args, check=True, capture_output=True, text=True)
+    with zipfile.ZipFile(out) as archive:
+        names = archive.namelist()
+        assert archive.read("rsir_qgis_plugin/metadata.txt") == (ROOT / "metadata.txt").read_bytes()
+        archive.extractall(tmp_path / "plugins")
+    assert all(n.startswith("rsir_qgis_plugin/") for n in names)
+    for needed in ("__init__.py", "plugin.py", "icon.png", "core/builder.py", "gui/icons/find.png",
+                   "processing/provider.py"):
+        assert f"rsir_qgis_plugin/{needed}" in names
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc") or "/tests/" in n]
+    assert ("rsir_qgis_plugin/models/default.onnx" in names) == MODEL.is_file()
+
+    # The extracted folder is importable on its own and QGIS finds classFactory in it.
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import rsir_qgis_plugin as p; "
+            "assert p.__file__.startswith(sys.argv[1]), p.__file__; assert callable(p.classFactory)")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "plugins")], check=True, cwd=tmp_path)
+
+
+def test_package_refuses_to_ship_without_the_model_unless_asked(tmp_path):
+    if MODEL.is_file():
+        pytest.skip("the bundled model is present: there is nothing to refuse")
+    done = subprocess.run([str(ROOT / "scripts" / "package"), str(tmp_path / "x.zip")], capture_output=True,
+                          text=True)
+    assert done.returncode != 0 and "bundled model" in done.stderr
