@@ -14,13 +14,13 @@ from rsir_qgis_plugin.core.search import search_box
 from tests.conftest import DATA
 
 SCENE = 150
-COLUMNS = 6
+COLUMNS = 8
 
 
 @pytest.fixture(scope="module")
 def mosaic(tmp_path_factory):
-    """24 real scenes (6 classes x 4) in shuffled cells of one UTM raster at 1 m/pixel."""
-    scenes = sorted((DATA / "aid_mosaic").glob("*/*.jpg"))
+    """40 real scenes (4 classes x 10) in shuffled cells of one UTM raster at 1 m/pixel."""
+    scenes = sorted((DATA / "scenes").glob("*/*.jpg"))
     order = np.random.default_rng(7).permutation(len(scenes))
     rows = -(-len(scenes) // COLUMNS)
     pixels = np.zeros((3, rows * SCENE, COLUMNS * SCENE), np.uint8)
@@ -50,5 +50,6 @@ def test_scenes_of_the_query_class_rank_first(mosaic):
         box = (left, top - SCENE, left + SCENE, top)
         hits = search_box(index, path, box, None, SearchParams(k=3)).hits
         precisions.append(np.mean([classes[h.window[:2]] == label for h in hits]))
-    # 3 of the 23 other scenes share the query's class: chance is 0.13.
+    # 9 of the 39 other scenes share the query's class: chance is 0.23.
+    print(f"mosaic P@3 with the default model: {np.mean(precisions):.3f}")
     assert np.mean(precisions) >= 0.7, precisions
