@@ -7,12 +7,15 @@ when the user presses the button in the message bar.
 pip installs into a private folder of the QGIS profile (`--target`), not into QGIS's own
 site-packages: that needs no administrator rights on Windows, is not refused by Debian's
 PEP 668 "externally managed" guard, and cannot upgrade a package another plugin relies on.
-The folder is appended to `sys.path`, so QGIS's own numpy always wins over the copy pip puts
-there; numpy is still pinned below 2 because Debian's and OSGeo4W's compiled modules
-(rasterio, osgeo.gdal_array) break against numpy 2.
+The folder is appended to `sys.path`, so QGIS's own numpy is the one imported. pip is therefore
+told that numpy is exactly the version QGIS runs (which keeps it below 2 wherever QGIS has
+numpy 1, as Debian's and OSGeo4W's compiled rasterio and osgeo.gdal_array need): otherwise it
+picks wheels for a newer numpy, e.g. faiss-cpu 1.15 needs numpy >= 1.25 and fails to import
+beside Debian 12's numpy 1.24, while faiss-cpu 1.8 works with it.
 """
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import sys
 from dataclasses import dataclass
@@ -92,23 +95,61 @@ def find_qgis_python(executable: str = sys.executable, exec_prefix: str = sys.ex
     """The Python interpreter of this QGIS, which `sys.executable` is not always.
 
     Inside QGIS on Windows `sys.executable` is qgis-bin.exe and on macOS the QGIS app binary;
-    running pip through them would start another QGIS. The interpreter lives in
-    sys.exec_prefix (OSGeo4W: apps/Python3x/python.exe) or beside the executable.
+    on Linux the embedded interpreter finds "python3" through PATH, which may be another Python
+    altogether (seen: a pyenv shim with numpy 2 beside Debian's QGIS). The interpreter that
+    belongs to the running prefix comes first: sys.exec_prefix/bin/pythonX.Y, or on Windows
+    sys.exec_prefix/python.exe (OSGeo4W: apps/Python3x/python.exe).
     """
     exe = Path(executable)
-    if exe.name.lower().startswith("python"):
-        return exe
     prefix = Path(exec_prefix)
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     if platform.startswith("win"):
         candidates = [prefix / "python.exe", exe.parent / "python.exe", exe.parent / "python3.exe"]
     else:
-        candidates = [exe.parent / "bin" / "python3", prefix / "bin" / f"python{version}",
-                      prefix / "bin" / "python3", exe.parent / "python3"]
+        candidates = [prefix / "bin" / f"python{version}", prefix / "bin" / "python3",
+                      exe.parent / "bin" / f"python{version}", exe.parent / "bin" / "python3"]
+    if exe.name.lower().startswith("python"):
+        candidates.append(exe)  # last: found through PATH, it may not be QGIS's Python
     return next((c for c in candidates if c.is_file()), None)
 
 
-def pip_command(python: Path, target: Path, packages: list[str]) -> list[str]:
-    """The pip call that installs `packages` into `target`, with numpy kept below 2."""
+def interpreter_identity() -> str:
+    """What `identity_probe` prints for the running interpreter: version and real exec_prefix."""
+    import os
+
+    return f"{sys.version_info.major}.{sys.version_info.minor} {os.path.realpath(sys.exec_prefix)}"
+
+
+IDENTITY_PROBE = "import os, sys; print('%d.%d' % sys.version_info[:2], os.path.realpath(sys.exec_prefix))"
+
+
+def running_numpy_version() -> str | None:
+    """The numpy QGIS's Python imports, read without importing it (None when there is none)."""
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        return numpy.__version__
+    try:
+        return importlib.metadata.version("numpy")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def numpy_pin(version: str | None) -> str:
+    """Exactly QGIS's numpy when known; else below 2."""
+    return f"numpy=={version}" if version else NUMPY_PIN
+
+
+def pip_command(python: Path, target: Path, packages: list[str], numpy_version: str | None = None) -> list[str]:
+    """The pip call that installs `packages` into `target` with numpy held at QGIS's version.
+
+    Wheels only: a source build of faiss or onnxruntime would need a compiler and minutes.
+    """
     return [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
-            "--upgrade", "--target", str(target), *packages, NUMPY_PIN]
+            "--only-binary=:all:", "--upgrade", "--target", str(target), *packages, numpy_pin(numpy_version)]
+
+
+def import_check_command(python: Path, target: Path, modules: list[str]) -> list[str]:
+    """Import the modules the way the plugin will (target appended to sys.path) in a fresh interpreter."""
+    code = ("import sys; sys.path.append(sys.argv[1]); import importlib; "
+            f"[importlib.import_module(m) for m in {modules!r}]; print('ok')")
+    return [str(python), "-c", code, str(target)]

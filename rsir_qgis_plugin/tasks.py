@@ -28,7 +28,7 @@ from qgis.core import (
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import pyqtSignal
 
-from .core.errors import BuildCancelled, RsirError
+from .core.errors import BuildCancelled, MissingDependencyError, RsirError
 from .core.params import BuildParams, SearchParams
 
 LOG_TAG = "rsir"
@@ -68,6 +68,10 @@ class EngineTask(QgsTask):
             self.result_value = self.work()
         except BuildCancelled:
             self.was_cancelled = True
+            return False
+        except MissingDependencyError as exc:  # also raised for a package that is there but fails to import
+            cause = f" (import failed: {exc.__cause__})" if exc.__cause__ else ""
+            self.error = f"{exc}{cause}"
             return False
         except RsirError as exc:  # a problem the user can act on: its message says what to do
             self.error = str(exc)
@@ -191,28 +195,46 @@ class InstallPackagesTask(EngineTask):
         self.target = target
 
     def work(self) -> str:
-        from .dependencies import find_qgis_python, pip_command
+        from .dependencies import (
+            REQUIREMENTS,
+            find_qgis_python,
+            import_check_command,
+            pip_command,
+            running_numpy_version,
+        )
 
         python = find_qgis_python()
         if python is None:
             raise RsirError(f"cannot find the Python interpreter of this QGIS near {sys.executable}; "
                             f"install {' '.join(self.packages)} with QGIS's pip yourself")
-        self._check_version(python)
+        self._check_interpreter(python)
         self.target.mkdir(parents=True, exist_ok=True)
-        command = pip_command(python, self.target, self.packages)
+        command = pip_command(python, self.target, self.packages, running_numpy_version())
         log("Running " + " ".join(command))
         output = self._stream(command)
         if self.isCanceled():
             return ""
+        # Installed is not importable: a wheel built for another numpy only fails on import.
+        modules = [r.module for r in REQUIREMENTS if r.pip_name in self.packages]
+        check = subprocess.run(import_check_command(python, self.target, modules), capture_output=True,
+                               text=True, timeout=300, **_no_console())
+        if check.returncode != 0:
+            reason = (check.stderr.strip().splitlines() or ["no output"])[-1]
+            raise RsirError(f"pip installed {', '.join(self.packages)} but they do not import: {reason}")
         return f"installed {', '.join(self.packages)} into {self.target}\n{output[-2000:]}"
 
-    def _check_version(self, python: Path) -> None:
-        """pip of another Python would install wheels this QGIS cannot import."""
-        probe = subprocess.run([str(python), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                               capture_output=True, text=True, timeout=120, **_no_console())
-        mine = f"{sys.version_info.major}.{sys.version_info.minor}"
+    def _check_interpreter(self, python: Path) -> None:
+        """pip of another Python (another version, or another installation) installs wheels for
+        the numpy and ABI of that Python, which this QGIS may not be able to import."""
+        from .dependencies import IDENTITY_PROBE, interpreter_identity
+
+        probe = subprocess.run([str(python), "-c", IDENTITY_PROBE], capture_output=True, text=True,
+                               timeout=120, **_no_console())
+        mine = interpreter_identity()
         if probe.returncode != 0 or probe.stdout.strip() != mine:
-            raise RsirError(f"{python} is not QGIS's Python {mine} ({probe.stdout.strip() or probe.stderr.strip()})")
+            found = probe.stdout.strip() or probe.stderr.strip()
+            raise RsirError(f"{python} is not the Python QGIS runs ({mine}; it is {found}); "
+                            f"install {' '.join(self.packages)} with QGIS's own pip")
 
     def _stream(self, command: list[str]) -> str:
         lines: list[str] = []

@@ -41,6 +41,8 @@ def press_install() -> None:
         quit_qgis()
         return
     buttons[0].click()
+    task = plugins["rsir_qgis_plugin"].dependencies.task
+    task.failed.connect(lambda error: say(f"install failed: {error}"))
     QTimer.singleShot(3000, lambda: shot("02_installing"))
     QTimer.singleShot(1000, wait_install)
 
@@ -53,6 +55,10 @@ def wait_install() -> None:
     if is_active(task):
         QTimer.singleShot(1000, wait_install)
         return
+    QTimer.singleShot(2000, report)  # finished() runs on the UI thread after the status change
+
+
+def report() -> None:
     from rsir_qgis_plugin.dependencies import missing_requirements
 
     say(f"missing after install: {[r.module for r in missing_requirements()]}")

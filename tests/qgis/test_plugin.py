@@ -95,10 +95,27 @@ def test_missing_package_gives_a_message_with_an_install_button(qgis_iface, proj
 def test_pip_command_pins_numpy_and_targets_the_private_folder(tmp_path):
     python = dependencies.find_qgis_python()
     assert python is not None and python.is_file()
-    command = dependencies.pip_command(python, tmp_path, ["faiss-cpu"])
+    command = dependencies.pip_command(python, tmp_path, ["faiss-cpu"], "1.24.2")
     assert command[:4] == [str(python), "-m", "pip", "install"]
-    assert "numpy<2" in command and "faiss-cpu" in command
+    assert "numpy==1.24.2" in command and "faiss-cpu" in command and "--only-binary=:all:" in command
     assert command[command.index("--target") + 1] == str(tmp_path)
+    assert "numpy<2" in dependencies.pip_command(python, tmp_path, ["faiss-cpu"], None)
+    # The running numpy is read without importing numpy.
+    import numpy
+
+    assert dependencies.running_numpy_version() == numpy.__version__
+
+
+def test_import_check_runs_in_a_fresh_interpreter(tmp_path):
+    python = dependencies.find_qgis_python()
+    (tmp_path / "rsir_probe_ok.py").write_text("")
+    (tmp_path / "rsir_probe_bad.py").write_text("import numpy._no_such_module\n")
+    good = subprocess.run(dependencies.import_check_command(python, tmp_path, ["rsir_probe_ok"]),
+                          capture_output=True, text=True)
+    bad = subprocess.run(dependencies.import_check_command(python, tmp_path, ["rsir_probe_ok", "rsir_probe_bad"]),
+                         capture_output=True, text=True)
+    assert good.returncode == 0 and good.stdout.strip() == "ok"
+    assert bad.returncode != 0 and "_no_such_module" in bad.stderr
 
 
 def test_qgis_python_found_beside_a_qgis_executable(tmp_path):
@@ -111,6 +128,26 @@ def test_qgis_python_found_beside_a_qgis_executable(tmp_path):
     found = dependencies.find_qgis_python(str(bin_dir / "qgis-bin.exe"), str(prefix), "win32")
     assert found == prefix / "python.exe"
     assert dependencies.find_qgis_python(str(bin_dir / "qgis-bin.exe"), str(tmp_path / "nowhere"), "win32") is None
+
+
+def test_qgis_python_is_the_prefix_one_not_a_python_on_path(tmp_path):
+    """Embedded in QGIS on Linux, sys.executable is whatever "python3" PATH finds (seen: a pyenv shim)."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    (tmp_path / "usr" / "bin").mkdir(parents=True)
+    (tmp_path / "usr" / "bin" / f"python{version}").write_text("")
+    (tmp_path / "shims").mkdir()
+    (tmp_path / "shims" / "python3").write_text("")
+    found = dependencies.find_qgis_python(str(tmp_path / "shims" / "python3"), str(tmp_path / "usr"), "linux")
+    assert found == tmp_path / "usr" / "bin" / f"python{version}"
+
+
+def test_interpreter_probe_recognises_this_python():
+    python = dependencies.find_qgis_python()
+    probe = subprocess.run([str(python), "-c", dependencies.IDENTITY_PROBE], capture_output=True, text=True)
+    assert probe.stdout.strip() == dependencies.interpreter_identity()
+    other = subprocess.run(["/usr/bin/python3", "-c", dependencies.IDENTITY_PROBE], capture_output=True, text=True)
+    if Path(sys.exec_prefix).resolve() != Path("/usr"):  # in a venv: Debian's python is another installation
+        assert other.stdout.strip() != dependencies.interpreter_identity()
 
 
 def test_dock_settings_and_visibility_persist_across_loads(qgis_iface, project):
