@@ -57,8 +57,10 @@ class SearchController(QObject):
         dock.hitActivated.connect(self.zoom_to_hit)
         dock.clearRequested.connect(self.clear)
         dock.saveRequested.connect(self.save)
-        # Saving a new project moves the default index next to the project file.
-        self._project_signals = (self.project.readProject, self.project.cleared, self.project.fileNameChanged)
+        # Saving a new project moves the default index next to the project file (QgsProject.write(path)
+        # emits projectSaved but not fileNameChanged).
+        self._project_signals = (self.project.readProject, self.project.cleared, self.project.fileNameChanged,
+                                 self.project.projectSaved)
         for signal in self._project_signals:
             signal.connect(self._on_project_read)
         self._on_project_read()

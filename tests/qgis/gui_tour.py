@@ -49,7 +49,7 @@ class Tour:
         self.dialog = None
         self.steps = [self.open_project, self.zoom, self.start_screen, self.open_dialog, self.dialog_described,
                       self.start_build, self.building, self.wait_build, self.draw_box, self.wait_search,
-                      self.click_hit, self.finish]
+                      self.click_hit, self.processing_dialog, self.finish]
         self.wait_until = None
 
     def run(self) -> None:
@@ -155,8 +155,19 @@ class Tour:
             QTest.mouseClick(dock_list.viewport(), Qt.LeftButton, Qt.NoModifier, rect.center())
         return 2000
 
-    def finish(self):
+    def processing_dialog(self):
         shot("06_hit_clicked")
+        import processing
+
+        self.algorithm_dialog = processing.createAlgorithmDialog("rsir:find_similar", {
+            "INDEX": str(OUT / "tour_rsir_index"), "K": 10})
+        self.algorithm_dialog.show()
+        return 2000
+
+    def finish(self):
+        shot("07_processing_find_similar")
+        if getattr(self, "algorithm_dialog", None) is not None:
+            self.algorithm_dialog.close()
         QgsProject.instance().setDirty(False)
         say("quitting")
         QTimer.singleShot(500, iface.actionExit().trigger)

@@ -171,3 +171,16 @@ def test_dock_settings_and_visibility_persist_across_loads(qgis_iface, project):
         assert not again.dock.isVisibleTo(qgis_iface.mainWindow())
     finally:
         again.unload()
+
+
+def test_index_folder_defaults_next_to_the_project_file(plugin, project, tmp_path):
+    from rsir_qgis_plugin.settings import remember_index_dir
+
+    assert Path(plugin.dock.index_dir()).name == "rsir_index"  # unsaved project: the home folder
+    project.write(str(tmp_path / "survey.qgz"))
+    assert Path(plugin.dock.index_dir()) == tmp_path / "survey_rsir_index"
+    # A folder the user chose is kept in the project and wins over the default.
+    remember_index_dir(tmp_path / "elsewhere", project)
+    project.write()
+    project.read(str(tmp_path / "survey.qgz"))
+    assert Path(plugin.dock.index_dir()) == tmp_path / "elsewhere"
