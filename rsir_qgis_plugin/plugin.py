@@ -29,6 +29,9 @@ class RsirPlugin:
         self.dependencies = None
         self.search = None
         self.build = None
+        self.find_action: QAction | None = None
+        self.build_action: QAction | None = None
+        self.dock_action: QAction | None = None
 
     # QGIS entry points -------------------------------------------------------------------
 
@@ -94,8 +97,7 @@ class RsirPlugin:
             self.map_tool.release()
             self.map_tool.deleteLater()
             self.map_tool = None
-        for action in (getattr(self, "find_action", None), getattr(self, "build_action", None),
-                       getattr(self, "dock_action", None)):
+        for action in (self.find_action, self.build_action, self.dock_action):
             if action is not None and not sip.isdeleted(action):
                 self.iface.removePluginRasterMenu(MENU, action)
         if self.toolbar is not None:

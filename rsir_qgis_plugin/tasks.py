@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from qgis.core import (
     Qgis,
     QgsCoordinateReferenceSystem,
@@ -129,7 +128,7 @@ class SearchOutcome:
     crs: QgsCoordinateReferenceSystem  # of the features
     hit_features: list[QgsFeature]
     query_feature: QgsFeature | None
-    thumbnails: dict[int, np.ndarray] = field(default_factory=dict)  # rank -> RGB
+    thumbnails: dict[int, Any] = field(default_factory=dict)  # rank -> (h, w, 3) uint8 numpy array
 
 
 @dataclass(frozen=True)

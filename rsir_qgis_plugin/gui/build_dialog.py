@@ -211,7 +211,7 @@ class BuildIndexDialog(QDialog):
     # Background look-ups -----------------------------------------------------------------
 
     def _describe_model(self, *_args) -> None:
-        from ..core.model import read_model
+        from ..core.model import read_model  # light: onnxruntime is imported inside read_model, in the task
 
         path = self.model_widget.filePath() if self.file_model_radio.isChecked() else None
         if self.file_model_radio.isChecked() and not (path and Path(path).is_file()):
@@ -232,10 +232,8 @@ class BuildIndexDialog(QDialog):
             self._fit()
 
     def _describe_devices(self) -> None:
-        from ..core.embedder import available_devices
-
         self.device_label.setText("Looking for inference devices...")
-        task = InfoTask("rsir: listing devices", available_devices)
+        task = InfoTask("rsir: listing devices", _available_devices)
         task.succeeded.connect(lambda report: self._show_devices(report.describe()))
         task.failed.connect(lambda error: self._show_devices(f"onnxruntime unusable: {error}"))
         self._start(task)
@@ -282,3 +280,10 @@ def summarize_model(info) -> str:
     if numbers:
         text += "\nmetrics: " + ", ".join(f"{k} {v:.4g}" for k, v in numbers.items())
     return text
+
+
+def _available_devices():
+    """In the worker thread, imports included (the embedder module imports numpy and onnxruntime)."""
+    from ..core.embedder import available_devices
+
+    return available_devices()

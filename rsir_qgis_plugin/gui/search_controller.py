@@ -88,10 +88,8 @@ class SearchController(QObject):
             return
         if not self.engine_ready():
             return
-        from ..core.store import read_index_info
-
         self.dock.set_index_info("Reading index...")
-        task = InfoTask(f"rsir: reading index {index_dir.name}", read_index_info, index_dir)
+        task = InfoTask(f"rsir: reading index {index_dir.name}", _read_index_info, index_dir)
         task.succeeded.connect(lambda info: self.dock.set_index_info(summarize_index(info), info.describe()))
         task.failed.connect(lambda error: self.dock.set_index_info(f"Index unusable: {error}"))
         self._info_task = task
@@ -235,3 +233,10 @@ def summarize_index(info) -> str:
     """Two short lines for the dock; the full description goes in the tooltip."""
     return (f"{info.tile_count} tiles from {len(info.rasters)} raster(s), {info.size_bytes / 1e6:.1f} MB\n"
             f"model {info.model.get('name', '?')}, built {info.built_at[:16].replace('T', ' ')}")
+
+
+def _read_index_info(index_dir: Path):
+    """In the worker thread: the engine's modules are imported there too, not on the UI thread."""
+    from ..core.store import read_index_info
+
+    return read_index_info(index_dir)

@@ -6,16 +6,18 @@ thread-safe, are made from it by the dock.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
-import numpy as np
 from qgis.PyQt.QtGui import QImage
+
+if TYPE_CHECKING:  # numpy is imported when a thumbnail is made, not when QGIS loads the plugin
+    import numpy as np
 
 THUMBNAIL_PX = 112
 
 
 def read_thumbnails(hits: Sequence, size: int = THUMBNAIL_PX,
-                    is_cancelled: Callable[[], bool] | None = None) -> dict[int, np.ndarray]:
+                    is_cancelled: Callable[[], bool] | None = None) -> dict[int, "np.ndarray"]:
     """rank -> (h, w, 3) uint8 RGB of each hit's window, stretched like the index stretches it.
 
     A raster that cannot be read gives no thumbnail (the hit is still listed); the search result
@@ -24,7 +26,7 @@ def read_thumbnails(hits: Sequence, size: int = THUMBNAIL_PX,
     from ..core.raster import describe, open_dataset, to_uint8
 
     sources: dict[str, object] = {}
-    images: dict[int, np.ndarray] = {}
+    images: dict = {}
     for hit in hits:
         if is_cancelled is not None and is_cancelled():
             break
@@ -38,7 +40,8 @@ def read_thumbnails(hits: Sequence, size: int = THUMBNAIL_PX,
     return images
 
 
-def _read_window(open_dataset, to_uint8, source, window: Sequence[int], size: int) -> np.ndarray:
+def _read_window(open_dataset, to_uint8, source, window: Sequence[int], size: int) -> "np.ndarray":
+    import numpy as np
     from rasterio.windows import Window
 
     col, row, width, height = (int(v) for v in window)
@@ -51,8 +54,10 @@ def _read_window(open_dataset, to_uint8, source, window: Sequence[int], size: in
     return np.ascontiguousarray(np.transpose(rgb, (1, 2, 0)))
 
 
-def to_qimage(rgb: np.ndarray) -> QImage:
+def to_qimage(rgb: "np.ndarray") -> QImage:
     """(h, w, 3) uint8 -> QImage that owns its pixels (the numpy buffer may be freed afterwards)."""
+    import numpy as np
+
     height, width, _ = rgb.shape
     data = np.ascontiguousarray(rgb, dtype=np.uint8)
     return QImage(data.data, width, height, 3 * width, QImage.Format_RGB888).copy()
