@@ -126,3 +126,30 @@ def test_box_off_the_rasters_says_so_and_runs_nothing(plugin, town_layer, town_i
     assert task is None
     texts = [m for level in qgis_iface.messageBar().messages.values() for m in level]
     assert any("not over a file-based raster" in m for m in texts)
+
+
+def test_search_from_a_geographic_map_crs(plugin, town_layer, town_index, qgis_canvas, search_by_drag):
+    """EPSG:4326 maps (degrees, lat/lon axis order in the EPSG definition) are where CRS bugs show."""
+    wgs84 = QgsCoordinateReferenceSystem("EPSG:4326")
+    qgis_canvas.setDestinationCrs(wgs84)
+    QgsProject.instance().setCrs(wgs84)
+    qgis_canvas.setExtent(qgis_canvas.mapSettings().layerExtentToOutputExtent(town_layer, town_layer.extent()))
+    plugin.search.show_index(town_index)
+    plugin.dock.k_spin.setValue(4)
+    outcome = search_by_drag((270, 120), (330, 180))
+
+    hits = owned_layer(QgsProject.instance(), "hits")
+    assert hits.crs() == wgs84 and hits.featureCount() == 4
+    extent_4326 = QgsCoordinateTransform(town_layer.crs(), wgs84, QgsProject.instance()).transformBoundingBox(
+        town_layer.extent())
+    for feature in hits.getFeatures():
+        box = feature.geometry().boundingBox()
+        assert extent_4326.contains(box)
+        assert box.width() < 1e-3 and box.height() < 1e-3  # 6.4 m tiles, in degrees
+    # The query polygon lies where the box was drawn (within the snapping to the raster's pixels).
+    query = next(owned_layer(QgsProject.instance(), "query").getFeatures()).geometry().boundingBox()
+    to_map = qgis_canvas.getCoordinateTransform()
+    drawn_center = to_map.toMapCoordinates(300, 150)
+    assert abs(query.center().x() - drawn_center.x()) < query.width() * 0.1
+    assert abs(query.center().y() - drawn_center.y()) < query.height() * 0.1
+    assert outcome.result.query_raster == str(town_layer.source())
