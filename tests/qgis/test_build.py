@@ -135,3 +135,18 @@ def _center_box(path: Path) -> tuple[float, float, float, float]:
         left, bottom, right, top = src.bounds
     cx, cy = (left + right) / 2, (bottom + top) / 2
     return cx - 3.2, cy - 3.2, cx + 3.2, cy + 3.2
+
+
+def test_unload_during_a_build_cancels_it_and_leaves_no_thread(plugin, town_full, tiny_model, tmp_path, qtbot):
+    from qgis.core import QgsApplication
+
+    from rsir_qgis_plugin.tasks import is_active
+
+    params = BuildSettings(tile_size=64, stride=16, model_path=str(tiny_model)).to_params(tmp_path / "i",
+                                                                                         [str(town_full)])
+    task = plugin.build.start(params)
+    qtbot.waitUntil(lambda: task.progress() >= 2, timeout=BUILD_TIMEOUT_MS)
+    plugin.unload()
+    assert not is_active(task)
+    assert QgsApplication.taskManager().countActiveTasks() == 0
+    assert not (tmp_path / "i" / "manifest.json").exists()
