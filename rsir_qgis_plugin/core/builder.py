@@ -222,7 +222,7 @@ def _previous_rasters(index_dir: Path, manifest: dict | None) -> dict[str, tuple
 class _Batch:
     job_index: int
     windows: list
-    tiles: np.ndarray | None  # (n, bands, S, S) uint8
+    tiles: np.ndarray | None  # (n, bands, S, S) float32, preprocessed for the model
     read: int  # windows this batch accounts for (kept + skipped), for progress
     skipped: int
     last: bool = False  # the job's final batch
@@ -245,8 +245,9 @@ def _resumable_job(job: _Job, shard_dir: Path) -> _Job:
     return job
 
 
-def _produce_batches(jobs: list[_Job], size: int, batch_size: int) -> Iterator[_Batch]:
-    """Read every job's tiles in order, in batches that never span two rasters."""
+def _produce_batches(jobs: list[_Job], size: int, batch_size: int,
+                     preprocess: Callable[[np.ndarray], np.ndarray]) -> Iterator[_Batch]:
+    """Read and preprocess every job's tiles in order, in batches that never span two rasters."""
     for job_index, job in enumerate(jobs):
         windows, tiles, read, skipped = [], [], 0, 0
         try:
@@ -260,12 +261,13 @@ def _produce_batches(jobs: list[_Job], size: int, batch_size: int) -> Iterator[_
                         windows.append(window)
                         tiles.append(tile)
                     if len(tiles) == batch_size:
-                        yield _Batch(job_index, windows, np.stack(tiles), read, skipped)
+                        yield _Batch(job_index, windows, preprocess(np.stack(tiles)), read, skipped)
                         windows, tiles, read, skipped = [], [], 0, 0
         except RasterError as exc:
             yield _Batch(job_index, [], None, read, skipped, last=True, error=exc.problem)
             continue
-        yield _Batch(job_index, windows, np.stack(tiles) if tiles else None, read, skipped, last=True)
+        yield _Batch(job_index, windows, preprocess(np.stack(tiles)) if tiles else None, read, skipped,
+                     last=True)
 
 
 def _embed_jobs(jobs: list[_Job], embedder: Embedder, params: BuildParams, summary: BuildSummary,
@@ -279,7 +281,8 @@ def _embed_jobs(jobs: list[_Job], embedder: Embedder, params: BuildParams, summa
     done = 0
     embed = embedder.embed_tta if params.tta else embedder.embed
     current: _Accumulator | None = None
-    batches = prefetch(lambda: _produce_batches(jobs, embedder.input_size, params.batch_size))
+    batches = prefetch(lambda: _produce_batches(jobs, embedder.input_size, params.batch_size,
+                                                embedder.preprocess))
     try:
         for batch in batches:
             if is_cancelled():

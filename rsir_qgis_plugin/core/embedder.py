@@ -105,11 +105,17 @@ class Embedder:
         return where + (f" — {self.provider_note}" if self.provider_note else "")
 
     def preprocess(self, tiles: np.ndarray) -> np.ndarray:
-        """uint8 (N, bands, S, S) to the normalised float32 input the model expects."""
+        """uint8 (N, bands, S, S) to the normalised float32 input the model expects.
+
+        Float32 input is taken as already preprocessed, so a reading thread can do this work
+        while the session runs.
+        """
+        if tiles.dtype == np.float32:
+            return tiles
         return tiles.astype(np.float32) * self._scale + self._shift
 
     def embed(self, tiles: np.ndarray) -> np.ndarray:
-        """uint8 tiles (N, bands, S, S) to float32 (N, D) unit vectors."""
+        """uint8 tiles (N, bands, S, S), or their preprocessed float32 form, to float32 (N, D) unit vectors."""
         if tiles.ndim != 4 or tiles.shape[1:] != (len(self._scale[0]), self.input_size, self.input_size):
             raise ValueError(f"tiles of shape (N, {len(self._scale[0])}, {self.input_size}, "
                              f"{self.input_size}) expected, got {tiles.shape}")

@@ -1,6 +1,7 @@
 """A bounded producer/consumer: reading and decoding run in a thread while the model infers."""
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from typing import Callable, Iterable, Iterator, TypeVar
@@ -8,6 +9,7 @@ from typing import Callable, Iterable, Iterator, TypeVar
 T = TypeVar("T")
 
 _DONE = object()
+READER_NICENESS = 10
 
 
 class _Failure:
@@ -35,6 +37,7 @@ def prefetch(produce: Callable[[], Iterable[T]], depth: int = 4) -> Iterator[T]:
         return False
 
     def work():
+        _lower_thread_priority()
         try:
             for item in produce():
                 if not put(item):
@@ -56,3 +59,16 @@ def prefetch(produce: Callable[[], Iterable[T]], depth: int = 4) -> Iterator[T]:
     finally:
         stop.set()
         worker.join(timeout=10)
+
+
+def _lower_thread_priority() -> None:
+    """Let inference threads win the cores: on Linux, niceness applies per thread.
+
+    onnxruntime's workers meet at a barrier after each parallel section, so a reader that preempts
+    one of them stalls them all; at a lower priority it runs in their idle moments instead.
+    """
+    if hasattr(os, "setpriority") and hasattr(threading, "get_native_id"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), READER_NICENESS)
+        except OSError:
+            pass
