@@ -27,7 +27,7 @@ from qgis.core import (
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import pyqtSignal
 
-from .core.errors import BuildCancelled, MissingDependencyError, RsirError
+from .core.errors import Cancelled, RsirError
 from .core.params import BuildParams, SearchParams
 
 LOG_TAG = "rsir"
@@ -65,12 +65,8 @@ class EngineTask(QgsTask):
     def run(self) -> bool:
         try:
             self.result_value = self.work()
-        except BuildCancelled:
+        except Cancelled:
             self.was_cancelled = True
-            return False
-        except MissingDependencyError as exc:  # also raised for a package that is there but fails to import
-            cause = f" (import failed: {exc.__cause__})" if exc.__cause__ else ""
-            self.error = f"{exc}{cause}"
             return False
         except RsirError as exc:  # a problem the user can act on: its message says what to do
             self.error = str(exc)

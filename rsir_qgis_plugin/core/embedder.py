@@ -18,7 +18,8 @@ def _onnxruntime():
     try:
         import onnxruntime
     except ImportError as exc:
-        raise MissingDependencyError(["onnxruntime"], "pip install onnxruntime (or onnxruntime-gpu)") from exc
+        raise MissingDependencyError(["onnxruntime"], f"import failed: {exc}; pip install onnxruntime "
+                                                      "(or onnxruntime-gpu)") from exc
     # Wheels of onnxruntime-gpu find CUDA/cuDNN installed from pip only after this call.
     if hasattr(onnxruntime, "preload_dlls"):
         try:

@@ -43,5 +43,13 @@ class MissingDependencyError(RsirError):
         super().__init__(message + (f" ({detail})" if detail else ""))
 
 
-class BuildCancelled(RsirError):
+class Cancelled(RsirError):
+    """The user cancelled long work."""
+
+
+class BuildCancelled(Cancelled):
     """The user cancelled an index build; the previous index is untouched."""
+
+
+class SearchCancelled(Cancelled):
+    """The user cancelled a search."""

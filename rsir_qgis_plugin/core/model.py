@@ -138,11 +138,20 @@ class ModelInfo:
                 "input_size": c.input_size, "bands": c.bands}
 
     def describe(self) -> str:
+        """Two short lines for a user: what the model takes and gives, and its numeric metrics."""
         c = self.contract
-        metrics = c.training.get("metrics") if isinstance(c.training, dict) else None
         text = (f"{c.name}: {c.bands} bands, {c.input_size} px input, {c.embedding_dim}-d embedding"
                 f"{', L2-normalised' if c.normalized else ''}")
-        return text + (f"; metrics {json.dumps(metrics)}" if metrics else "")
+        metrics = c.training.get("metrics") if isinstance(c.training, dict) else None
+        numbers = {k: v for k, v in (metrics or {}).items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if numbers:
+            text += "\nmetrics: " + ", ".join(f"{k} {v:.4g}" for k, v in numbers.items())
+        return text
+
+    def card(self) -> str:
+        """The whole model card (training data, loss, metrics and their protocols), as indented JSON."""
+        return json.dumps(self.contract.training, indent=2)
 
 
 def file_sha256(path: Path) -> str:

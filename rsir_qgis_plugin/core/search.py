@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 
 from .embedder import shared_embedder
-from .errors import BuildCancelled, IndexStoreError, ModelError, RasterError
+from .errors import IndexStoreError, ModelError, RasterError, SearchCancelled
 from .geometry import Ring, boxes_intersect, reproject_bounds, window_iou
 from .model import DEFAULT_MODEL_PATH, ModelInfo, read_model
 from .params import SearchParams
@@ -29,6 +29,8 @@ class Hit:
     crs_wkt: str  # the raster's CRS
     polygon: Ring  # the tile's corners in the raster's CRS
     bounds_4326: tuple[float, float, float, float]
+    bands: tuple[int, ...]  # how the raster was fed to the model, so a thumbnail shows what was embedded
+    stretch: tuple[tuple[float, float], ...] | None
 
 
 @dataclass(frozen=True)
@@ -39,10 +41,6 @@ class SearchResult:
     query_raster: str | None
     provider: str
     seconds: float
-
-
-class SearchCancelled(BuildCancelled):
-    """The user cancelled a search."""
 
 
 def search_box(index_dir: str | Path, raster_path: str | Path, bbox: tuple[float, float, float, float],
@@ -174,5 +172,7 @@ def _rank(reader: IndexReader, query: np.ndarray, params: SearchParams,
 
 def _hit(rank: int, score: float, tile: TileEntry) -> Hit:
     xs, ys = window_corners(tile.raster.transform, tile.window)
-    return Hit(rank=rank, score=float(score), raster=tile.raster.path, window=tuple(tile.window),
-               crs_wkt=tile.raster.crs_wkt, polygon=list(zip(xs, ys)), bounds_4326=tuple(tile.bounds_4326))
+    raster = tile.raster
+    return Hit(rank=rank, score=float(score), raster=raster.path, window=tuple(tile.window),
+               crs_wkt=raster.crs_wkt, polygon=list(zip(xs, ys)), bounds_4326=tuple(tile.bounds_4326),
+               bands=raster.bands, stretch=raster.stretch)

@@ -36,7 +36,7 @@ def faiss_module():
     try:
         import faiss
     except ImportError as exc:
-        raise MissingDependencyError(["faiss-cpu"], "pip install faiss-cpu") from exc
+        raise MissingDependencyError(["faiss-cpu"], f"import failed: {exc}; pip install faiss-cpu") from exc
     return faiss
 
 
@@ -264,6 +264,8 @@ class RasterEntry:
     width: int
     height: int
     transform: tuple[float, ...]
+    bands: tuple[int, ...]  # fed to the model
+    stretch: tuple[tuple[float, float], ...] | None  # per band; None for uint8
     tiling: dict
     shard: str
     tile_count: int
@@ -302,8 +304,8 @@ class IndexReader:
             self.faiss_index.nprobe = min(IVF_NPROBE, self.faiss_index.nlist)
         self._db = sqlite3.connect(f"{catalog.as_uri()}?mode=ro", uri=True, check_same_thread=False)
         self.rasters = {row[0]: _raster_entry(row) for row in self._db.execute(
-            "SELECT id, path, size, mtime_ns, crs_wkt, width, height, transform, tiling, shard, "
-            "tile_count, skipped FROM rasters")}
+            "SELECT id, path, size, mtime_ns, crs_wkt, width, height, transform, bands, stretch, tiling, "
+            "shard, tile_count, skipped FROM rasters")}
 
     def close(self) -> None:
         self._db.close()
@@ -339,9 +341,11 @@ class IndexReader:
 
 
 def _raster_entry(row) -> RasterEntry:
+    stretch = json.loads(row[9])
     return RasterEntry(id=row[0], path=row[1], size=row[2], mtime_ns=row[3], crs_wkt=row[4], width=row[5],
-                       height=row[6], transform=tuple(json.loads(row[7])), tiling=json.loads(row[8]),
-                       shard=row[9], tile_count=row[10], skipped=row[11])
+                       height=row[6], transform=tuple(json.loads(row[7])), bands=tuple(json.loads(row[8])),
+                       stretch=tuple(tuple(s) for s in stretch) if stretch else None,
+                       tiling=json.loads(row[10]), shard=row[11], tile_count=row[12], skipped=row[13])
 
 
 @dataclass(frozen=True)

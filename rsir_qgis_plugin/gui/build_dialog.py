@@ -219,8 +219,7 @@ class BuildIndexDialog(QDialog):
             return
         self.model_label.setText("Reading model...")
         task = InfoTask("rsir: reading model", read_model, path)
-        task.succeeded.connect(lambda info, asked=path: self._show_model(asked, summarize_model(info),
-                                                                         info.describe()))
+        task.succeeded.connect(lambda info, asked=path: self._show_model(asked, info.describe(), info.card()))
         task.failed.connect(lambda error, asked=path: self._show_model(asked, f"Not usable: {error}", error))
         self._start(task)
 
@@ -269,17 +268,6 @@ def _size_spin(parent: QWidget, automatic: str, value: float) -> QDoubleSpinBox:
     spin.setSpecialValueText(automatic)
     spin.setValue(value)
     return spin
-
-
-def summarize_model(info) -> str:
-    """describe()'s first part and the numeric metrics only: model cards carry long protocol texts,
-    which the tooltip shows in full."""
-    text = info.describe().split("; metrics")[0]
-    metrics = info.contract.training.get("metrics") if isinstance(info.contract.training, dict) else None
-    numbers = {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float))}
-    if numbers:
-        text += "\nmetrics: " + ", ".join(f"{k} {v:.4g}" for k, v in numbers.items())
-    return text
 
 
 def _available_devices():

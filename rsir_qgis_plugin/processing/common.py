@@ -6,7 +6,7 @@ from typing import Iterator
 
 from qgis.core import QgsMapLayer, QgsProcessingException
 
-from ..core.errors import BuildCancelled, RsirError
+from ..core.errors import Cancelled, RsirError
 from ..dependencies import describe_missing, missing_requirements
 from ..gui.layers import raster_file_path
 
@@ -22,7 +22,7 @@ def engine_errors() -> Iterator[None]:
     """Engine errors carry a message for the user; Processing shows QgsProcessingException's text."""
     try:
         yield
-    except BuildCancelled as exc:
+    except Cancelled as exc:
         raise QgsProcessingException(f"cancelled: {exc}") from exc
     except RsirError as exc:
         raise QgsProcessingException(str(exc)) from exc
