@@ -18,6 +18,7 @@ and a Deepness recognition model without rsir keys is accepted.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -163,11 +164,22 @@ def file_sha256(path: Path) -> str:
 
 
 def read_model(path: str | Path | None = None) -> ModelInfo:
-    """Open an ONNX model's metadata and check it against the contract (None: the bundled default)."""
+    """Open an ONNX model's metadata and check it against the contract (None: the bundled default).
+
+    Results are kept per file version (path, size, mtime): each query reads the model's identity,
+    and hashing and parsing a large model every time would cost a user noticeable latency.
+    """
     path = Path(path) if path is not None else DEFAULT_MODEL_PATH
     if not path.is_file():
         hint = " (the bundled default model is missing: reinstall the plugin)" if path == DEFAULT_MODEL_PATH else ""
         raise ModelError(f"{path}: model file not found{hint}")
+    stat = path.stat()
+    return _read_model_version(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_model_version(path_text: str, size: int, mtime_ns: int) -> ModelInfo:
+    path = Path(path_text)
     import onnxruntime as ort  # imported here so that reading a settings file never needs it
 
     try:

@@ -14,7 +14,7 @@ from .geometry import Ring, boxes_intersect, reproject_bounds, window_iou
 from .model import DEFAULT_MODEL_PATH, ModelInfo, read_model
 from .params import SearchParams
 from .raster import describe, open_dataset
-from .store import IndexReader, TileEntry, check_model
+from .store import IndexReader, TileEntry, check_model, shared_reader
 from .tiling import read_window, window_corners
 
 OVERSAMPLE = 8  # candidates fetched per wanted hit: overlap exclusion and NMS discard many
@@ -48,20 +48,20 @@ def search_box(index_dir: str | Path, raster_path: str | Path, bbox: tuple[float
                is_cancelled: Callable[[], bool] | None = None) -> SearchResult:
     """Find the tiles most like the box `bbox` (in `bbox_crs`, default the raster's CRS) of a raster."""
     started = time.perf_counter()
-    with IndexReader(index_dir) as reader:
-        model = _model_for(reader, params)
-        bands = _indexed_bands(reader, raster_path)
-        source = describe(raster_path, bands, model.contract.bands)
-        box = reproject_bounds(tuple(bbox), bbox_crs or "", source.crs_wkt)
-        window = _pixel_window(source, box)
-        with open_dataset(source.path) as dataset:
-            tile, valid = read_window(dataset, source, window, model.contract.input_size)
-        if valid == 0:
-            raise RasterError(source.path, f"the query box {tuple(round(v, 3) for v in box)} holds only nodata")
-        embedder = shared_embedder(model, params.device)
-        query = (embedder.embed_tta if params.tta else embedder.embed)(tile[None])[0]
-        exclude = (source.path, _window_box(source.transform, window)) if params.exclude_query_overlap else None
-        hits = _rank(reader, query, params, exclude, is_cancelled)
+    reader = shared_reader(index_dir)
+    model = _model_for(reader, params)
+    bands = _indexed_bands(reader, raster_path)
+    source = describe(raster_path, bands, model.contract.bands)
+    box = reproject_bounds(tuple(bbox), bbox_crs or "", source.crs_wkt)
+    window = _pixel_window(source, box)
+    with open_dataset(source.path) as dataset:
+        tile, valid = read_window(dataset, source, window, model.contract.input_size)
+    if valid == 0:
+        raise RasterError(source.path, f"the query box {tuple(round(v, 3) for v in box)} holds only nodata")
+    embedder = shared_embedder(model, params.device)
+    query = (embedder.embed_tta if params.tta else embedder.embed)(tile[None])[0]
+    exclude = (source.path, _window_box(source.transform, window)) if params.exclude_query_overlap else None
+    hits = _rank(reader, query, params, exclude, is_cancelled)
     xs, ys = window_corners(source.transform, window)
     return SearchResult(hits=hits, query_polygon=list(zip(xs, ys)), query_crs_wkt=source.crs_wkt,
                         query_raster=source.path, provider=embedder.describe(),
@@ -72,15 +72,14 @@ def search_image(index_dir: str | Path, image_path: str | Path, params: SearchPa
                  is_cancelled: Callable[[], bool] | None = None) -> SearchResult:
     """Find the tiles most like a whole image file (any format GDAL reads: JPEG, PNG, GeoTIFF)."""
     started = time.perf_counter()
-    with IndexReader(index_dir) as reader:
-        model = _model_for(reader, params)
-        source = describe(image_path, None, model.contract.bands)
-        with open_dataset(source.path) as dataset:
-            tile, _ = read_window(dataset, source, (0, 0, source.width, source.height),
-                                  model.contract.input_size)
-        embedder = shared_embedder(model, params.device)
-        query = (embedder.embed_tta if params.tta else embedder.embed)(tile[None])[0]
-        hits = _rank(reader, query, params, None, is_cancelled)
+    reader = shared_reader(index_dir)
+    model = _model_for(reader, params)
+    source = describe(image_path, None, model.contract.bands)
+    with open_dataset(source.path) as dataset:
+        tile, _ = read_window(dataset, source, (0, 0, source.width, source.height), model.contract.input_size)
+    embedder = shared_embedder(model, params.device)
+    query = (embedder.embed_tta if params.tta else embedder.embed)(tile[None])[0]
+    hits = _rank(reader, query, params, None, is_cancelled)
     return SearchResult(hits=hits, query_polygon=None, query_crs_wkt="", query_raster=None,
                         provider=embedder.describe(), seconds=time.perf_counter() - started)
 
@@ -92,18 +91,13 @@ def _model_for(reader: IndexReader, params: SearchParams) -> ModelInfo:
         model = read_model(params.model_path)
     else:
         candidates = [Path(built_with.get("path", "")), DEFAULT_MODEL_PATH]
-        found = next((p for p in candidates if p.is_file() and _same_file(p, built_with["sha256"])), None)
-        if found is None:
+        models = (read_model(p) for p in candidates if p.is_file())
+        model = next((m for m in models if m.sha256 == built_with["sha256"]), None)
+        if model is None:
             raise ModelError(f"{reader.index_dir}: the model this index was built with "
                              f"('{built_with['name']}', {built_with.get('path')}) is not found; pass it")
-        model = read_model(found)
     check_model(reader.manifest, model, reader.index_dir)
     return model
-
-
-def _same_file(path: Path, sha256: str) -> bool:
-    from .model import file_sha256
-    return file_sha256(path) == sha256
 
 
 def _indexed_bands(reader: IndexReader, raster_path) -> tuple[int, ...] | None:

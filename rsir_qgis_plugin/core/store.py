@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -303,6 +305,7 @@ class IndexReader:
         if isinstance(self.faiss_index, faiss.IndexIVF):
             self.faiss_index.nprobe = min(IVF_NPROBE, self.faiss_index.nlist)
         self._db = sqlite3.connect(f"{catalog.as_uri()}?mode=ro", uri=True, check_same_thread=False)
+        self._db_lock = threading.Lock()  # a shared reader may serve searches from several threads
         self.rasters = {row[0]: _raster_entry(row) for row in self._db.execute(
             "SELECT id, path, size, mtime_ns, crs_wkt, width, height, transform, bands, stretch, tiling, "
             "shard, tile_count, skipped FROM rasters")}
@@ -332,12 +335,42 @@ class IndexReader:
         if not ids:
             return []
         marks = ",".join("?" * len(ids))
-        rows = {row[0]: row for row in self._db.execute(
-            f"SELECT id, raster_id, col, row, width, height, xmin, ymin, xmax, ymax, "
-            f"lon_min, lat_min, lon_max, lat_max FROM tiles WHERE id IN ({marks})", [int(i) for i in ids])}
+        with self._db_lock:
+            rows = {row[0]: row for row in self._db.execute(
+                f"SELECT id, raster_id, col, row, width, height, xmin, ymin, xmax, ymax, "
+                f"lon_min, lat_min, lon_max, lat_max FROM tiles WHERE id IN ({marks})", [int(i) for i in ids])}
         return [TileEntry(id=row[0], raster=self.rasters[row[1]], window=tuple(row[2:6]),
                           bounds=tuple(row[6:10]), bounds_4326=tuple(row[10:14]))
                 for row in (rows[int(i)] for i in ids)]
+
+
+_READERS: "OrderedDict[tuple[str, int, int], IndexReader]" = OrderedDict()
+_READERS_LOCK = threading.Lock()
+_READERS_KEPT = 2
+
+
+def shared_reader(index_dir: str | Path) -> IndexReader:
+    """An open reader of the index's live generation, kept for the next query.
+
+    Loading a large FAISS file takes seconds; a user drawing box after box should pay it once. The
+    key holds the manifest's identity, so a rebuilt index (a new manifest) is opened afresh.
+    """
+    index_dir = Path(index_dir).expanduser().resolve()
+    try:
+        stat = (index_dir / MANIFEST).stat()
+    except OSError:
+        raise IndexStoreError(f"{index_dir}: no rsir index here (no {MANIFEST}); build one first") from None
+    key = (str(index_dir), stat.st_ino, stat.st_mtime_ns)
+    with _READERS_LOCK:
+        if key in _READERS:
+            _READERS.move_to_end(key)
+            return _READERS[key]
+        reader = IndexReader(index_dir)
+        _READERS[key] = reader
+        while len(_READERS) > _READERS_KEPT:
+            # Dropped, not closed: a search in another thread may still hold it; it closes when freed.
+            _READERS.popitem(last=False)
+        return reader
 
 
 def _raster_entry(row) -> RasterEntry:

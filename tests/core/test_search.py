@@ -1,5 +1,6 @@
 """Box and image queries against a real index: exclusion, NMS, thresholds, CRS handling, outputs."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -120,3 +121,17 @@ def test_geojson_and_geopackage_outputs(index, town_crop, tmp_path):
     assert len(json.loads(geojson.read_text())["features"]) == 4
     with pytest.raises(Exception, match="unsupported output format"):
         write_hits(result, tmp_path / "hits.shp")
+
+
+def test_a_rebuilt_index_is_searched_afresh(index, town_crop, tiny_model, tmp_path):
+    import shutil
+
+    box = query_box(town_crop, 96, 96, 96)
+    before = search_box(index, town_crop, box, None, SearchParams(k=50, nms_iou=1.0))
+    assert {h.raster for h in before.hits} == {str(town_crop.resolve())}
+    twin = Path(shutil.copy(town_crop, tmp_path / "twin.tif"))
+    build_index(BuildParams(index_dir=index, rasters=(twin,), model_path=tiny_model,
+                            tiling=TilingParams(tile_px=96, stride_px=48)))
+    after = search_box(index, town_crop, box, None, SearchParams(k=3))
+    # The twin's copy of the query tile is the best match, and the query's own area stays excluded.
+    assert after.hits[0].raster == str(twin.resolve()) and after.hits[0].window == (96, 96, 96, 96)
