@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from pathlib import Path
 
 from rsir_qgis_plugin.core.errors import ModelError
 from rsir_qgis_plugin.core.model import ModelContract
@@ -38,3 +39,24 @@ def contract_from_meta(meta: Mapping, name: str | None = None) -> ModelContract:
         training=dict(training),
         resolution_cm=None if resolution is None else float(resolution),
     )
+
+
+def card_metrics(evaluation: Mapping) -> dict:
+    """The headline figures of a `training.evaluate` JSON, for a model card's `metrics`.
+
+    Keys are prefixed with the evaluation data folder's name (e.g. `aid150_test_map`) so that cards
+    can carry figures from several datasets.
+    """
+    prefix = Path(str(evaluation["data"])).name
+    test = evaluation["test_vs_test"]
+    metrics = {f"{prefix}_test_map": round(test["map"], 4), f"{prefix}_test_anmrr": round(test["anmrr"], 4),
+               f"{prefix}_test_p@10": round(test["precision_at"]["10"], 4)}
+    if "test_vs_train" in evaluation:
+        metrics[f"{prefix}_test_vs_train_map"] = round(evaluation["test_vs_train"]["map"], 4)
+    for degrees, rotated in evaluation.get("rotated_queries", {}).items():
+        metrics[f"{prefix}_test_map_queries_rotated_{degrees}"] = round(rotated["map"], 4)
+    metrics[f"{prefix}_protocol"] = (
+        f"training.evaluate on {evaluation['data']} ({evaluation['split']}): {evaluation['n_test']} test "
+        f"images each query the test set (mAP per paper 000 eq. 9-12, ANMRR per MPEG-7), and the "
+        f"{evaluation['n_train']} training images as database for test_vs_train")
+    return metrics

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import dataclasses
 import logging
 import warnings
@@ -147,6 +148,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fp16", action="store_true",
                         help="half-precision weights and compute (input and output stay float32)")
     parser.add_argument("--name", help="model name in the metadata (default: the checkpoint's meta name)")
+    parser.add_argument("--evaluation", type=Path,
+                        help="a training.evaluate JSON whose headline figures go into the model card's metrics")
     parser.add_argument("--no-verify", dest="verify", action="store_false",
                         help="skip the torch/onnxruntime parity check")
     return parser
@@ -156,14 +159,20 @@ def main(args: argparse.Namespace) -> Path:
     from rsir_qgis_plugin.core.model import read_model
 
     from .checkpoint import build_net, load_checkpoint
-    from .contract import contract_from_meta
+    from .contract import card_metrics, contract_from_meta
 
     cfg = ExportConfig(checkpoint=args.checkpoint, out=args.out, fp16=args.fp16, name=args.name,
                        verify=args.verify)
     configure_logging()
     log.info("export: %s", cfg)
     checkpoint = load_checkpoint(cfg.checkpoint)
-    contract = contract_from_meta(checkpoint.meta, name=cfg.name)
+    meta = checkpoint.meta
+    if args.evaluation is not None:
+        training = dict(meta["training"])
+        evaluated = card_metrics(json.loads(args.evaluation.read_text()))
+        training["metrics"] = {**training.get("metrics", {}), **evaluated}
+        meta = {**meta, "training": training}
+    contract = contract_from_meta(meta, name=cfg.name)
     path = export_embedding_model(build_net(checkpoint), contract, cfg.out, fp16=cfg.fp16, verify=cfg.verify)
     info = read_model(path)
     log.info("wrote %s (%.1f MB, sha256 %s): %s", path, path.stat().st_size / 1e6, info.sha256[:12], info.describe())

@@ -1,6 +1,7 @@
 """The command lines on a tiny checkpoint saved the way training saves one."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -29,12 +30,22 @@ def tiny_checkpoint(path: Path, seed: int) -> Path:
 def test_export_and_verify_command_lines(tmp_path):
     checkpoint = tiny_checkpoint(tmp_path / "last.pt", seed=0)
     out = tmp_path / "tiny.onnx"
+    # The shape training.evaluate writes (figures made up: only their way into the card is tested).
+    evaluation = tmp_path / "eval.json"
+    evaluation.write_text(json.dumps({
+        "data": "/data/aid150", "split": "runs/x/split.json", "n_test": 2000, "n_train": 8000,
+        "test_vs_test": {"map": 0.81234, "anmrr": 0.1, "precision_at": {"10": 0.9}},
+        "test_vs_train": {"map": 0.85}, "rotated_queries": {"90": {"map": 0.8, "drop": 0.01234}}}))
     run = subprocess.run([sys.executable, "-m", "export.onnx", str(checkpoint), "--out", str(out),
-                          "--name", "tiny"], cwd=REPO, capture_output=True, text=True, timeout=300)
+                          "--name", "tiny", "--evaluation", str(evaluation)],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert "parity passed" in run.stderr and "wrote" in run.stderr
     info = read_model(out)
     assert (info.contract.name, info.contract.embedding_dim, info.contract.mean) == ("tiny", 16, (0.4, 0.4, 0.4))
+    metrics = info.contract.training["metrics"]
+    assert (metrics["aid150_test_map"], metrics["aid150_test_vs_train_map"]) == (0.8123, 0.85)
+    assert metrics["aid150_test_map_queries_rotated_90"] == 0.8 and "aid150_protocol" in metrics
 
     report = verify.main(verify.get_args_parser().parse_args([str(out), str(checkpoint)]))
     assert report.passed and report.min_cosine > 0.9999
