@@ -150,6 +150,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", help="model name in the metadata (default: the checkpoint's meta name)")
     parser.add_argument("--evaluation", type=Path,
                         help="a training.evaluate JSON whose headline figures go into the model card's metrics")
+    parser.add_argument("--card-field", action="append", default=[], metavar="KEY=TEXT",
+                        help="set a model-card field, e.g. licence=Apache-2.0 (repeatable)")
     parser.add_argument("--no-verify", dest="verify", action="store_false",
                         help="skip the torch/onnxruntime parity check")
     return parser
@@ -167,11 +169,16 @@ def main(args: argparse.Namespace) -> Path:
     log.info("export: %s", cfg)
     checkpoint = load_checkpoint(cfg.checkpoint)
     meta = checkpoint.meta
+    training = dict(meta["training"])
     if args.evaluation is not None:
-        training = dict(meta["training"])
         evaluated = card_metrics(json.loads(args.evaluation.read_text()))
         training["metrics"] = {**training.get("metrics", {}), **evaluated}
-        meta = {**meta, "training": training}
+    for field in args.card_field:
+        key, separator, text = field.partition("=")
+        if not separator or not key:
+            raise SystemExit(f"--card-field needs KEY=TEXT, got '{field}'")
+        training[key] = text
+    meta = {**meta, "training": training}
     contract = contract_from_meta(meta, name=cfg.name)
     path = export_embedding_model(build_net(checkpoint), contract, cfg.out, fp16=cfg.fp16, verify=cfg.verify)
     info = read_model(path)

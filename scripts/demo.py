@@ -10,12 +10,14 @@ sys.path.insert(0, str(ROOT))
 
 from rsir_qgis_plugin import cli  # noqa: E402  (after the path fix above)
 from rsir_qgis_plugin.core.hits_io import QUERY_LAYER, HITS_LAYER, write_hits  # noqa: E402
+from rsir_qgis_plugin.core.model import read_model  # noqa: E402
 from rsir_qgis_plugin.core.params import SearchParams  # noqa: E402
 from rsir_qgis_plugin.core.search import search_box  # noqa: E402
 
 SAMPLE = ROOT / "samples" / "oam_river_bridge.tif"
-# A 22.4 m box over the cars of the parking lot in the sample's north-east (pixels 1560-1784, 430-654).
-QUERY_PIXELS = (1560, 430, 224, 224)
+# The query: a box over the cars of the parking lot in the sample's north-east, centred on this pixel
+# and as large as the default tiles (the model's input size in pixels), so query and tiles match.
+QUERY_CENTRE = (1672, 542)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -33,10 +35,11 @@ def main(args) -> int:
     print(f"1. indexing {SAMPLE.name} with the bundled default model into {index}")
     if cli.main(["index", "build", str(index), str(SAMPLE)]) != 0:
         return 1
+    size = read_model(None).contract.input_size
+    col, row = QUERY_CENTRE[0] - size // 2, QUERY_CENTRE[1] - size // 2
     with rasterio.open(SAMPLE) as src:
-        col, row, width, height = QUERY_PIXELS
         left, top = src.transform * (col, row)
-        right, bottom = src.transform * (col + width, row + height)
+        right, bottom = src.transform * (col + size, row + size)
     print(f"2. querying the box {left:.1f} {bottom:.1f} {right:.1f} {top:.1f} ({src.crs})")
     result = search_box(index, SAMPLE, (left, bottom, right, top), None, SearchParams(k=args.k))
     hits_path = write_hits(result, args.out / "hits.gpkg")

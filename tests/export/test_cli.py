@@ -37,7 +37,7 @@ def test_export_and_verify_command_lines(tmp_path):
         "test_vs_test": {"map": 0.81234, "anmrr": 0.1, "precision_at": {"10": 0.9}},
         "test_vs_train": {"map": 0.85}, "rotated_queries": {"90": {"map": 0.8, "drop": 0.01234}}}))
     run = subprocess.run([sys.executable, "-m", "export.onnx", str(checkpoint), "--out", str(out),
-                          "--name", "tiny", "--evaluation", str(evaluation)],
+                          "--name", "tiny", "--evaluation", str(evaluation), "--card-field", "licence=MIT"],
                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert "parity passed" in run.stderr and "wrote" in run.stderr
@@ -46,6 +46,7 @@ def test_export_and_verify_command_lines(tmp_path):
     metrics = info.contract.training["metrics"]
     assert (metrics["aid150_test_map"], metrics["aid150_test_vs_train_map"]) == (0.8123, 0.85)
     assert metrics["aid150_test_map_queries_rotated_90"] == 0.8 and "aid150_protocol" in metrics
+    assert info.contract.training["licence"] == "MIT"
 
     report = verify.main(verify.get_args_parser().parse_args([str(out), str(checkpoint)]))
     assert report.passed and report.min_cosine > 0.9999
