@@ -245,13 +245,22 @@ def _remove_stale_files(index_dir: Path, manifest: dict, live_shards: set[str]) 
     for path in index_dir.iterdir():
         if path.is_file() and path.name not in live and (
                 path.name.startswith(("catalog-", "vectors-")) or is_temporary(path)):
-            path.unlink(missing_ok=True)
+            _remove_if_possible(path)
     shard_dir = index_dir / "shards"
     if shard_dir.is_dir():
         for path in shard_dir.iterdir():
             if path.stem not in live_shards or is_temporary(path):
-                path.unlink(missing_ok=True)
+                _remove_if_possible(path)
     fsync_dir(index_dir)
+
+
+def _remove_if_possible(path: Path) -> None:
+    """Windows refuses to delete a file a reader still has open (a search of the previous generation):
+    the commit is already done, so the file is left for the next build to remove."""
+    try:
+        path.unlink(missing_ok=True)
+    except PermissionError:
+        pass
 
 
 # ---------------------------------------------------------------- reading
