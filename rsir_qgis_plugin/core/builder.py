@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ from .model import ModelInfo, read_model
 from .params import BuildParams, TilingParams
 from .pipeline import prefetch
 from .raster import RasterSource, describe, open_dataset
-from .store import Shard, WriterLock, check_model, choose_kind, read_manifest, write_generation
+from .store import Shard, WriterLock, check_model, choose_kind, open_catalog, read_manifest, write_generation
 from .tiling import Grid, read_tiles, resolve_grid, tile_windows, window_bounds, window_corners
 
 Progress = Callable[[float, str], None]
@@ -208,7 +207,7 @@ def _previous_rasters(index_dir: Path, manifest: dict | None) -> dict[str, tuple
     """path -> (tiling record, shard key) for every raster of the live index."""
     if manifest is None:
         return {}
-    connection = sqlite3.connect(f"{(index_dir / manifest['catalog']).as_uri()}?mode=ro", uri=True)
+    connection = open_catalog(index_dir, manifest)
     try:
         rows = connection.execute("SELECT path, tiling, shard FROM rasters").fetchall()
     finally:

@@ -136,6 +136,20 @@ def read_manifest(index_dir: Path) -> dict | None:
     return manifest
 
 
+def require_manifest(index_dir: Path) -> dict:
+    """The live manifest; an error a user can act on where there is no index."""
+    manifest = read_manifest(index_dir)
+    if manifest is None:
+        raise IndexStoreError(f"{index_dir}: no rsir index here (no {MANIFEST}); build one first")
+    return manifest
+
+
+def open_catalog(index_dir: Path, manifest: dict, **options) -> sqlite3.Connection:
+    """The live generation's catalog, read-only."""
+    catalog = Path(index_dir) / manifest["catalog"]
+    return sqlite3.connect(f"{catalog.as_uri()}?mode=ro", uri=True, **options)
+
+
 def check_model(manifest: dict, model: ModelInfo, index_dir: Path) -> None:
     """Refuse to mix embeddings of two models in one index."""
     built_with = manifest["model"]
@@ -297,9 +311,7 @@ class IndexReader:
 
     def __init__(self, index_dir: str | Path):
         self.index_dir = Path(index_dir)
-        manifest = read_manifest(self.index_dir)
-        if manifest is None:
-            raise IndexStoreError(f"{self.index_dir}: no rsir index here (no {MANIFEST}); build one first")
+        manifest = require_manifest(self.index_dir)
         self.manifest = manifest
         catalog = self.index_dir / manifest["catalog"]
         vectors = self.index_dir / manifest["vectors"]
@@ -313,7 +325,7 @@ class IndexReader:
             raise IndexStoreError(f"{vectors}: unreadable FAISS index ({exc}); rebuild the index") from exc
         if isinstance(self.faiss_index, faiss.IndexIVF):
             self.faiss_index.nprobe = min(IVF_NPROBE, self.faiss_index.nlist)
-        self._db = sqlite3.connect(f"{catalog.as_uri()}?mode=ro", uri=True, check_same_thread=False)
+        self._db = open_catalog(self.index_dir, manifest, check_same_thread=False)
         self._db_lock = threading.Lock()  # a shared reader may serve searches from several threads
         self.rasters = {row[0]: _raster_entry(row) for row in self._db.execute(
             "SELECT id, path, size, mtime_ns, crs_wkt, width, height, transform, bands, stretch, tiling, "
@@ -365,10 +377,8 @@ def shared_reader(index_dir: str | Path) -> IndexReader:
     key holds the manifest's identity, so a rebuilt index (a new manifest) is opened afresh.
     """
     index_dir = Path(index_dir).expanduser().resolve()
-    try:
-        stat = (index_dir / MANIFEST).stat()
-    except OSError:
-        raise IndexStoreError(f"{index_dir}: no rsir index here (no {MANIFEST}); build one first") from None
+    require_manifest(index_dir)
+    stat = (index_dir / MANIFEST).stat()
     key = (str(index_dir), stat.st_ino, stat.st_mtime_ns)
     with _READERS_LOCK:
         if key in _READERS:
@@ -413,15 +423,13 @@ class IndexInfo:
 
 def read_index_info(index_dir: str | Path) -> IndexInfo:
     index_dir = Path(index_dir)
-    manifest = read_manifest(index_dir)
-    if manifest is None:
-        raise IndexStoreError(f"{index_dir}: no rsir index here (no {MANIFEST}); build one first")
-    catalog = index_dir / manifest["catalog"]
-    connection = sqlite3.connect(f"{catalog.as_uri()}?mode=ro", uri=True)
+    manifest = require_manifest(index_dir)
+    connection = open_catalog(index_dir, manifest)
     try:
         rasters = tuple(connection.execute("SELECT path, tile_count FROM rasters ORDER BY path"))
     except sqlite3.DatabaseError as exc:
-        raise IndexStoreError(f"{catalog}: unreadable catalog ({exc}); rebuild the index") from exc
+        raise IndexStoreError(f"{index_dir / manifest['catalog']}: unreadable catalog ({exc}); "
+                              "rebuild the index") from exc
     finally:
         connection.close()
     size = sum(p.stat().st_size for p in index_dir.rglob("*") if p.is_file())
