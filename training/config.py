@@ -35,6 +35,7 @@ class FitConfig:
     test_fraction: float = _f(0.2, "fraction of each class held out for testing")
     split_seed: int = _f(0, "seed of the stratified split")
     split: str = _f("", "reuse this split.json instead of making one")
+    train_per_class: int = _f(0, "train on at most N images of each class, same test split (0: all)")
     workers: int = _f(4, "processes decoding images")
     # model
     backbone: str = _f("efficientnet_lite0", "backbone", tuple(BACKBONES))

@@ -25,7 +25,7 @@ from .config import FitConfig, parse_config, write_toml
 from .data.augment import AugmentSettings, augment
 from .data.folder import load_images, scan_folder
 from .data.sampler import pk_batches, random_batches
-from .data.split import Split, read_split, stratified_split, write_split
+from .data.split import Split, read_split, stratified_split, subsample_train, write_split
 from .data.stats import band_stats
 from .eval.extract import embed, torch_embedder
 from .eval.report import mean_average_precision
@@ -65,7 +65,8 @@ def epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
 
 
 def prepare_split(cfg: FitConfig, run_dir: Path, rt: Runtime) -> Split:
-    """The run's own split.json when resuming, else --split, else a new stratified split; saved in run_dir."""
+    """The run's own split.json when resuming, else --split, else a new stratified split (its training part
+    cut to --train-per-class); saved in run_dir."""
     own = run_dir / "split.json"
     if cfg.resume and own.is_file():
         return read_split(own)
@@ -74,6 +75,7 @@ def prepare_split(cfg: FitConfig, run_dir: Path, rt: Runtime) -> Split:
     else:
         split = stratified_split(scan_folder(cfg.data, cfg.classes, cfg.limit_per_class),
                                  cfg.test_fraction, cfg.split_seed)
+    split = subsample_train(split, cfg.train_per_class, cfg.split_seed)
     if rt.is_main:
         write_split(split, own)
     return split

@@ -9,7 +9,7 @@ import torch
 from training.data.augment import AugmentSettings, augment, colour_jitter, rotate, rotation_matrices, sample_geometry
 from training.data.folder import load_images, read_image, scan_folder, square_resize
 from training.data.sampler import pk_batches, random_batches
-from training.data.split import read_split, stratified_split, write_split
+from training.data.split import read_split, stratified_split, subsample_train, write_split
 from training.data.stats import band_stats
 
 
@@ -35,6 +35,16 @@ def test_split_is_stratified_seeded_and_per_class_stable(scenes, tmp_path):
     assert [p for p, _ in beach_only.test] == [p for p, l in split.test if l == 0]
     write_split(split, tmp_path / "split.json")
     assert read_split(tmp_path / "split.json") == split
+
+
+def test_train_subsample_keeps_the_test_set_and_is_seeded(scenes):
+    split = stratified_split(scan_folder(scenes), 0.2, seed=7)
+    small = subsample_train(split, 3, seed=7)
+    assert small.test == split.test
+    assert [sum(1 for _, l in small.train if l == c) for c in range(4)] == [3, 3, 3, 3]
+    assert set(small.train) < set(split.train)
+    assert subsample_train(split, 3, seed=7) == small and subsample_train(split, 3, seed=8) != small
+    assert subsample_train(split, 0) is split and subsample_train(split, 100).train == split.train
 
 
 def test_read_jpeg_png_and_multiband_geotiff(scenes, tmp_path):

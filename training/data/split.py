@@ -50,6 +50,19 @@ def stratified_split(folder: SceneFolder, test_fraction: float = 0.2, seed: int 
     return Split(seed, test_fraction, folder.classes, tuple(train), tuple(test))
 
 
+def subsample_train(split: Split, per_class: int, seed: int = 0) -> Split:
+    """The same test set with at most `per_class` training images of each class (a seeded choice), for
+    budget runs and learning curves that must stay comparable with full-data runs."""
+    if per_class <= 0:
+        return split
+    train = []
+    for label, name in enumerate(split.classes):
+        members = [item for item in split.train if item[1] == label]
+        order = torch.randperm(len(members), generator=_class_generator(seed, f"train:{name}")).tolist()
+        train += sorted(members[i] for i in order[:per_class])
+    return Split(split.seed, split.test_fraction, split.classes, tuple(train), split.test)
+
+
 def write_split(split: Split, path: str | Path) -> None:
     payload = {"format": SPLIT_FORMAT, "seed": split.seed, "test_fraction": split.test_fraction,
                "classes": list(split.classes), "train": [list(t) for t in split.train],
