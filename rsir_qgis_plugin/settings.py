@@ -42,6 +42,7 @@ class BuildSettings:
     bands: str = ""  # "1,2,3"; empty: RGB by colour interpretation
     device: str = "auto"
     model_path: str = ""  # empty: the bundled default model
+    tta: bool = False  # each tile embedded as the mean of 4 rotations
 
     def tiling(self) -> TilingParams:
         size = self.tile_size or None
@@ -58,7 +59,7 @@ class BuildSettings:
     def to_params(self, index_dir: str | Path, rasters: list[str]) -> BuildParams:
         return BuildParams(index_dir=Path(index_dir), rasters=tuple(Path(r) for r in rasters),
                            model_path=Path(self.model_path) if self.model_path else None,
-                           tiling=self.tiling(), device=self.device)
+                           tiling=self.tiling(), device=self.device, tta=self.tta)
 
 
 def parse_bands(text: str) -> tuple[int, ...] | None:

@@ -159,7 +159,7 @@ def build_index(params: BuildParams, progress: Progress | None = None,
 
         if jobs:
             embedder = Embedder(model, params.device)
-            summary.provider = embedder.describe()
+            summary.provider = embedder.describe() + (" with 4-rotation TTA" if params.tta else "")
             embed_started = time.perf_counter()
             for job, shard, error in _embed_jobs(jobs, embedder, params, summary, progress, is_cancelled,
                                                  shard_dir):

@@ -12,6 +12,7 @@ from qgis.gui import QgsFileWidget
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import (
     QButtonGroup,
+    QCheckBox,
     QComboBox,
     QDialog,
     QDialogButtonBox,
@@ -141,6 +142,9 @@ class BuildIndexDialog(QDialog):
         self.device_combo.setCurrentIndex(max(0, self.device_combo.findData(saved.device)))
         self.device_label = QLabel("", box)
         self.device_label.setWordWrap(True)
+        self.tta_check = QCheckBox("Rotation TTA: embed each tile as the mean of 4 rotations "
+                                   "(4x slower; matches across orientations)", box)
+        self.tta_check.setChecked(saved.tta)
         form = QFormLayout(box)
         form.addRow("Units", self.unit_combo)
         form.addRow("Tile size", self.tile_spin)
@@ -148,6 +152,7 @@ class BuildIndexDialog(QDialog):
         form.addRow("Bands", self.bands_edit)
         form.addRow("Device", self.device_combo)
         form.addRow("", self.device_label)
+        form.addRow(self.tta_check)
         return box
 
     def _output_box(self, saved: BuildSettings) -> QGroupBox:
@@ -173,7 +178,7 @@ class BuildIndexDialog(QDialog):
         return BuildSettings(
             tile_size=self.tile_spin.value(), stride=self.stride_spin.value(),
             unit=self.unit_combo.currentData(), bands=self.bands_edit.text().strip(),
-            device=self.device_combo.currentData(),
+            device=self.device_combo.currentData(), tta=self.tta_check.isChecked(),
             model_path=self.model_widget.filePath() if self.file_model_radio.isChecked() else "")
 
     def build_params(self) -> BuildParams | None:

@@ -11,6 +11,7 @@ from qgis.core import (
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterFolderDestination,
@@ -25,8 +26,8 @@ from .common import engine_errors, layer_file, require_engine
 
 
 class BuildIndexAlgorithm(QgsProcessingAlgorithm):
-    RASTERS, INDEX, MODEL, TILE_SIZE, STRIDE, BANDS, DEVICE = (
-        "RASTERS", "INDEX", "MODEL", "TILE_SIZE", "STRIDE", "BANDS", "DEVICE")
+    RASTERS, INDEX, MODEL, TILE_SIZE, STRIDE, BANDS, DEVICE, TTA = (
+        "RASTERS", "INDEX", "MODEL", "TILE_SIZE", "STRIDE", "BANDS", "DEVICE", "TTA")
 
     def name(self) -> str:
         return "build_index"
@@ -60,6 +61,8 @@ class BuildIndexAlgorithm(QgsProcessingAlgorithm):
             self.BANDS, "Bands, comma separated (empty: RGB)", optional=True))
         self.addParameter(QgsProcessingParameterEnum(
             self.DEVICE, "Device", options=list(DEVICES), defaultValue=0))
+        self.addParameter(QgsProcessingParameterBoolean(
+            self.TTA, "Rotation TTA: embed each tile as the mean of 4 rotations (4x slower)", defaultValue=False))
         self.addOutput(QgsProcessingOutputNumber("TILES_TOTAL", "Tiles in the index"))
         self.addOutput(QgsProcessingOutputNumber("TILES_INDEXED", "Tiles embedded by this run"))
         self.addOutput(QgsProcessingOutputString("SUMMARY", "Summary"))
@@ -82,7 +85,8 @@ class BuildIndexAlgorithm(QgsProcessingAlgorithm):
         index_dir = self.parameterAsFileOutput(parameters, self.INDEX, context)
         params = BuildParams(index_dir=Path(index_dir), rasters=rasters,
                              model_path=Path(model) if model else None, tiling=tiling,
-                             device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)])
+                             device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+                             tta=self.parameterAsBool(parameters, self.TTA, context))
 
         def progress(percent: float, message: str) -> None:
             feedback.setProgress(percent)

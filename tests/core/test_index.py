@@ -14,7 +14,7 @@ from rsir_qgis_plugin.core.builder import build_index
 from rsir_qgis_plugin.core.errors import BuildCancelled, IndexLockedError, ModelMismatchError
 from rsir_qgis_plugin.core.params import BuildParams, TilingParams
 from rsir_qgis_plugin.core.store import MANIFEST, IndexReader, WriterLock, read_index_info
-from tests.conftest import TOWN_RASTER
+from tests.conftest import TOWN_RASTER, town_pixels, write_raster
 
 ROOT = Path(__file__).resolve().parents[2]
 TILING = TilingParams(tile_px=96, stride_px=96)
@@ -43,6 +43,26 @@ def test_build_writes_catalog_vectors_and_manifest(tmp_path, tiny_model, town_cr
         assert {t.window for t in tiles} == {(c, r, 96, 96) for c in range(0, 384, 96) for r in range(0, 384, 96)}
         lon_min, lat_min, lon_max, lat_max = tiles[0].bounds_4326
         assert 120.0 < lon_min < lon_max < 122.0 and 14.0 < lat_min < lat_max < 15.0  # the sample's place
+
+
+def test_tta_index_is_the_same_for_a_raster_turned_by_90_degrees(tmp_path, tiny_model):
+    # 384 px square, 96 px tiles: turning the raster maps the tile grid onto itself, tile by tile.
+    pixels = town_pixels()[0][:, 256:640, 512:896]
+    upright = write_raster(tmp_path / "upright.tif", pixels.copy())
+    turned = write_raster(tmp_path / "turned.tif", np.rot90(pixels, 1, axes=(1, 2)).copy())
+
+    def best_match_cosines(index, tta):
+        """For every tile of the upright raster, its cosine with the closest tile of the turned one."""
+        summary = build_index(params(tmp_path / index, [upright, turned], tiny_model, tta=tta))
+        assert ("4-rotation TTA" in summary.provider) == tta
+        with IndexReader(tmp_path / index) as reader:
+            tiles = reader.tiles(list(range(reader.size)))
+            vecs = reader.faiss_index.reconstruct_n(0, reader.size)
+        names = np.array([Path(t.raster.path).name for t in tiles])
+        return (vecs[names == "upright.tif"] @ vecs[names == "turned.tif"].T).max(axis=1)
+
+    assert best_match_cosines("tta", tta=True).min() > 1 - 1e-5
+    assert best_match_cosines("plain", tta=False).min() < 1 - 1e-3
 
 
 def test_incremental_add_change_delete_and_unchanged(tmp_path, tiny_model, town_crop):

@@ -34,19 +34,20 @@ def test_dialog_lists_rasters_describes_model_and_devices_and_makes_params(town_
     dialog.stride_spin.setValue(6.4)
     dialog.bands_edit.setText("3,2,1")
     dialog.device_combo.setCurrentIndex(dialog.device_combo.findData("cpu"))
+    dialog.tta_check.setChecked(True)
     dialog.index_widget.setFilePath(str(tmp_path / "idx"))
     dialog.accept()
 
     params = dialog.build_params()
     assert isinstance(params, BuildParams) and dialog.result() == dialog.Accepted
     assert params.rasters == (Path(town_layer.source()),)
-    assert params.model_path == tiny_model and params.device == "cpu"
+    assert params.model_path == tiny_model and params.device == "cpu" and params.tta
     assert params.index_dir == tmp_path / "idx"
     assert (params.tiling.tile_m, params.tiling.stride_m, params.tiling.tile_px) == (12.8, 6.4, None)
     assert params.tiling.bands == (3, 2, 1)
     # Remembered for next time.
     assert load_build_settings() == BuildSettings(tile_size=12.8, stride=6.4, unit="m", bands="3,2,1",
-                                                  device="cpu", model_path=str(tiny_model))
+                                                  device="cpu", model_path=str(tiny_model), tta=True)
 
 
 def test_dialog_refuses_bad_values_without_closing(town_layer, qtbot, tmp_path):

@@ -40,11 +40,11 @@ def test_build_index_then_find_similar(provider, raster, tiny_model, tmp_path):
     index_dir = tmp_path / "index"
     built = processing.run("rsir:build_index", {
         "RASTERS": [raster], "INDEX": str(index_dir), "MODEL": str(tiny_model),
-        "TILE_SIZE": 64, "STRIDE": 64, "BANDS": "1,2,3", "DEVICE": 1})  # 1: cpu
+        "TILE_SIZE": 64, "STRIDE": 64, "BANDS": "1,2,3", "DEVICE": 1, "TTA": True})  # 1: cpu
     info = read_index_info(index_dir)
     assert built["INDEX"] == str(index_dir)
     assert built["TILES_TOTAL"] == info.tile_count > 64
-    assert "tiles" in built["SUMMARY"]
+    assert "tiles" in built["SUMMARY"] and "4-rotation TTA" in built["SUMMARY"]
 
     # The query extent in Web Mercator while the raster is World Mercator: the algorithm reprojects.
     to_3857 = QgsCoordinateTransform(raster.crs(), QgsCoordinateReferenceSystem("EPSG:3857"), QgsProject.instance())
