@@ -8,7 +8,7 @@ torch 2.14's default (dynamo) exporter writes opset 18 / IR 10 and its down-conv
 fails on ReduceMean; the TorchScript exporter (dynamo=False, deprecated but present) writes opset 17 /
 IR 8 natively, so it is the one used here. The written versions are checked, never assumed.
 
-    python -m export.onnx CHECKPOINT --out model.onnx [--fp16] [--name NAME]
+    python -m export.onnx CHECKPOINT --out model.onnx [--fp16 | --fp16-weights] [--name NAME]
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from torch import nn
 from rsir_qgis_plugin.core.model import ModelContract
 
 from .graph import EmbeddingGraph, half_precision
+from .storage import store_weights_fp16
 from .verify import check_parity
 
 OPSET = 17
@@ -43,14 +44,17 @@ log = logging.getLogger("export")  # by name: under `python -m` __name__ is __ma
 
 def export_embedding_model(net: nn.Module, contract: ModelContract, out_path: str | Path,
                            fp16: bool = False, verify: bool = True,
-                           verify_images: np.ndarray | None = None) -> Path:
+                           verify_images: np.ndarray | None = None, fp16_weights: bool = False) -> Path:
     """Write `net` as an rsir ONNX model at out_path and return the path.
 
     The net maps normalised float32 (N, bands, S, S) to (N, D). With fp16 the weights and compute are
-    half precision between float32 input and output casts. With verify (the default) the file only
+    half precision between float32 input and output casts; with fp16_weights only the stored weights are
+    (export.storage: half the file, float32 compute). With verify (the default) the file only
     replaces out_path after passing the parity check of export.verify; a failed export leaves nothing.
     verify_images: real uint8 (N, bands, S, S) images the parity check adds to its synthetic ones.
     """
+    if fp16 and fp16_weights:
+        raise ValueError("fp16 (half-precision compute) and fp16_weights (half-precision storage) exclude each other")
     out_path = Path(out_path)
     reference = copy.deepcopy(net).float().eval()  # the caller's net is never converted or moved
     example = torch.randn(TRACE_BATCH, contract.bands, contract.input_size, contract.input_size,
@@ -64,6 +68,8 @@ def export_embedding_model(net: nn.Module, contract: ModelContract, out_path: st
     try:
         _trace(graph, example, partial)
         model = _fold_constants(onnx.load(str(partial)))
+        if fp16_weights:
+            model = store_weights_fp16(model)
         set_contract_metadata(model, contract)
         _check_versions(model, partial)
         onnx.checker.check_model(model)
@@ -136,6 +142,7 @@ class ExportConfig:
     checkpoint: Path
     out: Path
     fp16: bool
+    fp16_weights: bool
     name: str | None
     verify: bool
 
@@ -145,8 +152,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                                      description="Export a training checkpoint to an rsir ONNX model.")
     parser.add_argument("checkpoint", type=Path, help='torch.save({"meta": ..., "state_dict": ...}) file')
     parser.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
-    parser.add_argument("--fp16", action="store_true",
-                        help="half-precision weights and compute (input and output stay float32)")
+    precision = parser.add_mutually_exclusive_group()
+    precision.add_argument("--fp16", action="store_true",
+                           help="half-precision weights and compute (input and output stay float32)")
+    precision.add_argument("--fp16-weights", action="store_true",
+                           help="half-precision stored weights, float32 compute: half the file at fp32 speed")
     parser.add_argument("--name", help="model name in the metadata (default: the checkpoint's meta name)")
     parser.add_argument("--evaluation", type=Path,
                         help="a training.evaluate JSON whose headline figures go into the model card's metrics")
@@ -163,7 +173,8 @@ def main(args: argparse.Namespace) -> Path:
     from .checkpoint import build_net, load_checkpoint
     from .contract import card_metrics, contract_from_meta
 
-    cfg = ExportConfig(checkpoint=args.checkpoint, out=args.out, fp16=args.fp16, name=args.name,
+    cfg = ExportConfig(checkpoint=args.checkpoint, out=args.out, fp16=args.fp16,
+                       fp16_weights=args.fp16_weights, name=args.name,
                        verify=args.verify)
     configure_logging()
     log.info("export: %s", cfg)
@@ -180,7 +191,8 @@ def main(args: argparse.Namespace) -> Path:
         training[key] = text
     meta = {**meta, "training": training}
     contract = contract_from_meta(meta, name=cfg.name)
-    path = export_embedding_model(build_net(checkpoint), contract, cfg.out, fp16=cfg.fp16, verify=cfg.verify)
+    path = export_embedding_model(build_net(checkpoint), contract, cfg.out, fp16=cfg.fp16, verify=cfg.verify,
+                                  fp16_weights=cfg.fp16_weights)
     info = read_model(path)
     log.info("wrote %s (%.1f MB, sha256 %s): %s", path, path.stat().st_size / 1e6, info.sha256[:12], info.describe())
     return path

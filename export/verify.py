@@ -10,7 +10,8 @@ significand (relative rounding ~5e-4 per weight or operation), and ~50 layers of
 angle: measured minimum 0.99985 on EfficientNet-Lite0 (real AID scenes and synthetic images) and
 0.9999999 on an untrained ResNet-18, while a real fault (a wrong weight, padding or baked-in batch size)
 drops far below 0.99. onnxruntime's CPU provider has no fp16 kernels for most operators and runs an fp16
-graph in float32 with fp16-rounded weights, so on CPU this check measures the weight rounding.
+graph in float32 with fp16-rounded weights, so on CPU this check measures the weight rounding; so it
+does for graphs that only store their weights in fp16 (export.storage), which get the same threshold.
 
     python -m export.verify MODEL.onnx CHECKPOINT [--images a.jpg b.jpg ...]
 """
@@ -32,6 +33,7 @@ from rsir_qgis_plugin.core.model import ModelContract
 
 from .graph import EmbeddingGraph
 from .images import load_rgb_batch, synthetic_images, to_model_input
+from .storage import has_fp16_storage
 
 FP32_MIN_COSINE = 0.9999
 FP16_MIN_COSINE = 0.999
@@ -45,7 +47,7 @@ class ParityError(ModelError):
 @dataclass(frozen=True)
 class ParityReport:
     model: str
-    precision: str  # "fp32" or "fp16": the graph's weights
+    precision: str  # "fp32", "fp16" or "fp16-weights" (graph_precision)
     min_cosine: float
     max_abs_diff: float
     batch_sizes: tuple[int, ...]
@@ -64,8 +66,11 @@ class ParityReport:
 
 
 def graph_precision(model_path: str | Path) -> str:
-    """"fp16" when the graph's weights are half precision, else "fp32"."""
+    """"fp16" when the graph computes in half precision, "fp16-weights" when only its stored weights are
+    half precision (widened to float32 at load, see export.storage), else "fp32"."""
     model = onnx.load(str(model_path), load_external_data=False)
+    if has_fp16_storage(model):
+        return "fp16-weights"
     fp16 = any(init.data_type == onnx.TensorProto.FLOAT16 for init in model.graph.initializer)
     return "fp16" if fp16 else "fp32"
 
@@ -123,7 +128,7 @@ def check_parity(net: nn.Module, model_path: str | Path, contract: ModelContract
     report = ParityReport(
         model=str(model_path), precision=precision, min_cosine=float(np.concatenate(cosines).min()),
         max_abs_diff=max_abs, batch_sizes=tuple(len(b) for b in batches), images=sum(len(b) for b in batches),
-        threshold=FP16_MIN_COSINE if precision == "fp16" else FP32_MIN_COSINE)
+        threshold=FP32_MIN_COSINE if precision == "fp32" else FP16_MIN_COSINE)
     if not report.passed:
         raise ParityError(report.describe())
     return report

@@ -49,3 +49,8 @@ def fp32_model(tmp_path_factory, net, contract) -> Path:
 @pytest.fixture(scope="session")
 def fp16_model(tmp_path_factory, net, contract) -> Path:
     return export_embedding_model(net, contract, tmp_path_factory.mktemp("fp16") / "model.onnx", fp16=True)
+
+
+@pytest.fixture(scope="session")
+def fp16_weights_model(tmp_path_factory, net, contract) -> Path:
+    return export_embedding_model(net, contract, tmp_path_factory.mktemp("fp16w") / "model.onnx", fp16_weights=True)
