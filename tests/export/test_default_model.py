@@ -17,11 +17,12 @@ def test_bundled_model_contract_and_card():
     assert info.path == DEFAULT_MODEL_PATH
     c = info.contract
     assert c.bands == 3 and c.normalized and info.fixed_batch is None
-    assert graph_precision(DEFAULT_MODEL_PATH) == "fp32"
+    # float32 compute: a half-precision graph runs 2-3x slower on onnxruntime's CPU kernels.
+    assert graph_precision(DEFAULT_MODEL_PATH) in ("fp32", "fp16-weights")
     for field in ("licence", "source", "data", "loss", "metrics"):
         assert c.training.get(field), f"the model card lacks '{field}'"
     # Retrieval quality on the AID@150px test split, measured on this very file's checkpoint.
-    assert c.training["metrics"]["aid150_test_map"] > 0.7 and "aid150_protocol" in c.training["metrics"]
+    assert c.training["metrics"]["aid150_test_map"] > 0.85 and "aid150_protocol" in c.training["metrics"]
 
 
 def test_bundled_model_embeds_real_images():
