@@ -18,6 +18,13 @@ class RasterError(RsirError):
         super().__init__(f"{self.path}: {problem}")
 
 
+class RasterMissingError(RasterError):
+    """A raster is gone from disk (no file at its path, or a link to nothing): an index may drop it.
+
+    Any other RasterError means the file exists but cannot be used now; an index keeps its tiles.
+    """
+
+
 class IndexStoreError(RsirError):
     """An index directory is unusable (corrupt, wrong format, wrong model)."""
 
@@ -49,6 +56,10 @@ class Cancelled(RsirError):
 
 class BuildCancelled(Cancelled):
     """The user cancelled an index build; the previous index is untouched."""
+
+
+class BuildFailed(RsirError):
+    """No raster of a build could be indexed; nothing was committed and the previous index is unchanged."""
 
 
 class SearchCancelled(Cancelled):
