@@ -1,13 +1,15 @@
 """Opening rasters and deciding how their pixels become model input: bands and stretch."""
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .errors import RasterError
+from .errors import RasterError, RasterMissingError
 
 STRETCH_PERCENTILES = (2.0, 98.0)
 STRETCH_SAMPLE_PX = 1024  # longest side of the decimated read the percentiles come from
@@ -39,29 +41,89 @@ class RasterSource:
         return self.fingerprint.path
 
 
-def fingerprint(path: str | Path) -> Fingerprint:
-    resolved = Path(path).expanduser().resolve()
+_NOT_REGULAR = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def resolve_raster_path(path: str | Path) -> str:
+    """The absolute, link-free path of a raster file, checked to be a regular file before anything opens it.
+
+    Raises RasterMissingError when nothing is there (a dangling link included): only then may an
+    index drop the raster. Raises RasterError for a symlink loop or anything but a regular file
+    (GDAL would block forever reading a FIFO), which stay in an index as failures.
+    """
+    return _resolve(path)[0]
+
+
+def _resolve(path: str | Path) -> tuple[str, os.stat_result]:
+    given = os.path.abspath(os.path.expanduser(str(path)))
     try:
-        stat = os.stat(resolved)
+        info = os.stat(given)  # follows links; fails on loops
     except OSError as exc:
-        raise RasterError(resolved, f"cannot be read ({exc.strerror or exc})") from exc
-    return Fingerprint(str(resolved), stat.st_size, stat.st_mtime_ns)
+        if exc.errno == errno.ELOOP:
+            raise RasterError(given, "symlink loop (a link leads back to itself); fix or remove the link") from exc
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise RasterMissingError(given, "gone from disk (no such file)") from exc
+        raise RasterError(given, f"cannot be read ({exc.strerror or exc})") from exc
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((name for test, name in _NOT_REGULAR if test(info.st_mode)), "an unknown kind of file")
+        raise RasterError(given, f"not a regular file ({kind})")
+    try:
+        resolved = Path(given).resolve(strict=True)
+    except (RuntimeError, OSError) as exc:  # the path changed since the stat above
+        raise RasterError(given, f"cannot be resolved ({exc})") from exc
+    return str(resolved), info
+
+
+def fingerprint(path: str | Path) -> Fingerprint:
+    resolved, info = _resolve(path)
+    return Fingerprint(resolved, info.st_size, info.st_mtime_ns)
 
 
 def open_dataset(path: str | Path):
-    """Open a raster with rasterio, turning every failure into a RasterError that names the file."""
+    """Open a raster with rasterio, turning every failure into a RasterError that names the file.
+
+    The path is checked first (resolve_raster_path), so no FIFO or device reaches GDAL.
+    """
     import warnings
 
     import rasterio
-    from rasterio.errors import NotGeoreferencedWarning, RasterioError
+    from rasterio.errors import NotGeoreferencedWarning
 
+    resolved = resolve_raster_path(path)
+    _check_readable(path, resolved)
     try:
         with warnings.catch_warnings():
             # Plain images (JPEG/PNG queries) have no georeferencing, and need none.
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            return rasterio.open(str(path))
-    except (RasterioError, OSError) as exc:
-        raise RasterError(path, f"not a readable raster ({exc})") from exc
+            return rasterio.open(resolved)
+    except Exception as exc:  # rasterio and GDAL raise RasterioIOError, CPLE_* and others
+        if not os.path.exists(resolved):
+            raise RasterMissingError(path, "gone from disk (no such file)") from exc
+        raise RasterError(path, f"not a readable raster ({first_line(exc)})") from exc
+
+
+def _check_readable(path, resolved: str) -> None:
+    """Open the file once without blocking: a clear reason for unreadable files (GDAL would only say
+    "not recognized"), and a last check that no FIFO was swapped in after the path was resolved."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        handle = os.open(resolved, flags)
+    except FileNotFoundError as exc:
+        raise RasterMissingError(path, "gone from disk (no such file)") from exc
+    except OSError as exc:
+        raise RasterError(path, f"cannot be read ({exc.strerror or exc})") from exc
+    try:
+        if not stat.S_ISREG(os.fstat(handle).st_mode):
+            raise RasterError(path, "not a regular file")
+    finally:
+        os.close(handle)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (GDAL's run to several), for one-line reports."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def choose_bands(dataset, requested: tuple[int, ...] | None, model_bands: int, path: str) -> tuple[int, ...]:
@@ -110,20 +172,27 @@ def compute_stretch(dataset, bands: tuple[int, ...]) -> tuple[tuple[float, float
 
 
 def describe(path: str | Path, requested_bands: tuple[int, ...] | None, model_bands: int) -> RasterSource:
-    """Open a raster once to decide its bands and stretch; raises RasterError for unusable files."""
+    """Open a raster once to decide its bands and stretch; raises RasterError for unusable files
+    (RasterMissingError when the file is gone)."""
     print_path = str(path)
     fp = fingerprint(path)
     with open_dataset(fp.path) as dataset:
-        if dataset.width < 1 or dataset.height < 1 or dataset.count < 1:
-            raise RasterError(print_path, "has no pixels")
-        bands = choose_bands(dataset, requested_bands, model_bands, print_path)
         try:
-            stretch = compute_stretch(dataset, bands)
-        except Exception as exc:  # GDAL raises RasterioIOError, CPLE_* and others on damaged data
-            raise RasterError(print_path, f"pixels cannot be read ({exc})") from exc
-        crs_wkt = dataset.crs.to_wkt() if dataset.crs else ""
+            if dataset.width < 1 or dataset.height < 1 or dataset.count < 1:
+                raise RasterError(print_path, "has no pixels")
+            bands = choose_bands(dataset, requested_bands, model_bands, print_path)
+            try:
+                stretch = compute_stretch(dataset, bands)
+            except Exception as exc:  # GDAL raises RasterioIOError, CPLE_* and others on damaged data
+                raise RasterError(print_path, f"pixels cannot be read ({first_line(exc)})") from exc
+            crs_wkt = dataset.crs.to_wkt() if dataset.crs else ""
+            transform = tuple(dataset.transform)[:6]
+        except RasterError:
+            raise
+        except Exception as exc:  # a damaged header or CRS read lazily by GDAL
+            raise RasterError(print_path, f"cannot be read ({first_line(exc)})") from exc
         return RasterSource(fingerprint=fp, width=dataset.width, height=dataset.height, crs_wkt=crs_wkt,
-                            transform=tuple(dataset.transform)[:6], bands=bands, stretch=stretch)
+                            transform=transform, bands=bands, stretch=stretch)
 
 
 def to_uint8(pixels: np.ndarray, stretch: tuple[tuple[float, float], ...] | None) -> np.ndarray:

@@ -9,7 +9,7 @@ import numpy as np
 
 from .errors import RasterError
 from .params import TilingParams
-from .raster import RasterSource, to_uint8
+from .raster import RasterSource, first_line, to_uint8
 
 EMPTY_TILE_STD = 1.0  # a tile flatter than this (uint8 scale) in every band holds nothing to find
 COLLAR_LEVEL = 2  # pixels this dark in every band count as padding in rasters that declare no nodata
@@ -28,18 +28,23 @@ class Grid:
 def pixel_size_metres(source: RasterSource) -> float:
     """Ground size of one pixel (mean of x and y), in metres, for projected or geographic CRSs."""
     from rasterio.crs import CRS
+    from rasterio.errors import CRSError
 
     a, b, _, d, e, _ = source.transform
     size_x, size_y = math.hypot(a, d), math.hypot(b, e)
     if not source.crs_wkt:
         raise RasterError(source.path, "has no CRS, so a tile size in metres has no meaning; give it in pixels")
-    crs = CRS.from_wkt(source.crs_wkt)
-    if crs.is_geographic:
-        # Degrees to metres at the raster's centre latitude (spherical Earth is plenty for tile sizes).
-        lat = source.transform[5] + source.transform[4] * source.height / 2
-        metres_per_degree = 111_320.0
-        return (size_x * metres_per_degree * math.cos(math.radians(lat)) + size_y * metres_per_degree) / 2
-    return (size_x + size_y) / 2 * crs.linear_units_factor[1]
+    try:
+        crs = CRS.from_wkt(source.crs_wkt)
+        if crs.is_geographic:
+            # Degrees to metres at the raster's centre latitude (spherical Earth is plenty for tile sizes).
+            lat = source.transform[5] + source.transform[4] * source.height / 2
+            metres_per_degree = 111_320.0
+            return (size_x * metres_per_degree * math.cos(math.radians(lat)) + size_y * metres_per_degree) / 2
+        return (size_x + size_y) / 2 * crs.linear_units_factor[1]
+    except CRSError as exc:  # an engineering/local CRS, or units PROJ cannot convert
+        raise RasterError(source.path, f"its CRS has no known size in metres ({exc}); give the tile size "
+                                       "in pixels") from exc
 
 
 def resolve_grid(source: RasterSource, tiling: TilingParams, input_size: int) -> Grid:
@@ -106,14 +111,15 @@ def read_window(dataset, source: RasterSource, window: Window, size: int) -> tup
         pixels = dataset.read(unique, window=rio_window, out_shape=(len(unique), size, size),
                               resampling=Resampling.bilinear)
         mask = dataset.dataset_mask(window=rio_window, out_shape=(size, size), resampling=Resampling.nearest)
-    except Exception as exc:  # GDAL surfaces decoding errors of damaged blocks here
-        raise RasterError(source.path, f"pixels in window {window} cannot be read ({exc})") from exc
+        no_nodata = _declares_no_nodata(dataset)
+    except Exception as exc:  # GDAL surfaces decoding errors of damaged or missing blocks here
+        raise RasterError(source.path, f"pixels in window {window} cannot be read ({first_line(exc)})") from exc
     pixels = pixels[[unique.index(b) for b in source.bands]]
     valid = mask > 0
     if source.stretch is not None:
         pixels = np.where(valid[None], pixels, 0)  # nodata values must not reach the stretch
     tile = to_uint8(pixels, source.stretch)
-    if _declares_no_nodata(dataset):
+    if no_nodata:
         # Orthophotos without a nodata value or mask often pad with a black collar: treat it as nodata.
         valid &= tile.max(axis=0) > COLLAR_LEVEL
     return tile, float(valid.mean())
