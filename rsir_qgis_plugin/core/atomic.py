@@ -3,11 +3,24 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 TMP_MARK = ".tmp"
+_UMASK_LOCK = threading.Lock()
+
+
+def umask_mode(mode: int = 0o666) -> int:
+    """`mode` less the process umask: the permissions an ordinary open() would give a new file.
+
+    mkstemp creates 0600 files whatever the umask, which would keep a shared index private.
+    """
+    with _UMASK_LOCK:  # os.umask can only be read by setting it
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mode & ~mask
 
 
 def is_temporary(path: Path) -> bool:
@@ -35,6 +48,7 @@ def atomic_path(final: Path) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
+        os.chmod(tmp_path, umask_mode())
         yield tmp_path
         with open(tmp_path, "rb+") as handle:
             os.fsync(handle.fileno())

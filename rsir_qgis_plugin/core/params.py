@@ -54,6 +54,7 @@ class BuildParams:
     batch_size: int = 32
     approximate: bool | None = None  # None: exact below APPROXIMATE_THRESHOLD vectors, IVF above
     tta: bool = False  # rotation test-time augmentation for the indexed tiles
+    force: bool = False  # start afresh in a folder whose manifest is lost or damaged (shards are reused)
 
     def __post_init__(self):
         if self.device not in DEVICES:

@@ -85,8 +85,11 @@ def test_incremental_add_change_delete_and_unchanged(tmp_path, tiny_model, town_
     assert (dropped.rasters_removed, dropped.tiles_total) == (1, 16)
     assert len(list((index / "shards").iterdir())) == 1  # the deleted raster's shard is gone too
     names = {p.name for p in index.iterdir()}
+    # The live generation and the one before it (kept for readers that opened it just before the commit).
+    live = json.loads((index / MANIFEST).read_text())
     assert {n for n in names if n.startswith(("catalog-", "vectors-"))} == {
-        json.loads((index / MANIFEST).read_text())[k] for k in ("catalog", "vectors")}
+        f"{kind}-{generation}.{ext}" for generation in (live["generation"] - 1, live["generation"])
+        for kind, ext in (("catalog", "sqlite"), ("vectors", "faiss"))}
 
 
 def test_changed_tiling_reembeds_the_raster(tmp_path, tiny_model, town_crop):
@@ -202,15 +205,16 @@ def test_approximate_index_is_ivf_and_finds_the_same_nearest_tile(tmp_path, tiny
 PARTIAL_KILL_SCRIPT = """
 import os, signal, sys
 from pathlib import Path
-from rsir_qgis_plugin.core import builder
+from rsir_qgis_plugin.core import builder, jobs
 from rsir_qgis_plugin.core.params import BuildParams, TilingParams
-builder.CHECKPOINT_TILES = 8
+from rsir_qgis_plugin.core.store import Shard
+jobs.CHECKPOINT_TILES = 8
 index, model, raster = sys.argv[1:]
 shards = Path(index) / "shards"
 def progress(percent, message):
     # Die once the raster's second checkpoint is on disk, half-way through the raster.
     partial = list(shards.glob("*.partial.npz"))
-    if partial and builder.Shard.load(partial[0]).record["next_window"] >= 16:
+    if partial and Shard.load(partial[0]).record["next_window"] >= 16:
         os.kill(os.getpid(), signal.SIGKILL)
 builder.build_index(BuildParams(index_dir=index, rasters=(raster,), model_path=model,
                                 tiling=TilingParams(tile_px=96, stride_px=48), batch_size=4), progress)

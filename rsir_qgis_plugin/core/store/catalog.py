@@ -1,0 +1,117 @@
+"""The catalog: an SQLite file per generation with the rasters and tiles it holds (tile id = FAISS id).
+
+    INDEX_DIR/catalog-<gen>.sqlite
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import IndexStoreError
+from .shards import Shard
+
+CATALOG_SCHEMA = """
+CREATE TABLE rasters (id INTEGER PRIMARY KEY, path TEXT UNIQUE NOT NULL, size INTEGER, mtime_ns INTEGER,
+    crs_wkt TEXT, width INTEGER, height INTEGER, transform TEXT, bands TEXT, stretch TEXT, tiling TEXT,
+    tile_px INTEGER, stride_px INTEGER, shard TEXT, tile_count INTEGER, skipped INTEGER);
+CREATE TABLE tiles (id INTEGER PRIMARY KEY, raster_id INTEGER NOT NULL REFERENCES rasters(id),
+    col INTEGER, row INTEGER, width INTEGER, height INTEGER,
+    xmin REAL, ymin REAL, xmax REAL, ymax REAL, lon_min REAL, lat_min REAL, lon_max REAL, lat_max REAL);
+CREATE INDEX tiles_raster ON tiles(raster_id);
+"""
+RASTER_COLUMNS = ("id, path, size, mtime_ns, crs_wkt, width, height, transform, bands, stretch, tiling, "
+                  "shard, tile_count, skipped")
+
+
+@dataclass(frozen=True)
+class RasterEntry:
+    id: int
+    path: str
+    size: int
+    mtime_ns: int
+    crs_wkt: str
+    width: int
+    height: int
+    transform: tuple[float, ...]
+    bands: tuple[int, ...]  # fed to the model
+    stretch: tuple[tuple[float, float], ...] | None  # per band; None for uint8
+    tiling: dict
+    shard: str
+    tile_count: int
+    skipped: int
+
+
+@dataclass(frozen=True)
+class TileEntry:
+    id: int
+    raster: RasterEntry
+    window: tuple[int, int, int, int]
+    bounds: tuple[float, float, float, float]
+    bounds_4326: tuple[float, float, float, float]
+
+
+def write_catalog(path: Path, ordered: list[tuple[str, Shard]]) -> None:
+    """A new catalog at `path` (which must not exist) from shards in FAISS order."""
+    connection = sqlite3.connect(path)
+    try:
+        connection.executescript(CATALOG_SCHEMA)
+        next_tile = 0
+        for raster_id, (key, shard) in enumerate(ordered, start=1):
+            r = shard.record
+            connection.execute(
+                "INSERT INTO rasters VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (raster_id, r["path"], r["size"], r["mtime_ns"], r["crs_wkt"], r["width"], r["height"],
+                 json.dumps(r["transform"]), json.dumps(r["bands"]), json.dumps(r["stretch"]),
+                 json.dumps(r["tiling"]), r["tile_px"], r["stride_px"], key, len(shard.vectors),
+                 r["skipped"]))
+            n = len(shard.vectors)
+            rows = zip(range(next_tile, next_tile + n), [raster_id] * n, *shard.windows.T.tolist(),
+                       *shard.bounds.T.tolist(), *shard.bounds_4326.T.tolist())
+            connection.executemany("INSERT INTO tiles VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            next_tile += n
+        connection.commit()
+    finally:
+        connection.close()
+
+
+def open_catalog(index_dir: Path, manifest: dict, **options) -> sqlite3.Connection:
+    """The live generation's catalog, read-only, checked to be a catalog."""
+    path = Path(index_dir) / manifest["catalog"]
+    if not path.is_file():
+        raise IndexStoreError(f"{path}: missing; the index is damaged, run `index build` to rebuild it")
+    connection = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, **options)
+    try:
+        connection.execute("SELECT count(*) FROM rasters").fetchone()
+    except sqlite3.DatabaseError as exc:
+        connection.close()
+        raise catalog_error(path, exc) from exc
+    return connection
+
+
+def catalog_error(path: Path, exc: Exception) -> IndexStoreError:
+    return IndexStoreError(f"{path}: unreadable catalog ({exc}); run `index build` to rebuild it")
+
+
+def read_rasters(connection: sqlite3.Connection, path: Path) -> dict[int, RasterEntry]:
+    try:
+        return {row[0]: raster_entry(row)
+                for row in connection.execute(f"SELECT {RASTER_COLUMNS} FROM rasters")}
+    except (sqlite3.DatabaseError, ValueError, TypeError) as exc:
+        raise catalog_error(path, exc) from exc
+
+
+def tile_count(connection: sqlite3.Connection, path: Path) -> int:
+    try:
+        return int(connection.execute("SELECT count(*) FROM tiles").fetchone()[0])
+    except sqlite3.DatabaseError as exc:
+        raise catalog_error(path, exc) from exc
+
+
+def raster_entry(row) -> RasterEntry:
+    stretch = json.loads(row[9])
+    return RasterEntry(id=row[0], path=row[1], size=row[2], mtime_ns=row[3], crs_wkt=row[4], width=row[5],
+                       height=row[6], transform=tuple(json.loads(row[7])), bands=tuple(json.loads(row[8])),
+                       stretch=tuple(tuple(s) for s in stretch) if stretch else None,
+                       tiling=json.loads(row[10]), shard=row[11], tile_count=row[12], skipped=row[13])
