@@ -6,6 +6,7 @@ read the old manifest just before a commit can still open what it names.
 """
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import time
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_path, fsync_dir, is_temporary, write_bytes_atomic
+from ..atomic import atomic_path, fsync_dir, is_temporary, umask_mode, write_bytes_atomic
 from ..model import ModelInfo
 from .catalog import tile_count, write_catalog
 from .files import file_sha256, os_error_message
@@ -42,6 +43,7 @@ def write_generation(index_dir: Path, shards: dict[str, Shard], model: ModelInfo
         with atomic_path(written[0]) as tmp:
             tmp.unlink()
             write_catalog(tmp, ordered)
+            os.chmod(tmp, umask_mode())  # SQLite creates its files 0644 whatever the umask
         vector_bytes = serialize(make_faiss_index(vectors, kind))
         write_bytes_atomic(written[1], vector_bytes)
         manifest = {

@@ -9,6 +9,7 @@ or truncated shard is recomputed rather than silently indexed.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import zipfile
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_path
+from ..atomic import write_bytes_atomic
 
 SHARD_DIR = "shards"
 ARRAYS = ("vectors", "windows", "bounds", "bounds_4326")
@@ -46,11 +47,13 @@ class Shard:
 
     def save(self, path: Path) -> None:
         self.verify_shape(path)
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as handle:
-                np.savez(handle, vectors=self.vectors, windows=self.windows, bounds=self.bounds,
-                         bounds_4326=self.bounds_4326, record=np.array(json.dumps(self.record)),
-                         checksum=np.array(self.checksum()))
+        # Zipped in memory first: a zip writer whose file fails mid-way (a full disk) raises again
+        # from its finaliser, long after the error was reported.
+        buffer = io.BytesIO()
+        np.savez(buffer, vectors=self.vectors, windows=self.windows, bounds=self.bounds,
+                 bounds_4326=self.bounds_4326, record=np.array(json.dumps(self.record)),
+                 checksum=np.array(self.checksum()))
+        write_bytes_atomic(path, buffer.getvalue())
 
     @classmethod
     def load(cls, path: Path, dim: int | None = None) -> "Shard":
