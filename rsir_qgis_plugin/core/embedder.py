@@ -42,17 +42,30 @@ class DeviceReport:
         return f"onnxruntime {self.onnxruntime_version}: {cuda}; providers {', '.join(self.providers)}"
 
 
+USABLE_PROVIDERS = (CUDA, CPU)  # what rsir can run on; onnxruntime also lists e.g. Azure, which cannot embed
+PROBE_TILES = 2  # one tile, then a batch of two: enough to see dtype, batch and output-size faults
+# 1 - cosine allowed between a tile's embedding alone and within a batch (GPU kernels vary by batch size)
+PROBE_TOLERANCE = 1e-3
+
+
 def available_devices() -> DeviceReport:
+    """The execution providers rsir can use on this machine (CUDA, CPU), in onnxruntime's order."""
     ort = _onnxruntime()
-    providers = tuple(ort.get_available_providers())
-    return DeviceReport(providers=providers, cuda_listed=CUDA in providers, onnxruntime_version=ort.__version__)
+    providers = usable_providers(ort)
+    return DeviceReport(providers=providers, cuda_listed=CUDA in providers,
+                        onnxruntime_version=ort.__version__)
+
+
+def usable_providers(ort) -> tuple[str, ...]:
+    return tuple(p for p in ort.get_available_providers() if p in USABLE_PROVIDERS)
 
 
 class Embedder:
     """An inference session for one model: feeds it per the contract, returns unit vectors.
 
     `provider` says where it runs; `provider_note` explains a fallback from CUDA to CPU, so a
-    failed CUDA load is never silent.
+    failed CUDA load is never silent. Creating one runs the model on a couple of test tiles
+    (probe()), so a model that fails at run time is refused before any raster is read.
     """
 
     def __init__(self, model: ModelInfo, device: str = "auto", threads: int | None = None):
@@ -61,33 +74,35 @@ class Embedder:
         contract = model.contract
         self.input_size = contract.input_size
         self.embedding_dim = contract.embedding_dim
+        self.bands = contract.bands
         std = np.asarray(contract.std, dtype=np.float32)
         mean = np.asarray(contract.mean, dtype=np.float32)
         # (x / 255 - mean) / std as one multiply-add per pixel.
         self._scale = (1.0 / (255.0 * std))[None, :, None, None]
         self._shift = (-mean / std)[None, :, None, None]
         self.provider_note = ""
-        self._session = self._make_session(ort, device, threads)
-        self.provider = self._session.get_providers()[0]
-
-    def _make_session(self, ort, device: str, threads: int | None):
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._options = ort.SessionOptions()
+        self._options.log_severity_level = 3
+        self._options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
-            options.intra_op_num_threads = threads
+            self._options.intra_op_num_threads = threads
+        self._session = self._make_session(ort, device)
+        self.provider = self._session.get_providers()[0]
+        self._probe_or_fall_back(ort, device)
+
+    def _make_session(self, ort, device: str):
         path = str(self.model.path)
         want_cuda = device in ("auto", "cuda")
         cuda_listed = CUDA in ort.get_available_providers()
         if device == "cuda" and not cuda_listed:
             raise RuntimeUnavailableError(
                 f"CUDA was asked for but onnxruntime {ort.__version__} offers only "
-                f"{', '.join(ort.get_available_providers())}: install onnxruntime-gpu (and not onnxruntime)")
+                f"{', '.join(usable_providers(ort))}: install onnxruntime-gpu (and not onnxruntime)")
         if want_cuda and cuda_listed:
             try:
-                session = ort.InferenceSession(path, options, providers=[CUDA, CPU])
+                session = ort.InferenceSession(path, self._options, providers=[CUDA, CPU])
             except Exception as exc:
-                session, failure = None, str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+                session, failure = None, _first_line(exc)
             else:
                 failure = "" if session.get_providers()[0] == CUDA else "CUDA provider did not load"
             if not failure:
@@ -96,10 +111,61 @@ class Embedder:
                 raise RuntimeUnavailableError(f"CUDA could not be used for {path}: {failure} "
                                               "(check the CUDA and cuDNN versions onnxruntime-gpu needs)")
             self.provider_note = f"CUDA could not be used ({failure}); running on CPU"
+        return self._cpu_session(ort)
+
+    def _cpu_session(self, ort):
         try:
-            return ort.InferenceSession(path, options, providers=[CPU])
+            return ort.InferenceSession(str(self.model.path), self._options, providers=[CPU])
         except Exception as exc:
-            raise ModelError(f"{path}: onnxruntime cannot run this model ({exc})") from exc
+            raise ModelError(f"{self.model.path}: onnxruntime cannot run this model "
+                             f"({_first_line(exc)})") from exc
+
+    def _probe_or_fall_back(self, ort, device: str) -> None:
+        """Probe where the session runs; when CUDA fails, CPU tells a broken model from a CUDA fault."""
+        problem = self._probe_problem()
+        if not problem:
+            return
+        if self.provider != CUDA:
+            raise ModelError(f"{self.model.path}: {problem}")
+        self._session, self.provider = self._cpu_session(ort), CPU
+        self.probe()  # fails too: the model itself is at fault
+        if device == "cuda":
+            raise RuntimeUnavailableError(f"CUDA could not run {self.model.path}: {problem} "
+                                          "(it runs on CPU: choose the CPU or auto device)")
+        self.provider_note = f"CUDA failed on test tiles ({problem}); running on CPU"
+
+    def probe(self) -> None:
+        """Run the model on one test tile and on a batch of two, as embed() feeds it.
+
+        Raises ModelError naming the file and the fault: onnxruntime failing (e.g. an input dtype or
+        a batch size the graph does not take), output rows not matching input tiles, an output size
+        other than the metadata's embedding_dim, NaN/inf values, or a tile's embedding changing with
+        the other tiles of its batch.
+        """
+        problem = self._probe_problem()
+        if problem:
+            raise ModelError(f"{self.model.path}: {problem}")
+
+    def _probe_problem(self) -> str:
+        tiles = probe_tiles(self.bands, self.input_size)
+        alone = None
+        for count, what in ((1, "one test tile"), (PROBE_TILES, f"a batch of {PROBE_TILES} test tiles")):
+            try:
+                raw = self._forward(self.preprocess(tiles[:count]))
+            except _BadOutput as exc:
+                return f"{exc} (on {what})"
+            except Exception as exc:  # onnxruntime raises its own types (InvalidArgument, Fail, ...)
+                return f"onnxruntime fails on {what} ({_first_line(exc)})"
+            if not np.isfinite(raw).all():
+                return f"outputs NaN or infinite values on {what}"
+            if not np.abs(raw).max(axis=1).all():
+                return f"outputs an all-zero embedding on {what}"
+            if alone is None:
+                alone = l2_normalize(raw)[0]
+            elif float(l2_normalize(raw)[0] @ alone) < 1.0 - PROBE_TOLERANCE:
+                return ("a tile's embedding changes with the other tiles of its batch (a layer that mixes "
+                        "the batch, such as BatchNorm exported in training mode)")
+        return ""
 
     def describe(self) -> str:
         where = "CUDA" if self.provider == CUDA else "CPU"
@@ -116,22 +182,18 @@ class Embedder:
         return tiles.astype(np.float32) * self._scale + self._shift
 
     def embed(self, tiles: np.ndarray) -> np.ndarray:
-        """uint8 tiles (N, bands, S, S), or their preprocessed float32 form, to float32 (N, D) unit vectors."""
-        if tiles.ndim != 4 or tiles.shape[1:] != (len(self._scale[0]), self.input_size, self.input_size):
-            raise ValueError(f"tiles of shape (N, {len(self._scale[0])}, {self.input_size}, "
+        """uint8 tiles (N, bands, S, S), or their preprocessed float32 form, to float32 (N, D) unit vectors.
+
+        A row may be non-finite if the model gives NaN/inf for that tile: keep only finite_rows().
+        ModelError when the model's output does not have one D-vector per tile.
+        """
+        if tiles.ndim != 4 or tiles.shape[1:] != (self.bands, self.input_size, self.input_size):
+            raise ValueError(f"tiles of shape (N, {self.bands}, {self.input_size}, "
                              f"{self.input_size}) expected, got {tiles.shape}")
-        batch = self.model.fixed_batch
-        if batch is None or batch == len(tiles):
-            out = self.run_session(self.preprocess(tiles))
-        else:  # a graph with a fixed batch size: feed it padded chunks
-            chunks = []
-            for start in range(0, len(tiles), batch):
-                chunk = self.preprocess(tiles[start:start + batch])
-                pad = batch - len(chunk)
-                if pad:
-                    chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), np.float32)])
-                chunks.append(self.run_session(chunk)[:batch - pad])
-            out = np.concatenate(chunks)
+        try:
+            out = self._forward(self.preprocess(tiles))
+        except _BadOutput as exc:
+            raise ModelError(f"{self.model.path}: {exc}") from exc
         return l2_normalize(out)
 
     def embed_tta(self, tiles: np.ndarray) -> np.ndarray:
@@ -140,10 +202,52 @@ class Embedder:
         embedded = self.embed(np.concatenate(rotations)).reshape(4, len(tiles), -1)
         return l2_normalize(embedded.mean(axis=0))
 
-    def run_session(self, batch: np.ndarray) -> np.ndarray:
-        """The raw model output for an already preprocessed float32 batch."""
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        """Raw (N, D) output for a preprocessed batch; padded chunks for a graph with a fixed batch size."""
+        fixed = self.model.fixed_batch
+        if fixed is None or fixed == len(batch):
+            return self._run(batch)
+        chunks = []
+        for start in range(0, len(batch), fixed):
+            chunk = batch[start:start + fixed]
+            pad = fixed - len(chunk)
+            if pad:
+                chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), np.float32)])
+            chunks.append(self._run(chunk)[:fixed - pad])
+        return np.concatenate(chunks)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
         out = self._session.run([self.model.output_name], {self.model.input_name: batch})[0]
-        return np.asarray(out, dtype=np.float32).reshape(len(batch), -1)
+        shape = np.shape(out)
+        if len(shape) < 1 or shape[0] != len(batch):
+            raise _BadOutput(f"returns output of shape {shape} for {len(batch)} input tile(s); "
+                             "its first axis must follow the input batch")
+        per_tile = int(np.prod(shape[1:]))
+        if per_tile != self.embedding_dim:
+            raise _BadOutput(f"returns {per_tile} values per tile but its metadata says "
+                             f"embedding_dim {self.embedding_dim}")
+        return np.asarray(out, dtype=np.float32).reshape(len(batch), self.embedding_dim)
+
+    def run_session(self, batch: np.ndarray) -> np.ndarray:
+        """The raw model output (N, D) for an already preprocessed float32 batch of the graph's batch size."""
+        try:
+            return self._run(batch)
+        except _BadOutput as exc:
+            raise ModelError(f"{self.model.path}: {exc}") from exc
+
+
+class _BadOutput(Exception):
+    """The model ran but its output does not have one embedding per tile (message without the path)."""
+
+
+def probe_tiles(bands: int, size: int) -> np.ndarray:
+    """PROBE_TILES (two) reproducible uint8 test tiles (N, bands, size, size): a textured gradient, and the
+    same turned, dimmed and lifted, unlike enough that a model mixing the tiles of a batch shows it."""
+    ramp = np.linspace(0, 200, size, dtype=np.float32)
+    noise = np.random.default_rng(0).normal(0, 20, (bands, size, size))
+    base = ramp[None, :] * 0.5 + ramp[:, None] * 0.5 + noise
+    tile = np.clip(base, 0, 255).astype(np.uint8)
+    return np.stack([tile, np.rot90(tile, 1, axes=(1, 2)) // 2 + 100])
 
 
 def l2_normalize(vectors: np.ndarray) -> np.ndarray:
@@ -151,6 +255,14 @@ def l2_normalize(vectors: np.ndarray) -> np.ndarray:
     return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
+def finite_rows(vectors: np.ndarray) -> np.ndarray:
+    """(N,) bool: the rows of (N, D) embeddings with no NaN or infinite value, the only ones to store."""
+    return np.isfinite(vectors).all(axis=1)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 _SHARED: "OrderedDict[tuple[str, str, str], Embedder]" = OrderedDict()

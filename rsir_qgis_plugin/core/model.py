@@ -28,6 +28,8 @@ from .errors import ModelError
 
 FORMAT_VERSION = 1
 PREFIX = "rsir."
+FLOAT_TENSOR = "tensor(float)"  # onnxruntime's name for the float32 input rsir feeds
+FLOAT_OUTPUTS = (FLOAT_TENSOR, "tensor(float16)", "tensor(double)")
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parent.parent / "models" / "default.onnx"
 
 
@@ -196,6 +198,12 @@ def _read_model_version(path_text: str, size: int, mtime_ns: int) -> ModelInfo:
     if len(in_shape) != 4 or len(out_shape) != 2:
         raise ModelError(f"{path}: input must be (N, C, H, W) and output (N, D); "
                          f"found input {in_shape} and output {out_shape}")
+    if inputs[0].type != FLOAT_TENSOR:
+        raise ModelError(f"{path}: input is {_element_type(inputs[0].type)}, but rsir feeds float32 tiles "
+                         "normalised by the metadata's mean/std; export the model with a float32 input")
+    if outputs[0].type not in FLOAT_OUTPUTS:
+        raise ModelError(f"{path}: output is {_element_type(outputs[0].type)}; "
+                         "an embedding must be floating point")
     out_dim = out_shape[1] if isinstance(out_shape[1], int) else None
     contract = ModelContract.from_metadata(session.get_modelmeta().custom_metadata_map, str(path), out_dim)
     if out_dim is not None and out_dim != contract.embedding_dim:
@@ -208,6 +216,12 @@ def _read_model_version(path_text: str, size: int, mtime_ns: int) -> ModelInfo:
     fixed_batch = in_shape[0] if isinstance(in_shape[0], int) else None
     return ModelInfo(path=path.resolve(), contract=contract, sha256=file_sha256(path),
                      input_name=inputs[0].name, output_name=outputs[0].name, fixed_batch=fixed_batch)
+
+
+def _element_type(onnx_type: str) -> str:
+    """'tensor(uint8)' -> 'uint8', 'tensor(float)' -> 'float32'."""
+    name = onnx_type[len("tensor("):-1] if onnx_type.startswith("tensor(") else onnx_type
+    return {"float": "float32", "double": "float64"}.get(name, name)
 
 
 def _optional_float(text: str | None) -> float | None:

@@ -76,3 +76,13 @@ def test_model_without_contract_is_refused_with_its_name(tiny_model, tmp_path):
         read_model(path)
     with pytest.raises(ModelError, match="missing.onnx: model file not found"):
         read_model(tmp_path / "missing.onnx")
+
+
+def test_available_devices_lists_only_providers_rsir_can_use():
+    import onnxruntime
+
+    report = available_devices()
+    assert "CPUExecutionProvider" in report.providers
+    assert set(report.providers) <= {"CUDAExecutionProvider", "CPUExecutionProvider"}
+    others = set(onnxruntime.get_available_providers()) - {"CUDAExecutionProvider", "CPUExecutionProvider"}
+    assert not any(name in report.describe() for name in others)
