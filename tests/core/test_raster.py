@@ -113,8 +113,10 @@ def test_broken_file_is_a_raster_error_naming_it(tmp_path):
 
 def openers(path):
     """Every way the engine reaches a raster file, each of which must be protected."""
-    return {"resolve_raster_path": lambda: resolve_raster_path(path), "fingerprint": lambda: fingerprint(path),
-            "open_dataset": lambda: open_dataset(path).close(), "describe": lambda: describe(path, None, 3)}
+    return {"resolve_raster_path": lambda: resolve_raster_path(path),
+            "fingerprint": lambda: fingerprint(path),
+            "open_dataset": lambda: open_dataset(path).close(),
+            "describe": lambda: describe(path, None, 3)}
 
 
 def test_a_symlink_loop_is_one_raster_error_not_a_crash(tmp_path):
@@ -248,7 +250,8 @@ def test_an_unreadable_raster_is_a_plain_raster_error_with_the_reason(tmp_path):
             pytest.skip(f"cannot run a child process as an unprivileged user here ({exc})")
         assert readable == "opened"
         os.chmod(raster, 0)
-        assert run_describe(raster, user=nobody) == f"raster error: {raster}: cannot be read (Permission denied)"
+        expected = f"raster error: {raster}: cannot be read (Permission denied)"
+        assert run_describe(raster, user=nobody) == expected
 
 
 def test_a_truncated_geotiff_is_a_raster_error_naming_it_mid_read(tmp_path):
@@ -259,7 +262,8 @@ def test_a_truncated_geotiff_is_a_raster_error_naming_it_mid_read(tmp_path):
     grid = resolve_grid(source, TilingParams(tile_px=256, stride_px=256), 32)
     read = []
     with open_dataset(truncated) as ds:
-        with pytest.raises(RasterError, match=r"half.tif: pixels in window \(.*\) cannot be read \(") as caught:
+        damaged = r"half.tif: pixels in window \(.*\) cannot be read \("
+        with pytest.raises(RasterError, match=damaged) as caught:
             for window, _ in read_tiles(ds, source, tile_windows(source.width, source.height, grid), 32, 0.5):
                 read.append(window)
     assert 0 < len(read) < 16 and "\n" not in str(caught.value)
@@ -274,7 +278,8 @@ def test_a_truncated_geotiff_is_a_raster_error_naming_it_mid_read(tmp_path):
 def test_a_crs_without_metric_size_refuses_tile_sizes_in_metres(tmp_path):
     local = 'LOCAL_CS["site grid",LOCAL_DATUM["site",0],UNIT["metre",1],AXIS["X",EAST],AXIS["Y",NORTH]]'
     source = RasterSource(fingerprint=Fingerprint(str(tmp_path / "site.tif"), 1, 1), width=512, height=512,
-                          crs_wkt=local, transform=(0.5, 0.0, 0.0, 0.0, -0.5, 0.0), bands=(1, 2, 3), stretch=None)
+                          crs_wkt=local, transform=(0.5, 0.0, 0.0, 0.0, -0.5, 0.0), bands=(1, 2, 3),
+                          stretch=None)
     with pytest.raises(RasterError, match="site.tif: its CRS has no known size in metres"):
         resolve_grid(source, TilingParams(tile_m=50.0), 64)
     assert resolve_grid(source, TilingParams(tile_px=100), 64).tile_px == 100
