@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Iterable
 
 from qgis.core import QgsProject, QgsSettings
 
@@ -76,6 +77,27 @@ def parse_bands(text: str) -> tuple[int, ...] | None:
     return bands
 
 
+def band_problem(bands: tuple[int, ...] | None, rasters: Iterable[tuple[str, int]],
+                 model_bands: int | None = None) -> str | None:
+    """Why `bands` cannot be read from these (name, band count) rasters or fed to the model, or None.
+
+    Checked before a build starts, so a wrong band list is explained at once instead of failing
+    every raster of the build.
+    """
+    if bands is None:
+        return None
+    if model_bands is not None and len(bands) != model_bands:
+        return (f"The model takes {model_bands} band(s); {','.join(map(str, bands))} gives {len(bands)}. "
+                "Leave Bands empty for RGB by colour interpretation.")
+    short = [(name, count) for name, count in rasters if max(bands) > count]
+    if not short:
+        return None
+    named = "; ".join(f"'{name}' has {count} band(s)" for name, count in short[:3])
+    more = f" (and {len(short) - 3} more)" if len(short) > 3 else ""
+    return (f"Band {max(bands)} does not exist: {named}{more}. "
+            "Leave Bands empty for RGB by colour interpretation.")
+
+
 def _load(cls, group: str, settings: QgsSettings | None = None):
     """Read a dataclass from QgsSettings, falling back to its defaults field by field."""
     settings = settings or QgsSettings()
@@ -104,6 +126,10 @@ def load_build_settings(settings: QgsSettings | None = None) -> BuildSettings:
     loaded = _load(BuildSettings, "build", settings)
     if loaded.unit not in UNITS:
         loaded.unit = "px"
+    try:  # a value saved by an older version, or edited by hand, must not block every build
+        parse_bands(loaded.bands)
+    except ValueError:
+        loaded.bands = ""
     return loaded
 
 
