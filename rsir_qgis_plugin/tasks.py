@@ -32,6 +32,9 @@ from .core.params import BuildParams, SearchParams
 
 LOG_TAG = "rsir"
 LOG_EVERY_S = 10.0  # progress lines in the log panel; the task manager shows every percent
+# rsir reports every outcome itself; QGIS's own "Task complete"/"Task failed" notifications would
+# cover those messages (and call a cancel a failure). QgsTask.Silent is newer than QGIS 3.22.
+TASK_FLAGS = QgsTask.CanCancel | QgsTask.Silent if hasattr(QgsTask, "Silent") else QgsTask.CanCancel
 
 
 def log(message: str, level: Qgis.MessageLevel = Qgis.Info) -> None:
@@ -54,9 +57,10 @@ class EngineTask(QgsTask):
     failed = pyqtSignal(str)
 
     def __init__(self, description: str):
-        super().__init__(description, QgsTask.CanCancel)
+        super().__init__(description, TASK_FLAGS)
         self.result_value: Any = None
-        self.error: str | None = None
+        self.error: str | None = None  # one line for a message bar
+        self.error_details: str | None = None  # the whole message, or the traceback of a bug
         self.was_cancelled = False
 
     def work(self) -> Any:
@@ -69,12 +73,12 @@ class EngineTask(QgsTask):
             self.was_cancelled = True
             return False
         except RsirError as exc:  # a problem the user can act on: its message says what to do
-            self.error = str(exc)
+            self.error = self.error_details = str(exc)
             return False
         except Exception:  # noqa: BLE001 - anything else is a bug: keep the traceback for the report
-            self.error = traceback.format_exc()
-            log(f"{self.description()} failed:\n{self.error}", Qgis.Critical)
-            self.error = self.error.strip().splitlines()[-1]
+            self.error_details = traceback.format_exc()
+            log(f"{self.description()} failed:\n{self.error_details}", Qgis.Critical)
+            self.error = self.error_details.strip().splitlines()[-1]
             return False
         if self.isCanceled():
             self.was_cancelled = True
@@ -105,6 +109,15 @@ class BuildIndexTask(EngineTask):
 
         log(f"Building index {self.params.index_dir} from {len(self.params.rasters)} raster(s)")
         return build_index(self.params, progress=self._progress, is_cancelled=self.isCanceled)
+
+    def run(self) -> bool:
+        ok = super().run()
+        if not ok and self.was_cancelled and self.result_value is not None:
+            # build_index returned, so the new index is committed: a cancel that came after its
+            # last check changed nothing, and reporting "cancelled, previous index kept" would be false.
+            self.was_cancelled = False
+            return True
+        return ok
 
     def _progress(self, percent: float, message: str) -> None:
         self.setProgress(max(0.0, min(100.0, float(percent))))
