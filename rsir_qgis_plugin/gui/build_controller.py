@@ -1,40 +1,133 @@
-"""From the build dialog to a running BuildIndexTask, its progress in the message bar and its summary."""
+"""From the build dialog to a running BuildIndexTask, its progress in the message bar and its outcome.
+
+The outcome is one short line in the message bar with a "Details" button for the whole text,
+pushed after QGIS has shown its own task notification (QGIS 3.22 has no QgsTask.Silent), so
+rsir's line is the one on top.
+"""
 from __future__ import annotations
 
 from typing import Callable
 
 from qgis.core import Qgis, QgsApplication, QgsProject
 from qgis.PyQt import sip
-from qgis.PyQt.QtCore import QObject, pyqtSignal
+from qgis.PyQt.QtCore import QObject, QTimer, pyqtSignal
 from qgis.PyQt.QtWidgets import QDialog, QLabel, QProgressBar, QPushButton
 
 from ..core.params import BuildParams
 from ..tasks import BuildIndexTask, is_active, log
-from .build_dialog import BuildIndexDialog
+from .build_dialog import BuildIndexDialog, TextViewer
 
 MESSAGE_TITLE = "rsir"
+LINE_CHARS = 160  # longer first lines of an error are cut; Details has the whole text
+SUCCESS_SECONDS = 15
+CANCELLED_TEXT = ("Build cancelled; the previous index is unchanged "
+                  "(rasters that finished are reused next time).")
+
+
+def summary_line(summary) -> str:
+    """One line for the message bar: 'rsir: 993 tiles indexed in 12 s, 1 raster failed'.
+
+    Works with summaries that have no `rasters_kept` (failed rasters that keep their previous tiles).
+    """
+    if summary.tiles_indexed:
+        text = f"{summary.tiles_indexed} tiles indexed in {_duration(summary.seconds)}"
+        if summary.tiles_total != summary.tiles_indexed:
+            text += f" ({summary.tiles_total} in the index)"
+    else:
+        text = f"no new tiles to index; the index holds {summary.tiles_total} tiles"
+    if summary.rasters_removed:
+        text += f", {_count(summary.rasters_removed, 'raster')} removed"
+    if summary.failed:
+        text += f", {_count(len(summary.failed), 'raster')} failed"
+        kept = getattr(summary, "rasters_kept", 0)
+        if kept:
+            text += f" ({kept} kept {'its' if kept == 1 else 'their'} previous tiles)"
+    return text
+
+
+def error_line(error: str) -> str:
+    first = (error.strip().splitlines() or ["stopped"])[0]
+    return first if len(first) <= LINE_CHARS else first[:LINE_CHARS - 3].rstrip() + "..."
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{int(seconds // 60)} min {seconds % 60:.0f} s"
+
+
+class BuildProgress(QObject):
+    """The message-bar item of a running build. The user may close it at any time: every update
+    first checks that its widgets still exist, and the task goes on (and stays in the task bar)."""
+
+    def __init__(self, bar, task: BuildIndexTask):
+        super().__init__()
+        self.bar = bar
+        self.task = task
+        item = bar.createMessage(MESSAGE_TITLE, f"Indexing {_count(len(task.params.rasters), 'raster')}")
+        item.setToolTip(f"Index folder: {task.params.index_dir}")
+        self.progress = QProgressBar(item)
+        self.progress.setRange(0, 100)
+        self.progress.setMaximumWidth(220)
+        self.status = QLabel("", item)
+        self.cancel_button = QPushButton("Cancel", item)
+        self.cancel_button.clicked.connect(self._cancel)
+        for widget in (self.progress, self.status, self.cancel_button):
+            item.layout().addWidget(widget)
+        self.item = bar.pushWidget(item, Qgis.Info)
+        task.progressChanged.connect(self._on_progress)
+        task.progressMessage.connect(self._on_message)
+
+    def shown(self) -> bool:
+        return self.item is not None and not sip.isdeleted(self.item) and not sip.isdeleted(self.progress)
+
+    def _on_progress(self, value: float) -> None:
+        if self.shown():
+            self.progress.setValue(int(value))
+
+    def _on_message(self, text: str) -> None:
+        if self.shown():
+            self.status.setText(text[:80])
+
+    def _cancel(self) -> None:
+        if is_active(self.task):
+            self.task.cancel()
+
+    def close(self) -> None:
+        if self.shown():
+            self.bar.popWidget(self.item)
+        self.item = None
 
 
 class BuildController(QObject):
     """One build at a time; emits `indexBuilt(index_dir)` when an index is ready to search."""
 
     indexBuilt = pyqtSignal(str)
-    buildEnded = pyqtSignal(str)  # "succeeded", "cancelled" or "failed"
+    buildEnded = pyqtSignal(str)  # "succeeded", "cancelled" or "failed", once its message is shown
 
     def __init__(self, iface, engine_ready: Callable[[], bool]):
         super().__init__()
         self.iface = iface
         self.engine_ready = engine_ready
         self.task: BuildIndexTask | None = None
+        self.params: BuildParams | None = None
         self.summary = None
-        self._bar_item = None
+        self.progress: BuildProgress | None = None
+        self.outcome_item = None  # the message-bar item of the last outcome
+        self.details_viewer: TextViewer | None = None
 
     def open_dialog(self) -> None:
         if not self.engine_ready():
             return
         if is_active(self.task):
-            self._message("An index is already being built; cancel it first (task bar or message bar).",
-                          Qgis.Warning)
+            self._push("An index is already being built; cancel it first (task bar or message bar).",
+                       Qgis.Warning, 8)
             return
         dialog = BuildIndexDialog(QgsProject.instance(), self.iface.mainWindow())
         if dialog.exec_() == QDialog.Accepted and dialog.build_params() is not None:
@@ -48,8 +141,8 @@ class BuildController(QObject):
         task.succeeded.connect(self._on_succeeded)
         task.cancelled.connect(self._on_cancelled)
         task.failed.connect(self._on_failed)
-        self.task = task
-        self._show_progress(task)
+        self.task, self.params = task, params
+        self.progress = BuildProgress(self.iface.messageBar(), task)
         QgsApplication.taskManager().addTask(task)
         return task
 
@@ -57,59 +150,63 @@ class BuildController(QObject):
         if is_active(self.task):
             self.task.cancel()
 
-    # Progress in the message bar ---------------------------------------------------------
-
-    def _show_progress(self, task: BuildIndexTask) -> None:
-        bar = self.iface.messageBar()
-        item = bar.createMessage(MESSAGE_TITLE, f"Indexing {len(task.params.rasters)} raster(s)")
-        item.setToolTip(f"Index folder: {task.params.index_dir}")
-        progress = QProgressBar(item)
-        progress.setRange(0, 100)
-        progress.setMaximumWidth(220)
-        status = QLabel("", item)
-        cancel = QPushButton("Cancel", item)
-        cancel.clicked.connect(task.cancel)
-        for widget in (progress, status, cancel):
-            item.layout().addWidget(widget)
-        task.progressChanged.connect(lambda value: progress.setValue(int(value)))
-        task.progressMessage.connect(lambda text: status.setText(text[:80]))
-        self._bar_item = bar.pushWidget(item, Qgis.Info)
-
-    def _hide_progress(self) -> None:
-        item, self._bar_item = self._bar_item, None
-        if item is not None and not sip.isdeleted(item):
-            self.iface.messageBar().popWidget(item)
-
-    # Outcomes ----------------------------------------------------------------------------
+    # Outcomes: run inside the task's finished(), before the task manager announces the end --------
 
     def _on_succeeded(self, summary) -> None:
-        self._hide_progress()
         self.summary = summary
-        text = summary.describe()
-        if summary.failed:
-            details = "\n".join(f"{path}: {reason}" for path, reason in summary.failed)
-            log(f"{text}\nRasters not indexed:\n{details}", Qgis.Warning)
-            self.iface.messageBar().pushMessage(
-                MESSAGE_TITLE, text.splitlines()[0], details, Qgis.Warning, 0)
-        else:
-            self._message(text, Qgis.Success, 15)
-        self.indexBuilt.emit(str(self.task.params.index_dir) if self.task else summary.index_dir)
-        self.task = None
-        self.buildEnded.emit("succeeded")
+        line = summary_line(summary)
+        self._retitle(f"rsir: {line}")
+        level = Qgis.Warning if summary.failed else Qgis.Success
+        index_dir = str(self.params.index_dir) if self.params else summary.index_dir
+        self._later(line, level, 0 if summary.failed else SUCCESS_SECONDS, summary.describe(), "succeeded",
+                    index_dir)
 
     def _on_cancelled(self) -> None:
-        self._hide_progress()
-        self.task = None
-        self._message("Index build cancelled: the previous index is still in use, and rasters that "
-                      "finished are reused by the next build.", Qgis.Info, 10)
-        self.buildEnded.emit("cancelled")
+        self._retitle("rsir: build cancelled; the previous index is unchanged")
+        self._later(CANCELLED_TEXT, Qgis.Info, 10, None, "cancelled")
 
     def _on_failed(self, error: str) -> None:
-        self._hide_progress()
-        self.task = None
-        self._message(f"Index build failed: {error}", Qgis.Critical, 0)
-        self.buildEnded.emit("failed")
+        details = (getattr(self.task, "error_details", None) if self.task and not sip.isdeleted(self.task)
+                   else None) or error
+        self._retitle("rsir: index build failed")
+        self._later(f"Build failed: {error_line(error)}", Qgis.Critical, 0, details, "failed")
 
-    def _message(self, text: str, level: Qgis.MessageLevel, duration: int = 8) -> None:
-        self.iface.messageBar().pushMessage(MESSAGE_TITLE, text, level, duration)
-        log(text, level)
+    def _retitle(self, text: str) -> None:
+        """Where QgsTask.Silent is missing (3.22), QGIS announces a finished task by its description."""
+        if self.task is not None and not sip.isdeleted(self.task):
+            self.task.setDescription(text)
+
+    def _later(self, line: str, level, duration: int, details: str | None, outcome: str,
+               index_dir: str | None = None) -> None:
+        QTimer.singleShot(0, lambda: self._finish(line, level, duration, details, outcome, index_dir))
+
+    def _finish(self, line: str, level, duration: int, details: str | None, outcome: str,
+                index_dir: str | None) -> None:
+        if self.progress is not None:
+            self.progress.close()
+            self.progress = None
+        self.task = None
+        log(details or line, level)
+        self.outcome_item = self._push(line, level, duration, details)
+        if index_dir is not None:
+            self.indexBuilt.emit(index_dir)
+        self.buildEnded.emit(outcome)
+
+    # Message bar -------------------------------------------------------------------------
+
+    def _push(self, line: str, level, duration: int, details: str | None = None):
+        bar = self.iface.messageBar()
+        item = bar.createMessage(MESSAGE_TITLE, line)
+        if details and details.strip() != line.strip():
+            button = QPushButton("Details", item)
+            button.setToolTip("The whole report (also in the rsir tab of the log panel)")
+            button.clicked.connect(lambda: self.show_details(details))
+            item.layout().addWidget(button)
+        return bar.pushWidget(item, level, duration)
+
+    def show_details(self, text: str) -> TextViewer:
+        if self.details_viewer is not None and not sip.isdeleted(self.details_viewer):
+            self.details_viewer.close()
+        self.details_viewer = TextViewer("rsir: index build", text, self.iface.mainWindow())
+        self.details_viewer.show()
+        return self.details_viewer

@@ -1,7 +1,8 @@
 """The "Build index" dialog: rasters, model, tiling, device and index folder -> BuildParams.
 
 Reading the model's metadata (it opens an onnxruntime session and hashes the file) and
-listing inference devices run as tasks, so opening the dialog never freezes QGIS.
+listing inference devices run as tasks, so opening the dialog never freezes QGIS. The form
+scrolls, and the dialog opens no taller than the screen (768 px laptops included).
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from qgis.core import QgsApplication, QgsProject
 from qgis.gui import QgsFileWidget
 from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtGui import QGuiApplication
 from qgis.PyQt.QtWidgets import (
     QButtonGroup,
     QCheckBox,
@@ -18,26 +20,98 @@ from qgis.PyQt.QtWidgets import (
     QDialogButtonBox,
     QDoubleSpinBox,
     QFormLayout,
+    QFrame,
+    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QListWidget,
     QListWidgetItem,
+    QPlainTextEdit,
     QPushButton,
     QRadioButton,
+    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
 
 from ..core.params import BuildParams
-from ..settings import BuildSettings, load_build_settings, parse_bands, project_index_dir, save_build_settings
+from ..settings import (
+    BuildSettings,
+    band_problem,
+    load_build_settings,
+    parse_bands,
+    project_index_dir,
+    save_build_settings,
+)
 from ..tasks import InfoTask, is_active
 from .layers import project_rasters, raster_file_path
 
 PATH_ROLE = Qt.UserRole + 1
+NAME_ROLE = Qt.UserRole + 2
+BAND_COUNT_ROLE = Qt.UserRole + 3
 DEVICES = (("auto", "Auto (CUDA when it works, else CPU)"), ("cpu", "CPU"), ("cuda", "CUDA"))
 UNITS = (("px", "pixels"), ("m", "metres"))
+# The onnxruntime execution providers rsir runs on; others that a build lists (Azure, ...) are not shown.
+USABLE_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+# Model-card metrics shown as a table: label ({data}: the evaluation set) and the keys of its values,
+# looked up as "<data>_<key>" and then as "<key>".
+METRICS = (
+    ("{data} test mAP", ("test_map",)),
+    ("P@10", ("test_p@10",)),
+    ("Turned 90° / 45°", ("test_map_queries_rotated_90", "test_map_queries_rotated_45")),  # queries' mAP
+)
+LIST_ROWS = 4  # rasters visible without scrolling the list
+SCREEN_MARGIN = 80  # title bar, task bar
+
+
+def model_facts(info) -> list[tuple[str, str]]:
+    """A model's input, embedding and headline metrics as (label, value) rows."""
+    c = info.contract
+    facts = [("Input", f"{c.input_size} px, {c.bands} band{'s' if c.bands != 1 else ''}"),
+             ("Embedding", f"{c.embedding_dim}-d")]
+    metrics = c.training.get("metrics") if isinstance(c.training, dict) else None
+    metrics = metrics if isinstance(metrics, dict) else {}
+    # The evaluation set is the prefix of "<data>_test_map" that names the most of METRICS' keys.
+    prefixes = {k[:-len("_test_map")] for k in metrics if k.endswith("_test_map")} | {""}
+    data = max(sorted(prefixes),
+               key=lambda p: sum(f"{p}_{key}" in metrics for _, keys in METRICS for key in keys))
+    for label, keys in METRICS:
+        values = [metrics.get(f"{data}_{key}", metrics.get(key)) for key in keys]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            facts.append((label.format(data=data.upper()).strip(), " / ".join(f"{v:.3f}" for v in values)))
+    if len(facts) == 2:
+        facts.append(("Metrics", "none in the model card"))
+    return facts
+
+
+def describe_devices(report) -> str:
+    """The devices line, listing only the execution providers rsir can use."""
+    providers = [p for p in getattr(report, "providers", ()) if p in USABLE_PROVIDERS]
+    version = getattr(report, "onnxruntime_version", "?")
+    text = f"onnxruntime {version}: {', '.join(providers) or 'no usable provider'}"
+    if "CUDAExecutionProvider" not in providers:
+        text += " (no CUDA here)"
+    return text
+
+
+class TextViewer(QDialog):
+    """A long text (a build report, a model card) to read and copy; not modal."""
+
+    def __init__(self, title: str, text: str, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle(title)
+        self.setAttribute(Qt.WA_DeleteOnClose)
+        self.text_edit = QPlainTextEdit(text, self)
+        self.text_edit.setReadOnly(True)
+        self.text_edit.setLineWrapMode(QPlainTextEdit.WidgetWidth)
+        buttons = QDialogButtonBox(QDialogButtonBox.Close, self)
+        buttons.rejected.connect(self.close)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.text_edit)
+        layout.addWidget(buttons)
+        self.resize(640, 420)
 
 
 class BuildIndexDialog(QDialog):
@@ -51,16 +125,34 @@ class BuildIndexDialog(QDialog):
         self.project = project or QgsProject.instance()
         self._params: BuildParams | None = None
         self._tasks: list[InfoTask] = []
+        self._model_bands: int | None = None  # of the model shown, once read
+        self._model_error: str | None = None
+        self._model_card = ""
+        self._band_error = ""  # the live band check's text in error_label
+        self.model_facts: list[tuple[str, str]] = []
+        self.viewer: TextViewer | None = None
         saved = load_build_settings()
 
+        self.form = QWidget()
+        form_layout = QVBoxLayout(self.form)
+        form_layout.setContentsMargins(0, 0, 0, 0)
+        form_layout.addWidget(self._rasters_box())
+        form_layout.addWidget(self._model_box(saved))
+        form_layout.addWidget(self._tiling_box(saved))
+        form_layout.addLayout(self._output_rows())
+        form_layout.addStretch(1)
+        self.scroll = QScrollArea(self)
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.NoFrame)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.scroll.setWidget(self.form)
+
         layout = QVBoxLayout(self)
-        layout.addWidget(self._rasters_box())
-        layout.addWidget(self._model_box(saved))
-        layout.addWidget(self._tiling_box(saved))
-        layout.addWidget(self._output_box(saved))
+        layout.addWidget(self.scroll, 1)
         self.error_label = QLabel("", self)
         self.error_label.setStyleSheet("color: #b00020")
         self.error_label.setWordWrap(True)
+        self.error_label.hide()
         layout.addWidget(self.error_label)
         buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel, self)
         buttons.button(QDialogButtonBox.Ok).setText("Build")
@@ -68,6 +160,10 @@ class BuildIndexDialog(QDialog):
         buttons.rejected.connect(self.reject)
         layout.addWidget(buttons)
         self.setMinimumWidth(560)
+        self.bands_edit.textChanged.connect(self._check_bands_live)
+        self.raster_list.itemChanged.connect(self._check_bands_live)
+        self._check_bands_live()
+        self._fit()
         if engine_ready:
             self._describe_model()
             self._describe_devices()
@@ -78,30 +174,37 @@ class BuildIndexDialog(QDialog):
         box = QGroupBox("Rasters to index", self)
         self.raster_list = QListWidget(box)
         for layer in project_rasters(self.project):
-            item = QListWidgetItem(f"{layer.name()}  ({layer.crs().authid() or 'custom CRS'}, "
-                                   f"{layer.width()} x {layer.height()} px)")
+            count = layer.bandCount()
+            crs = layer.crs().authid() or "custom CRS"
+            item = QListWidgetItem(f"{layer.name()}  ({crs}, {layer.width()} x {layer.height()} px, "
+                                   f"{count} band{'s' if count != 1 else ''})")
             item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
             item.setCheckState(Qt.Checked)
             item.setData(PATH_ROLE, raster_file_path(layer))
+            item.setData(NAME_ROLE, layer.name())
+            item.setData(BAND_COUNT_ROLE, count)
             item.setToolTip(raster_file_path(layer))
             self.raster_list.addItem(item)
         if self.raster_list.count() == 0:
             self.raster_list.addItem(QListWidgetItem("The project has no file-based raster layers."))
+        rows = min(self.raster_list.count(), LIST_ROWS)
+        self.raster_list.setFixedHeight(rows * max(self.raster_list.sizeHintForRow(0), 16)
+                                        + 2 * self.raster_list.frameWidth() + 4)
         all_button, none_button = QPushButton("All", box), QPushButton("None", box)
         all_button.clicked.connect(lambda: self._check_all(Qt.Checked))
         none_button.clicked.connect(lambda: self._check_all(Qt.Unchecked))
-        row = QHBoxLayout()
-        row.addWidget(all_button)
-        row.addWidget(none_button)
-        row.addStretch(1)
-        layout = QVBoxLayout(box)
-        layout.addWidget(self.raster_list)
-        layout.addLayout(row)
+        column = QVBoxLayout()
+        column.addWidget(all_button)
+        column.addWidget(none_button)
+        column.addStretch(1)
+        layout = QHBoxLayout(box)
+        layout.addWidget(self.raster_list, 1)
+        layout.addLayout(column)
         return box
 
     def _model_box(self, saved: BuildSettings) -> QGroupBox:
         box = QGroupBox("Model", self)
-        self.default_model_radio = QRadioButton("Bundled default model", box)
+        self.default_model_radio = QRadioButton("Bundled default", box)
         self.file_model_radio = QRadioButton("ONNX file", box)
         group = QButtonGroup(box)
         group.addButton(self.default_model_radio)
@@ -117,13 +220,24 @@ class BuildIndexDialog(QDialog):
         self.model_label = QLabel("", box)
         self.model_label.setWordWrap(True)
         self.model_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.card_button = QPushButton("Model card...", box)
+        self.card_button.setToolTip("Training data, loss, every metric and its protocol, licence")
+        self.card_button.setEnabled(False)
+        self.card_button.clicked.connect(self.show_card)
+        self.facts_grid = QGridLayout()
+        self.facts_grid.setHorizontalSpacing(12)
+        self.facts_grid.setVerticalSpacing(2)
         layout = QVBoxLayout(box)
-        layout.addWidget(self.default_model_radio)
         row = QHBoxLayout()
+        row.addWidget(self.default_model_radio)
         row.addWidget(self.file_model_radio)
         row.addWidget(self.model_widget, 1)
         layout.addLayout(row)
-        layout.addWidget(self.model_label)
+        row = QHBoxLayout()
+        row.addWidget(self.model_label, 1)
+        row.addWidget(self.card_button, 0, Qt.AlignTop)
+        layout.addLayout(row)
+        layout.addLayout(self.facts_grid)
         return box
 
     def _tiling_box(self, saved: BuildSettings) -> QGroupBox:
@@ -134,6 +248,11 @@ class BuildIndexDialog(QDialog):
         self.unit_combo.setCurrentIndex(max(0, self.unit_combo.findData(saved.unit)))
         self.tile_spin = _size_spin(box, "model input size", saved.tile_size)
         self.stride_spin = _size_spin(box, "half a tile", saved.stride)
+        sizes = QHBoxLayout()
+        sizes.addWidget(self.tile_spin, 1)
+        sizes.addWidget(QLabel("stride", box))
+        sizes.addWidget(self.stride_spin, 1)
+        sizes.addWidget(self.unit_combo)
         self.bands_edit = QLineEdit(saved.bands, box)
         self.bands_edit.setPlaceholderText("auto: RGB by colour interpretation (e.g. 4,3,2)")
         self.device_combo = QComboBox(box)
@@ -142,37 +261,37 @@ class BuildIndexDialog(QDialog):
         self.device_combo.setCurrentIndex(max(0, self.device_combo.findData(saved.device)))
         self.device_label = QLabel("", box)
         self.device_label.setWordWrap(True)
-        self.tta_check = QCheckBox("Rotation TTA: embed each tile as the mean of 4 rotations "
-                                   "(4x slower; matches across orientations)", box)
+        self.tta_check = QCheckBox("Rotation TTA (4x slower; matches across orientations)", box)
+        self.tta_check.setToolTip("Embed each tile as the mean of its 4 rotations by 90 degrees")
         self.tta_check.setChecked(saved.tta)
         form = QFormLayout(box)
-        form.addRow("Units", self.unit_combo)
-        form.addRow("Tile size", self.tile_spin)
-        form.addRow("Stride", self.stride_spin)
+        form.addRow("Tile size", sizes)
         form.addRow("Bands", self.bands_edit)
         form.addRow("Device", self.device_combo)
         form.addRow("", self.device_label)
         form.addRow(self.tta_check)
         return box
 
-    def _output_box(self, saved: BuildSettings) -> QGroupBox:
-        box = QGroupBox("Index folder", self)
-        self.index_widget = QgsFileWidget(box)
+    def _output_rows(self) -> QFormLayout:
+        self.index_widget = QgsFileWidget(self.form)
         self.index_widget.setStorageMode(QgsFileWidget.GetDirectory)
         self.index_widget.setFilePath(str(project_index_dir(self.project)))
-        note = QLabel("Re-building an existing index only embeds new or changed rasters.", box)
+        note = QLabel("Rebuilding an index only embeds new or changed rasters.", self.form)
         note.setWordWrap(True)
-        layout = QVBoxLayout(box)
-        layout.addWidget(self.index_widget)
-        layout.addWidget(note)
-        return box
+        form = QFormLayout()
+        form.setContentsMargins(6, 6, 6, 0)
+        form.addRow("Index folder", self.index_widget)
+        form.addRow("", note)
+        return form
 
     # Values ------------------------------------------------------------------------------
 
-    def selected_rasters(self) -> list[str]:
+    def _checked_items(self) -> list[QListWidgetItem]:
         items = (self.raster_list.item(i) for i in range(self.raster_list.count()))
-        return [item.data(PATH_ROLE) for item in items
-                if item.data(PATH_ROLE) and item.checkState() == Qt.Checked]
+        return [item for item in items if item.data(PATH_ROLE) and item.checkState() == Qt.Checked]
+
+    def selected_rasters(self) -> list[str]:
+        return [item.data(PATH_ROLE) for item in self._checked_items()]
 
     def settings(self) -> BuildSettings:
         return BuildSettings(
@@ -185,11 +304,12 @@ class BuildIndexDialog(QDialog):
         return self._params
 
     def accept(self) -> None:
-        """Validate before closing: a wrong value is explained here, not by a failed task later."""
+        """Validate before closing: a wrong value is explained here, not by a failed task later.
+        Only values that passed are remembered for next time."""
         try:
             self._params = self._collect()
         except ValueError as exc:
-            self.error_label.setText(str(exc))
+            self._set_error(str(exc))
             return
         save_build_settings(self.settings())
         super().accept()
@@ -201,11 +321,33 @@ class BuildIndexDialog(QDialog):
         values = self.settings()
         if self.file_model_radio.isChecked() and not Path(values.model_path).is_file():
             raise ValueError(f"Model file not found: '{values.model_path}'.")
-        parse_bands(values.bands)
+        if self._model_error:
+            raise ValueError(f"This model cannot be used: {self._model_error}")
+        problem = self._band_problem()  # raises ValueError for text that is not band numbers
+        if problem:
+            raise ValueError(problem)
         index_dir = self.index_widget.filePath().strip()
         if not index_dir:
             raise ValueError("Choose a folder for the index.")
         return values.to_params(index_dir, rasters)
+
+    def _band_problem(self) -> str | None:
+        rasters = [(item.data(NAME_ROLE), item.data(BAND_COUNT_ROLE)) for item in self._checked_items()]
+        return band_problem(parse_bands(self.bands_edit.text()), rasters, self._model_bands)
+
+    def _check_bands_live(self, *_args) -> None:
+        """Say at once when the bands do not fit the ticked rasters or the model (and clear it when fixed)."""
+        try:
+            problem = self._band_problem() or ""
+        except ValueError as exc:
+            problem = str(exc)
+        if problem or self.error_label.text() == self._band_error:
+            self._set_error(problem)
+        self._band_error = problem
+
+    def _set_error(self, text: str) -> None:
+        self.error_label.setText(text)
+        self.error_label.setVisible(bool(text))
 
     def done(self, result: int) -> None:
         for task in self._tasks:  # a description nobody will read
@@ -218,40 +360,104 @@ class BuildIndexDialog(QDialog):
     def _describe_model(self, *_args) -> None:
         from ..core.model import read_model  # light: onnxruntime is imported inside read_model, in the task
 
+        self._model_bands, self._model_error, self._model_card = None, None, ""
+        self._show_facts([])
         path = self.model_widget.filePath() if self.file_model_radio.isChecked() else None
         if self.file_model_radio.isChecked() and not (path and Path(path).is_file()):
             self.model_label.setText("Choose an .onnx embedding model.")
             return
         self.model_label.setText("Reading model...")
         task = InfoTask("rsir: reading model", read_model, path)
-        task.succeeded.connect(lambda info, asked=path: self._show_model(asked, info.describe(), info.card()))
-        task.failed.connect(lambda error, asked=path: self._show_model(asked, f"Not usable: {error}", error))
+        task.succeeded.connect(lambda info, asked=path: self._show_model(asked, info))
+        task.failed.connect(lambda error, asked=path: self._show_model_error(asked, error))
         self._start(task)
 
-    def _show_model(self, asked: str | None, text: str, details: str) -> None:
-        current = self.model_widget.filePath() if self.file_model_radio.isChecked() else None
-        if current == asked:  # an answer for a model the user has since replaced is dropped
-            self.model_label.setText(text)
-            self.model_label.setToolTip(details)
-            self._fit()
+    def _current_model(self) -> str | None:
+        return self.model_widget.filePath() if self.file_model_radio.isChecked() else None
+
+    def _show_model(self, asked: str | None, info) -> None:
+        if self._current_model() != asked:  # an answer for a model the user has since replaced is dropped
+            return
+        self._model_bands = info.contract.bands
+        self._model_card = info.card()
+        self.model_label.setText(info.contract.name)
+        self.model_label.setToolTip(str(info.path))
+        self.card_button.setEnabled(True)
+        self._show_facts(model_facts(info))
+        self._check_bands_live()
+        self._fit()
+
+    def _show_model_error(self, asked: str | None, error: str) -> None:
+        if self._current_model() != asked:
+            return
+        self._model_error = error
+        self.model_label.setText(f"Not usable: {error}")
+        self.model_label.setToolTip(error)
+        self._fit()
+
+    def _show_facts(self, facts: list[tuple[str, str]]) -> None:
+        """(label, value) rows as a two-pairs-per-line table under the model's name."""
+        self.model_facts = facts
+        while self.facts_grid.count():
+            widget = self.facts_grid.takeAt(0).widget()
+            if widget is not None:
+                widget.deleteLater()
+        for i, (label, value) in enumerate(facts):
+            row, column = divmod(i, 2)
+            name = QLabel(f"{label}:", self.form)
+            shown = QLabel(value, self.form)
+            shown.setTextInteractionFlags(Qt.TextSelectableByMouse)
+            self.facts_grid.addWidget(name, row, 2 * column)
+            self.facts_grid.addWidget(shown, row, 2 * column + 1)
+        if facts:
+            self.facts_grid.setColumnStretch(1, 1)
+            self.facts_grid.setColumnStretch(3, 1)
+        self.card_button.setEnabled(bool(self._model_card))
+
+    def show_card(self) -> TextViewer:
+        if self.viewer is not None and self.viewer.isVisible():
+            self.viewer.close()
+        self.viewer = TextViewer(f"rsir: model card of {self.model_label.text()}", self._model_card, self)
+        self.viewer.show()
+        return self.viewer
 
     def _describe_devices(self) -> None:
         self.device_label.setText("Looking for inference devices...")
         task = InfoTask("rsir: listing devices", _available_devices)
-        task.succeeded.connect(lambda report: self._show_devices(report.describe()))
-        task.failed.connect(lambda error: self._show_devices(f"onnxruntime unusable: {error}"))
+        task.succeeded.connect(self._show_devices)
+        task.failed.connect(lambda error: self._show_device_text(f"onnxruntime unusable: {error}"))
         self._start(task)
 
-    def _show_devices(self, text: str) -> None:
+    def _show_devices(self, report) -> None:
+        if "CUDAExecutionProvider" not in getattr(report, "providers", ()):
+            index = self.device_combo.findData("cuda")
+            self.device_combo.setItemText(index, "CUDA (not available here)")
+        self._show_device_text(describe_devices(report))
+
+    def _show_device_text(self, text: str) -> None:
         self.device_label.setText(text)
         self._fit()
 
-    def _fit(self) -> None:
-        """Grow to fit text that arrived after the dialog was laid out (wrapped labels would be cut)."""
+    # Size ---------------------------------------------------------------------------------
+
+    def natural_height(self) -> int:
+        """The height that shows the whole form without scrolling."""
+        self.form.layout().activate()
         self.layout().activate()
-        wanted = self.sizeHint().height()
-        if wanted > self.height():
-            self.resize(self.width(), wanted)
+        around = self.layout().sizeHint().height() - self.scroll.sizeHint().height()
+        return self.form.sizeHint().height() + 2 * self.scroll.frameWidth() + around
+
+    def _fit(self) -> None:
+        """Tall enough for the form (text arrives after the layout), never taller than the screen."""
+        screen = (self.parentWidget() or self).screen() if hasattr(self, "screen") else None
+        screen = screen or QGuiApplication.primaryScreen()
+        available = screen.availableGeometry().height() - SCREEN_MARGIN if screen else 700
+        wanted = min(self.natural_height(), available)
+        margins = self.layout().contentsMargins()
+        width = max(self.width(), self.minimumWidth(), self.form.minimumSizeHint().width()
+                    + self.scroll.verticalScrollBar().sizeHint().width() + margins.left() + margins.right())
+        if wanted > self.height() or self.height() > available or width > self.width():
+            self.resize(width, wanted)
 
     def _start(self, task: InfoTask) -> None:
         self._tasks = [t for t in self._tasks if is_active(t)] + [task]

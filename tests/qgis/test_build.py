@@ -22,12 +22,24 @@ def test_dialog_lists_rasters_describes_model_and_devices_and_makes_params(town_
     item = dialog.raster_list.item(0)
     assert "town left" in item.text() and item.checkState() == Qt.Checked
 
+    assert "3 bands" in item.text(), "the band count helps choosing bands"
+
     dialog.file_model_radio.setChecked(True)
     dialog.model_widget.setFilePath(str(tiny_model))
     qtbot.waitUntil(lambda: "resnet18-untrained-test" in dialog.model_label.text(), timeout=30_000)
-    assert "512-d" in dialog.model_label.text() and "64 px" in dialog.model_label.text()
+    facts = dict(dialog.model_facts)
+    assert facts["Input"] == "64 px, 3 bands" and facts["Embedding"] == "512-d"
+    assert dialog.card_button.isEnabled()
+    card = dialog.show_card()
+    assert "untrained" in card.text_edit.toPlainText()
+    card.close()
     qtbot.waitUntil(lambda: "onnxruntime" in dialog.device_label.text(), timeout=30_000)
-    assert "CPU" in dialog.device_label.text() or "cpu" in dialog.device_label.text().lower()
+    assert "CPUExecutionProvider" in dialog.device_label.text()
+    # Only providers rsir can use are listed (onnxruntime's CPU wheel also lists AzureExecutionProvider).
+    assert "Azure" not in dialog.device_label.text()
+    if "CUDAExecutionProvider" not in dialog.device_label.text():
+        cuda = dialog.device_combo.findData("cuda")
+        assert dialog.device_combo.itemText(cuda) == "CUDA (not available here)"
 
     dialog.unit_combo.setCurrentIndex(dialog.unit_combo.findData("m"))
     dialog.tile_spin.setValue(12.8)
@@ -63,6 +75,120 @@ def test_dialog_refuses_bad_values_without_closing(town_layer, qtbot, tmp_path):
     assert dialog.build_params() is None and "at least one raster" in dialog.error_label.text()
 
 
+def test_dialog_refuses_bands_the_rasters_lack_and_does_not_remember_them(town_layer, tiny_model, tmp_path,
+                                                                           qtbot):
+    from qgis.core import QgsRasterLayer
+
+    grey = tmp_path / "grey.tif"
+    _write_grey(town_layer.source(), grey)
+    grey_layer = QgsRasterLayer(str(grey), "grey copy", "gdal")
+    assert grey_layer.isValid() and grey_layer.bandCount() == 1
+    QgsProject.instance().addMapLayer(grey_layer)
+    dialog = BuildIndexDialog(QgsProject.instance())
+    qtbot.addWidget(dialog)
+    dialog.file_model_radio.setChecked(True)
+    dialog.model_widget.setFilePath(str(tiny_model))
+    qtbot.waitUntil(lambda: "resnet18-untrained-test" in dialog.model_label.text(), timeout=30_000)
+    dialog.index_widget.setFilePath(str(tmp_path / "idx"))
+
+    dialog.bands_edit.setText("9,2,1")
+    # Said while typing, before Build is pressed...
+    assert "'town left' has 3 band(s)" in dialog.error_label.text() and not dialog.error_label.isHidden()
+    dialog.accept()
+    # ... and Build does not start nor remember the value.
+    assert dialog.build_params() is None and dialog.result() != dialog.Accepted
+    assert "Band 9" in dialog.error_label.text() and "'grey copy' has 1 band(s)" in dialog.error_label.text()
+    assert load_build_settings().bands == ""
+
+    # 3,2,1 exists in the town raster but not in the grey one: unticking the grey raster makes it valid.
+    dialog.bands_edit.setText("3,2,1")
+    assert "'grey copy' has 1 band(s)" in dialog.error_label.text()
+    assert "town left" not in dialog.error_label.text()
+    grey_item = next(dialog.raster_list.item(i) for i in range(dialog.raster_list.count())
+                     if "grey copy" in dialog.raster_list.item(i).text())
+    grey_item.setCheckState(Qt.Unchecked)
+    assert dialog.error_label.text() == "" and dialog.error_label.isHidden()
+
+    # The model takes 3 bands: two are refused before a build fails on every raster.
+    dialog.bands_edit.setText("1,2")
+    dialog.accept()
+    assert dialog.build_params() is None and "The model takes 3 band(s)" in dialog.error_label.text()
+    assert load_build_settings().bands == ""
+
+    dialog.bands_edit.setText("3,2,1")
+    dialog.accept()
+    assert dialog.build_params().tiling.bands == (3, 2, 1) and load_build_settings().bands == "3,2,1"
+
+
+def _write_grey(source: str, path: Path) -> None:
+    import rasterio
+
+    with rasterio.open(source) as src:
+        profile = src.profile | {"count": 1, "photometric": "minisblack"}
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(src.read(1), 1)
+
+
+def test_dialog_refuses_a_model_it_could_not_read(town_layer, tmp_path, qtbot):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not an ONNX graph")
+    dialog = BuildIndexDialog(QgsProject.instance())
+    qtbot.addWidget(dialog)
+    dialog.file_model_radio.setChecked(True)
+    dialog.model_widget.setFilePath(str(bad))
+    qtbot.waitUntil(lambda: dialog.model_label.text().startswith("Not usable"), timeout=30_000)
+    dialog.index_widget.setFilePath(str(tmp_path / "idx"))
+    dialog.accept()
+    assert dialog.build_params() is None and "This model cannot be used" in dialog.error_label.text()
+    assert load_build_settings().model_path == ""
+
+
+def test_a_bad_band_value_saved_before_is_not_loaded(qtbot):
+    from qgis.core import QgsSettings
+
+    for bad in ("red", "0,1,2"):
+        QgsSettings().setValue("rsir/build/bands", bad)
+        assert load_build_settings().bands == ""
+    QgsSettings().setValue("rsir/build/bands", "4,3,2")
+    assert load_build_settings().bands == "4,3,2"
+
+
+def test_dialog_fits_a_laptop_screen_and_shows_the_model_metrics_as_a_table(town_layer, town_half, qtbot):
+    """The bundled model's card, the device line and one raster: no taller than 700 px; with more
+    rasters the form scrolls and the dialog stays within the screen (the offscreen screen is 600 px)."""
+    from qgis.core import QgsRasterLayer
+    from qgis.PyQt.QtGui import QGuiApplication
+
+    dialog = BuildIndexDialog(QgsProject.instance())
+    qtbot.addWidget(dialog)
+    dialog.show()
+    qtbot.waitUntil(lambda: bool(dialog.model_facts) and "onnxruntime" in dialog.device_label.text(),
+                    timeout=30_000)
+    facts = dict(dialog.model_facts)
+    assert facts["AID150 test mAP"] == "0.904" and facts["P@10"] == "0.931"
+    assert facts["Turned 90° / 45°"] == "0.901 / 0.880" and facts["Input"] == "128 px, 3 bands"
+    assert facts["Embedding"] == "128-d"
+    assert "best_epoch" not in dialog.model_label.text() and "metrics:" not in dialog.model_label.text()
+    assert dialog.natural_height() <= 700
+
+    for i in range(7):
+        QgsProject.instance().addMapLayer(QgsRasterLayer(str(town_half), f"copy {i}", "gdal"))
+    crowded = BuildIndexDialog(QgsProject.instance())
+    qtbot.addWidget(crowded)
+    crowded.show()
+    qtbot.waitUntil(lambda: bool(crowded.model_facts) and "onnxruntime" in crowded.device_label.text(),
+                    timeout=30_000)
+    screen = QGuiApplication.primaryScreen().availableGeometry().height()
+    assert crowded.frameGeometry().height() <= min(screen, 768)
+    assert crowded.natural_height() > crowded.height(), "the form is taller than the dialog here"
+    bar = crowded.scroll.verticalScrollBar()
+    assert bar.maximum() > 0
+    crowded.scroll.ensureWidgetVisible(crowded.index_widget)
+    assert bar.value() > 0, "scrolling reaches the index folder at the bottom of the form"
+    # Nothing is cut at the right: the form fits the viewport's width.
+    assert crowded.form.minimumSizeHint().width() <= crowded.scroll.viewport().width()
+
+
 def test_build_task_runs_to_completion(plugin, town_layer, town_half, tiny_model, tmp_path, qgis_iface, qtbot):
     from rsir_qgis_plugin.core.store import read_index_info
 
@@ -81,8 +207,8 @@ def test_build_task_runs_to_completion(plugin, town_layer, town_half, tiny_model
     assert summary.tiles_indexed + summary.tiles_skipped == (512 // 64) * (1024 // 64)
     assert info.tile_count == summary.tiles_total == summary.tiles_indexed > 64
     assert plugin.build.summary.rasters_indexed == 1
-    successes = qgis_iface.messageBar().get_messages(Qgis.Success)
-    assert any(f"{info.tile_count} tiles" in m for m in successes), successes
+    item = plugin.build.outcome_item
+    assert item.level() == Qgis.Success and item.text().startswith(f"{info.tile_count} tiles indexed in ")
     # The dock now searches the index just built.
     assert Path(plugin.dock.index_dir()) == index_dir
     qtbot.waitUntil(lambda: f"{info.tile_count} tiles" in plugin.dock.index_label.text(), timeout=30_000)
@@ -91,6 +217,8 @@ def test_build_task_runs_to_completion(plugin, town_layer, town_half, tiny_model
     with qtbot.waitSignal(plugin.build.buildEnded, timeout=BUILD_TIMEOUT_MS):
         plugin.build.start(params)
     assert plugin.build.summary.tiles_indexed == 0 and plugin.build.summary.rasters_unchanged == 1
+    assert plugin.build.outcome_item.text() == (f"no new tiles to index; "
+                                                f"the index holds {info.tile_count} tiles")
 
 
 def test_cancel_midway_keeps_the_previous_index(plugin, town_half, town_full, tiny_model, tmp_path, qgis_iface,
@@ -121,8 +249,8 @@ def test_cancel_midway_keeps_the_previous_index(plugin, town_half, town_full, ti
     assert (index_dir / "manifest.json").read_text() == manifest_before
     assert (after.generation, after.tile_count, after.rasters) == (before.generation, before.tile_count,
                                                                    before.rasters)
-    infos = qgis_iface.messageBar().get_messages(Qgis.Info)
-    assert any("cancelled" in m and "previous index" in m for m in infos), infos
+    item = plugin.build.outcome_item
+    assert item.level() == Qgis.Info and "cancelled; the previous index is unchanged" in item.text()
     # Still searchable as before.
     result = search_box(index_dir, town_half, _center_box(town_half), None, SearchParams(k=3))
     assert len(result.hits) == 3
