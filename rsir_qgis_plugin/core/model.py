@@ -182,7 +182,9 @@ def read_model(path: str | Path | None = None) -> ModelInfo:
 @functools.lru_cache(maxsize=8)
 def _read_model_version(path_text: str, size: int, mtime_ns: int) -> ModelInfo:
     path = Path(path_text)
-    import onnxruntime as ort  # imported here so that reading a settings file never needs it
+    from .embedder import _onnxruntime  # imported here so that reading a settings file never needs it
+
+    ort = _onnxruntime()
 
     try:
         options = ort.SessionOptions()

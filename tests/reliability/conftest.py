@@ -45,6 +45,9 @@ def run_cli(*args, env: dict | None = None, user: int | None = None, limits=None
             os.setuid(user)
 
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1", **(env or {})}
+    if user is not None:  # a real user has a home of their own (onnxruntime writes a file there)
+        full_env["HOME"] = tempfile.mkdtemp(prefix="rsir-home-")
+        os.chown(full_env["HOME"], user, user)
     return subprocess.run([sys.executable, "-m", "rsir_qgis_plugin", *map(str, args)], cwd=ROOT, env=full_env,
                           capture_output=True, text=True, timeout=timeout,
                           preexec_fn=before_exec if (limits or user is not None) else None)
