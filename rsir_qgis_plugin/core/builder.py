@@ -132,13 +132,20 @@ def build_index(params: BuildParams, progress: Progress | None = None,
             summary.provider = embedder.describe() + (" with 4-rotation TTA" if params.tta else "")
             counts = JobCounts()
             embed_started = time.perf_counter()
+            if params.dask:
+                from .distributed import embed_on_dask
+
+                finished = embed_on_dask(plan.jobs, model, params, index_dir, counts, progress, is_cancelled)
+            else:
+                finished = embed_jobs(plan.jobs, embedder, params.tta, params.batch_size, index_dir, counts,
+                                      progress, is_cancelled)
             try:
-                for job, shard, error in embed_jobs(plan.jobs, embedder, params.tta, params.batch_size,
-                                                    index_dir, counts, progress, is_cancelled):
+                for job, shard, error in finished:
                     if error is not None:
                         plan.fail(job.source.path, error)
                         continue
-                    shard.save(shard_path(index_dir, job.key))
+                    if not params.dask:  # Dask workers save their shards themselves, on the shared path
+                        shard.save(shard_path(index_dir, job.key))
                     plan.shards[job.key] = shard
                     summary.rasters_indexed += 1
             except OSError as exc:

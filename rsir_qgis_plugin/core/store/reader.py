@@ -6,6 +6,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -72,6 +73,17 @@ class IndexReader:
         scores, ids = self.faiss_index.search(np.ascontiguousarray(query.reshape(1, -1), np.float32), k)
         keep = ids[0] >= 0
         return scores[0][keep], ids[0][keep]
+
+    def vectors(self, ids: list[int]) -> np.ndarray:
+        """The stored (n, D) float32 embeddings of the given tile ids."""
+        return np.stack([self.faiss_index.reconstruct(int(i)) for i in ids]) if len(ids) else np.zeros(
+            (0, self.faiss_index.d), np.float32)
+
+    def iter_tiles(self, batch: int = 65536) -> Iterator[tuple[list[TileEntry], np.ndarray]]:
+        """Every live tile with its embedding, in id order, `batch` tiles at a time."""
+        for start in range(0, self.size, batch):
+            ids = list(range(start, min(self.size, start + batch)))
+            yield self.tiles(ids), self.vectors(ids)
 
     def tiles(self, ids: list[int]) -> list[TileEntry]:
         """Catalog entries of the given tile ids, in the same order."""

@@ -77,4 +77,5 @@ def read_vectors(path: Path, manifest: dict):
                               f"{manifest['tile_count']} {manifest['model']['embedding_dim']}-d; {rebuild}")
     if isinstance(index, faiss.IndexIVF):
         index.nprobe = min(IVF_NPROBE, index.nlist)
+        index.make_direct_map()  # reconstruct(id) for stored embeddings (feedback, export)
     return index
