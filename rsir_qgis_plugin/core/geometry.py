@@ -1,9 +1,12 @@
-"""Coordinates: reprojecting boxes and rings between CRSs, and overlap of pixel windows."""
+"""Coordinates: reprojecting boxes and rings between CRSs, and overlap of windows and ground footprints."""
 from __future__ import annotations
+
+import numpy as np
 
 from .errors import RsirError
 
 Ring = list[tuple[float, float]]
+Quad = np.ndarray  # (4, 2) corners of a tile as longitude/latitude, in ring order
 
 
 def crs_from(value: str):
@@ -14,7 +17,18 @@ def crs_from(value: str):
     try:
         return CRS.from_user_input(value)
     except CRSError as exc:
-        raise RsirError(f"unknown coordinate reference system '{value[:80]}' ({exc})") from exc
+        # rasterio's text ("The WKT could not be parsed. OGR Error code 6") says nothing a user can act
+        # on; PROJ's own reason goes to GDAL's error handler, which the command line adds to this line.
+        raise RsirError(f"unknown coordinate reference system '{value[:80]}'") from exc
+
+
+def crs_name(crs_wkt: str) -> str:
+    """A short name for a CRS: its authority code (EPSG:3395) when it has one, else its name."""
+    if not crs_wkt:
+        return "no CRS"
+    crs = crs_from(crs_wkt)
+    authority = crs.to_authority()
+    return ":".join(authority) if authority else crs.to_string()[:60]
 
 
 def densify(ring: Ring, points_per_edge: int = 8) -> Ring:
@@ -65,3 +79,103 @@ def window_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> fl
 def boxes_intersect(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
     """Whether two (xmin, ymin, xmax, ymax) boxes share area (touching edges do not count)."""
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def ground_quads(crs_wkt: str, transform: tuple[float, ...], windows) -> np.ndarray | None:
+    """The corners (n, 4, 2) of pixel windows as longitude/latitude, or None for a raster without a CRS.
+
+    Tiles of different rasters are compared here. Over a tile, lon/lat is an affine image of the
+    ground to first order, so ratios of areas (IoU, overlap fractions) carry over. Longitudes are
+    unwrapped within a quad so a tile across the antimeridian stays one piece; corners that do not
+    reproject come back NaN.
+    """
+    if not crs_wkt:
+        return None
+    from rasterio.warp import transform as reproject_points
+
+    a, b, c, d, e, f = transform[:6]
+    win = np.asarray(windows, dtype=np.float64).reshape(-1, 4)
+    cols = np.stack([win[:, 0], win[:, 0] + win[:, 2], win[:, 0] + win[:, 2], win[:, 0]], axis=1)
+    rows = np.stack([win[:, 1], win[:, 1], win[:, 1] + win[:, 3], win[:, 1] + win[:, 3]], axis=1)
+    xs, ys = a * cols + b * rows + c, d * cols + e * rows + f
+    src = crs_from(crs_wkt)
+    if src.is_geographic and src.to_epsg() == 4326:
+        lon, lat = xs, ys
+    else:
+        lon, lat = reproject_points(src, crs_from("EPSG:4326"), xs.ravel().tolist(), ys.ravel().tolist())
+        lon = np.asarray(lon, np.float64).reshape(xs.shape)
+        lat = np.asarray(lat, np.float64).reshape(ys.shape)
+    lon = _unwrap(lon, lon[:, :1])
+    quads = np.stack([lon, lat], axis=2)
+    quads[~np.isfinite(quads).all(axis=(1, 2))] = np.nan
+    return quads
+
+
+def ground_overlap(a: Quad, b: Quad) -> tuple[float, float, float]:
+    """Areas of two ground quads' intersection and of each (squared degrees); zeros if either is NaN."""
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return 0.0, 0.0, 0.0
+    b = b.copy()
+    b[:, 0] = _unwrap(b[:, 0], a[0, 0])
+    origin = a[0].copy()  # areas of tiles a few metres wide at longitude 121: subtract first, or lose digits
+    a, b = _counter_clockwise(a - origin), _counter_clockwise(b - origin)
+    area_a, area_b = polygon_area(a), polygon_area(b)
+    if (a[:, 0].max() <= b[:, 0].min() or b[:, 0].max() <= a[:, 0].min()
+            or a[:, 1].max() <= b[:, 1].min() or b[:, 1].max() <= a[:, 1].min()):
+        return 0.0, area_a, area_b
+    return abs(polygon_area(clip_convex(a, b))), area_a, area_b
+
+
+def ground_iou(a: Quad, b: Quad) -> float:
+    """Intersection over union of two ground quads (0 where either has no ground position)."""
+    inter, area_a, area_b = ground_overlap(a, b)
+    union = area_a + area_b - inter
+    return inter / union if union > 0 else 0.0
+
+
+OVERLAP_TOLERANCE = 1e-6  # shared area, as a fraction of the smaller quad, below which edges only touch
+
+
+def ground_overlaps(a: Quad, b: Quad) -> bool:
+    """Whether two ground quads share area (touching edges, up to rounding, do not count)."""
+    inter, area_a, area_b = ground_overlap(a, b)
+    return inter > 0 and inter > OVERLAP_TOLERANCE * min(area_a, area_b)
+
+
+def polygon_area(points: np.ndarray) -> float:
+    """Signed area of a polygon (shoelace formula; positive when counter-clockwise)."""
+    if len(points) < 3:
+        return 0.0
+    x, y = points[:, 0], points[:, 1]
+    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
+
+
+def clip_convex(subject: np.ndarray, clip: np.ndarray) -> np.ndarray:
+    """The part of convex polygon `subject` inside convex polygon `clip`, both counter-clockwise.
+
+    Sutherland-Hodgman: cut the subject by each edge of the clip polygon in turn.
+    """
+    output = [tuple(p) for p in subject]
+    for (x0, y0), (x1, y1) in zip(clip, np.roll(clip, -1, axis=0)):
+        if not output:
+            break
+        # side > 0: left of the edge, that is inside a counter-clockwise polygon
+        sides = [(x1 - x0) * (p[1] - y0) - (y1 - y0) * (p[0] - x0) for p in output]
+        points, output = output, []
+        for i, p in enumerate(points):
+            q, sp, sq = points[(i + 1) % len(points)], sides[i], sides[(i + 1) % len(points)]
+            if sp >= 0:
+                output.append(p)
+            if (sp >= 0) != (sq >= 0):
+                t = sp / (sp - sq)
+                output.append((p[0] + t * (q[0] - p[0]), p[1] + t * (q[1] - p[1])))
+    return np.asarray(output, dtype=np.float64).reshape(-1, 2)
+
+
+def _counter_clockwise(points: np.ndarray) -> np.ndarray:
+    return points if polygon_area(points) >= 0 else points[::-1]
+
+
+def _unwrap(lon: np.ndarray, reference) -> np.ndarray:
+    """Longitudes shifted by whole turns to lie within 180 degrees of `reference`."""
+    return reference + (lon - reference + 180.0) % 360.0 - 180.0

@@ -1,6 +1,7 @@
 """Answering a query: embed a box of a raster (or an image file) and rank the index's tiles."""
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,13 +10,23 @@ from typing import Callable
 import numpy as np
 
 from .embedder import shared_embedder
-from .errors import IndexStoreError, ModelError, RasterError, SearchCancelled
-from .geometry import Ring, boxes_intersect, reproject_bounds, window_iou
+from .errors import IndexStoreError, ModelError, RasterError, RasterMissingError, RsirError, SearchCancelled
+from .geometry import (
+    Quad,
+    Ring,
+    crs_from,
+    crs_name,
+    ground_iou,
+    ground_overlaps,
+    ground_quads,
+    reproject_bounds,
+    window_iou,
+)
 from .model import DEFAULT_MODEL_PATH, ModelInfo, read_model
 from .params import SearchParams
-from .raster import describe, open_dataset
+from .raster import describe, open_dataset, resolve_raster_path
 from .store import IndexReader, TileEntry, check_model, shared_reader
-from .tiling import read_window, window_corners
+from .tiling import read_window, window_bounds, window_corners
 
 OVERSAMPLE = 8  # candidates fetched per wanted hit: overlap exclusion and NMS discard many
 
@@ -41,6 +52,17 @@ class SearchResult:
     query_raster: str | None
     provider: str
     seconds: float
+    all_excluded: bool = False  # no hit because every indexed tile overlaps the query box
+    query_indexed: bool = True  # False: the query raster is not in the index (its bands were chosen afresh)
+
+
+@dataclass(frozen=True)
+class _Query:
+    """Where the query box lies: its raster and pixel window, and its ground quad (None without a CRS)."""
+
+    raster: str
+    window: tuple[int, int, int, int]
+    ground: Quad | None
 
 
 def search_box(index_dir: str | Path, raster_path: str | Path, bbox: tuple[float, float, float, float],
@@ -48,40 +70,88 @@ def search_box(index_dir: str | Path, raster_path: str | Path, bbox: tuple[float
                is_cancelled: Callable[[], bool] | None = None) -> SearchResult:
     """Find the tiles most like the box `bbox` (in `bbox_crs`, default the raster's CRS) of a raster."""
     started = time.perf_counter()
-    reader = shared_reader(index_dir)
+    bbox = _checked_box(bbox)
+    if bbox_crs:
+        crs_from(bbox_crs)  # an unknown CRS is the user's first problem, before any file is read
+    reader = _reader(index_dir)
     model = _model_for(reader, params)
-    bands = _indexed_bands(reader, raster_path)
-    source = describe(raster_path, bands, model.contract.bands)
-    box = reproject_bounds(tuple(bbox), bbox_crs or "", source.crs_wkt)
-    window = _pixel_window(source, box)
+    resolved = _query_raster_path(raster_path)
+    bands = _indexed_bands(reader, resolved)
+    source = describe(resolved, bands, model.contract.bands)
+    window = _pixel_window(source, bbox, bbox_crs)
     with open_dataset(source.path) as dataset:
         tile, valid = read_window(dataset, source, window, model.contract.input_size)
     if valid == 0:
-        raise RasterError(source.path, f"the query box {tuple(round(v, 3) for v in box)} holds only nodata")
+        raise RasterError(source.path, f"the query box {_fmt(bbox)} holds only nodata")
     embedder = shared_embedder(model, params.device)
     query = (embedder.embed_tta if params.tta else embedder.embed)(tile[None])[0]
-    exclude = (source.path, _window_box(source.transform, window)) if params.exclude_query_overlap else None
-    hits = _rank(reader, query, params, exclude, is_cancelled)
+    where = None
+    if params.exclude_query_overlap:
+        ground = ground_quads(source.crs_wkt, source.transform, [window])
+        where = _Query(raster=source.path, window=window, ground=None if ground is None else ground[0])
+    hits, all_excluded = _rank(reader, query, params, where, is_cancelled)
     xs, ys = window_corners(source.transform, window)
     return SearchResult(hits=hits, query_polygon=list(zip(xs, ys)), query_crs_wkt=source.crs_wkt,
                         query_raster=source.path, provider=embedder.describe(),
-                        seconds=time.perf_counter() - started)
+                        seconds=time.perf_counter() - started, all_excluded=all_excluded,
+                        query_indexed=any(entry.path == source.path for entry in reader.rasters.values()))
 
 
 def search_image(index_dir: str | Path, image_path: str | Path, params: SearchParams,
                  is_cancelled: Callable[[], bool] | None = None) -> SearchResult:
     """Find the tiles most like a whole image file (any format GDAL reads: JPEG, PNG, GeoTIFF)."""
     started = time.perf_counter()
-    reader = shared_reader(index_dir)
+    reader = _reader(index_dir)
     model = _model_for(reader, params)
-    source = describe(image_path, None, model.contract.bands)
+    source = describe(_query_raster_path(image_path), None, model.contract.bands)
     with open_dataset(source.path) as dataset:
         tile, _ = read_window(dataset, source, (0, 0, source.width, source.height), model.contract.input_size)
     embedder = shared_embedder(model, params.device)
     query = (embedder.embed_tta if params.tta else embedder.embed)(tile[None])[0]
-    hits = _rank(reader, query, params, None, is_cancelled)
+    hits, _ = _rank(reader, query, params, None, is_cancelled)
     return SearchResult(hits=hits, query_polygon=None, query_crs_wkt="", query_raster=None,
                         provider=embedder.describe(), seconds=time.perf_counter() - started)
+
+
+def _reader(index_dir: str | Path) -> IndexReader:
+    """The index's shared reader; a missing folder or a file in its place is named as such."""
+    path = Path(index_dir).expanduser()
+    if not path.exists():
+        raise IndexStoreError(f"{index_dir}: no such index directory; build an index there first")
+    if not path.is_dir():
+        raise IndexStoreError(f"{index_dir}: is a file, not an rsir index directory")
+    return shared_reader(path)
+
+
+def _query_raster_path(path: str | Path) -> str:
+    """The query raster's resolved path; a missing file is 'not found' (not 'gone from disk')."""
+    try:
+        return resolve_raster_path(path)
+    except RasterMissingError as exc:
+        raise RasterError(exc.path, "not found (no such file)") from exc
+
+
+def _checked_box(bbox) -> tuple[float, float, float, float]:
+    """The box as four finite numbers with XMIN < XMAX and YMIN < YMAX; an error saying what is wrong."""
+    try:
+        box = tuple(float(v) for v in bbox)
+    except (TypeError, ValueError):
+        raise RsirError(f"the query box must be four numbers XMIN YMIN XMAX YMAX, got {bbox!r}") from None
+    if len(box) != 4:
+        raise RsirError(f"the query box must be four numbers XMIN YMIN XMAX YMAX, got {len(box)}")
+    if not all(math.isfinite(v) for v in box):
+        raise RsirError(f"the query box {box} holds a value that is not a finite number")
+    if box[0] == box[2] or box[1] == box[3]:
+        equal = "XMIN equals XMAX" if box[0] == box[2] else "YMIN equals YMAX"
+        raise RsirError(f"the query box {_fmt(box)} has zero area ({equal}); a query needs an area")
+    if box[0] > box[2] or box[1] > box[3]:
+        raise RsirError(f"the query box {_fmt(box)} is inverted: give XMIN YMIN XMAX YMAX "
+                        "with XMIN < XMAX and YMIN < YMAX")
+    return box
+
+
+def _fmt(box) -> str:
+    return "(" + ", ".join(f"{v:.8g}" if abs(v) < 1e5 else f"{v:.1f}" for v in box) + ")"
 
 
 def _model_for(reader: IndexReader, params: SearchParams) -> ModelInfo:
@@ -100,19 +170,26 @@ def _model_for(reader: IndexReader, params: SearchParams) -> ModelInfo:
     return model
 
 
-def _indexed_bands(reader: IndexReader, raster_path) -> tuple[int, ...] | None:
+def _indexed_bands(reader: IndexReader, resolved: str) -> tuple[int, ...] | None:
     """Query a raster with the bands it was indexed with, so query and tiles are fed alike."""
-    resolved = str(Path(raster_path).expanduser().resolve())
     for entry in reader.rasters.values():
         if entry.path == resolved and entry.tiling.get("bands"):
             return tuple(entry.tiling["bands"])
     return None
 
 
-def _pixel_window(source, box) -> tuple[int, int, int, int]:
-    """The box's pixel window, clipped to the raster; an error when the box misses the raster."""
+def _pixel_window(source, bbox, bbox_crs: str | None) -> tuple[int, int, int, int]:
+    """The box's pixel window, clipped to the raster; an error that says why when there is none."""
     from affine import Affine
 
+    given = f"the query box {_fmt(bbox)}" + (f" in {crs_name(bbox_crs)}" if bbox_crs else "")
+    box = reproject_bounds(bbox, bbox_crs or "", source.crs_wkt)
+    if not all(math.isfinite(v) for v in box):
+        hint = ""
+        if bbox_crs and crs_from(bbox_crs).is_geographic and not _looks_geographic(bbox):
+            hint = f" (in {crs_name(bbox_crs)} it would be longitude/latitude in degrees)"
+        raise RasterError(source.path, f"{given} has no position in the raster's CRS "
+                                       f"({crs_name(source.crs_wkt)}); is the box's CRS right?{hint}")
     inverse = ~Affine(*source.transform)
     corners = [inverse * (x, y) for x in (box[0], box[2]) for y in (box[1], box[3])]
     cols, rows = [c[0] for c in corners], [c[1] for c in corners]
@@ -121,37 +198,52 @@ def _pixel_window(source, box) -> tuple[int, int, int, int]:
     col0, col1 = max(0, int(np.floor(min(cols) + snap))), min(source.width, int(np.ceil(max(cols) - snap)))
     row0, row1 = max(0, int(np.floor(min(rows) + snap))), min(source.height, int(np.ceil(max(rows) - snap)))
     if col1 - col0 < 1 or row1 - row0 < 1:
-        raise RasterError(source.path, f"the query box {tuple(round(v, 3) for v in box)} (in the raster's CRS) "
-                                       "does not overlap the raster")
+        extent = _fmt(window_bounds(source.transform, (0, 0, source.width, source.height)))
+        where = f" (= {_fmt(box)} in the raster's CRS)" if box != bbox else ""
+        hint = ""
+        if not bbox_crs and _looks_geographic(bbox) and _is_projected(source.crs_wkt):
+            hint = "; the box looks like longitude/latitude: give its CRS, --crs EPSG:4326"
+        raise RasterError(source.path, f"{given}{where} does not overlap the raster, which covers {extent} "
+                                       f"in {crs_name(source.crs_wkt)}{hint}")
     return col0, row0, col1 - col0, row1 - row0
 
 
-def _window_box(transform, window) -> tuple[float, float, float, float]:
-    xs, ys = window_corners(transform, window)
-    return min(xs), min(ys), max(xs), max(ys)
+def _looks_geographic(box) -> bool:
+    return -180.0 <= box[0] and box[2] <= 360.0 and -90.0 <= box[1] and box[3] <= 90.0
 
 
-def _rank(reader: IndexReader, query: np.ndarray, params: SearchParams,
-          exclude: tuple[str, tuple] | None, is_cancelled: Callable[[], bool] | None) -> list[Hit]:
+def _is_projected(crs_wkt: str) -> bool:
+    return bool(crs_wkt) and crs_from(crs_wkt).is_projected
+
+
+def _rank(reader: IndexReader, query: np.ndarray, params: SearchParams, where: _Query | None,
+          is_cancelled: Callable[[], bool] | None) -> tuple[list[Hit], bool]:
     """Top-k tiles after dropping the query's own area, thinning overlaps (NMS) and low scores.
 
-    Candidates are fetched in growing rounds until k survive or the index is exhausted.
+    Both work on the ground, across rasters: two rasters of the same place (another date, another
+    CRS or resolution) must neither return the query area nor fill the list with one place twice.
+    Candidates are fetched in growing rounds until k survive or the index is exhausted. Also says
+    whether no hit is left because every indexed tile overlaps the query box.
     """
     if reader.size == 0:
         raise IndexStoreError(f"{reader.index_dir}: the index holds no tiles")
+    footprints = _Footprints()
     fetch = min(reader.size, params.k * OVERSAMPLE + 64)
     while True:
         if is_cancelled and is_cancelled():
             raise SearchCancelled("search cancelled")
         scores, ids = reader.search(query, fetch)
+        tiles = reader.tiles(ids.tolist())
+        footprints.add(tiles)
         kept: list[tuple[float, TileEntry]] = []
-        for score, tile in zip(scores.tolist(), reader.tiles(ids.tolist())):
+        excluded = 0
+        for score, tile in zip(scores.tolist(), tiles):
             if params.min_score is not None and score < params.min_score:
                 break  # scores come sorted: nothing later passes either
-            if exclude and tile.raster.path == exclude[0] and boxes_intersect(tile.bounds, exclude[1]):
+            if where is not None and footprints.overlaps_query(tile, where):
+                excluded += 1
                 continue
-            if any(other.raster.id == tile.raster.id and window_iou(other.window, tile.window) > params.nms_iou
-                   for _, other in kept):
+            if any(footprints.iou(other, tile) > params.nms_iou for _, other in kept):
                 continue
             kept.append((score, tile))
             if len(kept) == params.k:
@@ -161,7 +253,40 @@ def _rank(reader: IndexReader, query: np.ndarray, params: SearchParams,
         if len(kept) == params.k or exhausted:
             break
         fetch = min(reader.size, fetch * 4)
-    return [_hit(rank, score, tile) for rank, (score, tile) in enumerate(kept, start=1)]
+    all_excluded = not kept and len(scores) > 0 and excluded == len(scores)
+    return [_hit(rank, score, tile) for rank, (score, tile) in enumerate(kept, start=1)], all_excluded
+
+
+class _Footprints:
+    """Ground quads of candidate tiles, computed once per tile, one reprojection call per raster."""
+
+    def __init__(self):
+        self._quads: dict[int, Quad | None] = {}
+
+    def add(self, tiles: list[TileEntry]) -> None:
+        by_raster: dict[int, list[TileEntry]] = {}
+        for tile in tiles:
+            if tile.id not in self._quads:
+                by_raster.setdefault(tile.raster.id, []).append(tile)
+        for group in by_raster.values():
+            raster = group[0].raster
+            quads = ground_quads(raster.crs_wkt, raster.transform, [t.window for t in group])
+            for i, tile in enumerate(group):
+                self._quads[tile.id] = None if quads is None else quads[i]
+
+    def overlaps_query(self, tile: TileEntry, where: _Query) -> bool:
+        """Whether a tile shares area with the query box: in pixels on its raster, else on the ground."""
+        if tile.raster.path == where.raster:
+            return window_iou(tile.window, where.window) > 0
+        quad = self._quads[tile.id]
+        return quad is not None and where.ground is not None and ground_overlaps(quad, where.ground)
+
+    def iou(self, a: TileEntry, b: TileEntry) -> float:
+        """Overlap of two tiles: by pixels on one raster, else on the ground (0 where either has no CRS)."""
+        if a.raster.id == b.raster.id:
+            return window_iou(a.window, b.window)
+        qa, qb = self._quads[a.id], self._quads[b.id]
+        return 0.0 if qa is None or qb is None else ground_iou(qa, qb)
 
 
 def _hit(rank: int, score: float, tile: TileEntry) -> Hit:

@@ -8,7 +8,7 @@ import rasterio
 from rasterio.warp import transform_bounds
 
 from rsir_qgis_plugin.core.builder import build_index
-from rsir_qgis_plugin.core.errors import ModelMismatchError, RasterError
+from rsir_qgis_plugin.core.errors import IndexStoreError, ModelMismatchError, RasterError, RsirError
 from rsir_qgis_plugin.core.geometry import boxes_intersect, window_iou
 from rsir_qgis_plugin.core.hits_io import hits_to_geojson, write_hits
 from rsir_qgis_plugin.core.params import BuildParams, SearchParams, TilingParams
@@ -73,6 +73,57 @@ def test_box_outside_the_raster_is_a_clear_error(index, town_crop):
         search_box(index, town_crop, (0, 0, 10, 10), None, SearchParams())
 
 
+@pytest.mark.parametrize("box, message", [
+    ((13467650.0, 1631930.0, 13467650.0, 1631940.0), r"has zero area \(XMIN equals XMAX\)"),
+    ((13467650.0, 1631940.0, 13467660.0, 1631940.0), r"has zero area \(YMIN equals YMAX\)"),
+    ((13467660.0, 1631930.0, 13467650.0, 1631940.0), "is inverted"),
+    ((float("nan"), 1631930.0, 13467660.0, 1631940.0), "not a finite number"),
+    ((13467650.0, 1631930.0, float("inf"), 1631940.0), "not a finite number"),
+])
+def test_a_box_with_no_area_or_no_numbers_is_refused(index, town_crop, box, message):
+    with pytest.raises(RsirError, match=message):
+        search_box(index, town_crop, box, None, SearchParams())
+
+
+def test_a_box_in_the_wrong_crs_names_the_raster_the_box_and_its_crs(index, town_crop):
+    box = query_box(town_crop, 96, 96, 96)  # metres, said to be degrees: latitude 1.6 million
+    with pytest.raises(RasterError) as caught:
+        search_box(index, town_crop, box, "EPSG:4326", SearchParams())
+    assert caught.value.path == str(town_crop.resolve())
+    assert "in EPSG:4326 has no position in the raster's CRS (EPSG:3395)" in caught.value.problem
+    assert f"{box[0]:.1f}" in caught.value.problem
+
+
+def test_a_box_in_degrees_without_its_crs_suggests_it(index, town_crop):
+    box = query_box(town_crop, 96, 96, 96)
+    with rasterio.open(town_crop) as src:
+        box_4326 = transform_bounds(src.crs, "EPSG:4326", *box)
+    hint = r"in EPSG:3395; the box looks like longitude/latitude: give its CRS, --crs EPSG:4326"
+    with pytest.raises(RasterError, match=r"does not overlap the raster, which covers .* " + hint):
+        search_box(index, town_crop, box_4326, None, SearchParams())
+
+
+def test_missing_index_a_file_for_an_index_and_a_missing_raster(index, town_crop, tmp_path):
+    box = query_box(town_crop, 96, 96, 96)
+    with pytest.raises(IndexStoreError, match="nowhere: no such index directory"):
+        search_box(tmp_path / "nowhere", town_crop, box, None, SearchParams())
+    (tmp_path / "a_file").write_text("not an index")
+    with pytest.raises(IndexStoreError, match="a_file: is a file, not an rsir index directory"):
+        search_box(tmp_path / "a_file", town_crop, box, None, SearchParams())
+    with pytest.raises(RasterError, match=r"gone\.tif: not found \(no such file\)"):
+        search_box(index, tmp_path / "gone.tif", box, None, SearchParams())
+
+
+def test_every_tile_overlapping_the_query_is_reported(index, town_crop):
+    whole = query_box(town_crop, 0, 0, 384)
+    excluded = search_box(index, town_crop, whole, None, SearchParams(k=5))
+    assert excluded.hits == [] and excluded.all_excluded
+    kept = search_box(index, town_crop, whole, None, SearchParams(k=5, exclude_query_overlap=False))
+    assert len(kept.hits) == 5 and not kept.all_excluded
+    part = search_box(index, town_crop, query_box(town_crop, 96, 96, 96), None, SearchParams(k=5))
+    assert part.hits and not part.all_excluded
+
+
 def test_search_with_another_model_is_refused(index, town_crop, other_model):
     with pytest.raises(ModelMismatchError):
         search_box(index, town_crop, query_box(town_crop, 0, 0, 96), None, SearchParams(model_path=other_model))
@@ -132,6 +183,8 @@ def test_a_rebuilt_index_is_searched_afresh(index, town_crop, tiny_model, tmp_pa
     twin = Path(shutil.copy(town_crop, tmp_path / "twin.tif"))
     build_index(BuildParams(index_dir=index, rasters=(twin,), model_path=tiny_model,
                             tiling=TilingParams(tile_px=96, stride_px=48)))
-    after = search_box(index, town_crop, box, None, SearchParams(k=3))
-    # The twin's copy of the query tile is the best match, and the query's own area stays excluded.
-    assert after.hits[0].raster == str(twin.resolve()) and after.hits[0].window == (96, 96, 96, 96)
+    after = search_box(index, town_crop, box, None,
+                       SearchParams(k=2, nms_iou=1.0, exclude_query_overlap=False))
+    # The rebuilt index holds the twin: its copy of the query tile ties with the original for first place.
+    assert {(h.raster, h.window) for h in after.hits} == {(str(twin.resolve()), (96, 96, 96, 96)),
+                                                          (str(town_crop.resolve()), (96, 96, 96, 96))}
