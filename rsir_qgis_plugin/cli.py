@@ -3,16 +3,23 @@
     python -m rsir_qgis_plugin index build INDEX_DIR RASTER... [options]
     python -m rsir_qgis_plugin index info INDEX_DIR
     python -m rsir_qgis_plugin search INDEX_DIR (--raster R --bbox XMIN YMIN XMAX YMAX [--crs C] | --image F)
+
+Exit status: 0 success; 1 error (nothing changed; a build in which every raster failed included);
+2 bad command line; 3 the build was committed but some rasters failed; 130 interrupted.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import sys
 from pathlib import Path
 
 from .core.errors import RsirError
 from .core.params import DEVICES, BuildParams, SearchParams, TilingParams
+
+EXIT_OK, EXIT_ERROR, EXIT_PARTIAL, EXIT_INTERRUPTED = 0, 1, 3, 130
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -70,19 +77,85 @@ def _bands(text: str) -> tuple[int, ...]:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
+    with _gdal_messages() as gdal:
+        try:
+            if args.command == "index" and args.index_command == "build":
+                return build(args)
+            if args.command == "index":
+                return info(args)
+            return search(args)
+        except (RsirError, ValueError) as exc:
+            print(f"rsir: error: {_with_gdal_reason(exc, gdal)}", file=sys.stderr)
+            return EXIT_ERROR
+        except KeyboardInterrupt:
+            if args.command == "index" and args.index_command == "build":
+                print("rsir: interrupted; the previous index is unchanged, run the build again to resume",
+                      file=sys.stderr)
+            else:
+                print("rsir: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+
+
+class _GdalMessages(logging.Handler):
+    """GDAL's error and warning messages, kept instead of printed ("ERROR 1: ..." on stderr).
+
+    GDAL reports to one handler per process (osgeo's, shared with rasterio where both use one GDAL)
+    or per rasterio environment (rasterio logs them); both end here.
+    """
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.failures: list[str] = []
+
+    def gdal_handler(self, err_class: int, err_no: int, message: str) -> None:
+        if err_class >= 3:  # CE_Failure, CE_Fatal
+            self.failures.append(str(message).strip())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # rasterio logs "GDAL signalled an error: err_no=%r, msg=%r" with those two as arguments.
+        if record.getMessage().startswith("GDAL signalled an error") and len(record.args or ()) == 2:
+            self.failures.append(str(record.args[1]).strip())
+
+
+@contextlib.contextmanager
+def _gdal_messages():
+    messages = _GdalMessages()
+    rasterio_log = logging.getLogger("rasterio._env")
+    saved = rasterio_log.propagate, rasterio_log.level
+    rasterio_log.addHandler(messages)
+    rasterio_log.propagate = False
+    rasterio_log.setLevel(logging.INFO)  # rasterio logs GDAL failures at INFO
+    gdal = None
     try:
-        if args.command == "index" and args.index_command == "build":
-            return build(args)
-        if args.command == "index":
-            return info(args)
-        return search(args)
-    except (RsirError, ValueError) as exc:
-        print(f"rsir: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("rsir: interrupted; the previous index is unchanged, run the build again to resume",
-              file=sys.stderr)
-        return 130
+        from osgeo import gdal
+
+        gdal.SetErrorHandler(messages.gdal_handler)  # process-wide: build reads rasters in a worker thread
+    except ImportError:  # rasterio without GDAL's own Python bindings: its logging covers it
+        gdal = None
+    try:
+        yield messages
+    finally:
+        if gdal is not None:
+            gdal.SetErrorHandler("CPLDefaultErrorHandler")
+        rasterio_log.removeHandler(messages)
+        rasterio_log.propagate, rasterio_log.level = saved
+
+
+def _with_gdal_reason(exc: Exception, gdal: _GdalMessages) -> str:
+    """rsir's message, plus GDAL's last failure message where a GDAL/PROJ failure caused the error and
+    GDAL's words are not in the message already (rasterio often replaces PROJ's reason by its own)."""
+    text = str(exc)
+    caused_by_library = exc.__cause__ is not None or exc.__context__ is not None
+    if not gdal.failures or not caused_by_library:
+        return text
+    reason = (gdal.failures[-1].splitlines() or [""])[0].strip()
+    if not reason or _words(reason) in _words(text):
+        return text
+    return f"{text} (GDAL: {reason})"
+
+
+def _words(text: str) -> str:
+    return "".join(ch for ch in text.lower() if ch.isalnum())
 
 
 def build(args) -> int:
@@ -103,7 +176,12 @@ def build(args) -> int:
 
         summary = build_index(params, progress)
     print(summary.describe())
-    return 2 if summary.failed and not summary.tiles_total else 0
+    if summary.failed:
+        print(f"rsir: warning: {len(summary.failed)} raster(s) failed (listed above); the index was updated "
+              f"with the others, and failed rasters indexed before keep their tiles (exit status {EXIT_PARTIAL})",
+              file=sys.stderr)
+        return EXIT_PARTIAL
+    return EXIT_OK
 
 
 def info(args) -> int:
@@ -114,19 +192,30 @@ def info(args) -> int:
 
 
 def search(args) -> int:
+    from .core.geometry import crs_from
     from .core.hits_io import hits_to_geojson, write_hits
     from .core.search import search_box, search_image
 
     params = SearchParams(k=args.k, tta=args.tta, exclude_query_overlap=not args.keep_overlap,
                           min_score=args.min_score, device=args.device, model_path=args.model)
+    if args.out_crs:
+        crs_from(args.out_crs)  # refused before the index and the model are loaded
     if args.image is not None:
         if args.raster or args.bbox:
             raise RsirError("give either --image or --raster with --bbox, not both")
         result = search_image(args.index_dir, args.image, params)
     elif args.raster is not None and args.bbox is not None:
+        if args.crs:
+            _require_crs(args.raster, args.crs)
         result = search_box(args.index_dir, args.raster, tuple(args.bbox), args.crs, params)
     else:
         raise RsirError("a query needs --raster and --bbox, or --image")
+    if not result.query_indexed:
+        print(f"rsir: note: {result.query_raster} is not in the index; its box was embedded with the bands "
+              "chosen by colour interpretation (R, G, B, else 1-3)", file=sys.stderr)
+    if result.all_excluded:
+        print("rsir: warning: every indexed tile overlaps the query box, so none is left once the query "
+              "area is excluded; use --keep-overlap to see them, or index more rasters", file=sys.stderr)
     if args.out:
         path = write_hits(result, args.out, args.out_crs)
         print(f"{len(result.hits)} hits written to {path} ({result.seconds:.2f} s on {result.provider})",
@@ -134,4 +223,18 @@ def search(args) -> int:
     else:
         json.dump(hits_to_geojson(result, args.out_crs), sys.stdout)
         sys.stdout.write("\n")
-    return 0
+    return EXIT_OK
+
+
+def _require_crs(raster: Path, crs: str) -> None:
+    """--crs on a raster without a CRS cannot place the box: say so rather than ignore it."""
+    from .core.raster import open_dataset
+
+    try:
+        with open_dataset(raster) as dataset:
+            has_crs = dataset.crs is not None
+    except RsirError:
+        return  # the search names what is wrong with the file
+    if not has_crs:
+        raise RsirError(f"{raster}: has no CRS, so a box in {crs} cannot be placed on it; give --bbox in "
+                        "the raster's own coordinates and leave out --crs")

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import rasterio
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,3 +47,138 @@ def test_errors_exit_non_zero_with_one_clear_line(tmp_path, tiny_model):
         f"rsir: error: {tmp_path / 'nowhere'}: no rsir index here (no manifest.json); build one first"]
     bad_model = rsir("index", "build", tmp_path / "idx", "--model", tmp_path / "missing.onnx", check=False)
     assert bad_model.returncode == 1 and "missing.onnx: model file not found" in bad_model.stderr
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory, tiny_model):
+    """A crop of the town raster (EPSG:3395), indexed once for the module's searches."""
+    from rasterio.windows import Window, transform
+
+    from tests.conftest import town_pixels, write_raster
+
+    folder = tmp_path_factory.mktemp("cli")
+    pixels, profile = town_pixels()
+    crop = write_raster(folder / "crop.tif", pixels[:, 256:448, 512:704].copy(), crs=profile["crs"],
+                        transform=transform(Window(512, 256, 192, 192), profile["transform"]))
+    rsir("index", "build", folder / "idx", crop, "--model", tiny_model, "--tile-size", "96", "--stride", "48")
+    with rasterio.open(crop) as src:
+        left, top = src.transform * (48, 48)
+        right, bottom = src.transform * (144, 144)
+        bounds = tuple(src.bounds)
+    return folder, folder / "idx", crop, (left, bottom, right, top), bounds
+
+
+def one_error_line(done) -> str:
+    """The single stderr line of a failed command (no GDAL/PROJ 'ERROR 1:' lines, no traceback)."""
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rsir: error: "), done.stderr
+    return lines[0]
+
+
+def test_box_in_the_wrong_crs_is_one_line_naming_raster_box_and_crs(indexed):
+    _, index, crop, box, _ = indexed
+    done = rsir("search", index, "--raster", crop, "--bbox", *box, "--crs", "EPSG:4326", check=False)
+    line = one_error_line(done)
+    assert "NaN" not in line and str(crop) in line and f"{box[0]:.1f}" in line
+    assert "in EPSG:4326 has no position in the raster's CRS (EPSG:3395)" in line
+
+
+def test_box_in_degrees_without_crs_suggests_it(indexed):
+    _, index, crop, box, _ = indexed
+    from rasterio.warp import transform_bounds
+
+    degrees = transform_bounds("EPSG:3395", "EPSG:4326", *box)
+    line = one_error_line(rsir("search", index, "--raster", crop, "--bbox", *degrees, check=False))
+    assert line.endswith("the box looks like longitude/latitude: give its CRS, --crs EPSG:4326")
+    assert rsir("search", index, "--raster", crop, "--bbox", *degrees, "--crs", "EPSG:4326").returncode == 0
+
+
+def test_gdal_and_proj_messages_do_not_leak_but_end_up_in_the_line(indexed):
+    _, index, crop, box, _ = indexed
+    line = one_error_line(rsir("search", index, "--raster", crop, "--bbox", *box, "--crs", "EPSG:99999",
+                               check=False))
+    # PROJ's reason was an "ERROR 1: PROJ: ..." line of its own; it now closes rsir's line.
+    assert line == ("rsir: error: unknown coordinate reference system 'EPSG:99999' "
+                    "(GDAL: PROJ: proj_create_from_database: crs not found)")
+    line = one_error_line(rsir("search", index, "--raster", crop, "--bbox", *box, "--out-crs", "EPSG:99999",
+                               check=False))
+    assert "'EPSG:99999'" in line
+
+
+@pytest.mark.parametrize("bbox, message", [
+    (("1", "2", "1", "3"), "has zero area (XMIN equals XMAX); a query needs an area"),
+    (("nan", "2", "3", "4"), "holds a value that is not a finite number"),
+    (("1", "2", "inf", "4"), "holds a value that is not a finite number"),
+    (("3", "2", "1", "4"), "is inverted"),
+])
+def test_a_box_without_area_or_numbers_is_one_line(indexed, bbox, message):
+    _, index, crop, _, _ = indexed
+    assert message in one_error_line(rsir("search", index, "--raster", crop, "--bbox", *bbox, check=False))
+
+
+def test_search_with_a_missing_index_a_file_as_index_or_a_missing_raster(indexed, tmp_path):
+    _, index, crop, box, _ = indexed
+    missing = one_error_line(rsir("search", tmp_path / "nowhere", "--raster", crop, "--bbox", *box,
+                                  check=False))
+    assert missing == (f"rsir: error: {tmp_path / 'nowhere'}: no such index directory; "
+                       "build an index there first")
+    (tmp_path / "file").write_text("x")
+    a_file = one_error_line(rsir("search", tmp_path / "file", "--raster", crop, "--bbox", *box, check=False))
+    assert a_file == f"rsir: error: {tmp_path / 'file'}: is a file, not an rsir index directory"
+    gone = one_error_line(rsir("search", index, "--raster", tmp_path / "gone.tif", "--bbox", *box,
+                               check=False))
+    assert gone == f"rsir: error: {tmp_path / 'gone.tif'}: not found (no such file)"
+
+
+def test_crs_given_for_a_raster_without_one_is_refused(indexed, tmp_path):
+    _, index, crop, box, _ = indexed
+    from tests.conftest import write_raster
+
+    with rasterio.open(crop) as src:
+        plain = write_raster(tmp_path / "plain.tif", src.read(), crs=None, transform=src.transform)
+    line = one_error_line(rsir("search", index, "--raster", plain, "--bbox", *box, "--crs", "EPSG:3395",
+                               check=False))
+    assert line == (f"rsir: error: {plain}: has no CRS, so a box in EPSG:3395 cannot be placed on it; "
+                    "give --bbox in the raster's own coordinates and leave out --crs")
+    assert rsir("search", index, "--raster", plain, "--bbox", *box).returncode == 0
+
+
+def test_a_box_whose_every_tile_overlaps_the_query_says_so(indexed):
+    _, index, crop, _, bounds = indexed
+    done = rsir("search", index, "--raster", crop, "--bbox", *bounds)
+    assert json.loads(done.stdout)["features"] == []
+    assert done.stderr.strip().splitlines() == [(
+        "rsir: warning: every indexed tile overlaps the query box, so none is left once the query area is "
+        "excluded; use --keep-overlap to see them, or index more rasters")]
+    kept = rsir("search", index, "--raster", crop, "--bbox", *bounds, "--keep-overlap", "-k", "3")
+    assert len(json.loads(kept.stdout)["features"]) == 3 and kept.stderr == ""
+
+
+def test_build_exit_status_tells_partial_and_total_failure(indexed, tiny_model, tmp_path):
+    _, _, crop, _, _ = indexed
+    bad = tmp_path / "bad.tif"
+    bad.write_text("not a raster")
+    index = tmp_path / "idx"
+    partial = rsir("index", "build", index, crop, bad, "--model", tiny_model, "--tile-size", "96",
+                   check=False)
+    assert partial.returncode == 3, partial.stderr
+    assert f"{bad}: not a readable raster" in partial.stdout
+    warning = partial.stderr.strip().splitlines()[-1]
+    assert warning.startswith("rsir: warning: 1 raster(s) failed (listed above)")
+    assert "(exit status 3)" in warning
+    failed = rsir("index", "build", tmp_path / "idx2", bad, "--model", tiny_model, "--tile-size", "96",
+                  check=False)
+    assert failed.returncode == 1 and "rsir: error: " in failed.stderr and str(bad) in failed.stderr
+
+
+def test_a_query_raster_not_in_the_index_is_searched_with_a_note(indexed, tmp_path):
+    import shutil
+
+    _, index, crop, box, _ = indexed
+    copy = Path(shutil.copy(crop, tmp_path / "not_indexed.tif"))
+    done = rsir("search", index, "--raster", copy, "--bbox", *box, "-k", "2", "--keep-overlap")
+    assert len(json.loads(done.stdout)["features"]) == 2
+    assert done.stderr.strip().splitlines() == [
+        f"rsir: note: {copy} is not in the index; its box was embedded with the bands chosen by colour "
+        "interpretation (R, G, B, else 1-3)"]
