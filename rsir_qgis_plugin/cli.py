@@ -47,9 +47,16 @@ def get_args_parser() -> argparse.ArgumentParser:
                       help="approximate (IVF) search (default: above 250,000 tiles)")
     kind.add_argument("--exact", dest="approximate", action="store_false", help="exact search at any size")
     build.add_argument("--tta", action="store_true", help="embed tiles as the mean of 4 rotations (4x slower)")
+    build.add_argument("--force", action="store_true",
+                       help="start afresh in a folder whose manifest is lost or damaged (shards are reused)")
 
     info = index.add_parser("info", help="describe an index")
     info.add_argument("index_dir", type=Path)
+
+    repair = index.add_parser("repair", help="rebuild a damaged index's catalog and vectors from its shards")
+    repair.add_argument("index_dir", type=Path)
+    repair.add_argument("--model", type=Path,
+                        help="the model the index was built with (default: the bundled model)")
 
     search = commands.add_parser("search", help="find tiles like a box of a raster or an image")
     search.add_argument("index_dir", type=Path)
@@ -81,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if args.command == "index" and args.index_command == "build":
                 return build(args)
+            if args.command == "index" and args.index_command == "repair":
+                return repair(args)
             if args.command == "index":
                 return info(args)
             return search(args)
@@ -167,7 +176,7 @@ def build(args) -> int:
                           stride_m=args.stride_metres, bands=args.bands)
     params = BuildParams(index_dir=args.index_dir, rasters=tuple(args.rasters), model_path=args.model,
                          tiling=tiling, device=args.device, batch_size=args.batch_size,
-                         approximate=args.approximate, tta=args.tta)
+                         approximate=args.approximate, tta=args.tta, force=args.force)
     with tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}",
               file=sys.stderr, disable=None) as bar:
         def progress(percent: float, message: str) -> None:
@@ -181,6 +190,13 @@ def build(args) -> int:
               f"with the others, and failed rasters indexed before keep their tiles (exit status {EXIT_PARTIAL})",
               file=sys.stderr)
         return EXIT_PARTIAL
+    return EXIT_OK
+
+
+def repair(args) -> int:
+    from .core.store import repair_index
+
+    print(repair_index(args.index_dir, args.model).describe())
     return EXIT_OK
 
 
