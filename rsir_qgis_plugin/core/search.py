@@ -5,7 +5,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
@@ -24,17 +24,23 @@ from .geometry import (
 )
 from .model import DEFAULT_MODEL_PATH, ModelInfo, read_model
 from .params import SearchParams
-from .raster import describe, open_dataset, resolve_raster_path
+from .raster import RasterSource, describe, open_dataset, resolve_raster_path
 from .store import IndexReader, TileEntry, check_model, shared_reader
 from .tiling import read_window, window_bounds, window_corners
 
+if TYPE_CHECKING:
+    from .feedback import Feedback
+
 OVERSAMPLE = 8  # candidates fetched per wanted hit: overlap exclusion and NMS discard many
+
+# A source of ranked candidates: given n, the best n (or fewer) tiles as (scores, ids), best first.
+Candidates = Callable[[int], tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass(frozen=True)
 class Hit:
     rank: int  # 1-based
-    score: float  # cosine similarity to the query
+    score: float  # cosine similarity to the query (or a feedback classifier's probability: see SearchResult)
     raster: str
     window: tuple[int, int, int, int]  # col, row, width, height in the raster's pixels
     crs_wkt: str  # the raster's CRS
@@ -42,6 +48,7 @@ class Hit:
     bounds_4326: tuple[float, float, float, float]
     bands: tuple[int, ...]  # how the raster was fed to the model, so a thumbnail shows what was embedded
     stretch: tuple[tuple[float, float], ...] | None
+    tile_id: int = -1  # the tile's id in the index (FAISS and catalog); -1 only for a Hit made by hand
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,8 @@ class SearchResult:
     seconds: float
     all_excluded: bool = False  # no hit because every indexed tile overlaps the query box
     query_indexed: bool = True  # False: the query raster is not in the index (its bands were chosen afresh)
+    scoring: str = "cosine"  # what Hit.score is: "cosine" similarity, or "probability" (feedback classifier)
+    feedback: "Feedback | None" = None  # the labelled examples of a feedback search (core/feedback.py)
 
 
 @dataclass(frozen=True)
@@ -75,21 +84,12 @@ def search_box(index_dir: str | Path, raster_path: str | Path, bbox: tuple[float
         crs_from(bbox_crs)  # an unknown CRS is the user's first problem, before any file is read
     reader = _reader(index_dir)
     model = _model_for(reader, params)
-    resolved = _query_raster_path(raster_path)
-    bands = _indexed_bands(reader, resolved)
-    source = describe(resolved, bands, model.contract.bands)
-    window = _pixel_window(source, bbox, bbox_crs)
-    with open_dataset(source.path) as dataset:
-        tile, valid = read_window(dataset, source, window, model.contract.input_size)
-    if valid == 0:
-        raise RasterError(source.path, f"the query box {_fmt(bbox)} holds only nodata")
+    source, window = _box_window(reader, model, raster_path, bbox, bbox_crs)
+    tile = _read_box(source, window, model.contract.input_size, bbox)
     embedder = shared_embedder(model, params.device)
     query = (embedder.embed_tta if params.tta else embedder.embed)(tile[None])[0]
-    where = None
-    if params.exclude_query_overlap:
-        ground = ground_quads(source.crs_wkt, source.transform, [window])
-        where = _Query(raster=source.path, window=window, ground=None if ground is None else ground[0])
-    hits, all_excluded = _rank(reader, query, params, where, is_cancelled)
+    areas = [_query_area(source, window)] if params.exclude_query_overlap else []
+    hits, all_excluded = _rank(reader, _nearest(reader, query), params, areas, is_cancelled)
     xs, ys = window_corners(source.transform, window)
     return SearchResult(hits=hits, query_polygon=list(zip(xs, ys)), query_crs_wkt=source.crs_wkt,
                         query_raster=source.path, provider=embedder.describe(),
@@ -108,7 +108,7 @@ def search_image(index_dir: str | Path, image_path: str | Path, params: SearchPa
         tile, _ = read_window(dataset, source, (0, 0, source.width, source.height), model.contract.input_size)
     embedder = shared_embedder(model, params.device)
     query = (embedder.embed_tta if params.tta else embedder.embed)(tile[None])[0]
-    hits, _ = _rank(reader, query, params, None, is_cancelled)
+    hits, _ = _rank(reader, _nearest(reader, query), params, [], is_cancelled)
     return SearchResult(hits=hits, query_polygon=None, query_crs_wkt="", query_raster=None,
                         provider=embedder.describe(), seconds=time.perf_counter() - started)
 
@@ -170,6 +170,34 @@ def _model_for(reader: IndexReader, params: SearchParams) -> ModelInfo:
     return model
 
 
+def _box_window(reader: IndexReader, model: ModelInfo, raster_path: str | Path, bbox,
+                bbox_crs: str | None) -> tuple[RasterSource, tuple[int, int, int, int]]:
+    """The raster a box lies on (fed with the bands it was indexed with) and the box's pixel window."""
+    resolved = _query_raster_path(raster_path)
+    source = describe(resolved, _indexed_bands(reader, resolved), model.contract.bands)
+    return source, _pixel_window(source, bbox, bbox_crs)
+
+
+def _read_box(source: RasterSource, window: tuple[int, int, int, int], size: int, bbox) -> np.ndarray:
+    """A box's pixels as one model input tile (bands, size, size); an error when it holds only nodata."""
+    with open_dataset(source.path) as dataset:
+        tile, valid = read_window(dataset, source, window, size)
+    if valid == 0:
+        raise RasterError(source.path, f"the query box {_fmt(bbox)} holds only nodata")
+    return tile
+
+
+def _query_area(raster, window: tuple[int, int, int, int]) -> _Query:
+    """Where a box lies, for excluding the hits that overlap it (`raster`: a RasterSource or RasterEntry)."""
+    ground = ground_quads(raster.crs_wkt, raster.transform, [window])
+    return _Query(raster=raster.path, window=tuple(window), ground=None if ground is None else ground[0])
+
+
+def _nearest(reader: IndexReader, query: np.ndarray) -> Candidates:
+    """The index's tiles by cosine similarity to `query` (FAISS)."""
+    return lambda n: reader.search(query, n)
+
+
 def _indexed_bands(reader: IndexReader, resolved: str) -> tuple[int, ...] | None:
     """Query a raster with the bands it was indexed with, so query and tiles are fed alike."""
     for entry in reader.rasters.values():
@@ -179,7 +207,10 @@ def _indexed_bands(reader: IndexReader, resolved: str) -> tuple[int, ...] | None
 
 
 def _pixel_window(source, bbox, bbox_crs: str | None) -> tuple[int, int, int, int]:
-    """The box's pixel window, clipped to the raster; an error that says why when there is none."""
+    """The box's pixel window, clipped to the raster; an error that says why when there is none.
+
+    `source` is a RasterSource or an index's RasterEntry (path, crs_wkt, transform, width, height).
+    """
     from affine import Affine
 
     given = f"the query box {_fmt(bbox)}" + (f" in {crs_name(bbox_crs)}" if bbox_crs else "")
@@ -216,14 +247,15 @@ def _is_projected(crs_wkt: str) -> bool:
     return bool(crs_wkt) and crs_from(crs_wkt).is_projected
 
 
-def _rank(reader: IndexReader, query: np.ndarray, params: SearchParams, where: _Query | None,
-          is_cancelled: Callable[[], bool] | None) -> tuple[list[Hit], bool]:
-    """Top-k tiles after dropping the query's own area, thinning overlaps (NMS) and low scores.
+def _rank(reader: IndexReader, candidates: Candidates, params: SearchParams, areas: Sequence[_Query],
+          is_cancelled: Callable[[], bool] | None, skip: frozenset[int] = frozenset()) -> tuple[list[Hit], bool]:
+    """Top-k of the candidates after dropping the query areas and the tiles in `skip`, thinning
+    overlaps (NMS) and low scores.
 
     Both work on the ground, across rasters: two rasters of the same place (another date, another
     CRS or resolution) must neither return the query area nor fill the list with one place twice.
     Candidates are fetched in growing rounds until k survive or the index is exhausted. Also says
-    whether no hit is left because every indexed tile overlaps the query box.
+    whether no hit is left because every indexed tile overlaps a query area (or is skipped).
     """
     if reader.size == 0:
         raise IndexStoreError(f"{reader.index_dir}: the index holds no tiles")
@@ -232,7 +264,7 @@ def _rank(reader: IndexReader, query: np.ndarray, params: SearchParams, where: _
     while True:
         if is_cancelled and is_cancelled():
             raise SearchCancelled("search cancelled")
-        scores, ids = reader.search(query, fetch)
+        scores, ids = candidates(fetch)
         tiles = reader.tiles(ids.tolist())
         footprints.add(tiles)
         kept: list[tuple[float, TileEntry]] = []
@@ -240,7 +272,7 @@ def _rank(reader: IndexReader, query: np.ndarray, params: SearchParams, where: _
         for score, tile in zip(scores.tolist(), tiles):
             if params.min_score is not None and score < params.min_score:
                 break  # scores come sorted: nothing later passes either
-            if where is not None and footprints.overlaps_query(tile, where):
+            if tile.id in skip or any(footprints.overlaps_query(tile, area) for area in areas):
                 excluded += 1
                 continue
             if any(footprints.iou(other, tile) > params.nms_iou for _, other in kept):
@@ -294,4 +326,4 @@ def _hit(rank: int, score: float, tile: TileEntry) -> Hit:
     raster = tile.raster
     return Hit(rank=rank, score=float(score), raster=raster.path, window=tuple(tile.window),
                crs_wkt=raster.crs_wkt, polygon=list(zip(xs, ys)), bounds_4326=tuple(tile.bounds_4326),
-               bands=raster.bands, stretch=raster.stretch)
+               bands=raster.bands, stretch=raster.stretch, tile_id=int(tile.id))
