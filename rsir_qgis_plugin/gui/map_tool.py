@@ -1,4 +1,10 @@
-"""The map tool that draws the query box: press, drag, release; Esc or right click cancels."""
+"""The map tool that draws boxes: press, drag, release; Esc or right click cancels.
+
+A plain drag is a query box (a new search). With a modifier held at release the box is a label
+for relevance feedback instead: Shift adds a positive box, Ctrl (Cmd on macOS) a negative one.
+Both reach the tool: the canvas only keeps Shift-drags for itself with tools flagged
+AllowZoomRect, which this one is not, and Alt-drag is taken by many Linux window managers.
+"""
 from __future__ import annotations
 
 from qgis.core import QgsCoordinateReferenceSystem, QgsGeometry, QgsPointXY, QgsRectangle, QgsWkbTypes
@@ -9,20 +15,34 @@ from qgis.PyQt.QtGui import QColor, QKeyEvent
 # A drag shorter than this (screen pixels) is a click, not a box.
 MIN_DRAG_PX = 4
 BOX_COLOR = QColor(230, 0, 126)
+POSITIVE_COLOR = QColor(0, 170, 60)
+NEGATIVE_COLOR = QColor(220, 30, 30)
+QUERY, POSITIVE, NEGATIVE = "query", "positive", "negative"
+MODE_COLORS = {QUERY: BOX_COLOR, POSITIVE: POSITIVE_COLOR, NEGATIVE: NEGATIVE_COLOR}
+
+
+def drag_mode(modifiers: Qt.KeyboardModifiers) -> str:
+    """What a drag with these keys held means: Ctrl -> negative label, Shift -> positive, else query."""
+    if modifiers & Qt.ControlModifier:
+        return NEGATIVE
+    if modifiers & Qt.ShiftModifier:
+        return POSITIVE
+    return QUERY
 
 
 class BoxMapTool(QgsMapTool):
-    """Emits `boxDrawn(rectangle, crs)` with the rectangle in the canvas (map) CRS."""
+    """Emits `boxDrawn(rectangle, crs)` for a query box and `boxLabelled(rectangle, crs, positive)`
+    for a Shift-/Ctrl-drag, with the rectangle in the canvas (map) CRS."""
 
     boxDrawn = pyqtSignal(QgsRectangle, QgsCoordinateReferenceSystem)
+    boxLabelled = pyqtSignal(QgsRectangle, QgsCoordinateReferenceSystem, bool)
 
     def __init__(self, canvas: QgsMapCanvas):
         super().__init__(canvas)
         self.setCursor(Qt.CrossCursor)
         self._band = QgsRubberBand(canvas, QgsWkbTypes.PolygonGeometry)
-        self._band.setStrokeColor(BOX_COLOR)
-        self._band.setFillColor(QColor(BOX_COLOR.red(), BOX_COLOR.green(), BOX_COLOR.blue(), 40))
         self._band.setWidth(2)
+        self._set_mode(QUERY)
         self._start: QgsPointXY | None = None
         self._start_px = None
 
@@ -34,11 +54,13 @@ class BoxMapTool(QgsMapTool):
             return
         self._start = event.mapPoint()
         self._start_px = event.pos()
+        self._set_mode(drag_mode(event.modifiers()))
         self._band.reset(QgsWkbTypes.PolygonGeometry)
 
     def canvasMoveEvent(self, event: QgsMapMouseEvent) -> None:  # noqa: N802
         if self._start is None:
             return
+        self._set_mode(drag_mode(event.modifiers()))  # the colour says what the release will do
         self._band.setToGeometry(QgsGeometry.fromRect(QgsRectangle(self._start, event.mapPoint())), None)
 
     def canvasReleaseEvent(self, event: QgsMapMouseEvent) -> None:  # noqa: N802
@@ -51,7 +73,12 @@ class BoxMapTool(QgsMapTool):
             return
         box = QgsRectangle(start, event.mapPoint())
         box.normalize()
-        self.boxDrawn.emit(box, self.canvas().mapSettings().destinationCrs())
+        crs = self.canvas().mapSettings().destinationCrs()
+        mode = drag_mode(event.modifiers())
+        if mode == QUERY:
+            self.boxDrawn.emit(box, crs)
+        else:
+            self.boxLabelled.emit(box, crs, mode == POSITIVE)
 
     def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802
         if event.key() == Qt.Key_Escape:
@@ -69,8 +96,13 @@ class BoxMapTool(QgsMapTool):
         self._cancel()
         self.canvas().scene().removeItem(self._band)
 
+    def _set_mode(self, mode: str) -> None:
+        color = MODE_COLORS[mode]
+        self._band.setStrokeColor(color)
+        self._band.setFillColor(QColor(color.red(), color.green(), color.blue(), 40))
+
     def _cancel(self) -> None:
         self._start = None
         self._start_px = None
         self._band.reset(QgsWkbTypes.PolygonGeometry)
-
+        self._set_mode(QUERY)

@@ -95,3 +95,56 @@ def test_box_outside_every_raster_finds_no_query_raster(qgis_canvas, town_layer,
     far = QgsRectangle(0, 0, 100, 100)  # Gulf of Guinea, far from the sample
     assert query_raster(far, QgsCoordinateReferenceSystem(map_crs), [town_layer],
                         QgsProject.instance().transformContext()) is None
+
+
+def _viewport_drag(canvas, start, end, modifiers):
+    """A real drag on the canvas widget: the events go through QgsMapCanvas to the tool, as in QGIS."""
+    from qgis.PyQt.QtTest import QTest
+
+    viewport = canvas.viewport()
+    QTest.mousePress(viewport, Qt.LeftButton, modifiers, QPoint(*start))
+    for t in (0.3, 0.6, 1.0):
+        point = QPoint(int(start[0] + (end[0] - start[0]) * t), int(start[1] + (end[1] - start[1]) * t))
+        QTest.mouseMove(viewport, point)
+    QTest.mouseRelease(viewport, Qt.LeftButton, modifiers, QPoint(*end))
+
+
+@pytest.mark.parametrize("modifiers, positive", [(Qt.ShiftModifier, True), (Qt.ControlModifier, False),
+                                                 (Qt.ControlModifier | Qt.ShiftModifier, False)])
+def test_shift_and_ctrl_drags_are_labels_not_searches(tool, qgis_canvas, map_crs, modifiers, positive):
+    drawn, labelled = [], []
+    tool.boxDrawn.connect(lambda box, crs: drawn.append(QgsRectangle(box)))
+    tool.boxLabelled.connect(lambda box, crs, pos: labelled.append((QgsRectangle(box), crs.authid(), pos)))
+    extent = QgsRectangle(qgis_canvas.extent())
+    _viewport_drag(qgis_canvas, (150, 120), (300, 260), modifiers)
+
+    assert drawn == [] and len(labelled) == 1
+    box, crs, pos = labelled[0]
+    assert pos is positive and crs == map_crs
+    to_map = qgis_canvas.getCoordinateTransform()
+    a, b = to_map.toMapCoordinates(150, 120), to_map.toMapCoordinates(300, 260)
+    assert (box.xMinimum(), box.yMaximum()) == pytest.approx((a.x(), a.y()))
+    assert (box.xMaximum(), box.yMinimum()) == pytest.approx((b.x(), b.y()))
+    # The canvas kept its extent: a Shift-drag did not become QGIS's zoom-to-rectangle.
+    assert qgis_canvas.extent() == extent
+
+
+def test_plain_drag_through_the_canvas_is_a_search_and_the_band_shows_the_mode(tool, qgis_canvas):
+    from rsir_qgis_plugin.gui.map_tool import BOX_COLOR, NEGATIVE_COLOR, POSITIVE_COLOR
+
+    drawn, labelled = [], []
+    tool.boxDrawn.connect(lambda box, crs: drawn.append(QgsRectangle(box)))
+    tool.boxLabelled.connect(lambda *args: labelled.append(args))
+    _viewport_drag(qgis_canvas, (150, 120), (300, 260), Qt.NoModifier)
+    assert len(drawn) == 1 and labelled == []
+
+    # While dragging, the rubber band is green for a positive box, red for a negative, magenta for a query.
+    band = tool._band
+    tool.canvasPressEvent(QgsMapMouseEvent(qgis_canvas, QEvent.MouseButtonPress, QPoint(100, 100), Qt.LeftButton,
+                                           Qt.LeftButton, Qt.ShiftModifier))
+    assert band.strokeColor() == POSITIVE_COLOR
+    tool.canvasMoveEvent(QgsMapMouseEvent(qgis_canvas, QEvent.MouseMove, QPoint(200, 200), Qt.NoButton,
+                                          Qt.LeftButton, Qt.ControlModifier))
+    assert band.strokeColor() == NEGATIVE_COLOR
+    tool.keyPressEvent(QKeyEvent(QEvent.KeyPress, Qt.Key_Escape, Qt.NoModifier))
+    assert band.strokeColor() == BOX_COLOR and band.numberOfVertices() == 0
