@@ -26,8 +26,8 @@ from .jobs import Job, JobCounts, embed_jobs, resumable
 from .model import ModelInfo, read_model
 from .params import BuildParams, TilingParams
 from .raster import RasterSource, describe, resolve_raster_path
-from .store import (Shard, ShardError, WriterLock, check_model, choose_kind, open_catalog, read_manifest,
-                    shard_path, verify_generation, write_generation)
+from .store import (LiveRaster, Shard, ShardError, WriterLock, check_model, choose_kind, commit_changes,
+                    live_rasters, read_manifest, shard_path, verify_generation, write_generation)
 from .store.files import os_error_message
 from .store.repair import collect_shards
 from .tiling import resolve_grid, tile_windows
@@ -56,6 +56,7 @@ class BuildSummary:
     embed_seconds: float = 0.0
     provider: str = ""
     index_kind: str = ""
+    segments: int = 0
 
     @property
     def tiles_per_second(self) -> float:
@@ -122,7 +123,8 @@ def build_index(params: BuildParams, progress: Progress | None = None,
         # The probe runs the model on one tile: a model that fails at run time is reported before
         # any raster is read.
         embedder = Embedder(model, params.device) if wanted else None
-        plan = _Plan(index_dir, model, params, previous_rasters, summary)
+        rewrite = params.compact or bool(summary.repaired) or _kind_changes(previous, params.approximate)
+        plan = _Plan(index_dir, model, params, previous_rasters, summary, rewrite)
         for path, tiling in wanted.items():
             plan.add(path, tiling)
             if is_cancelled():
@@ -156,17 +158,34 @@ def build_index(params: BuildParams, progress: Progress | None = None,
 
         if summary.failed and not summary.rasters_succeeded:
             raise BuildFailed(_failure_text(index_dir, summary))
-        previous_keys = {key for _, key in previous_rasters.values()}
-        if _nothing_changed(previous, previous_keys, plan.shards, summary, params.approximate):
-            manifest = previous
-        else:
-            progress(99.0, "writing the index")
-            manifest = write_generation(index_dir, plan.shards, model, params.approximate, previous)
+        manifest = _commit(index_dir, previous, model, params, plan, progress)
     summary.tiles_total = manifest["tile_count"]
     summary.index_kind = manifest["index_kind"]
+    summary.segments = len(manifest["segments"])
     summary.seconds = time.perf_counter() - started
     progress(100.0, "done")
     return summary
+
+
+def _commit(index_dir: Path, previous: dict | None, model: ModelInfo, params: BuildParams, plan: "_Plan",
+            progress: Progress) -> dict:
+    """Write what changed: a segment of the new shards and tombstones, or (rewrite) everything as one."""
+    live_keys = plan.live_keys | set(plan.shards)
+    if plan.rewrite or previous is None:
+        progress(99.0, "writing the index")
+        return write_generation(index_dir, plan.shards, model, params.approximate, previous)
+    retired = [raster for raster in plan.previous_rasters.values() if raster.key not in live_keys]
+    if not plan.shards and not retired:
+        return previous  # nothing changed
+    progress(99.0, "writing the index")
+    return commit_changes(index_dir, previous, model, plan.shards, retired, live_keys, params.approximate)
+
+
+def _kind_changes(previous: dict | None, approximate: bool | None) -> bool:
+    """An explicit --exact/--approximate that the live segments do not follow: rewrite them."""
+    if previous is None or approximate is None:
+        return False
+    return any(segment["kind"] != choose_kind(segment["tiles"], approximate) for segment in previous["segments"])
 
 
 def _live_manifest(index_dir: Path, force: bool) -> dict | None:
@@ -183,11 +202,11 @@ def _wanted_rasters(params: BuildParams, previous_rasters: dict, summary: BuildS
                     ) -> dict[str, TilingParams]:
     """Every raster this build covers: the index's own (less those gone from disk) and those given."""
     wanted: dict[str, TilingParams] = {}
-    for path, (tiling_record, _) in previous_rasters.items():
+    for path, raster in previous_rasters.items():
         if _gone_from_disk(path):
             summary.rasters_removed += 1
         else:
-            wanted[path] = TilingParams(**{**tiling_record, "bands": _bands(tiling_record)})
+            wanted[path] = TilingParams(**{**raster.tiling, "bands": _bands(raster.tiling)})
     for raster in params.rasters:
         try:
             path = resolve_raster_path(raster)
@@ -208,14 +227,20 @@ def _gone_from_disk(path: str) -> bool:
 
 
 class _Plan:
-    """Decides for each wanted raster: reuse its shard, embed it (a job), or keep its old tiles."""
+    """Decides for each wanted raster: keep it as it is, embed it (a job), or keep its old tiles.
+
+    Incrementally, an unchanged raster is not touched (its tiles live in a segment); when the
+    index is rewritten (`rewrite`: compaction, damage, a new index kind) every live raster's shard
+    is read and verified, and a shard that fails verification is embedded again.
+    """
 
     def __init__(self, index_dir: Path, model: ModelInfo, params: BuildParams,
-                 previous_rasters: dict[str, tuple[dict, str]], summary: BuildSummary):
+                 previous_rasters: dict[str, LiveRaster], summary: BuildSummary, rewrite: bool):
         self.index_dir, self.model, self.params = index_dir, model, params
-        self.previous_rasters, self.summary = previous_rasters, summary
-        self.previous_keys = {key for _, key in previous_rasters.values()}
-        self.shards: dict[str, Shard] = {}
+        self.previous_rasters, self.summary, self.rewrite = previous_rasters, summary, rewrite
+        self.previous_keys = {raster.key for raster in previous_rasters.values()}
+        self.shards: dict[str, Shard] = {}  # to write: new ones, or (rewrite) all
+        self.live_keys: set[str] = set()  # kept as they are in their segments
         self.jobs: list[Job] = []
 
     def add(self, path: str, tiling: TilingParams) -> None:
@@ -227,6 +252,10 @@ class _Plan:
             self.fail(path, exc.problem, gone=isinstance(exc, RasterMissingError))
             return
         key = shard_key(source, tiling, model, self.params.tta)
+        if key in self.previous_keys and not self.rewrite:
+            self.live_keys.add(key)
+            self.summary.rasters_unchanged += 1
+            return
         path_of_shard = shard_path(self.index_dir, key)
         if path_of_shard.exists():
             try:
@@ -249,29 +278,25 @@ class _Plan:
         """Report a raster that failed; an indexed one keeps its previous tiles unless it is gone."""
         previous = self.previous_rasters.get(path)
         if previous is not None and not gone:
-            key = previous[1]
-            try:
-                shard = Shard.load(shard_path(self.index_dir, key), self.model.contract.embedding_dim)
-            except ShardError as exc:
-                problem += f"; its previous tiles are lost too ({exc})"
-            else:
-                self.shards[key] = shard
+            if not self.rewrite:
+                self.live_keys.add(previous.key)
                 self.summary.rasters_kept += 1
-                problem += f"; its {len(shard.vectors)} previously indexed tiles are kept"
+                problem += f"; its {previous.tile_count} previously indexed tiles are kept"
+            else:
+                try:
+                    shard = Shard.load(shard_path(self.index_dir, previous.key), self.model.contract.embedding_dim)
+                except ShardError as exc:
+                    problem += f"; its previous tiles are lost too ({exc})"
+                else:
+                    self.shards[previous.key] = shard
+                    self.summary.rasters_kept += 1
+                    problem += f"; its {len(shard.vectors)} previously indexed tiles are kept"
         self.summary.failed.append((path, problem))
 
 
 def _failure_text(index_dir: Path, summary: BuildSummary) -> str:
     return (f"{index_dir}: no raster could be indexed, nothing was changed (the previous index, if any, "
             f"is still in use):" + "".join(f"\n  {path}: {reason}" for path, reason in summary.failed))
-
-
-def _nothing_changed(previous: dict | None, previous_keys: set[str], shards: dict[str, Shard],
-                     summary: BuildSummary, approximate: bool | None) -> bool:
-    """True when the live generation already holds exactly these shards with the same index kind."""
-    if previous is None or set(shards) != previous_keys or summary.rasters_removed or summary.repaired:
-        return False
-    return approximate is None or previous["index_kind"] == choose_kind(previous["tile_count"], approximate)
 
 
 def shard_key(source: RasterSource, tiling: TilingParams, model: ModelInfo, tta: bool) -> str:
@@ -287,23 +312,19 @@ def _bands(tiling_record: dict):
 
 
 def _previous_rasters(index_dir: Path, manifest: dict | None, model: ModelInfo,
-                      damaged: bool) -> dict[str, tuple[dict, str]]:
-    """path -> (tiling record, shard key) for every raster of the live index.
+                      damaged: bool) -> dict[str, LiveRaster]:
+    """path -> LiveRaster for every raster of the live index.
 
-    From the catalog; where the live generation is damaged and its catalog unreadable, from the
-    shards on disk that verify (so a refresh rebuilds what a damaged index held).
+    From the catalogs; where the index is damaged and a catalog unreadable, from the shards on
+    disk that verify (the index is then rewritten from them).
     """
     if manifest is None:
         return {}
     try:
-        connection = open_catalog(index_dir, manifest)
-        try:
-            rows = connection.execute("SELECT path, tiling, shard FROM rasters").fetchall()
-        finally:
-            connection.close()
-        return {path: (json.loads(tiling), shard) for path, tiling, shard in rows}
+        return live_rasters(index_dir, manifest)
     except (IndexStoreError, sqlite3.DatabaseError, ValueError, TypeError):
         if not damaged:
             raise
-        return {shard.record["path"]: (shard.record["tiling"], key)
+        return {shard.record["path"]: LiveRaster(shard.record["path"], key, shard.record["tiling"], "", 0, 0,
+                                                 len(shard.vectors))
                 for key, shard in collect_shards(index_dir, model).chosen.items()}

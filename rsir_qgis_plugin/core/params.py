@@ -55,6 +55,7 @@ class BuildParams:
     approximate: bool | None = None  # None: exact below APPROXIMATE_THRESHOLD vectors, IVF above
     tta: bool = False  # rotation test-time augmentation for the indexed tiles
     force: bool = False  # start afresh in a folder whose manifest is lost or damaged (shards are reused)
+    compact: bool = False  # rewrite the index as one segment (drops replaced tiles, re-verifies shards)
     dask: str | None = None  # embed on a Dask cluster: a scheduler address, or "local" for a LocalCluster
 
     def __post_init__(self):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from rsir_qgis_plugin.core.builder import build_index
-from rsir_qgis_plugin.core.errors import BuildCancelled, IndexLockedError, ModelMismatchError
+from rsir_qgis_plugin.core.errors import BuildCancelled, IndexLockedError, IndexStoreError, ModelMismatchError
 from rsir_qgis_plugin.core.params import BuildParams, TilingParams
 from rsir_qgis_plugin.core.store import MANIFEST, IndexReader, WriterLock, read_index_info
 from tests.conftest import TOWN_RASTER, town_pixels, write_raster
@@ -57,7 +57,7 @@ def test_tta_index_is_the_same_for_a_raster_turned_by_90_degrees(tmp_path, tiny_
         assert ("4-rotation TTA" in summary.provider) == tta
         with IndexReader(tmp_path / index) as reader:
             tiles = reader.tiles(list(range(reader.size)))
-            vecs = reader.faiss_index.reconstruct_n(0, reader.size)
+            vecs = reader.vectors(range(reader.size))
         names = np.array([Path(t.raster.path).name for t in tiles])
         return (vecs[names == "upright.tif"] @ vecs[names == "turned.tif"].T).max(axis=1)
 
@@ -84,12 +84,46 @@ def test_incremental_add_change_delete_and_unchanged(tmp_path, tiny_model, town_
     dropped = build_index(params(index, [], tiny_model))
     assert (dropped.rasters_removed, dropped.tiles_total) == (1, 16)
     assert len(list((index / "shards").iterdir())) == 1  # the deleted raster's shard is gone too
-    names = {p.name for p in index.iterdir()}
-    # The live generation and the one before it (kept for readers that opened it just before the commit).
+    # A build adds a segment and tombstones what it replaced; the folder holds the live segments
+    # and those of the state before (kept for readers that opened it just before the commit).
     live = json.loads((index / MANIFEST).read_text())
-    assert {n for n in names if n.startswith(("catalog-", "vectors-"))} == {
-        f"{kind}-{generation}.{ext}" for generation in (live["generation"] - 1, live["generation"])
-        for kind, ext in (("catalog", "sqlite"), ("vectors", "faiss"))}
+    assert live["tile_count"] == 16 and len(live["segments"]) >= 1
+    on_disk = {p.name for p in (index / "segments").iterdir()}
+    assert {s["name"] for s in live["segments"]} <= on_disk
+
+
+def test_builds_add_segments_and_tombstones_and_compaction_merges_them(tmp_path, tiny_model, town_crop):
+    index = tmp_path / "idx"
+    second, third = (copy_raster(tmp_path, name, town_crop) for name in ("second.tif", "third.tif"))
+    build_index(params(index, [town_crop, second], tiny_model))
+    first = json.loads((index / MANIFEST).read_text())["segments"]
+    build_index(params(index, [third], tiny_model))
+    manifest = json.loads((index / MANIFEST).read_text())
+    assert manifest["segments"][0] == first[0]  # a build never rewrites a segment
+    assert [s["tiles"] for s in manifest["segments"]] == [32, 16]
+    os.utime(second, ns=(1, 1))  # changed: re-embedded into a new segment, its old tiles tombstoned
+    changed = build_index(params(index, [], tiny_model))
+    manifest = json.loads((index / MANIFEST).read_text())
+    assert changed.tiles_total == 48 and changed.rasters_indexed == 1 and changed.rasters_unchanged == 2
+    assert [(s["tiles"], s["dead_tiles"]) for s in manifest["segments"]] == [(32, 16), (16, 0), (16, 0)]
+    third.unlink()  # removed: its segment is wholly dead and leaves the manifest
+    build_index(params(index, [], tiny_model))
+    manifest = json.loads((index / MANIFEST).read_text())
+    assert [(s["tiles"], s["dead_tiles"]) for s in manifest["segments"]] == [(32, 16), (16, 0)]
+    with IndexReader(index) as reader:
+        assert reader.size == 32 and len(reader.rasters) == 2
+        scores, ids = reader.search(reader.vectors([0])[0], 40)
+        assert len(ids) == 32 and len(set(ids.tolist())) == 32 and np.all(np.diff(scores) <= 1e-6)
+        assert {t.raster.path for t in reader.tiles(ids.tolist())} == {str(town_crop), str(second)}
+    compacted = build_index(params(index, [], tiny_model, compact=True))
+    manifest = json.loads((index / MANIFEST).read_text())
+    assert compacted.tiles_total == 32 and compacted.tiles_indexed == 0
+    assert [(s["tiles"], s["dead_tiles"]) for s in manifest["segments"]] == [(32, 0)]
+    with IndexReader(index) as reader:
+        ids = reader.search(np.ones(512, np.float32) / np.sqrt(512), 40)[1].tolist()
+        assert sorted(t.raster.path for t in reader.tiles(ids)) == sorted([str(town_crop)] * 16 + [str(second)] * 16)
+        with pytest.raises(IndexStoreError, match="not in the index"):
+            reader.vectors([0])  # ids of the segments compaction replaced
 
 
 def test_changed_tiling_reembeds_the_raster(tmp_path, tiny_model, town_crop):
@@ -238,4 +272,4 @@ def test_sigkill_inside_a_large_raster_resumes_from_its_checkpoint(tmp_path, tin
     assert fresh.tiles_total == 49
     with IndexReader(index) as a, IndexReader(tmp_path / "fresh") as b:
         assert [t.window for t in a.tiles(list(range(49)))] == [t.window for t in b.tiles(list(range(49)))]
-        assert np.allclose(a.faiss_index.reconstruct_n(0, 49), b.faiss_index.reconstruct_n(0, 49), atol=1e-5)
+        assert np.allclose(a.vectors(range(49)), b.vectors(range(49)), atol=1e-5)

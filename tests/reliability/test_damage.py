@@ -35,7 +35,7 @@ def test_manifest_counts_are_checked_against_the_files(built, tiny_model):
 
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
 def test_a_damaged_vectors_file_is_refused_then_rebuilt_by_a_refresh(built, tiny_model, two_rasters, damage):
-    vectors = built / manifest_of(built)["vectors"]
+    vectors = built / manifest_of(built)["segments"][0]["vectors"]
     data = bytearray(vectors.read_bytes())
     if damage == "truncate":
         data = data[: len(data) // 2]
@@ -55,7 +55,7 @@ def test_a_damaged_vectors_file_is_refused_then_rebuilt_by_a_refresh(built, tiny
 
 @pytest.mark.parametrize("damage", ["missing", "garbage"])
 def test_missing_or_corrupt_catalog_is_one_line_and_a_refresh_rebuilds_it(built, tiny_model, damage):
-    catalog = built / manifest_of(built)["catalog"]
+    catalog = built / manifest_of(built)["segments"][0]["catalog"]
     if damage == "missing":
         catalog.unlink()
     else:
@@ -153,4 +153,4 @@ def test_readers_opening_during_commits_never_fail(built, tiny_model):
 def test_catalog_is_read_only_for_readers(built):
     with IndexReader(built) as reader:
         with pytest.raises(sqlite3.OperationalError):
-            reader._db.execute("DELETE FROM tiles")
+            reader.segments[0].db.execute("DELETE FROM tiles")

@@ -1,6 +1,8 @@
-"""The catalog: an SQLite file per generation with the rasters and tiles it holds (tile id = FAISS id).
+"""The catalog: an SQLite file per segment with the rasters and tiles it holds.
 
-    INDEX_DIR/catalog-<gen>.sqlite
+    INDEX_DIR/segments/<name>/catalog.sqlite
+
+Tile ids are index-wide: a segment's FAISS id i is tile id `base + i`.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from .shards import Shard
 CATALOG_SCHEMA = """
 CREATE TABLE rasters (id INTEGER PRIMARY KEY, path TEXT UNIQUE NOT NULL, size INTEGER, mtime_ns INTEGER,
     crs_wkt TEXT, width INTEGER, height INTEGER, transform TEXT, bands TEXT, stretch TEXT, tiling TEXT,
-    tile_px INTEGER, stride_px INTEGER, shard TEXT, tile_count INTEGER, skipped INTEGER);
+    tile_px INTEGER, stride_px INTEGER, shard TEXT, tile_count INTEGER, skipped INTEGER, first_tile INTEGER);
 CREATE TABLE tiles (id INTEGER PRIMARY KEY, raster_id INTEGER NOT NULL REFERENCES rasters(id),
     col INTEGER, row INTEGER, width INTEGER, height INTEGER,
     xmin REAL, ymin REAL, xmax REAL, ymax REAL, lon_min REAL, lat_min REAL, lon_max REAL, lat_max REAL);
@@ -52,20 +54,23 @@ class TileEntry:
     bounds_4326: tuple[float, float, float, float]
 
 
-def write_catalog(path: Path, ordered: list[tuple[str, Shard]]) -> None:
-    """A new catalog at `path` (which must not exist) from shards in FAISS order."""
+def write_catalog(path: Path, ordered: list[tuple[str, Shard]], first_tile: int = 0, first_raster: int = 1) -> None:
+    """A new catalog at `path` (which must not exist) from shards in FAISS order.
+
+    Tile and raster ids are index-wide: a segment's ids start where the previous segment's ended.
+    """
     connection = sqlite3.connect(path)
     try:
         connection.executescript(CATALOG_SCHEMA)
-        next_tile = 0
-        for raster_id, (key, shard) in enumerate(ordered, start=1):
+        next_tile = first_tile
+        for raster_id, (key, shard) in enumerate(ordered, start=first_raster):
             r = shard.record
             connection.execute(
-                "INSERT INTO rasters VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO rasters VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (raster_id, r["path"], r["size"], r["mtime_ns"], r["crs_wkt"], r["width"], r["height"],
                  json.dumps(r["transform"]), json.dumps(r["bands"]), json.dumps(r["stretch"]),
                  json.dumps(r["tiling"]), r["tile_px"], r["stride_px"], key, len(shard.vectors),
-                 r["skipped"]))
+                 r["skipped"], next_tile))
             n = len(shard.vectors)
             rows = zip(range(next_tile, next_tile + n), [raster_id] * n, *shard.windows.T.tolist(),
                        *shard.bounds.T.tolist(), *shard.bounds_4326.T.tolist())
@@ -76,9 +81,9 @@ def write_catalog(path: Path, ordered: list[tuple[str, Shard]]) -> None:
         connection.close()
 
 
-def open_catalog(index_dir: Path, manifest: dict, **options) -> sqlite3.Connection:
-    """The live generation's catalog, read-only, checked to be a catalog."""
-    path = Path(index_dir) / manifest["catalog"]
+def open_catalog(path: Path, **options) -> sqlite3.Connection:
+    """A catalog file, read-only, checked to be a catalog."""
+    path = Path(path)
     if not path.is_file():
         raise IndexStoreError(f"{path}: missing; the index is damaged, run `index build` to rebuild it")
     connection = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, **options)
@@ -115,3 +120,17 @@ def raster_entry(row) -> RasterEntry:
                        height=row[6], transform=tuple(json.loads(row[7])), bands=tuple(json.loads(row[8])),
                        stretch=tuple(tuple(s) for s in stretch) if stretch else None,
                        tiling=json.loads(row[10]), shard=row[11], tile_count=row[12], skipped=row[13])
+
+
+def raster_tile_ranges(connection: sqlite3.Connection, path: Path) -> dict[int, tuple[int, int]]:
+    """raster id -> (first tile id, tile count): a raster's tiles are consecutive ids."""
+    try:
+        columns = {row[1] for row in connection.execute("PRAGMA table_info(rasters)")}
+        if "first_tile" in columns:
+            query = "SELECT id, first_tile, tile_count FROM rasters"
+        else:  # catalogs of rsir before segments
+            query = "SELECT raster_id, min(id), count(*) FROM tiles GROUP BY raster_id"
+        ranges = {row[0]: (row[1], row[2]) for row in connection.execute(query)}
+        return {raster: (first if first is not None else 0, count) for raster, (first, count) in ranges.items()}
+    except sqlite3.DatabaseError as exc:
+        raise catalog_error(path, exc) from exc

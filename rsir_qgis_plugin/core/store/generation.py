@@ -1,119 +1,159 @@
-"""Writing a generation (catalog + vectors), committing it through the manifest, and checking the live one.
+"""Committing a new state of an index: add a segment and tombstones, or rewrite it as one segment.
 
-A generation's files are written under temporary names and renamed; the manifest, written last,
-is the commit. The previous generation's files are kept one generation longer, so a reader that
-read the old manifest just before a commit can still open what it names.
+The new segment's files are complete before the manifest, written last, is the commit. Files a
+commit no longer uses are kept one commit longer, so a reader that read the old manifest just
+before a commit can still open what it names.
 """
 from __future__ import annotations
 
-import os
 import re
+import shutil
 import sqlite3
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from ..atomic import atomic_path, fsync_dir, is_temporary, umask_mode, write_bytes_atomic
+from ..atomic import fsync_dir, is_temporary
 from ..model import ModelInfo
-from .catalog import tile_count, write_catalog
-from .files import file_sha256, os_error_message
-from .manifest import FORMAT, FORMAT_VERSION, MANIFEST, committed_files, write_manifest
+from .catalog import open_catalog, raster_tile_ranges
+from .files import os_error_message
+from .manifest import FORMAT, FORMAT_VERSION, MANIFEST, SEGMENT_DIR, index_kind, write_manifest
+from .segments import verify_segment, write_segment
 from .shards import SHARD_DIR, Shard
-from .vectors import choose_kind, make_faiss_index, read_vectors, serialize
+
+
+@dataclass(frozen=True)
+class LiveRaster:
+    """A raster the live index holds, and where."""
+
+    path: str
+    key: str  # its shard
+    tiling: dict
+    segment: str
+    raster_id: int
+    first_tile: int
+    tile_count: int
+
+
+def live_rasters(index_dir: Path, manifest: dict) -> dict[str, LiveRaster]:
+    """path -> LiveRaster for every raster of the live index (tombstoned ones left out)."""
+    import json
+
+    found: dict[str, LiveRaster] = {}
+    for segment in manifest["segments"]:
+        path = Path(index_dir) / segment["catalog"]
+        connection = open_catalog(path)
+        try:
+            ranges = raster_tile_ranges(connection, path)
+            rows = connection.execute("SELECT id, path, tiling, shard FROM rasters").fetchall()
+        except sqlite3.DatabaseError as exc:
+            from .catalog import catalog_error
+
+            raise catalog_error(path, exc) from exc
+        finally:
+            connection.close()
+        dead = set(segment["dead_rasters"])
+        for raster_id, raster_path, tiling, key in rows:
+            if raster_id not in dead:
+                first, count = ranges.get(raster_id, (0, 0))
+                found[raster_path] = LiveRaster(raster_path, key, json.loads(tiling), segment["name"], raster_id,
+                                                first, count)
+    return found
+
+
+def commit_changes(index_dir: Path, previous: dict | None, model: ModelInfo, new_shards: dict[str, Shard],
+                   retired: list[LiveRaster], live_keys: set[str], approximate: bool | None,
+                   replace_all: bool = False) -> dict:
+    """Tombstone the retired rasters, add a segment of the new shards, and commit (the manifest).
+
+    With `replace_all` the new segment replaces every segment (compaction, repair).
+    """
+    segments = [dict(s) for s in previous["segments"]] if previous and not replace_all else []
+    by_name = {s["name"]: s for s in segments}
+    for raster in retired:
+        segment = by_name[raster.segment]
+        segment["dead_rasters"] = sorted({*segment["dead_rasters"], raster.raster_id})
+        if raster.tile_count:
+            segment["dead_ranges"] = sorted([*segment["dead_ranges"],
+                                             [raster.first_tile, raster.first_tile + raster.tile_count]])
+            segment["dead_tiles"] += raster.tile_count
+    segments = [s for s in segments if len(s["dead_rasters"]) < s["rasters"]]  # wholly dead: retired
+    next_tile = previous["next_tile"] if previous else 0
+    next_raster = previous["next_raster"] if previous else 1
+    try:
+        if new_shards:
+            added = write_segment(index_dir, _next_number(index_dir, previous), new_shards, model, approximate,
+                                  next_tile, next_raster)
+            segments.append(added)
+            next_tile, next_raster = next_tile + added["tiles"], next_raster + added["rasters"]
+        manifest = _manifest(previous, model, segments, next_tile, next_raster)
+        write_manifest(index_dir, manifest)
+    except (OSError, sqlite3.OperationalError) as exc:
+        if isinstance(exc, sqlite3.OperationalError):
+            exc = OSError(28, str(exc), str(index_dir))  # SQLite reports a full disk as 'disk is full'
+        raise os_error_message(exc, index_dir, "cannot write the new index segment") from None
+    remove_stale_files(index_dir, manifest, previous, live_keys)
+    return manifest
 
 
 def write_generation(index_dir: Path, shards: dict[str, Shard], model: ModelInfo,
                      approximate: bool | None, previous: dict | None,
                      keep_shards: frozenset[str] = frozenset()) -> dict:
-    """Write catalog and vectors of a new generation, then switch the manifest to it (the commit).
+    """Commit an index of exactly these shards, as one new segment (compaction, repair, first build)."""
+    return commit_changes(index_dir, previous, model, shards, [], set(shards) | keep_shards, approximate,
+                          replace_all=True)
 
-    Nothing of the new generation is left behind when writing fails (a full disk, say): the
-    previous generation stays live and whole.
-    """
-    index_dir = Path(index_dir)
-    generation = _next_generation(index_dir, previous)
-    ordered = sorted(shards.items(), key=lambda item: item[1].record["path"])
-    dim = model.contract.embedding_dim
-    vectors = (np.concatenate([s.vectors for _, s in ordered]) if ordered else np.zeros((0, dim), np.float32))
-    kind = choose_kind(len(vectors), approximate)
-    catalog_name, vectors_name = f"catalog-{generation}.sqlite", f"vectors-{generation}.faiss"
-    written = [index_dir / catalog_name, index_dir / vectors_name]
-    try:
-        with atomic_path(written[0]) as tmp:
-            tmp.unlink()
-            write_catalog(tmp, ordered)
-            os.chmod(tmp, umask_mode())  # SQLite creates its files 0644 whatever the umask
-        vector_bytes = serialize(make_faiss_index(vectors, kind))
-        write_bytes_atomic(written[1], vector_bytes)
-        manifest = {
-            "format": FORMAT, "format_version": FORMAT_VERSION, "generation": generation,
-            "catalog": catalog_name, "vectors": vectors_name, "index_kind": kind,
-            "model": {**model.identity, "path": str(model.path)},
-            "tile_count": int(len(vectors)), "raster_count": len(ordered),
-            "catalog_sha256": file_sha256(written[0]),
-            "vectors_bytes": len(vector_bytes), "vectors_sha256": _sha256(vector_bytes),
-            "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        write_manifest(index_dir, manifest)
-    except (OSError, sqlite3.OperationalError) as exc:
-        for path in written:
-            _remove_if_possible(path)
-        if isinstance(exc, sqlite3.OperationalError):
-            exc = OSError(28, str(exc), str(written[0]))  # SQLite reports a full disk as 'disk is full'
-        raise os_error_message(exc, index_dir, "cannot write the new index generation") from None
-    remove_stale_files(index_dir, manifest, previous, set(shards) | keep_shards)
+
+def _manifest(previous: dict | None, model: ModelInfo, segments: list[dict], next_tile: int,
+              next_raster: int) -> dict:
+    manifest = {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "generation": (previous["generation"] + 1) if previous else 1,
+        "model": {**model.identity, "path": str(model.path)},
+        "tile_count": sum(s["tiles"] - s["dead_tiles"] for s in segments),
+        "raster_count": sum(s["rasters"] - len(s["dead_rasters"]) for s in segments),
+        "next_tile": next_tile, "next_raster": next_raster, "segments": segments,
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    manifest["index_kind"] = index_kind(manifest)
     return manifest
 
 
-def _sha256(data: bytes) -> str:
-    import hashlib
-
-    return hashlib.sha256(data).hexdigest()
-
-
-def _next_generation(index_dir: Path, previous: dict | None) -> int:
-    """One past the live generation and past any generation file left in the folder."""
-    numbers = [int(re.search(r"\d+", p.name).group()) for p in committed_files(index_dir)]
+def _next_number(index_dir: Path, previous: dict | None) -> int:
+    """One past every segment named in the manifest or present in the folder."""
+    names = [s["name"] for s in previous["segments"]] if previous else []
+    folder = Path(index_dir) / SEGMENT_DIR
+    if folder.is_dir():
+        names += [p.name.strip(".").split(".")[0] for p in folder.iterdir()]
+    numbers = [int(m.group(1)) for m in (re.fullmatch(r"s(\d+)", n) for n in names) if m]
     return max([previous["generation"] if previous else 0, *numbers]) + 1
 
 
 def verify_generation(index_dir: Path, manifest: dict) -> str | None:
-    """What is wrong with the live generation's files, or None when they are whole.
-
-    Reads both files through: meant for builds (a refresh must notice damage and rewrite),
-    not for every search.
-    """
-    index_dir = Path(index_dir)
-    catalog, vectors = index_dir / manifest["catalog"], index_dir / manifest["vectors"]
-    for path in (catalog, vectors):
-        if not path.is_file():
-            return f"{path.name} is missing"
-    for path, key in ((catalog, "catalog_sha256"), (vectors, "vectors_sha256")):
-        if key in manifest and file_sha256(path) != manifest[key]:
-            return f"{path.name} does not match the checksum the manifest recorded"
-    try:
-        read_vectors(vectors, manifest)
-        connection = sqlite3.connect(f"{catalog.as_uri()}?mode=ro", uri=True)
-        try:
-            tiles = tile_count(connection, catalog)
-        finally:
-            connection.close()
-    except Exception as exc:  # noqa: BLE001 - any failure to read the generation is damage to report
-        return str(exc)
-    if tiles != manifest["tile_count"]:
-        return f"{catalog.name} lists {tiles} tiles where the manifest records {manifest['tile_count']}"
-    return None
+    """What is wrong with the live segments' files, or None when they are whole."""
+    dim = manifest["model"]["embedding_dim"]
+    problems = [p for p in (verify_segment(index_dir, s, dim) for s in manifest["segments"]) if p]
+    live = sum(s["tiles"] - s["dead_tiles"] for s in manifest["segments"])
+    if live != manifest["tile_count"]:
+        problems.append(f"the segments hold {live} live tiles where the manifest records {manifest['tile_count']}")
+    return "; ".join(problems) or None
 
 
 def remove_stale_files(index_dir: Path, manifest: dict, previous: dict | None, live_shards: set[str]) -> None:
-    """After a commit: generations older than the previous one, shards no raster uses, temporary files."""
-    keep = {manifest["catalog"], manifest["vectors"], MANIFEST, ".lock"}
-    if previous:
-        keep |= {previous["catalog"], previous["vectors"]}
+    """After a commit: files of neither this nor the previous state, shards no raster uses, temporaries."""
+    keep = {MANIFEST, ".lock"}
+    for state in (manifest, previous):
+        for segment in (state or {}).get("segments", []):
+            keep |= {segment["catalog"], segment["vectors"], segment["catalog"].rsplit("/", 1)[0]}
     for path in index_dir.iterdir():
         if path.name not in keep and (path.name.startswith(("catalog-", "vectors-")) or is_temporary(path)):
             _remove_if_possible(path)
+    segments = index_dir / SEGMENT_DIR
+    if segments.is_dir():
+        for path in segments.iterdir():
+            if f"{SEGMENT_DIR}/{path.name}" not in keep and path.is_dir() and not path.is_symlink() and (
+                    re.fullmatch(r"\.?s\d+(\.tmp)?", path.name)):
+                shutil.rmtree(path, ignore_errors=True)
     shard_dir = index_dir / SHARD_DIR
     if shard_dir.is_dir():
         for path in shard_dir.iterdir():
@@ -125,8 +165,8 @@ def remove_stale_files(index_dir: Path, manifest: dict, previous: dict | None, l
 def _remove_if_possible(path: Path) -> None:
     """Remove a file of ours; leave what cannot be removed (or is not a plain file) for later.
 
-    Windows refuses to delete a file a reader still has open (a search of the previous
-    generation): the commit is already done, so the file is left for the next build to remove.
+    Windows refuses to delete a file a reader still has open (a search of the previous state):
+    the commit is already done, so the file is left for the next build to remove.
     """
     if path.is_symlink() or not path.is_file():
         return

@@ -1,6 +1,11 @@
-"""The manifest: the commit point of an index. It names the live generation's files and what they hold.
+"""The manifest: the commit point of an index. It lists the live segments and what each holds.
 
     INDEX_DIR/manifest.json   replaced atomically; a build is committed when it is written
+
+An index is a list of immutable segments (catalog + vectors, see segments.py). A build adds a
+segment for the rasters it embedded and tombstones the tiles of rasters it replaced or dropped;
+`compact` merges every segment into one. Manifests of format 1 and 2 (one catalog and one
+vectors file) are read as a single segment.
 """
 from __future__ import annotations
 
@@ -12,12 +17,19 @@ from ..atomic import write_bytes_atomic
 from ..errors import IndexStoreError
 
 FORMAT = "rsir-index"
-FORMAT_VERSION = 2  # 2: checksums and sizes of the generation's files
+FORMAT_VERSION = 3  # 2: checksums and sizes; 3: segments with tombstones
 MANIFEST = "manifest.json"
-INDEX_KINDS = ("flat", "ivf")
-_FILE_NAMES = {"catalog": re.compile(r"catalog-\d+\.sqlite"), "vectors": re.compile(r"vectors-\d+\.faiss")}
-_REQUIRED = {"generation": int, "catalog": str, "vectors": str, "index_kind": str, "model": dict,
-             "tile_count": int, "raster_count": int, "built_at": str}
+SEGMENT_DIR = "segments"
+INDEX_KINDS = ("flat", "ivf", "ivfpq")
+# A segment's files; an index upgraded from format 2 keeps its old files as its first segment.
+_SEGMENT_FILE = re.compile(r"segments/s\d+/(catalog\.sqlite|vectors\.faiss|vectors\.f16)"
+                           r"|catalog-\d+\.sqlite|vectors-\d+\.faiss")
+_LEGACY_FILES = {"catalog": re.compile(r"catalog-\d+\.sqlite"), "vectors": re.compile(r"vectors-\d+\.faiss")}
+_REQUIRED = {"generation": int, "model": dict, "tile_count": int, "raster_count": int, "built_at": str}
+_LEGACY_REQUIRED = {"catalog": str, "vectors": str, "index_kind": str}
+_SEGMENT_REQUIRED = {"name": str, "catalog": str, "vectors": str, "kind": str, "base": int, "tiles": int,
+                     "first_raster": int, "rasters": int, "dead_rasters": list, "dead_ranges": list,
+                     "dead_tiles": int}
 _MODEL_REQUIRED = {"name": str, "sha256": str, "embedding_dim": int}
 
 
@@ -27,10 +39,10 @@ def recovery_advice(index_dir: Path) -> str:
 
 
 def read_manifest(index_dir: Path) -> dict | None:
-    """The live manifest, or None for a folder that holds no committed index.
+    """The live manifest (always in the segment form), or None for a folder with no committed index.
 
-    A folder with generation files but no readable manifest is refused, never taken for an empty
-    index: a build there would commit an empty generation and delete every shard.
+    A folder with committed files but no readable manifest is refused, never taken for an empty
+    index: a build there would commit an empty index and delete every shard.
     """
     index_dir = Path(index_dir)
     path = index_dir / MANIFEST
@@ -45,7 +57,7 @@ def read_manifest(index_dir: Path) -> dict | None:
     except (OSError, ValueError) as exc:
         raise IndexStoreError(f"{path}: unreadable index manifest ({exc}); {recovery_advice(index_dir)}") from exc
     validate(manifest, path)
-    return manifest
+    return as_segments(manifest)
 
 
 def validate(manifest, path: Path) -> None:
@@ -56,24 +68,57 @@ def validate(manifest, path: Path) -> None:
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise IndexStoreError(f"{path}: index format {version} is newer than this rsir reads "
                               f"({FORMAT_VERSION}); update rsir")
-    problems = [f"'{key}' should be {kind.__name__}" for key, kind in _REQUIRED.items()
-                if not _is(manifest.get(key), kind)]
+    problems = _type_problems(manifest, {**_REQUIRED, **(_LEGACY_REQUIRED if version < 3 else {"segments": list})})
     if not problems:
-        problems = [f"'model.{key}' should be {kind.__name__}" for key, kind in _MODEL_REQUIRED.items()
-                    if not _is(manifest["model"].get(key), kind)]
-        problems += [f"'{key}' is '{manifest[key]}', not a {key} file name"
-                     for key, pattern in _FILE_NAMES.items() if not pattern.fullmatch(manifest[key])]
+        problems = _type_problems(manifest["model"], _MODEL_REQUIRED, "model.")
+    if not problems and version < 3:
+        problems = [f"'{key}' is '{manifest[key]}', not a {key} file name"
+                    for key, pattern in _LEGACY_FILES.items() if not pattern.fullmatch(manifest[key])]
         if manifest["index_kind"] not in INDEX_KINDS:
             problems.append(f"'index_kind' is '{manifest['index_kind']}'")
-        if min(manifest["tile_count"], manifest["raster_count"], manifest["generation"]) < 0:
-            problems.append("negative counts")
+    if not problems and version >= 3:
+        for number, segment in enumerate(manifest["segments"]):
+            if not isinstance(segment, dict):
+                problems.append(f"segment {number} is not an object")
+                continue
+            problems += _type_problems(segment, _SEGMENT_REQUIRED, f"segments[{number}].")
+            if problems:
+                break
+            problems += [f"segments[{number}].{key} is '{segment[key]}', not a segment file"
+                         for key in ("catalog", "vectors", "f16")
+                         if segment.get(key) is not None and not _SEGMENT_FILE.fullmatch(str(segment[key]))]
+            if segment["kind"] not in INDEX_KINDS:
+                problems.append(f"segments[{number}].kind is '{segment['kind']}'")
+    if not problems and min(manifest["tile_count"], manifest["raster_count"], manifest["generation"]) < 0:
+        problems.append("negative counts")
     if problems:
         raise IndexStoreError(f"{path}: damaged index manifest ({'; '.join(problems)}); "
                               f"{recovery_advice(path.parent)}")
 
 
-def _is(value, kind: type) -> bool:
-    return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+def _type_problems(record: dict, required: dict, prefix: str = "") -> list[str]:
+    return [f"'{prefix}{key}' should be {kind.__name__}" for key, kind in required.items()
+            if not (isinstance(record.get(key), kind) and not (kind is int and isinstance(record.get(key), bool)))]
+
+
+def as_segments(manifest: dict) -> dict:
+    """A manifest in the segment form; one of format 1 or 2 becomes a single segment."""
+    if manifest.get("format_version", 0) >= 3:
+        return manifest
+    segment = {"name": "legacy", "catalog": manifest["catalog"], "vectors": manifest["vectors"], "f16": None,
+               "kind": manifest["index_kind"], "base": 0, "tiles": manifest["tile_count"], "first_raster": 1,
+               "rasters": manifest["raster_count"], "catalog_sha256": manifest.get("catalog_sha256"),
+               "vectors_bytes": manifest.get("vectors_bytes"), "vectors_sha256": manifest.get("vectors_sha256"),
+               "dead_rasters": [], "dead_ranges": [], "dead_tiles": 0}
+    return {**{k: v for k, v in manifest.items() if k not in ("catalog", "vectors", "index_kind")},
+            "segments": [segment], "next_tile": manifest["tile_count"],
+            "next_raster": manifest["raster_count"] + 1}
+
+
+def index_kind(manifest: dict) -> str:
+    """The kind of search an index does, for people: its segments' kinds."""
+    kinds = sorted({segment["kind"] for segment in manifest["segments"]}, key=INDEX_KINDS.index)
+    return "+".join(kinds) if kinds else "flat"
 
 
 def require_manifest(index_dir: Path) -> dict:
@@ -89,15 +134,18 @@ def require_manifest(index_dir: Path) -> dict:
 
 def write_manifest(index_dir: Path, manifest: dict) -> None:
     validate(manifest, Path(index_dir) / MANIFEST)
-    write_bytes_atomic(Path(index_dir) / MANIFEST, json.dumps(manifest, indent=2).encode())
+    write_bytes_atomic(Path(index_dir) / MANIFEST, json.dumps(manifest, indent=1).encode())
 
 
 def committed_files(index_dir: Path) -> list[Path]:
-    """Catalog and vectors files of committed (or committing) generations in the folder."""
-    if not Path(index_dir).is_dir():
+    """Catalog and vectors files of committed (or committing) index states in the folder."""
+    index_dir = Path(index_dir)
+    if not index_dir.is_dir():
         return []
-    return sorted(p for p in Path(index_dir).iterdir()
-                  if any(pattern.fullmatch(p.name) for pattern in _FILE_NAMES.values()))
+    legacy = [p for p in index_dir.iterdir() if any(r.fullmatch(p.name) for r in _LEGACY_FILES.values())]
+    segments = index_dir / SEGMENT_DIR
+    inside = sorted(segments.glob("s*/catalog.sqlite")) if segments.is_dir() else []
+    return sorted(legacy) + inside
 
 
 def check_model(manifest: dict, model, index_dir: Path) -> None:

@@ -11,18 +11,18 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import IndexStoreError
-from .catalog import TileEntry, catalog_error, open_catalog, read_rasters, tile_count
+from .catalog import RasterEntry, TileEntry, catalog_error, open_catalog
+from .segments import SegmentReader
 from .manifest import MANIFEST, require_manifest
-from .vectors import read_vectors
 
 OPEN_ATTEMPTS = 3  # a commit may replace the generation while a reader opens it
 
 
 class IndexReader:
-    """The live generation of an index, opened read-only for searching.
+    """The live segments of an index, opened read-only for searching.
 
-    The catalog is opened before the (slow) FAISS read, and a generation that a commit replaced
-    in the meantime is followed to the new manifest, so opening during a build never fails.
+    Catalogs are opened before the (slow) FAISS reads, and a state that a commit replaced in the
+    meantime is followed to the new manifest, so opening during a build never fails.
     """
 
     def __init__(self, index_dir: str | Path):
@@ -37,25 +37,30 @@ class IndexReader:
                     raise
 
     def _open(self, manifest: dict) -> None:
-        catalog_path = self.index_dir / manifest["catalog"]
-        db = open_catalog(self.index_dir, manifest, check_same_thread=False)
+        dim = manifest["model"]["embedding_dim"]
+        segments: list[SegmentReader] = []
         try:
-            rasters = read_rasters(db, catalog_path)
-            tiles = tile_count(db, catalog_path)
-            if tiles != manifest["tile_count"] or len(rasters) != manifest["raster_count"]:
-                raise IndexStoreError(
-                    f"{catalog_path}: lists {tiles} tiles of {len(rasters)} raster(s) where the manifest "
-                    f"records {manifest['tile_count']} of {manifest['raster_count']}; the index is damaged, "
-                    "run `index build` to rebuild it")
-            self.faiss_index = read_vectors(self.index_dir / manifest["vectors"], manifest)
+            for segment in manifest["segments"]:
+                segments.append(SegmentReader(self.index_dir, segment, dim))
         except BaseException:
-            db.close()
+            for opened in segments:
+                opened.close()
             raise
-        self.manifest, self._db, self.rasters = manifest, db, rasters
+        live = sum(segment.live for segment in segments)
+        if live != manifest["tile_count"]:
+            for opened in segments:
+                opened.close()
+            raise IndexStoreError(f"{self.index_dir / MANIFEST}: its segments hold {live} live tiles where the "
+                                  f"manifest records {manifest['tile_count']}; the index is damaged, run "
+                                  "`index build` to rebuild it")
+        self.manifest, self.segments, self.dim = manifest, segments, dim
+        self.rasters = {i: r for seg in segments for i, r in seg.rasters.items()}
+        self._bases = np.array([seg.base for seg in segments], dtype=np.int64)
         self._db_lock = threading.Lock()  # a shared reader may serve searches from several threads
 
     def close(self) -> None:
-        self._db.close()
+        for segment in self.segments:
+            segment.close()
 
     def __enter__(self) -> "IndexReader":
         return self
@@ -65,42 +70,71 @@ class IndexReader:
 
     @property
     def size(self) -> int:
-        return int(self.faiss_index.ntotal)
+        """Live tiles."""
+        return int(self.manifest["tile_count"])
 
     def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Scores and tile ids of the k nearest tiles (inner product of unit vectors = cosine)."""
+        """Scores and tile ids of the k nearest live tiles (inner product of unit vectors = cosine)."""
         k = min(k, self.size)
-        scores, ids = self.faiss_index.search(np.ascontiguousarray(query.reshape(1, -1), np.float32), k)
-        keep = ids[0] >= 0
-        return scores[0][keep], ids[0][keep]
+        queries = np.ascontiguousarray(query.reshape(1, -1), np.float32)
+        found = [segment.search(queries, k) for segment in self.segments]
+        if not found or k == 0:
+            return np.zeros(0, np.float32), np.zeros(0, np.int64)
+        scores = np.concatenate([s[0] for s, _ in found])
+        ids = np.concatenate([s[0] for _, s in found])
+        order = np.argsort(-scores, kind="stable")[:k]
+        keep = ids[order] >= 0
+        return scores[order][keep], ids[order][keep]
 
-    def vectors(self, ids: list[int]) -> np.ndarray:
-        """The stored (n, D) float32 embeddings of the given tile ids."""
-        return np.stack([self.faiss_index.reconstruct(int(i)) for i in ids]) if len(ids) else np.zeros(
-            (0, self.faiss_index.d), np.float32)
-
-    def iter_tiles(self, batch: int = 65536) -> Iterator[tuple[list[TileEntry], np.ndarray]]:
-        """Every live tile with its embedding, in id order, `batch` tiles at a time."""
-        for start in range(0, self.size, batch):
-            ids = list(range(start, min(self.size, start + batch)))
-            yield self.tiles(ids), self.vectors(ids)
+    def _segment_of(self, ids: np.ndarray) -> np.ndarray:
+        """Which segment holds each tile id; an error for ids no live segment holds."""
+        where = np.searchsorted(self._bases, ids, side="right") - 1
+        ends = np.array([seg.base + seg.count for seg in self.segments], dtype=np.int64)
+        outside = (where < 0) | (ids >= ends[np.maximum(where, 0)]) if len(self.segments) else np.ones(len(ids), bool)
+        if outside.any():
+            raise IndexStoreError(f"{self.index_dir}: tile {int(ids[outside][0])} is not in the index "
+                                  "(tile ids change when an index is compacted)")
+        return where
 
     def tiles(self, ids: list[int]) -> list[TileEntry]:
         """Catalog entries of the given tile ids, in the same order."""
-        if not ids:
+        if not len(ids):
             return []
-        marks = ",".join("?" * len(ids))
+        ids = [int(i) for i in ids]
+        found: dict[int, TileEntry] = {}
+        where = self._segment_of(np.array(ids))
+        for number in np.unique(where):
+            found.update(self.segments[number].tiles([i for i, w in zip(ids, where) if w == number], self._db_lock))
         try:
-            with self._db_lock:
-                rows = {row[0]: row for row in self._db.execute(
-                    f"SELECT id, raster_id, col, row, width, height, xmin, ymin, xmax, ymax, "
-                    f"lon_min, lat_min, lon_max, lat_max FROM tiles WHERE id IN ({marks})",
-                    [int(i) for i in ids])}
-            return [TileEntry(id=row[0], raster=self.rasters[row[1]], window=tuple(row[2:6]),
-                              bounds=tuple(row[6:10]), bounds_4326=tuple(row[10:14]))
-                    for row in (rows[int(i)] for i in ids)]
-        except (sqlite3.DatabaseError, KeyError) as exc:
-            raise catalog_error(self.index_dir / self.manifest["catalog"], exc) from exc
+            return [found[i] for i in ids]
+        except KeyError as exc:
+            raise IndexStoreError(f"{self.index_dir}: tile {exc} is not in the index") from None
+
+    def tile_at(self, raster: RasterEntry, window: tuple[int, int, int, int]) -> int | None:
+        """The id of the live tile of `raster` whose pixel window is exactly `window`, if any."""
+        for segment in self.segments:
+            if segment.rasters.get(raster.id) is raster:
+                return segment.tile_at(raster.id, window, self._db_lock)
+        return None
+
+    def vectors(self, ids) -> np.ndarray:
+        """The stored (n, D) float32 embeddings of the given tile ids."""
+        ids = np.asarray(ids, dtype=np.int64)
+        out = np.zeros((len(ids), self.dim), np.float32)
+        where = self._segment_of(ids)
+        for number in np.unique(where):
+            rows = np.flatnonzero(where == number)
+            segment = self.segments[number]
+            out[rows] = segment.vectors(ids[rows] - segment.base)
+        return out
+
+    def iter_tiles(self, batch: int = 65536) -> Iterator[tuple[list[TileEntry], np.ndarray]]:
+        """Every live tile with its embedding, in id order, `batch` tiles at a time."""
+        for segment in self.segments:
+            live = segment.live_local_ids() + segment.base
+            for start in range(0, len(live), batch):
+                ids = live[start:start + batch]
+                yield self.tiles(ids.tolist()), self.vectors(ids)
 
 
 _READERS: "OrderedDict[tuple[str, int, int], IndexReader]" = OrderedDict()
@@ -140,6 +174,8 @@ class IndexInfo:
     size_bytes: int
     generation: int
     built_at: str
+    segments: int = 1
+    dead_tiles: int = 0  # tombstoned, until compaction
 
     def describe(self) -> str:
         model = self.model
@@ -147,7 +183,9 @@ class IndexInfo:
                  f"model: {model['name']} ({model['embedding_dim']}-d, {model.get('input_size', '?')} px, "
                  f"sha256 {model['sha256'][:12]}, {model.get('path', '?')})",
                  f"{self.tile_count} tiles from {len(self.rasters)} raster(s), {self.index_kind} search, "
-                 f"{self.size_bytes / 1e6:.1f} MB on disk"]
+                 f"{self.segments} segment(s), {self.size_bytes / 1e6:.1f} MB on disk"]
+        if self.dead_tiles:
+            lines.append(f"{self.dead_tiles} replaced tiles await compaction (`index compact`)")
         lines += [f"  {tiles:8d}  {path}" for path, tiles in self.rasters]
         return "\n".join(lines)
 
@@ -155,14 +193,21 @@ class IndexInfo:
 def read_index_info(index_dir: str | Path) -> IndexInfo:
     index_dir = Path(index_dir)
     manifest = require_manifest(index_dir)
-    connection = open_catalog(index_dir, manifest)
-    try:
-        rasters = tuple(connection.execute("SELECT path, tile_count FROM rasters ORDER BY path"))
-    except sqlite3.DatabaseError as exc:
-        raise catalog_error(index_dir / manifest["catalog"], exc) from exc
-    finally:
-        connection.close()
+    rasters = []
+    for segment in manifest["segments"]:
+        path = index_dir / segment["catalog"]
+        connection = open_catalog(path)
+        try:
+            dead = set(segment["dead_rasters"])
+            rasters += [(p, n) for i, p, n in connection.execute("SELECT id, path, tile_count FROM rasters")
+                        if i not in dead]
+        except sqlite3.DatabaseError as exc:
+            raise catalog_error(path, exc) from exc
+        finally:
+            connection.close()
     size = sum(p.stat().st_size for p in index_dir.rglob("*") if p.is_file())
-    return IndexInfo(index_dir=str(index_dir), rasters=rasters, tile_count=manifest["tile_count"],
-                     model=manifest["model"], index_kind=manifest["index_kind"], size_bytes=size,
-                     generation=manifest["generation"], built_at=manifest["built_at"])
+    return IndexInfo(index_dir=str(index_dir), rasters=tuple(sorted(rasters)), tile_count=manifest["tile_count"],
+                     model=manifest["model"], index_kind=manifest.get("index_kind") or "flat", size_bytes=size,
+                     generation=manifest["generation"], built_at=manifest["built_at"],
+                     segments=len(manifest["segments"]),
+                     dead_tiles=sum(s["dead_tiles"] for s in manifest["segments"]))

@@ -1,6 +1,12 @@
-"""The vectors: a FAISS file per generation (exact IndexFlatIP, or IndexIVFFlat for large indexes).
+"""A segment's vectors: a FAISS file, and for compressed segments a float16 copy for exact re-ranking.
 
-    INDEX_DIR/vectors-<gen>.faiss
+    flat   exact IndexFlatIP                          up to APPROXIMATE_THRESHOLD vectors
+    ivf    IndexIVFFlat                               up to COMPRESS_THRESHOLD (or --approximate)
+    ivfpq  IndexIVFPQ (32 bytes a vector at 128-d),   above COMPRESS_THRESHOLD: candidates from the PQ
+           + vectors.f16 (float16, memory-mapped)     codes are re-scored exactly from float16 vectors
+
+IVF files are opened memory-mapped (faiss IO_FLAG_MMAP): a 10^8-tile index opens in seconds and
+its inverted lists are paged in by the OS as queries touch them.
 """
 from __future__ import annotations
 
@@ -11,11 +17,15 @@ import numpy as np
 from ..errors import IndexStoreError, MissingDependencyError
 
 APPROXIMATE_THRESHOLD = 250_000  # above this many vectors an exact search takes > ~70 ms on 2 cores
-# Approximate search is IVF: every build rebuilds the vector index from the shards, and on 2 cores
-# IVF builds about 20x faster than HNSW (10^5 x 512: 10 s against 220 s) at similar query latency.
-IVF_MAX_LISTS = 4096
+COMPRESS_THRESHOLD = 2_000_000  # above this, float32 inverted lists (512 B a vector at 128-d) cost too much RAM
+# IVF builds about 20x faster than HNSW on 2 cores (10^5 x 512: 10 s against 220 s) at similar latency.
+IVF_MAX_LISTS = 16384
 IVF_TRAIN_PER_LIST = 64  # k-means training points per list (FAISS warns below 39)
+IVF_TRAIN_MAX = 262_144  # k-means sample cap: training time, not accuracy, is what grows past it
 IVF_NPROBE = 32
+PQ_BYTES_PER_DIM = 0.25  # 128-d -> 32 one-byte sub-quantizers
+RERANK_FACTOR = 10  # ivfpq: PQ candidates fetched per wanted hit, then scored exactly
+ADD_BATCH = 262_144
 
 
 def faiss_module():
@@ -27,9 +37,14 @@ def faiss_module():
 
 
 def choose_kind(n_vectors: int, approximate: bool | None) -> str:
-    if approximate is None:
-        approximate = n_vectors > APPROXIMATE_THRESHOLD
-    return "ivf" if approximate else "flat"
+    """flat below the thresholds; `approximate` True forces an IVF kind, False forces exact."""
+    if approximate is False:
+        return "flat"
+    if n_vectors > COMPRESS_THRESHOLD:
+        return "ivfpq"
+    if approximate or n_vectors > APPROXIMATE_THRESHOLD:
+        return "ivf"
+    return "flat"
 
 
 def ivf_lists(n_vectors: int) -> int:
@@ -37,19 +52,32 @@ def ivf_lists(n_vectors: int) -> int:
     return int(max(1, min(IVF_MAX_LISTS, 4 * np.sqrt(n_vectors), n_vectors // 39)))
 
 
+def pq_subquantizers(dim: int) -> int:
+    """Sub-quantizers for PQ: dim/4 one-byte codes, a divisor of dim."""
+    m = max(1, int(dim * PQ_BYTES_PER_DIM))
+    while dim % m:
+        m -= 1
+    return m
+
+
 def make_faiss_index(vectors: np.ndarray, kind: str):
+    """A FAISS index of `vectors` (n, D) float32 of the given kind, trained on a sample, filled in batches."""
     faiss = faiss_module()
-    dim = vectors.shape[1]
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    if kind == "ivf":
-        lists = ivf_lists(len(vectors))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
-        sample = np.random.default_rng(0).permutation(len(vectors))[:lists * IVF_TRAIN_PER_LIST]
-        index.train(vectors[np.sort(sample)])
-    else:
+    n, dim = vectors.shape
+    if kind == "flat":
         index = faiss.IndexFlatIP(dim)
-    if len(vectors):
-        index.add(vectors)
+    else:
+        lists = ivf_lists(n)
+        quantizer = faiss.IndexFlatIP(dim)
+        if kind == "ivfpq":
+            index = faiss.IndexIVFPQ(quantizer, dim, lists, pq_subquantizers(dim), 8, faiss.METRIC_INNER_PRODUCT)
+        else:
+            index = faiss.IndexIVFFlat(quantizer, dim, lists, faiss.METRIC_INNER_PRODUCT)
+        sample_size = min(n, lists * IVF_TRAIN_PER_LIST, IVF_TRAIN_MAX)
+        sample = np.sort(np.random.default_rng(0).choice(n, sample_size, replace=False))
+        index.train(np.ascontiguousarray(vectors[sample], dtype=np.float32))
+    for start in range(0, n, ADD_BATCH):
+        index.add(np.ascontiguousarray(vectors[start:start + ADD_BATCH], dtype=np.float32))
     return index
 
 
@@ -57,25 +85,41 @@ def serialize(index) -> bytes:
     return faiss_module().serialize_index(index).tobytes()
 
 
-def read_vectors(path: Path, manifest: dict):
-    """The generation's FAISS index, checked against the manifest (file size, count, dimension)."""
+def read_vectors(path: Path, expected_bytes: int | None, count: int, dim: int):
+    """A segment's FAISS index, checked against what the manifest recorded (file size, count, dimension)."""
     faiss = faiss_module()
     rebuild = "run `index build` to rebuild it"
     if not path.is_file():
         raise IndexStoreError(f"{path}: missing; the index is damaged, {rebuild}")
-    expected_size = manifest.get("vectors_bytes")
-    if expected_size is not None and path.stat().st_size != expected_size:
+    if expected_bytes is not None and path.stat().st_size != expected_bytes:
         raise IndexStoreError(f"{path}: {path.stat().st_size} bytes where the manifest recorded "
-                              f"{expected_size}; the vectors file is damaged, {rebuild}")
+                              f"{expected_bytes}; the vectors file is damaged, {rebuild}")
     try:
-        index = faiss.read_index(str(path))
+        index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
     except (RuntimeError, MemoryError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise IndexStoreError(f"{path}: unreadable FAISS index ({first_line}); {rebuild}") from exc
-    if index.ntotal != manifest["tile_count"] or index.d != manifest["model"]["embedding_dim"]:
+    if index.ntotal != count or index.d != dim:
         raise IndexStoreError(f"{path}: holds {index.ntotal} {index.d}-d vectors where the manifest records "
-                              f"{manifest['tile_count']} {manifest['model']['embedding_dim']}-d; {rebuild}")
+                              f"{count} {dim}-d; {rebuild}")
     if isinstance(index, faiss.IndexIVF):
         index.nprobe = min(IVF_NPROBE, index.nlist)
-        index.make_direct_map()  # reconstruct(id) for stored embeddings (feedback, export)
     return index
+
+
+def write_f16(path: Path, vectors: np.ndarray) -> None:
+    """The float16 copy of a compressed segment's vectors, as a raw (n, D) array."""
+    from ..atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            for start in range(0, len(vectors), ADD_BATCH):
+                handle.write(np.ascontiguousarray(vectors[start:start + ADD_BATCH], dtype=np.float16).tobytes())
+
+
+def open_f16(path: Path, count: int, dim: int) -> np.ndarray:
+    expected = count * dim * 2
+    if not path.is_file() or path.stat().st_size != expected:
+        raise IndexStoreError(f"{path}: missing or not {expected} bytes; the index is damaged, "
+                              "run `index build` to rebuild it")
+    return np.memmap(path, dtype=np.float16, mode="r", shape=(count, dim))

@@ -1,0 +1,192 @@
+"""Segments: immutable parts of an index, each a catalog and vectors for a set of rasters.
+
+    INDEX_DIR/segments/s<number>/catalog.sqlite   rasters and tiles (index-wide ids)
+    INDEX_DIR/segments/s<number>/vectors.faiss    FAISS, local ids 0..n-1 = tile ids base..base+n-1
+    INDEX_DIR/segments/s<number>/vectors.f16      float16 copy, for ivfpq segments (exact re-ranking)
+
+A segment is written once and never changed: a build adds one, tombstones (recorded in the
+manifest) hide the tiles of rasters that were replaced or removed, and compaction writes one
+new segment of everything live.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import IndexStoreError
+from ..atomic import atomic_path, fsync_dir, umask_mode, write_bytes_atomic
+from ..model import ModelInfo
+from .catalog import TileEntry, catalog_error, open_catalog, read_rasters, tile_count, write_catalog
+from .files import file_sha256, sha256_bytes
+from .manifest import SEGMENT_DIR
+from .shards import Shard
+from .vectors import RERANK_FACTOR, choose_kind, make_faiss_index, open_f16, read_vectors, serialize, write_f16
+
+
+def write_segment(index_dir: Path, number: int, shards: dict[str, Shard], model: ModelInfo,
+                  approximate: bool | None, base: int, first_raster: int) -> dict:
+    """Write a segment of these shards (sorted by raster path) and return its manifest record.
+
+    The folder is filled under a temporary name and renamed at the end, so a killed writer
+    leaves no half segment under a live name.
+    """
+    name = f"s{number:06d}"
+    segments = Path(index_dir) / SEGMENT_DIR
+    segments.mkdir(exist_ok=True)
+    final, building = segments / name, segments / f".{name}.tmp"
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(mode=umask_mode(0o777))
+    ordered = sorted(shards.items(), key=lambda item: item[1].record["path"])
+    dim = model.contract.embedding_dim
+    vectors = np.concatenate([s.vectors for _, s in ordered]) if ordered else np.zeros((0, dim), np.float32)
+    kind = choose_kind(len(vectors), approximate)
+    try:
+        with atomic_path(building / "catalog.sqlite") as tmp:
+            tmp.unlink()
+            write_catalog(tmp, ordered, first_tile=base, first_raster=first_raster)
+            os.chmod(tmp, umask_mode())  # SQLite creates its files 0644 whatever the umask
+        vector_bytes = serialize(make_faiss_index(vectors, kind))
+        write_bytes_atomic(building / "vectors.faiss", vector_bytes)
+        if kind == "ivfpq":
+            write_f16(building / "vectors.f16", vectors)
+        shutil.rmtree(final, ignore_errors=True)  # a leftover of a commit that never happened
+        os.replace(building, final)
+        fsync_dir(segments)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    prefix = f"{SEGMENT_DIR}/{name}"
+    return {"name": name, "catalog": f"{prefix}/catalog.sqlite", "vectors": f"{prefix}/vectors.faiss",
+            "f16": f"{prefix}/vectors.f16" if kind == "ivfpq" else None, "kind": kind, "base": base,
+            "tiles": int(len(vectors)), "first_raster": first_raster, "rasters": len(ordered),
+            "catalog_sha256": file_sha256(final / "catalog.sqlite"), "vectors_bytes": len(vector_bytes),
+            "vectors_sha256": sha256_bytes(vector_bytes), "dead_rasters": [], "dead_ranges": [], "dead_tiles": 0}
+
+
+CHECKSUM_MAX_TILES = 1_000_000  # larger segments are checked by size and counts only on every build
+
+
+def verify_segment(index_dir: Path, segment: dict, dim: int) -> str | None:
+    """What is wrong with a segment's files, or None when they are whole.
+
+    Small segments are read through and checked against their checksums; reading a 10^8-tile
+    index through on every refresh would take minutes, so large ones get the cheap checks
+    (sizes, counts, a readable FAISS header) that opening does.
+    """
+    index_dir = Path(index_dir)
+    catalog, vectors = index_dir / segment["catalog"], index_dir / segment["vectors"]
+    for path in (catalog, vectors):
+        if not path.is_file():
+            return f"{segment['catalog'].rsplit('/', 1)[0]}: {path.name} is missing"
+    checksums = segment["tiles"] <= CHECKSUM_MAX_TILES
+    for path, key in ((catalog, "catalog_sha256"), (vectors, "vectors_sha256")):
+        if checksums and segment.get(key) and file_sha256(path) != segment[key]:
+            return f"{path.relative_to(index_dir)} does not match the checksum the manifest recorded"
+    try:
+        SegmentReader(index_dir, segment, dim).close()
+    except Exception as exc:  # noqa: BLE001 - any failure to read the segment is damage to report
+        return str(exc)
+    return None
+
+
+class SegmentReader:
+    """One segment opened for searching: its catalog (read-only), FAISS index (memory-mapped), tombstones."""
+
+    def __init__(self, index_dir: Path, segment: dict, dim: int):
+        self.segment, self.base, self.count = segment, segment["base"], segment["tiles"]
+        self.catalog_path = Path(index_dir) / segment["catalog"]
+        self.db = open_catalog(self.catalog_path, check_same_thread=False)
+        try:
+            dead = set(segment["dead_rasters"])
+            self.rasters = {i: r for i, r in read_rasters(self.db, self.catalog_path).items() if i not in dead}
+            tiles = tile_count(self.db, self.catalog_path)
+            if tiles != segment["tiles"] or len(self.rasters) + len(dead) != segment["rasters"]:
+                raise _count_mismatch(self.catalog_path, tiles, len(self.rasters) + len(dead), segment)
+            self.index = read_vectors(Path(index_dir) / segment["vectors"], segment.get("vectors_bytes"),
+                                      segment["tiles"], dim)
+            self.f16 = open_f16(Path(index_dir) / segment["f16"], self.count, dim) if segment.get("f16") else None
+        except BaseException:
+            self.db.close()
+            raise
+        ranges = np.array(segment["dead_ranges"], dtype=np.int64).reshape(-1, 2) - self.base
+        self.dead_starts, self.dead_ends = ranges[:, 0], ranges[:, 1]
+        self.live = self.count - segment["dead_tiles"]
+        self._direct_map = False
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _is_dead(self, local: np.ndarray) -> np.ndarray:
+        if not len(self.dead_starts):
+            return np.zeros(len(local), bool)
+        at = np.searchsorted(self.dead_starts, local, side="right") - 1
+        return (at >= 0) & (local < self.dead_ends[np.maximum(at, 0)])
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(nq, k') scores and index-wide tile ids of the best live tiles, best first (-1 padding)."""
+        wanted = min(self.count, k + self.segment["dead_tiles"])
+        if wanted == 0 or self.live == 0:
+            return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+        fetch = min(self.count, wanted * RERANK_FACTOR) if self.f16 is not None else wanted
+        scores, local = self.index.search(queries, fetch)
+        if self.f16 is not None:  # re-score the PQ candidates exactly from the float16 vectors
+            safe = np.maximum(local, 0)
+            exact = np.einsum("qkd,qd->qk", self.f16[safe.ravel()].reshape(*safe.shape, -1).astype(np.float32),
+                              queries)
+            scores = np.where(local >= 0, exact, -np.inf).astype(np.float32)
+            order = np.argsort(-scores, axis=1, kind="stable")
+            scores, local = np.take_along_axis(scores, order, 1), np.take_along_axis(local, order, 1)
+        valid = (local >= 0) & ~self._is_dead(local.ravel()).reshape(local.shape)
+        out_scores = np.full((len(queries), k), -np.inf, np.float32)
+        out_ids = np.full((len(queries), k), -1, np.int64)
+        for row in range(len(queries)):
+            keep = np.flatnonzero(valid[row])[:k]
+            out_scores[row, :len(keep)] = scores[row, keep]
+            out_ids[row, :len(keep)] = local[row, keep] + self.base
+        return out_scores, out_ids
+
+    def tiles(self, ids: list[int], lock) -> dict[int, TileEntry]:
+        marks = ",".join("?" * len(ids))
+        try:
+            with lock:
+                rows = self.db.execute(
+                    f"SELECT id, raster_id, col, row, width, height, xmin, ymin, xmax, ymax, "
+                    f"lon_min, lat_min, lon_max, lat_max FROM tiles WHERE id IN ({marks})", ids).fetchall()
+            return {row[0]: TileEntry(id=row[0], raster=self.rasters[row[1]], window=tuple(row[2:6]),
+                                      bounds=tuple(row[6:10]), bounds_4326=tuple(row[10:14])) for row in rows}
+        except (sqlite3.DatabaseError, KeyError) as exc:
+            raise catalog_error(self.catalog_path, exc) from exc
+
+    def tile_at(self, raster_id: int, window: tuple[int, int, int, int], lock) -> int | None:
+        try:
+            with lock:
+                row = self.db.execute(
+                    "SELECT id FROM tiles WHERE raster_id = ? AND col = ? AND row = ? AND width = ? AND height = ? "
+                    "ORDER BY id LIMIT 1", (raster_id, *[int(v) for v in window])).fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise catalog_error(self.catalog_path, exc) from exc
+        return None if row is None else int(row[0])
+
+    def vectors(self, local: np.ndarray) -> np.ndarray:
+        """Stored embeddings by local id: exact for flat and ivf, float16-exact for ivfpq."""
+        if self.f16 is not None:
+            return np.asarray(self.f16[local], dtype=np.float32)
+        if self.segment["kind"] == "ivf" and not self._direct_map:
+            self.index.make_direct_map()
+            self._direct_map = True
+        return np.stack([self.index.reconstruct(int(i)) for i in local]) if len(local) else np.zeros(
+            (0, self.index.d), np.float32)
+
+    def live_local_ids(self) -> np.ndarray:
+        ids = np.arange(self.count)
+        return ids[~self._is_dead(ids)]
+
+
+def _count_mismatch(path: Path, tiles: int, rasters: int, segment: dict) -> IndexStoreError:
+    return IndexStoreError(
+        f"{path}: lists {tiles} tiles of {rasters} raster(s) where the manifest records {segment['tiles']} "
+        f"of {segment['rasters']}; the index is damaged, run `index build` to rebuild it")

@@ -1,0 +1,76 @@
+"""Segments on real files: a kill in the middle of writing one, and indexes of the format before segments."""
+import json
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from rsir_qgis_plugin.core.builder import build_index
+from rsir_qgis_plugin.core.store import MANIFEST, IndexReader
+from tests.core.test_index import ROOT, copy_raster, params
+
+KILL_IN_SEGMENT_SCRIPT = """
+import os, signal, sys
+from rsir_qgis_plugin.core.builder import build_index
+from rsir_qgis_plugin.core.params import BuildParams, TilingParams
+from rsir_qgis_plugin.core.store import segments
+write_catalog = segments.write_catalog
+def write_then_die(*args, **kwargs):
+    write_catalog(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)  # the new segment's catalog is written, its vectors are not
+segments.write_catalog = write_then_die
+index, model, *rasters = sys.argv[1:]
+build_index(BuildParams(index_dir=index, rasters=tuple(rasters), model_path=model,
+                        tiling=TilingParams(tile_px=96, stride_px=96)))
+"""
+
+
+def test_sigkill_while_writing_a_segment_leaves_the_previous_index_and_the_next_build_finishes(
+        tmp_path, tiny_model, town_crop):
+    index = tmp_path / "idx"
+    build_index(params(index, [town_crop], tiny_model))
+    before = (index / MANIFEST).read_bytes()
+    rasters = [str(copy_raster(tmp_path, f"k{i}.tif", town_crop)) for i in range(2)]
+    killed = subprocess.run([sys.executable, "-c", KILL_IN_SEGMENT_SCRIPT, str(index), str(tiny_model), *rasters],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert (index / MANIFEST).read_bytes() == before
+    assert [p.name for p in (index / "segments").iterdir() if p.name.startswith(".")]  # the half segment
+    with IndexReader(index) as reader:
+        assert reader.size == 16
+    resumed = build_index(params(index, [Path(r) for r in rasters], tiny_model))
+    assert resumed.rasters_resumed == 2 and resumed.tiles_indexed == 0 and resumed.tiles_total == 48
+    assert not [p for p in (index / "segments").iterdir() if p.name.startswith(".")]
+
+
+def test_an_index_of_the_format_before_segments_is_read_and_updated(tmp_path, tiny_model, town_crop):
+    """Format 2: one catalog-N.sqlite and vectors-N.faiss at the top, named by the manifest."""
+    index = tmp_path / "idx"
+    build_index(params(index, [town_crop], tiny_model))
+    manifest = json.loads((index / MANIFEST).read_text())
+    segment, = manifest["segments"]
+    shutil.move(index / segment["catalog"], index / "catalog-1.sqlite")
+    shutil.move(index / segment["vectors"], index / "vectors-1.faiss")
+    shutil.rmtree(index / "segments")
+    with sqlite3.connect(index / "catalog-1.sqlite") as db:  # the schema of format 2 had no first_tile
+        db.execute("ALTER TABLE rasters DROP COLUMN first_tile")
+    legacy = {"format": "rsir-index", "format_version": 2, "generation": 1, "catalog": "catalog-1.sqlite",
+              "vectors": "vectors-1.faiss", "index_kind": "flat", "model": manifest["model"], "tile_count": 16,
+              "raster_count": 1, "built_at": manifest["built_at"]}
+    (index / MANIFEST).write_text(json.dumps(legacy))
+    with IndexReader(index) as reader:
+        assert reader.size == 16
+        query = reader.vectors([3])[0]
+        assert reader.search(query, 1)[1][0] == 3
+    second = copy_raster(tmp_path, "second.tif", town_crop)
+    summary = build_index(params(index, [second], tiny_model))
+    assert summary.rasters_unchanged == 1 and summary.tiles_total == 32
+    upgraded = json.loads((index / MANIFEST).read_text())
+    assert upgraded["format_version"] == 3 and len(upgraded["segments"]) == 2
+    with IndexReader(index) as reader:
+        ids = reader.search(np.asarray(query), 32)[1]
+        assert len(set(ids.tolist())) == 32 and reader.search(query, 1)[1][0] == 3
