@@ -2,6 +2,7 @@
 
     python -m rsir_qgis_plugin index build INDEX_DIR RASTER... [options]
     python -m rsir_qgis_plugin index info INDEX_DIR
+    python -m rsir_qgis_plugin index export INDEX_DIR --geoparquet FILE.parquet
     python -m rsir_qgis_plugin search INDEX_DIR (--raster R --bbox XMIN YMIN XMAX YMAX [--crs C] | --image F)
 
 Exit status: 0 success; 1 error (nothing changed; a build in which every raster failed included);
@@ -58,6 +59,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     repair.add_argument("--model", type=Path,
                         help="the model the index was built with (default: the bundled model)")
 
+    export = index.add_parser("export", help="write every tile's footprint and embedding to a GeoParquet file")
+    export.add_argument("index_dir", type=Path)
+    export.add_argument("--geoparquet", type=Path, required=True, metavar="FILE",
+                        help="the .parquet file to write (replaced atomically; needs pyarrow)")
+
     search = commands.add_parser("search", help="find tiles like a box of a raster or an image")
     search.add_argument("index_dir", type=Path)
     search.add_argument("--raster", type=Path, help="raster holding the query box")
@@ -90,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
                 return build(args)
             if args.command == "index" and args.index_command == "repair":
                 return repair(args)
+            if args.command == "index" and args.index_command == "export":
+                return export(args)
             if args.command == "index":
                 return info(args)
             return search(args)
@@ -197,6 +205,24 @@ def repair(args) -> int:
     from .core.store import repair_index
 
     print(repair_index(args.index_dir, args.model).describe())
+    return EXIT_OK
+
+
+def export(args) -> int:
+    from tqdm import tqdm
+
+    from .core.export_parquet import export_geoparquet
+
+    with tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}",
+              file=sys.stderr, disable=None) as bar:
+        def progress(percent: float, message: str) -> None:
+            bar.update(percent - bar.n)
+            bar.set_postfix_str(message, refresh=False)
+
+        summary = export_geoparquet(args.index_dir, args.geoparquet, progress=progress)
+    for line in summary.warnings():
+        print(f"rsir: warning: {line}", file=sys.stderr)
+    print(summary.describe())
     return EXIT_OK
 
 
