@@ -50,6 +50,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     build.add_argument("--tta", action="store_true", help="embed tiles as the mean of 4 rotations (4x slower)")
     build.add_argument("--force", action="store_true",
                        help="start afresh in a folder whose manifest is lost or damaged (shards are reused)")
+    build.add_argument("--dask", metavar="ADDRESS|local",
+                       help="embed on a Dask cluster: a scheduler address (the index folder and rasters on a "
+                            "path every worker sees), or 'local' for worker processes on this machine")
 
     info = index.add_parser("info", help="describe an index")
     info.add_argument("index_dir", type=Path)
@@ -184,7 +187,8 @@ def build(args) -> int:
                           stride_m=args.stride_metres, bands=args.bands)
     params = BuildParams(index_dir=args.index_dir, rasters=tuple(args.rasters), model_path=args.model,
                          tiling=tiling, device=args.device, batch_size=args.batch_size,
-                         approximate=args.approximate, tta=args.tta, force=args.force)
+                         approximate=args.approximate, tta=args.tta, force=args.force,
+                         dask=args.dask)
     with tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}",
               file=sys.stderr, disable=None) as bar:
         def progress(percent: float, message: str) -> None:
