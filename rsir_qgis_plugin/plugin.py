@@ -76,6 +76,7 @@ class RsirPlugin:
         self.find_action.toggled.connect(self._on_find_toggled)
         self.build_action.triggered.connect(self.build.open_dialog)
         self.map_tool.boxDrawn.connect(self.search.search)
+        self.map_tool.boxLabelled.connect(self.search.label_box)
         self.build.indexBuilt.connect(self.search.show_index)
 
         self.toolbar = self.iface.addToolBar("rsir")

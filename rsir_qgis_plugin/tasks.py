@@ -138,6 +138,8 @@ class SearchOutcome:
     hit_features: list[QgsFeature]
     query_feature: QgsFeature | None
     thumbnails: dict[int, Any] = field(default_factory=dict)  # rank -> (h, w, 3) uint8 numpy array
+    feedback: Any = None  # core.feedback.Feedback of a refined search; None for a box query
+    notes: list[str] = field(default_factory=list)  # labels left out of a refined search, and why
 
 
 @dataclass(frozen=True)
@@ -164,22 +166,70 @@ class SearchTask(EngineTask):
 
     def work(self) -> SearchOutcome:
         from .core.search import search_box
-        from .gui.layers import HitFeatureFactory, hit_fields, query_fields
-        from .gui.thumbnails import read_thumbnails
 
         req = self.request
         result = search_box(req.index_dir, req.raster_path, req.box, req.box_crs, req.params,
                             is_cancelled=self.isCanceled)
-        factory = HitFeatureFactory(req.output_crs, req.transform_context)
-        fields = hit_fields()
-        hits = [factory.hit_feature(hit, fields) for hit in result.hits]
-        query = None
-        if result.query_polygon:
-            query = QgsFeature(query_fields())
-            query.setGeometry(factory.geometry(result.query_polygon, result.query_crs_wkt))
-            query.setAttributes([req.raster_path])
-        thumbs = read_thumbnails(result.hits, is_cancelled=self.isCanceled) if req.thumbnails else {}
-        return SearchOutcome(result, req.raster_name, req.output_crs, hits, query, thumbs)
+        return _outcome(self, result, req.raster_name, req.output_crs, req.transform_context, req.thumbnails,
+                        query_raster=req.raster_path)
+
+
+def _outcome(task: EngineTask, result, name: str, output_crs: QgsCoordinateReferenceSystem,
+             context: QgsCoordinateTransformContext, thumbnails: bool, query_raster: str | None = None,
+             **extra) -> SearchOutcome:
+    """In the worker thread: a search result's hits (and query) as features in the map CRS, and thumbnails."""
+    from .gui.layers import HitFeatureFactory, hit_fields, query_fields
+    from .gui.thumbnails import read_thumbnails
+
+    factory = HitFeatureFactory(output_crs, context)
+    fields = hit_fields()
+    hits = [factory.hit_feature(hit, fields) for hit in result.hits]
+    query = None
+    if result.query_polygon:
+        query = QgsFeature(query_fields())
+        query.setGeometry(factory.geometry(result.query_polygon, result.query_crs_wkt))
+        query.setAttributes([query_raster or result.query_raster])
+    thumbs = read_thumbnails(result.hits, is_cancelled=task.isCanceled) if thumbnails else {}
+    return SearchOutcome(result, name, output_crs, hits, query, thumbs, **extra)
+
+
+@dataclass(frozen=True)
+class FeedbackRequest:
+    """A refined search: the labels as a feature source (made from the labels layer on the UI thread,
+    read here in the worker), their CRS, and where the project's rasters lie (for labels drawn
+    without a raster)."""
+
+    index_dir: Path
+    labels: Any  # QgsVectorLayerFeatureSource of the labels layer, or anything with getFeatures()
+    labels_crs: QgsCoordinateReferenceSystem
+    rasters: tuple  # labels_layer.RasterFootprint, topmost first
+    params: SearchParams
+    output_crs: QgsCoordinateReferenceSystem
+    transform_context: QgsCoordinateTransformContext
+    thumbnails: bool = True
+
+
+class FeedbackSearchTask(EngineTask):
+    """The labels as Feedback, search_feedback(), then the hits as features in the map CRS and thumbnails."""
+
+    def __init__(self, request: FeedbackRequest):
+        super().__init__(f"rsir: refining the search in {request.index_dir.name}")
+        self.request = request
+
+    def work(self) -> SearchOutcome:
+        from .core.feedback import search_feedback
+        from .labels_layer import feedback_from_features
+
+        req = self.request
+        read = feedback_from_features(req.labels.getFeatures(), req.labels_crs, req.rasters, req.transform_context)
+        if read.positives == 0:
+            why = f" ({'; '.join(read.skipped[:3])})" if read.skipped else ""
+            raise RsirError("no positive label to refine with: mark a hit with thumbs up or Shift-drag a "
+                            f"box on the map{why}")
+        result = search_feedback(req.index_dir, read.feedback, req.params, is_cancelled=self.isCanceled)
+        name = f"{read.positives} positive and {read.negatives} negative label(s)"
+        return _outcome(self, result, name, req.output_crs, req.transform_context, req.thumbnails,
+                        feedback=read.feedback, notes=read.skipped)
 
 
 class InfoTask(EngineTask):

@@ -73,18 +73,30 @@ def test_search_makes_the_hits_layer_with_fields_and_geometry(searched, town_lay
 
 
 def test_dock_lists_hits_with_thumbnails_and_zooms(searched, qgis_canvas):
+    from qgis.PyQt.QtTest import QTest
+
     plugin, outcome = searched
     dock = plugin.dock
     assert dock.hit_list.count() == 6
-    first = dock.hit_list.item(0)
-    assert first.text().startswith("#1") and f"{outcome.result.hits[0].score:.3f}" in first.text()
+    first = dock.hit_row(1)
+    text = first.text_label.text()
+    assert text.startswith("#1") and f"{outcome.result.hits[0].score:.3f}" in text
+    assert dock.hit_list.item(0).data(Qt.AccessibleTextRole) == text
     # Thumbnails come from the raster's pixels, read in the task: not flat.
     assert set(outcome.thumbnails) == {1, 2, 3, 4, 5, 6}
     for rgb in outcome.thumbnails.values():
         assert rgb.shape[2] == 3 and rgb.std() > 5
-    assert not first.icon().isNull()
+    image = first.thumbnail.pixmap().toImage()
+    assert not image.isNull() and len({image.pixel(x, y) for x in range(0, 112, 8) for y in range(0, 112, 8)}) > 10
+    # Each hit has its thumbs, unlabelled after a plain search.
+    assert all(dock.hit_row(rank).label() == "" for rank in range(1, 7))
 
-    dock.hit_list.itemClicked.emit(dock.hit_list.item(2))  # rank 3
+    # A real click on the third row's text (the row widget lets it through to the list) zooms to it.
+    dock.show()
+    item = dock.hit_list.item(2)  # rank 3
+    dock.hit_list.scrollToItem(item)
+    row = dock.hit_row(3)
+    QTest.mouseClick(row.text_label, Qt.LeftButton, Qt.NoModifier, row.text_label.rect().center())
     hits = owned_layer(QgsProject.instance(), "hits")
     third = next(f for f in hits.getFeatures() if f["rank"] == 3)
     assert qgis_canvas.extent().contains(third.geometry().boundingBox())
