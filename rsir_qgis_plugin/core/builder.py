@@ -106,7 +106,7 @@ def build_index(params: BuildParams, progress: Progress | None = None,
         (index_dir / "shards").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise os_error_message(exc, index_dir, "cannot create the index folder") from None
-    model = read_model(params.model_path)
+    model = _model_for_build(params.model_path, index_dir)
     summary = BuildSummary(index_dir=str(index_dir))
 
     with WriterLock(index_dir):
@@ -186,6 +186,23 @@ def _kind_changes(previous: dict | None, approximate: bool | None) -> bool:
     if previous is None or approximate is None:
         return False
     return any(segment["kind"] != choose_kind(segment["tiles"], approximate) for segment in previous["segments"])
+
+
+def _model_for_build(model_path: Path | None, index_dir: Path) -> ModelInfo:
+    """The model given; else the one the index was built with (where it still is), else the bundled one."""
+    if model_path is not None:
+        return read_model(model_path)
+    try:
+        manifest = read_manifest(index_dir)
+    except IndexStoreError:
+        manifest = None  # reported under the lock, with the way to recover
+    if manifest is not None:
+        built_with = Path(manifest["model"].get("path", ""))
+        if built_with.is_file():
+            model = read_model(built_with)
+            if model.sha256 == manifest["model"]["sha256"]:
+                return model
+    return read_model(None)
 
 
 def _live_manifest(index_dir: Path, force: bool) -> dict | None:

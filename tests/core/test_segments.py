@@ -74,3 +74,20 @@ def test_an_index_of_the_format_before_segments_is_read_and_updated(tmp_path, ti
     with IndexReader(index) as reader:
         ids = reader.search(np.asarray(query), 32)[1]
         assert len(set(ids.tolist())) == 32 and reader.search(query, 1)[1][0] == 3
+
+
+def test_cli_compact_and_refresh_use_the_index_s_own_model(tmp_path, tiny_model, town_crop):
+    from tests.reliability.conftest import run_cli
+
+    index = tmp_path / "idx"
+    second = copy_raster(tmp_path, "second.tif", town_crop)
+    for raster in (town_crop, second):  # two builds: two segments
+        done = run_cli("index", "build", index, raster, "--model", tiny_model, "--tile-size", 96, "--stride", 96)
+        assert done.returncode == 0, done.stderr
+    assert len(json.loads((index / MANIFEST).read_text())["segments"]) == 2
+    refresh = run_cli("index", "build", index)  # no --model: the index's own, not the bundled default
+    assert refresh.returncode == 0 and "2 raster(s) unchanged" in refresh.stdout, refresh.stderr
+    done = run_cli("index", "compact", index)
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads((index / MANIFEST).read_text())["segments"]) == 1
+    assert "1 segment(s)" in run_cli("index", "info", index).stdout
