@@ -57,6 +57,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     info = index.add_parser("info", help="describe an index")
     info.add_argument("index_dir", type=Path)
 
+    compact = index.add_parser("compact", help="merge an index's segments into one, dropping replaced tiles")
+    compact.add_argument("index_dir", type=Path)
+    compact.add_argument("--model", type=Path, help="the model the index was built with (default: its own)")
+
     repair = index.add_parser("repair", help="rebuild a damaged index's catalog and vectors from its shards")
     repair.add_argument("index_dir", type=Path)
     repair.add_argument("--model", type=Path,
@@ -99,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
                 return build(args)
             if args.command == "index" and args.index_command == "repair":
                 return repair(args)
+            if args.command == "index" and args.index_command == "compact":
+                return compact(args)
             if args.command == "index" and args.index_command == "export":
                 return export(args)
             if args.command == "index":
@@ -108,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"rsir: error: {_with_gdal_reason(exc, gdal)}", file=sys.stderr)
             return EXIT_ERROR
         except KeyboardInterrupt:
-            if args.command == "index" and args.index_command == "build":
+            if args.command == "index" and args.index_command in ("build", "compact"):
                 print("rsir: interrupted; the previous index is unchanged, run the build again to resume",
                       file=sys.stderr)
             else:
@@ -179,16 +185,25 @@ def _words(text: str) -> str:
 
 
 def build(args) -> int:
-    from tqdm import tqdm
-
-    from .core.builder import build_index
-
     tiling = TilingParams(tile_px=args.tile_size, tile_m=args.tile_metres, stride_px=args.stride,
                           stride_m=args.stride_metres, bands=args.bands)
     params = BuildParams(index_dir=args.index_dir, rasters=tuple(args.rasters), model_path=args.model,
                          tiling=tiling, device=args.device, batch_size=args.batch_size,
                          approximate=args.approximate, tta=args.tta, force=args.force,
                          dask=args.dask)
+    return _run_build(params)
+
+
+def compact(args) -> int:
+    return _run_build(BuildParams(index_dir=args.index_dir, rasters=(), model_path=args.model, compact=True))
+
+
+def _run_build(params: BuildParams) -> int:
+    """A build with a progress bar on stderr and its summary on stdout; the exit status says how it went."""
+    from tqdm import tqdm
+
+    from .core.builder import build_index
+
     with tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}",
               file=sys.stderr, disable=None) as bar:
         def progress(percent: float, message: str) -> None:
