@@ -279,12 +279,14 @@ class ResultsDock(QgsDockWidget):
         the thumbs showing `labels` (rank -> 'positive'/'negative') of the hits already labelled."""
         self.hit_list.clear()
         labels = labels or {}
+        # A refined search with enough labels ranks by a classifier's probability, not by cosine.
+        score_name = "p" if getattr(outcome.result, "scoring", "cosine") == "probability" else "score"
         placeholder = QPixmap(THUMBNAIL_PX, THUMBNAIL_PX)
         placeholder.fill(Qt.lightGray)
         for hit in outcome.result.hits:
             rgb = outcome.thumbnails.get(hit.rank)
             pixmap = QPixmap.fromImage(to_qimage(rgb)) if rgb is not None else placeholder
-            text = f"#{hit.rank}   score {hit.score:.3f}\n{Path(hit.raster).name}"
+            text = f"#{hit.rank}   {score_name} {hit.score:.3f}\n{Path(hit.raster).name}"
             row = HitRow(hit.rank, pixmap, text, self._up_icon, self._down_icon)
             row.set_label(labels.get(hit.rank, UNLABELLED))
             row.labelChanged.connect(self.hitLabelled)
