@@ -420,7 +420,9 @@ def _box_crs(box) -> QgsCoordinateReferenceSystem:
 def write_labels(features: Sequence[QgsFeature], crs: QgsCoordinateReferenceSystem, path: str | Path,
                  context: QgsCoordinateTransformContext | None = None) -> Path:
     """Write label features to the `rsir_labels` layer of a GeoPackage; other layers of an existing
-    file (saved hits, say) are kept. Values only: safe in a worker thread. Raises OSError on failure."""
+    file (saved hits, say) are kept. Values only: safe in a worker thread. Raises RsirError saying why."""
+    from .core.errors import RsirError
+
     path = Path(path)
     options = QgsVectorFileWriter.SaveVectorOptions()
     options.driverName = "GPKG"
@@ -433,7 +435,7 @@ def write_labels(features: Sequence[QgsFeature], crs: QgsCoordinateReferenceSyst
     if writer.hasError() != QgsVectorFileWriter.NoError:
         message = writer.errorMessage()
         del writer
-        raise OSError(f"cannot write {path}: {message}")
+        raise RsirError(f"cannot write {path}: {message}")
     fields = label_fields()
     out = []
     for source in features:
@@ -445,5 +447,5 @@ def write_labels(features: Sequence[QgsFeature], crs: QgsCoordinateReferenceSyst
     message = writer.errorMessage()
     del writer  # closes the file
     if not ok:
-        raise OSError(f"cannot write the labels into {path}: {message}")
+        raise RsirError(f"cannot write the labels into {path}: {message}")
     return path
