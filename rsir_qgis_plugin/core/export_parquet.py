@@ -218,7 +218,7 @@ class _RasterPlaces:
     """Tile corners on the ground, reprojected raster by raster (each CRS parsed once)."""
 
     def __init__(self):
-        self._crs: dict[int, tuple[object, bool]] = {}  # raster id -> (CRS, is EPSG:4326)
+        self._crs: dict[str, tuple[object, bool]] = {}  # CRS WKT -> (CRS, is EPSG:4326)
         self.without_crs: dict[str, int] = {}  # path -> tiles
         self.unplaced = 0
 
@@ -244,10 +244,10 @@ class _RasterPlaces:
         cols = windows[:, [0, 0, 0, 0]] + windows[:, [2]] * np.array([0, 1, 1, 0])
         rows = windows[:, [1, 1, 1, 1]] + windows[:, [3]] * np.array([0, 0, 1, 1])
         xs, ys = a * cols + b * rows + c, d * cols + e * rows + f
-        if raster.id not in self._crs:
+        if raster.crs_wkt not in self._crs:
             crs = crs_from(raster.crs_wkt)
-            self._crs[raster.id] = crs, crs.to_epsg() == 4326
-        src, is_4326 = self._crs[raster.id]
+            self._crs[raster.crs_wkt] = crs, crs.to_epsg() == 4326
+        src, is_4326 = self._crs[raster.crs_wkt]
         if is_4326:
             lon, lat = xs, ys
         else:

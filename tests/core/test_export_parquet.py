@@ -1,5 +1,6 @@
-"""GeoParquet export of an index (issue 10): real indexes of real imagery, read back with pyarrow (and GDAL)."""
+"""GeoParquet export of an index (issue 10): real indexes of real imagery, read back with pyarrow and GDAL."""
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -33,6 +34,11 @@ def build(index_dir, rasters, model):
     return index_dir
 
 
+def python(*args):
+    return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+
+
 def decode_polygon(wkb: bytes) -> np.ndarray:
     """The exterior ring (k, 2) of a little- or big-endian WKB polygon with one ring."""
     endian = "<" if wkb[0] == 1 else ">"
@@ -49,6 +55,11 @@ def expected_corners(raster: Path, window) -> np.ndarray:
               [(col, row), (col + width, row), (col + width, row + height), (col, row + height)]]
         lon, lat = reproject_points(src.crs, "EPSG:4326", [p[0] for p in xy], [p[1] for p in xy])
     return np.stack([lon, lat], axis=1)
+
+
+def embeddings(table) -> np.ndarray:
+    column = table.column("embedding").combine_chunks()
+    return column.flatten().to_numpy().reshape(len(column), column.type.list_size)
 
 
 def signed_area(ring: np.ndarray) -> float:
@@ -83,8 +94,7 @@ def test_export_holds_every_tile_with_its_embedding_and_corners(tmp_path, tiny_m
         tiles = reader.tiles(list(range(reader.size)))
         vectors = reader.vectors(list(range(reader.size)))
     assert table.column("tile_id").to_pylist() == [t.id for t in tiles] == list(range(48))
-    np.testing.assert_array_equal(table.column("embedding").combine_chunks().flatten().to_numpy().reshape(48, 512),
-                                  vectors)
+    np.testing.assert_array_equal(embeddings(table), vectors)
     assert table.column("raster").to_pylist() == [t.raster.path for t in tiles]
     windows = np.stack([table.column(name).to_numpy() for name in ("col", "row", "width", "height")], axis=1)
     assert [tuple(w) for w in windows] == [t.window for t in tiles]
@@ -100,6 +110,33 @@ def test_export_holds_every_tile_with_its_embedding_and_corners(tmp_path, tiny_m
         assert lon_min - 1e-9 <= ring[:, 0].min() and ring[:, 0].max() <= lon_max + 1e-9
         assert lat_min - 1e-9 <= ring[:, 1].min() and ring[:, 1].max() <= lat_max + 1e-9
         assert box == dict(zip(("xmin", "ymin", "xmax", "ymax"), [*ring.min(axis=0), *ring.max(axis=0)]))
+
+
+def test_export_holds_only_live_tiles_of_an_index_of_several_segments(tmp_path, tiny_model, town_crop):
+    index = build(tmp_path / "idx", [town_crop], tiny_model)
+    with rasterio.open(town_crop) as src:
+        second = write_raster(tmp_path / "second.tif", src.read())
+    build(index, [second], tiny_model)  # a second segment
+    with IndexReader(index) as reader:
+        replaced = [t.id for tiles, _ in reader.iter_tiles() for t in tiles
+                    if t.raster.path == str(town_crop)]
+    assert len(replaced) == 16
+    os.utime(town_crop, ns=(1, 1))  # a changed file: its tiles are embedded again, the old ones tombstoned
+    build(index, [], tiny_model)
+
+    out = tmp_path / "tiles.parquet"
+    assert export_geoparquet(index, out, batch=5).tiles == 32
+    table = pq.read_table(out)
+    ids = table.column("tile_id").to_pylist()
+    assert len(ids) == len(set(ids)) == 32 and not set(ids) & set(replaced)
+    pairs = list(zip(table.column("raster").to_pylist(), table.column("col").to_pylist(),
+                     table.column("row").to_pylist()))
+    assert sorted(pairs) == sorted((str(path), c, r) for path in (town_crop, second)
+                                   for c in range(0, 384, 96) for r in range(0, 384, 96))
+    with IndexReader(index) as reader:
+        assert reader.size == 32
+        stored = reader.vectors(ids)
+    np.testing.assert_array_equal(embeddings(table), stored)
 
 
 def test_geo_and_rsir_metadata(tmp_path, tiny_model, town_crop):
@@ -144,7 +181,8 @@ def test_tiles_of_a_raster_without_crs_keep_their_rows_with_null_geometry(tmp_pa
     out = tmp_path / "tiles.parquet"
     summary = export_geoparquet(index, out)
     assert summary.tiles == 32 and summary.without_geometry == 16
-    assert summary.warnings() == [f"{plain.resolve()}: has no CRS; its 16 tile(s) are exported with a null geometry"]
+    assert summary.warnings() == [
+        f"{plain.resolve()}: has no CRS; its 16 tile(s) are exported with a null geometry"]
 
     table = pq.read_table(out)
     no_crs = np.array([path == str(plain.resolve()) for path in table.column("raster").to_pylist()])
@@ -175,34 +213,33 @@ def test_a_cancelled_export_leaves_the_previous_file(tmp_path, tiny_model, town_
 def test_command_line_export(tmp_path, tiny_model, town_crop):
     index = build(tmp_path / "idx", [town_crop], tiny_model)
     out = tmp_path / "tiles.parquet"
-    done = subprocess.run([sys.executable, "-m", "rsir_qgis_plugin", "index", "export", str(index),
-                           "--geoparquet", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = python("-m", "rsir_qgis_plugin", "index", "export", index, "--geoparquet", out)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith(f"exported 16 tiles (512-d embeddings) to {out}") and "tiles/s" in done.stdout
-    assert pq.read_metadata(out).num_rows == 16
+    assert done.stdout.startswith(f"exported 16 tiles (512-d embeddings) to {out}: ")
+    assert "tiles/s" in done.stdout and pq.read_metadata(out).num_rows == 16
 
-    missing = subprocess.run([sys.executable, "-m", "rsir_qgis_plugin", "index", "export", str(tmp_path / "none"),
-                              "--geoparquet", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    missing = python("-m", "rsir_qgis_plugin", "index", "export", tmp_path / "none", "--geoparquet", out)
     assert missing.returncode == 1 and missing.stderr.strip().splitlines() == [
         f"rsir: error: {tmp_path / 'none'}: no rsir index here (no manifest.json); build one first"]
+    folder = python("-m", "rsir_qgis_plugin", "index", "export", index, "--geoparquet", tmp_path)
+    assert folder.returncode == 1 and folder.stderr.strip().splitlines() == [
+        f"rsir: error: {tmp_path}: is a folder; give the path of the .parquet file to write"]
 
 
 def test_without_pyarrow_the_plugin_loads_and_export_says_what_to_install(tmp_path, tiny_model, town_crop):
     index = build(tmp_path / "idx", [town_crop], tiny_model)
-    # sys.modules[name] = None makes Python's own import machinery raise ImportError, as for a missing package.
-    code = ("import sys; sys.modules['pyarrow'] = None; sys.modules['pyarrow.parquet'] = None\n"
-            "import rsir_qgis_plugin, rsir_qgis_plugin.cli, rsir_qgis_plugin.core.export_parquet\n"
-            "from rsir_qgis_plugin.cli import main\n"
-            f"sys.exit(main(['index', 'export', {str(index)!r}, '--geoparquet', {str(tmp_path / 'x.parquet')!r}]))")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    # sys.modules[name] = None makes Python's import machinery raise ImportError, as for a missing package.
+    args = ["index", "export", str(index), "--geoparquet", str(tmp_path / "x.parquet")]
+    done = python("-c", "import sys; sys.modules['pyarrow'] = None; sys.modules['pyarrow.parquet'] = None\n"
+                  "import rsir_qgis_plugin, rsir_qgis_plugin.cli, rsir_qgis_plugin.core.export_parquet\n"
+                  f"sys.exit(rsir_qgis_plugin.cli.main({args!r}))")
     assert done.returncode == 1
     line, = done.stderr.strip().splitlines()
     assert line.startswith("rsir: error: missing Python package(s): pyarrow (needed for GeoParquet export")
     assert not (tmp_path / "x.parquet").exists()
 
-    loaded = subprocess.run([sys.executable, "-c", "import sys, rsir_qgis_plugin.cli, "
-                             "rsir_qgis_plugin.core.export_parquet; print('pyarrow' in sys.modules)"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    loaded = python("-c", "import sys, rsir_qgis_plugin.cli, rsir_qgis_plugin.core.export_parquet; "
+                    "print('pyarrow' in sys.modules)")
     assert loaded.stdout.strip() == "False", loaded.stderr  # pyarrow is imported only by an export
 
 
@@ -210,7 +247,7 @@ def test_gdal_reads_the_export(tmp_path, tiny_model, town_crop):
     gdal = pytest.importorskip("osgeo.gdal")
     ogr = pytest.importorskip("osgeo.ogr")
     if ogr.GetDriverByName("Parquet") is None:
-        pytest.skip(f"GDAL {gdal.__version__} here has no Parquet driver (Debian 12 builds GDAL without Arrow)")
+        pytest.skip(f"GDAL {gdal.__version__} here has no Parquet driver (Debian 12 builds it without Arrow)")
     index = build(tmp_path / "idx", [town_crop], tiny_model)
     out = tmp_path / "tiles.parquet"
     export_geoparquet(index, out)
