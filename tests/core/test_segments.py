@@ -91,3 +91,17 @@ def test_cli_compact_and_refresh_use_the_index_s_own_model(tmp_path, tiny_model,
     assert done.returncode == 0, done.stderr
     assert len(json.loads((index / MANIFEST).read_text())["segments"]) == 1
     assert "1 segment(s)" in run_cli("index", "info", index).stdout
+
+
+def test_reading_more_tiles_than_sqlite_takes_variables_in_one_statement(tmp_path):
+    """iter_tiles reads 65536 tiles a batch; SQLite's default build takes 32766 variables a statement."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from synthetic_index import write_synthetic_index
+
+    base = np.eye(128, dtype=np.float32)[:16]
+    write_synthetic_index(tmp_path / "idx", 40_000, base)
+    with IndexReader(tmp_path / "idx") as reader:
+        for segment in reader.segments:
+            segment.db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 32766)
+        assert sum(len(tiles) for tiles, _ in reader.iter_tiles()) == 40_000
+        assert len(reader.tiles(list(range(40_000)))) == 40_000

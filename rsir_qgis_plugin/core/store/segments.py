@@ -67,6 +67,7 @@ def write_segment(index_dir: Path, number: int, shards: dict[str, Shard], model:
             "vectors_sha256": sha256_bytes(vector_bytes), "dead_rasters": [], "dead_ranges": [], "dead_tiles": 0}
 
 
+SQL_VARIABLES = 30_000  # ids a catalog query takes at once (SQLite's lowest default limit is 32766)
 CHECKSUM_MAX_TILES = 1_000_000  # larger segments are checked by size and counts only on every build
 
 
@@ -150,12 +151,15 @@ class SegmentReader:
         return out_scores, out_ids
 
     def tiles(self, ids: list[int], lock) -> dict[int, TileEntry]:
-        marks = ",".join("?" * len(ids))
+        rows = []
         try:
             with lock:
-                rows = self.db.execute(
-                    f"SELECT id, raster_id, col, row, width, height, xmin, ymin, xmax, ymax, "
-                    f"lon_min, lat_min, lon_max, lat_max FROM tiles WHERE id IN ({marks})", ids).fetchall()
+                # In chunks: SQLite builds allow as few as 32766 variables a statement.
+                for start in range(0, len(ids), SQL_VARIABLES):
+                    chunk = ids[start:start + SQL_VARIABLES]
+                    rows += self.db.execute(
+                        f"SELECT id, raster_id, col, row, width, height, xmin, ymin, xmax, ymax, lon_min, lat_min, "
+                        f"lon_max, lat_max FROM tiles WHERE id IN ({','.join('?' * len(chunk))})", chunk).fetchall()
             return {row[0]: TileEntry(id=row[0], raster=self.rasters[row[1]], window=tuple(row[2:6]),
                                       bounds=tuple(row[6:10]), bounds_4326=tuple(row[10:14])) for row in rows}
         except (sqlite3.DatabaseError, KeyError) as exc:

@@ -19,7 +19,7 @@ from ..errors import IndexStoreError, MissingDependencyError
 APPROXIMATE_THRESHOLD = 250_000  # above this many vectors an exact search takes > ~70 ms on 2 cores
 COMPRESS_THRESHOLD = 2_000_000  # above this, float32 inverted lists (512 B a vector at 128-d) cost too much RAM
 # IVF builds about 20x faster than HNSW on 2 cores (10^5 x 512: 10 s against 220 s) at similar latency.
-IVF_MAX_LISTS = 16384
+IVF_MAX_LISTS = 4096
 IVF_TRAIN_PER_LIST = 64  # k-means training points per list (FAISS warns below 39)
 IVF_TRAIN_MAX = 262_144  # k-means sample cap: training time, not accuracy, is what grows past it
 IVF_NPROBE = 32
