@@ -88,7 +88,7 @@ def search_box(index_dir: str | Path, raster_path: str | Path, bbox: tuple[float
     tile = _read_box(source, window, model.contract.input_size, bbox)
     embedder = shared_embedder(model, params.device)
     query = (embedder.embed_tta if params.tta else embedder.embed)(tile[None])[0]
-    areas = [_query_area(source, window)] if params.exclude_query_overlap else []
+    areas = _query_areas(source, [window]) if params.exclude_query_overlap else []
     hits, all_excluded = _rank(reader, _nearest(reader, query), params, areas, is_cancelled)
     xs, ys = window_corners(source.transform, window)
     return SearchResult(hits=hits, query_polygon=list(zip(xs, ys)), query_crs_wkt=source.crs_wkt,
@@ -187,10 +187,14 @@ def _read_box(source: RasterSource, window: tuple[int, int, int, int], size: int
     return tile
 
 
-def _query_area(raster, window: tuple[int, int, int, int]) -> _Query:
-    """Where a box lies, for excluding the hits that overlap it (`raster`: a RasterSource or RasterEntry)."""
-    ground = ground_quads(raster.crs_wkt, raster.transform, [window])
-    return _Query(raster=raster.path, window=tuple(window), ground=None if ground is None else ground[0])
+def _query_areas(raster, windows: list[tuple[int, int, int, int]]) -> list[_Query]:
+    """Where boxes of one raster lie, for excluding the hits that overlap them (one reprojection call).
+
+    `raster` is a RasterSource or an index's RasterEntry.
+    """
+    ground = ground_quads(raster.crs_wkt, raster.transform, windows)
+    return [_Query(raster=raster.path, window=tuple(window), ground=None if ground is None else ground[i])
+            for i, window in enumerate(windows)]
 
 
 def _nearest(reader: IndexReader, query: np.ndarray) -> Candidates:
@@ -248,7 +252,8 @@ def _is_projected(crs_wkt: str) -> bool:
 
 
 def _rank(reader: IndexReader, candidates: Candidates, params: SearchParams, areas: Sequence[_Query],
-          is_cancelled: Callable[[], bool] | None, skip: frozenset[int] = frozenset()) -> tuple[list[Hit], bool]:
+          is_cancelled: Callable[[], bool] | None,
+          skip: frozenset[int] = frozenset()) -> tuple[list[Hit], bool]:
     """Top-k of the candidates after dropping the query areas and the tiles in `skip`, thinning
     overlaps (NMS) and low scores.
 

@@ -1,0 +1,319 @@
+"""Relevance feedback: rank the index by boxes the analyst marked as good (positive) or bad (negative).
+
+With few labels the query is Rocchio's: the mean of the positive embeddings less half the mean of
+the negative ones. Once there are at least two of each, a small L2-regularised logistic regression
+is fitted to the labelled embeddings, starting from the Rocchio direction (Newton's method, numpy
+only, deterministic); candidates come from FAISS with the Rocchio query and are re-ranked by the
+classifier's probability.
+
+A labelled box that is exactly an indexed tile (what marking a hit gives) uses the tile's stored
+vector; any other box is read and embedded like a query box.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .embedder import l2_normalize, shared_embedder
+from .errors import RasterError, RsirError, SearchCancelled
+from .geometry import crs_from
+from .model import ModelInfo
+from .params import SearchParams
+from .search import (
+    Candidates,
+    SearchResult,
+    _box_window,
+    _checked_box,
+    _model_for,
+    _nearest,
+    _pixel_window,
+    _Query,
+    _query_areas,
+    _rank,
+    _read_box,
+    _reader,
+)
+from .store import IndexReader, RasterEntry
+
+ROCCHIO_BETA = 0.5  # weight of the negatives' mean in the Rocchio query
+CLASSIFIER_MIN_EXAMPLES = 2  # positives and negatives each, before the classifier replaces Rocchio
+CLASSIFIER_L2 = 0.01  # ridge penalty on the weights; the loss is a class-balanced mean over examples
+NEWTON_STEPS = 30
+CANDIDATES = 4096  # tiles fetched by the Rocchio query for the classifier to re-rank (more if needed)
+
+
+@dataclass(frozen=True)
+class LabelledBox:
+    """A box marked by the analyst: on any raster (indexed or not), in `crs` (None: the raster's CRS)."""
+
+    raster: str
+    bbox: tuple[float, float, float, float]  # xmin, ymin, xmax, ymax
+    crs: str | None
+    positive: bool
+
+    @property
+    def label(self) -> str:
+        return "positive" if self.positive else "negative"
+
+    def same_place(self, other: "LabelledBox") -> bool:
+        """Whether two labels are for the same box (whatever their labels)."""
+        return (self.raster, tuple(self.bbox), self.crs) == (other.raster, tuple(other.bbox), other.crs)
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """The examples of one refinement session, in the order they were given."""
+
+    boxes: tuple[LabelledBox, ...] = ()
+
+    def positives(self) -> tuple[LabelledBox, ...]:
+        return tuple(box for box in self.boxes if box.positive)
+
+    def negatives(self) -> tuple[LabelledBox, ...]:
+        return tuple(box for box in self.boxes if not box.positive)
+
+    def with_box(self, box: LabelledBox) -> "Feedback":
+        """These examples plus `box`; an earlier label of the same box is replaced (the latest wins)."""
+        return Feedback(tuple(b for b in self.boxes if not b.same_place(box)) + (box,))
+
+    def merged(self, other: "Feedback") -> "Feedback":
+        """These examples, then `other`'s (whose labels win where both label the same box)."""
+        merged = self
+        for box in other.boxes:
+            merged = merged.with_box(box)
+        return merged
+
+    def latest(self) -> "Feedback":
+        """One label per box, the latest given."""
+        return Feedback().merged(self)
+
+
+@dataclass(frozen=True)
+class _Example:
+    vector: np.ndarray  # (D,) unit vector
+    area: _Query  # where it lies, for excluding hits that overlap it
+    crs_wkt: str  # its raster's CRS
+    tile_id: int | None  # the indexed tile it is, when it is one
+
+
+def search_feedback(index_dir: str | Path, feedback: Feedback, params: SearchParams,
+                    is_cancelled: Callable[[], bool] | None = None) -> SearchResult:
+    """Rank the index by the labelled examples; raises RsirError subclasses with one clear line.
+
+    Hits overlapping a labelled box are left out (unless params.exclude_query_overlap is False),
+    labelled tiles always. Hit.score is the cosine similarity to the Rocchio query
+    (SearchResult.scoring == "cosine"), or the classifier's probability that the tile is like the
+    positives ("probability"); params.min_score applies to that score.
+    """
+    started = time.perf_counter()
+    feedback = feedback.latest()
+    positives, negatives = feedback.positives(), feedback.negatives()
+    if not positives:
+        raise RsirError(f"relevance feedback needs at least one positive example (a box marked as good); "
+                        f"got {len(negatives)} negative example(s) only" if negatives else
+                        "relevance feedback needs at least one positive example (a box marked as good)")
+    boxes = positives + negatives
+    names = [f"positive example {i}" for i in range(1, len(positives) + 1)]
+    names += [f"negative example {i}" for i in range(1, len(negatives) + 1)]
+    checked = [_checked_example(box, name) for box, name in zip(boxes, names)]
+    reader = _reader(index_dir)
+    model = _model_for(reader, params)
+    examples, provider = _embed_examples(reader, model, checked, names, params, is_cancelled)
+    vectors = np.stack([e.vector for e in examples])
+    pos, neg = vectors[:len(positives)], vectors[len(positives):]
+    query = rocchio(pos, neg)
+    if len(pos) >= CLASSIFIER_MIN_EXAMPLES and len(neg) >= CLASSIFIER_MIN_EXAMPLES:
+        weights, bias = fit_logistic(pos, neg, prior=query)
+        candidates: Candidates = _ClassifierCandidates(reader, query, weights, bias)
+        scoring = "probability"
+    else:
+        candidates = _nearest(reader, query)
+        scoring = "cosine"
+    areas = [e.area for e in examples] if params.exclude_query_overlap else []
+    skip = frozenset(e.tile_id for e in examples if e.tile_id is not None)
+    hits, all_excluded = _rank(reader, candidates, params, areas, is_cancelled, skip=skip)
+    first = examples[0]
+    return SearchResult(hits=hits, query_polygon=None, query_crs_wkt=first.crs_wkt,
+                        query_raster=first.area.raster, provider=provider,
+                        seconds=time.perf_counter() - started, all_excluded=all_excluded, scoring=scoring,
+                        feedback=feedback)
+
+
+def rocchio(positives: np.ndarray, negatives: np.ndarray, beta: float = ROCCHIO_BETA) -> np.ndarray:
+    """The unit query mean(positives) - beta * mean(negatives) of (n, D) unit embeddings."""
+    query = positives.mean(axis=0)
+    if len(negatives):
+        query = query - beta * negatives.mean(axis=0)
+    norm = float(np.linalg.norm(query))
+    if not np.isfinite(norm) or norm < 1e-6:
+        raise RsirError("the positive and negative examples cancel out (the same images marked both ways?); "
+                        "mark at least one positive that is not also among the negatives")
+    return (query / norm).astype(np.float32)
+
+
+def fit_logistic(positives: np.ndarray, negatives: np.ndarray, prior: np.ndarray | None = None,
+                 l2: float = CLASSIFIER_L2) -> tuple[np.ndarray, float]:
+    """Weights (D,) and bias of a logistic regression of (n, D) embeddings, positives 1, negatives 0.
+
+    The loss is the class-balanced mean log-loss plus l2/2 |w - w0|^2 (the bias is not penalised).
+    With a `prior` direction (the Rocchio query), w0 = s * prior, s fitted first on the examples'
+    similarity to the prior alone; so the classifier starts from Rocchio's ranking and departs from it
+    only as far as the labels support (a few negatives among many positives cannot turn it round).
+    Without a prior w0 = 0. The optimal w - w0 lies in the span of the examples: Newton's method
+    works in an orthonormal basis of that span, an (n+1)-square system instead of a (D+1)-square
+    one. Both losses are strictly convex, so the answer is unique and the same on every run.
+    """
+    examples = np.concatenate([positives, negatives]).astype(np.float64)
+    y = np.concatenate([np.ones(len(positives)), np.zeros(len(negatives))])
+    weight = np.where(y == 1, 0.5 / len(positives), 0.5 / len(negatives))
+    start = np.zeros(examples.shape[1])
+    if prior is not None:
+        similarity = examples @ prior.astype(np.float64)
+        scale, _ = _newton(np.stack([similarity, np.ones(len(y))], axis=1), y, weight, np.zeros(len(y)),
+                           np.array([l2, 0.0]))
+        start = scale * prior.astype(np.float64)
+    basis, _ = np.linalg.qr(examples.T)  # (D, r), r = min(n, D)
+    features = np.hstack([examples @ basis, np.ones((len(y), 1))])
+    penalty = np.append(np.full(basis.shape[1], l2), 0.0)
+    theta = _newton(features, y, weight, examples @ start, penalty)
+    return (start + basis @ theta[:-1]).astype(np.float32), float(theta[-1])
+
+
+def _newton(x: np.ndarray, y: np.ndarray, weight: np.ndarray, offset: np.ndarray, penalty: np.ndarray,
+            steps: int = NEWTON_STEPS) -> np.ndarray:
+    """argmin over theta of sum(weight * logloss(y, x @ theta + offset)) + sum(penalty * theta^2) / 2,
+    by Newton steps halved until the loss does not rise."""
+
+    def loss(theta: np.ndarray) -> float:
+        z = x @ theta + offset
+        return float(weight @ (np.logaddexp(0.0, z) - y * z) + 0.5 * penalty @ theta ** 2)
+
+    theta = np.zeros(x.shape[1])
+    current = loss(theta)
+    for _ in range(steps):
+        p = _sigmoid(x @ theta + offset)
+        gradient = x.T @ (weight * (p - y)) + penalty * theta
+        hessian = (x.T * (weight * p * (1 - p))) @ x + np.diag(penalty) + 1e-12 * np.eye(x.shape[1])
+        step = np.linalg.solve(hessian, gradient)
+        size = 1.0
+        while size > 1e-4:
+            candidate = theta - size * step
+            value = loss(candidate)
+            if value <= current:
+                break
+            size /= 2
+        else:
+            break  # no step lowers the loss: at the minimum, up to rounding
+        theta, previous, current = candidate, current, value
+        if previous - current < 1e-12:
+            break
+    return theta
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * z))  # no overflow warnings for large |z|
+
+
+class _ClassifierCandidates:
+    """The n best of the Rocchio query's candidates by classifier probability (a Candidates source).
+
+    The pool is the FAISS top CANDIDATES by the Rocchio query, grown when more are wanted, so the
+    classifier scores thousands of tiles rather than the whole index.
+    """
+
+    def __init__(self, reader: IndexReader, query: np.ndarray, weights: np.ndarray, bias: float):
+        self._reader, self._query, self._weights, self._bias = reader, query, weights, bias
+        self._probabilities = np.zeros(0, np.float32)
+        self._ids = np.zeros(0, np.int64)
+
+    def __call__(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        pool = min(self._reader.size, max(CANDIDATES, 4 * n))
+        if pool > len(self._ids):
+            _, ids = self._reader.search(self._query, pool)
+            logits = self._reader.vectors(ids.tolist()).astype(np.float64) @ self._weights + self._bias
+            probabilities = _sigmoid(logits)
+            order = np.argsort(-probabilities, kind="stable")  # ties keep FAISS order: deterministic
+            self._probabilities, self._ids = probabilities[order].astype(np.float32), ids[order]
+        return self._probabilities[:n], self._ids[:n]
+
+
+def _checked_example(box: LabelledBox, name: str) -> LabelledBox:
+    """The box with its numbers and CRS checked, before any file is read."""
+    try:
+        bbox = _checked_box(box.bbox)
+        if box.crs:
+            crs_from(box.crs)
+    except RsirError as exc:
+        raise RsirError(f"{name} on {box.raster}: {exc}") from exc
+    if not str(box.raster).strip():
+        raise RsirError(f"{name}: no raster given for the box {bbox}")
+    return LabelledBox(raster=str(box.raster), bbox=bbox, crs=box.crs or None, positive=box.positive)
+
+
+def _embed_examples(reader: IndexReader, model: ModelInfo, boxes: list[LabelledBox], names: list[str],
+                    params: SearchParams, is_cancelled) -> tuple[list[_Example], str]:
+    """Each box's embedding: an indexed tile's stored vector, else its pixels through the model."""
+    places: list[tuple[object, tuple[int, int, int, int]]] = []  # (RasterEntry or RasterSource, window)
+    stored: dict[int, int] = {}  # box number -> tile id
+    to_embed: dict[int, np.ndarray] = {}  # box number -> pixels
+    for i, (box, name) in enumerate(zip(boxes, names)):
+        if is_cancelled and is_cancelled():
+            raise SearchCancelled("search cancelled")
+        try:
+            entry = _indexed_entry(reader, box.raster)
+            if entry is not None:
+                # The box's bounds snapped to the pixel grid within 1/100 pixel: a box equal to a tile's
+                # bounds within that tolerance (a hit's polygon, reprojected or not) is that tile.
+                window = _pixel_window(entry, box.bbox, box.crs)
+                tile_id = reader.tile_at(entry, window)
+                if tile_id is not None:
+                    stored[i] = tile_id
+                    places.append((entry, window))
+                    continue
+            source, window = _box_window(reader, model, box.raster, box.bbox, box.crs)
+            to_embed[i] = _read_box(source, window, model.contract.input_size, box.bbox)
+            places.append((source, window))
+        except RasterError as exc:
+            raise RasterError(exc.path, f"{exc.problem} ({name})") from exc
+    vectors: dict[int, np.ndarray] = {}
+    if stored:
+        vectors.update(zip(stored, l2_normalize(reader.vectors(list(stored.values())))))
+    provider = f"stored vectors of {len(stored)} indexed tile(s)"
+    if to_embed:
+        if is_cancelled and is_cancelled():
+            raise SearchCancelled("search cancelled")
+        embedder = shared_embedder(model, params.device)
+        embedded = (embedder.embed_tta if params.tta else embedder.embed)(np.stack(list(to_embed.values())))
+        for i, vector in zip(to_embed, embedded):
+            if not np.isfinite(vector).all():
+                raise RsirError(f"{names[i]} on {boxes[i].raster}: the model gave a non-finite embedding "
+                                "for this box; draw it elsewhere")
+            vectors[i] = vector
+        provider = embedder.describe() + (f" and {provider}" if stored else "")
+    areas = _areas(places)
+    return [_Example(vector=vectors[i], area=areas[i], crs_wkt=places[i][0].crs_wkt, tile_id=stored.get(i))
+            for i in range(len(places))], provider
+
+
+def _areas(places: list[tuple[object, tuple[int, int, int, int]]]) -> list[_Query]:
+    """The query area of each (raster, window), computed raster by raster."""
+    by_raster: dict[str, list[int]] = {}
+    for i, (raster, _) in enumerate(places):
+        by_raster.setdefault(raster.path, []).append(i)
+    areas: dict[int, _Query] = {}
+    for numbers in by_raster.values():
+        raster = places[numbers[0]][0]
+        areas.update(zip(numbers, _query_areas(raster, [places[i][1] for i in numbers])))
+    return [areas[i] for i in range(len(places))]
+
+
+def _indexed_entry(reader: IndexReader, raster: str) -> RasterEntry | None:
+    """The index's entry for a raster path (as given, absolute, or with links resolved), if indexed."""
+    given = os.path.abspath(os.path.expanduser(str(raster)))
+    names = {str(raster), given, os.path.realpath(given)}
+    return next((entry for entry in reader.rasters.values() if entry.path in names), None)
