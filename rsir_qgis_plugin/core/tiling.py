@@ -132,14 +132,106 @@ def _declares_no_nodata(dataset) -> bool:
 
 
 def is_empty(tile: np.ndarray) -> bool:
-    """A tile flat in every band (blank padding, a uniform fill) is not worth indexing."""
-    return bool(tile.reshape(tile.shape[0], -1).std(axis=1).max() < EMPTY_TILE_STD)
+    """A tile flat in every band (blank padding, a uniform fill) is not worth indexing: its standard
+    deviation is below EMPTY_TILE_STD in every band (uint8 scale)."""
+    flat = tile.reshape(tile.shape[0], -1)
+    squares = flat.astype(np.uint16)
+    squares *= squares  # 255 ** 2 fits in uint16
+    return bool(_flat(flat.sum(axis=1, dtype=np.int64), squares.sum(axis=1, dtype=np.int64), flat.shape[1]).all())
+
+
+def _flat(sums: np.ndarray, sums_of_squares: np.ndarray, n: int) -> np.ndarray:
+    """Per band (axis 0): standard deviation below EMPTY_TILE_STD, from exact integer sums of n pixels.
+
+    n * variance * n = n * sum(x^2) - sum(x)^2 is an exact integer, so the test has no rounding."""
+    return n * sums_of_squares - sums * sums < (EMPTY_TILE_STD ** 2) * n * n
 
 
 def read_tiles(dataset, source: RasterSource, windows: list[Window], size: int,
                min_valid_fraction: float) -> Iterator[tuple[Window, np.ndarray | None]]:
-    """Each window with its tile, or None where the tile is mostly nodata or empty (skipped)."""
+    """Each window with its tile, or None where the tile is mostly nodata or empty (skipped).
+
+    Consecutive windows of one tile row that need no resampling (size x size source pixels, the default
+    grid) are read as one strip: one GDAL read per row instead of one per tile (and per mask), the
+    mask only where the raster declares nodata, and the nodata and emptiness checks of the whole strip
+    at once. The tiles are the same as read_window's; other windows are read one by one with it.
+    """
+    no_nodata = None
+    for strip in _strips(windows, size):
+        if len(strip) == 1 or strip[0][2] != size:
+            for window in strip:
+                tile, valid_fraction = read_window(dataset, source, window, size)
+                keep = valid_fraction >= min_valid_fraction and valid_fraction > 0 and not is_empty(tile)
+                yield window, (tile if keep else None)
+            continue
+        if no_nodata is None:
+            no_nodata = _declares_no_nodata(dataset)
+        yield from _read_strip(dataset, source, strip, size, min_valid_fraction, no_nodata)
+
+
+STRIP_MAX_PX = 8192  # widest strip read at once (its pixels are held in memory: size x width x bands)
+
+
+def _strips(windows: list[Window], size: int) -> Iterator[list[Window]]:
+    """Runs of consecutive size x size windows on one row, left to right, at most STRIP_MAX_PX wide;
+    every other window alone."""
+    strip: list[Window] = []
     for window in windows:
-        tile, valid_fraction = read_window(dataset, source, window, size)
-        keep = valid_fraction >= min_valid_fraction and valid_fraction > 0 and not is_empty(tile)
-        yield window, (tile if keep else None)
+        col, row, width, height = window
+        fits = width == height == size
+        if strip and fits and row == strip[-1][1] and col > strip[-1][0] and col + size - strip[0][0] <= STRIP_MAX_PX:
+            strip.append(window)
+            continue
+        if strip:
+            yield strip
+        strip = [window] if fits else []
+        if not fits:
+            yield [window]
+    if strip:
+        yield strip
+
+
+def _read_strip(dataset, source: RasterSource, strip: list[Window], size: int, min_valid_fraction: float,
+                no_nodata: bool) -> Iterator[tuple[Window, np.ndarray | None]]:
+    from rasterio.windows import Window as RioWindow
+
+    first, row = strip[0][0], strip[0][1]
+    span = (first, row, strip[-1][0] + size - first, size)
+    rio_window = RioWindow(*span)
+    unique = sorted(set(source.bands))
+    try:
+        pixels = dataset.read(unique, window=rio_window)
+        mask = None if no_nodata else dataset.dataset_mask(window=rio_window)
+    except Exception as exc:  # GDAL surfaces decoding errors of damaged or missing blocks here
+        raise RasterError(source.path, f"pixels in window {span} cannot be read ({first_line(exc)})") from exc
+    if unique != list(source.bands):
+        pixels = pixels[[unique.index(b) for b in source.bands]]
+    if mask is None:
+        strip_pixels = to_uint8(pixels, source.stretch)
+        # Orthophotos without a nodata value or mask often pad with a black collar: treat it as nodata.
+        valid = strip_pixels.max(axis=0) > COLLAR_LEVEL
+    else:
+        valid = mask > 0
+        if source.stretch is not None:
+            pixels = np.where(valid[None], pixels, 0)  # nodata values must not reach the stretch
+        strip_pixels = to_uint8(pixels, source.stretch)
+    offsets = np.array([window[0] - first for window in strip])
+    valid_counts = _window_sums(valid.sum(axis=0, dtype=np.int64), offsets, size)
+    squares = strip_pixels.astype(np.uint16)
+    squares *= squares  # 255 ** 2 fits in uint16
+    sums = _window_sums(strip_pixels.sum(axis=1, dtype=np.int64), offsets, size)
+    sums_of_squares = _window_sums(squares.sum(axis=1, dtype=np.int64), offsets, size)
+    n = size * size
+    empty = _flat(sums, sums_of_squares, n).all(axis=0)
+    for i, window in enumerate(strip):
+        valid_fraction = float(valid_counts[i]) / n
+        keep = valid_fraction >= min_valid_fraction and valid_fraction > 0 and not empty[i]
+        offset = offsets[i]
+        yield window, (strip_pixels[:, :, offset:offset + size] if keep else None)
+
+
+def _window_sums(column_sums: np.ndarray, offsets: np.ndarray, size: int) -> np.ndarray:
+    """Sums over columns [offset, offset + size) of per-column sums (..., width), for each offset."""
+    cumulative = np.concatenate([np.zeros((*column_sums.shape[:-1], 1), np.int64),
+                                 np.cumsum(column_sums, axis=-1)], axis=-1)
+    return cumulative[..., offsets + size] - cumulative[..., offsets]
