@@ -94,11 +94,18 @@ class Feedback:
 
 
 @dataclass(frozen=True)
-class _Example:
-    vector: np.ndarray  # (D,) unit vector
-    area: _Query  # where it lies, for excluding hits that overlap it
-    crs_wkt: str  # its raster's CRS
-    tile_id: int | None  # the indexed tile it is, when it is one
+class _Place:
+    """Where a labelled box lies: its raster (an index's RasterEntry or a RasterSource) and pixel window,
+    the indexed tile it is (if it is one), else its pixels."""
+
+    raster: object
+    window: tuple[int, int, int, int]
+    tile_id: int | None
+    pixels: np.ndarray | None
+
+    @property
+    def key(self) -> tuple[str, tuple[int, int, int, int]]:
+        return self.raster.path, tuple(self.window)
 
 
 def search_feedback(index_dir: str | Path, feedback: Feedback, params: SearchParams,
@@ -108,24 +115,28 @@ def search_feedback(index_dir: str | Path, feedback: Feedback, params: SearchPar
     Hits overlapping a labelled box are left out (unless params.exclude_query_overlap is False),
     labelled tiles always. Hit.score is the cosine similarity to the Rocchio query
     (SearchResult.scoring == "cosine"), or the classifier's probability that the tile is like the
-    positives ("probability"); params.min_score applies to that score.
+    positives ("probability"); params.min_score applies to that score. Boxes that fall on the same
+    pixels of the same raster (a hit marked twice, once from a labels file) count once, with the
+    label given last; SearchResult.feedback holds the examples used.
     """
     started = time.perf_counter()
-    feedback = feedback.latest()
-    positives, negatives = feedback.positives(), feedback.negatives()
-    if not positives:
-        raise RsirError(f"relevance feedback needs at least one positive example (a box marked as good); "
-                        f"got {len(negatives)} negative example(s) only" if negatives else
-                        "relevance feedback needs at least one positive example (a box marked as good)")
-    boxes = positives + negatives
-    names = [f"positive example {i}" for i in range(1, len(positives) + 1)]
-    names += [f"negative example {i}" for i in range(1, len(negatives) + 1)]
-    checked = [_checked_example(box, name) for box, name in zip(boxes, names)]
+    boxes = feedback.latest().boxes
+    if not any(box.positive for box in boxes):
+        raise RsirError("relevance feedback needs at least one positive example (a box marked as good)"
+                        + (f"; got {len(boxes)} negative example(s) only" if boxes else ""))
+    names = _names(boxes)
+    boxes = tuple(_checked_example(box, name) for box, name in zip(boxes, names))
     reader = _reader(index_dir)
     model = _model_for(reader, params)
-    examples, provider = _embed_examples(reader, model, checked, names, params, is_cancelled)
-    vectors = np.stack([e.vector for e in examples])
-    pos, neg = vectors[:len(positives)], vectors[len(positives):]
+    places = _places(reader, model, boxes, names, is_cancelled)
+    kept = sorted({place.key: i for i, place in enumerate(places)}.values())  # the last label of a place
+    boxes, names, places = [boxes[i] for i in kept], [names[i] for i in kept], [places[i] for i in kept]
+    if not any(box.positive for box in boxes):
+        raise RsirError("every positive example is marked negative again later (the same tile or pixels); "
+                        "relevance feedback needs at least one positive example")
+    vectors, provider = _embed(reader, model, places, names, params, is_cancelled)
+    positive = np.array([box.positive for box in boxes])
+    pos, neg = vectors[positive], vectors[~positive]
     query = rocchio(pos, neg)
     if len(pos) >= CLASSIFIER_MIN_EXAMPLES and len(neg) >= CLASSIFIER_MIN_EXAMPLES:
         weights, bias = fit_logistic(pos, neg, prior=query)
@@ -134,14 +145,13 @@ def search_feedback(index_dir: str | Path, feedback: Feedback, params: SearchPar
     else:
         candidates = _nearest(reader, query)
         scoring = "cosine"
-    areas = [e.area for e in examples] if params.exclude_query_overlap else []
-    skip = frozenset(e.tile_id for e in examples if e.tile_id is not None)
+    areas = _areas(places) if params.exclude_query_overlap else []
+    skip = frozenset(place.tile_id for place in places if place.tile_id is not None)
     hits, all_excluded = _rank(reader, candidates, params, areas, is_cancelled, skip=skip)
-    first = examples[0]
-    return SearchResult(hits=hits, query_polygon=None, query_crs_wkt=first.crs_wkt,
-                        query_raster=first.area.raster, provider=provider,
-                        seconds=time.perf_counter() - started, all_excluded=all_excluded, scoring=scoring,
-                        feedback=feedback)
+    first = places[int(np.flatnonzero(positive)[0])].raster
+    return SearchResult(hits=hits, query_polygon=None, query_crs_wkt=first.crs_wkt, query_raster=first.path,
+                        provider=provider, seconds=time.perf_counter() - started, all_excluded=all_excluded,
+                        scoring=scoring, feedback=Feedback(tuple(boxes)))
 
 
 def rocchio(positives: np.ndarray, negatives: np.ndarray, beta: float = ROCCHIO_BETA) -> np.ndarray:
@@ -255,13 +265,20 @@ def _checked_example(box: LabelledBox, name: str) -> LabelledBox:
     return LabelledBox(raster=str(box.raster), bbox=bbox, crs=box.crs or None, positive=box.positive)
 
 
-def _embed_examples(reader: IndexReader, model: ModelInfo, boxes: list[LabelledBox], names: list[str],
-                    params: SearchParams, is_cancelled) -> tuple[list[_Example], str]:
-    """Each box's embedding: an indexed tile's stored vector, else its pixels through the model."""
-    places: list[tuple[object, tuple[int, int, int, int]]] = []  # (RasterEntry or RasterSource, window)
-    stored: dict[int, int] = {}  # box number -> tile id
-    to_embed: dict[int, np.ndarray] = {}  # box number -> pixels
-    for i, (box, name) in enumerate(zip(boxes, names)):
+def _names(boxes: tuple[LabelledBox, ...]) -> list[str]:
+    """'positive example 2', 'negative example 1', ... in the order given, for messages."""
+    counts = {True: 0, False: 0}
+    names = []
+    for box in boxes:
+        counts[box.positive] += 1
+        names.append(f"{box.label} example {counts[box.positive]}")
+    return names
+
+
+def _places(reader: IndexReader, model: ModelInfo, boxes, names: list[str], is_cancelled) -> list[_Place]:
+    """Where each box lies; an indexed tile's id for a box that is one, else the box's pixels."""
+    places = []
+    for box, name in zip(boxes, names):
         if is_cancelled and is_cancelled():
             raise SearchCancelled("search cancelled")
         try:
@@ -272,43 +289,49 @@ def _embed_examples(reader: IndexReader, model: ModelInfo, boxes: list[LabelledB
                 window = _pixel_window(entry, box.bbox, box.crs)
                 tile_id = reader.tile_at(entry, window)
                 if tile_id is not None:
-                    stored[i] = tile_id
-                    places.append((entry, window))
+                    places.append(_Place(raster=entry, window=window, tile_id=tile_id, pixels=None))
                     continue
             source, window = _box_window(reader, model, box.raster, box.bbox, box.crs)
-            to_embed[i] = _read_box(source, window, model.contract.input_size, box.bbox)
-            places.append((source, window))
+            pixels = _read_box(source, window, model.contract.input_size, box.bbox)
+            places.append(_Place(raster=source, window=window, tile_id=None, pixels=pixels))
         except RasterError as exc:
             raise RasterError(exc.path, f"{exc.problem} ({name})") from exc
-    vectors: dict[int, np.ndarray] = {}
+    return places
+
+
+def _embed(reader: IndexReader, model: ModelInfo, places: list[_Place], names: list[str],
+           params: SearchParams, is_cancelled) -> tuple[np.ndarray, str]:
+    """(n, D) unit embeddings of the places (stored vectors of tiles, the model for other boxes), and
+    a line saying where they came from."""
+    vectors = np.zeros((len(places), reader.dim), np.float32)
+    stored = [i for i, place in enumerate(places) if place.tile_id is not None]
+    drawn = [i for i, place in enumerate(places) if place.tile_id is None]
     if stored:
-        vectors.update(zip(stored, l2_normalize(reader.vectors(list(stored.values())))))
+        vectors[stored] = l2_normalize(reader.vectors([places[i].tile_id for i in stored]))
     provider = f"stored vectors of {len(stored)} indexed tile(s)"
-    if to_embed:
+    if drawn:
         if is_cancelled and is_cancelled():
             raise SearchCancelled("search cancelled")
         embedder = shared_embedder(model, params.device)
-        embedded = (embedder.embed_tta if params.tta else embedder.embed)(np.stack(list(to_embed.values())))
-        for i, vector in zip(to_embed, embedded):
-            if not np.isfinite(vector).all():
-                raise RsirError(f"{names[i]} on {boxes[i].raster}: the model gave a non-finite embedding "
-                                "for this box; draw it elsewhere")
-            vectors[i] = vector
+        tiles = np.stack([places[i].pixels for i in drawn])
+        vectors[drawn] = (embedder.embed_tta if params.tta else embedder.embed)(tiles)
+        for i in drawn:
+            if not np.isfinite(vectors[i]).all():
+                raise RsirError(f"{names[i]} on {places[i].raster.path}: the model gave a non-finite "
+                                "embedding for this box; draw it elsewhere")
         provider = embedder.describe() + (f" and {provider}" if stored else "")
-    areas = _areas(places)
-    return [_Example(vector=vectors[i], area=areas[i], crs_wkt=places[i][0].crs_wkt, tile_id=stored.get(i))
-            for i in range(len(places))], provider
+    return vectors, provider
 
 
-def _areas(places: list[tuple[object, tuple[int, int, int, int]]]) -> list[_Query]:
-    """The query area of each (raster, window), computed raster by raster."""
+def _areas(places: list[_Place]) -> list[_Query]:
+    """The query area of each place, for excluding the hits that overlap it, computed raster by raster."""
     by_raster: dict[str, list[int]] = {}
-    for i, (raster, _) in enumerate(places):
-        by_raster.setdefault(raster.path, []).append(i)
+    for i, place in enumerate(places):
+        by_raster.setdefault(place.raster.path, []).append(i)
     areas: dict[int, _Query] = {}
     for numbers in by_raster.values():
-        raster = places[numbers[0]][0]
-        areas.update(zip(numbers, _query_areas(raster, [places[i][1] for i in numbers])))
+        raster = places[numbers[0]].raster
+        areas.update(zip(numbers, _query_areas(raster, [places[i].window for i in numbers])))
     return [areas[i] for i in range(len(places))]
 
 

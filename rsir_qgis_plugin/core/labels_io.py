@@ -38,7 +38,7 @@ def write_labels(feedback: Feedback, path: str | Path) -> Path:
     A box without a CRS is in its raster's CRS, which is read from the raster's file.
     """
     path = Path(path)
-    driver = _driver(path)
+    driver = labels_format(path)
     crs_of = _RasterCrs()
     raster_crss, box_crss = [], []
     for number, box in enumerate(feedback.boxes, start=1):
@@ -78,7 +78,7 @@ def load_labels(path: str | Path) -> LabelsRead:
 
     ogr.UseExceptions()
     path = Path(path)
-    _driver(path)
+    labels_format(path)
     if not path.is_file():
         raise RsirError(f"{path}: no such labels file")
     try:
@@ -128,7 +128,9 @@ def load_labels(path: str | Path) -> LabelsRead:
     return LabelsRead(Feedback(tuple(boxes)), skipped)
 
 
-def _driver(path: Path) -> str:
+def labels_format(path: str | Path) -> str:
+    """The OGR driver for a labels file name ('GPKG' or 'GeoJSON'); an error for any other extension."""
+    path = Path(path)
     driver = FORMATS.get(path.suffix.lower())
     if driver is None:
         raise RsirError(f"{path}: unsupported labels format '{path.suffix}' (use .gpkg or .geojson)")

@@ -155,6 +155,16 @@ def test_the_latest_label_of_a_box_wins(index):
     assert Feedback(feedback.boxes + (hit_box(hits[1], positive=False),)).latest() == relabelled
     result = search_feedback(index_dir, relabelled, SearchParams(k=3))
     assert result.feedback == relabelled and len(result.feedback.negatives()) == 1
+    # the same tile given another way (its bounds in the raster's CRS spelled out, as a labels file
+    # gives it) is the same example: the label given last wins
+    with rasterio.open(raster) as src:
+        crs = src.crs.to_wkt()
+    spelled = hit_box(hits[1], positive=True)
+    spelled = LabelledBox(spelled.raster, spelled.bbox, crs, True)
+    result = search_feedback(index_dir, relabelled.with_box(spelled), SearchParams(k=3))
+    assert [b.positive for b in result.feedback.boxes] == [True, True] and result.feedback.boxes[1].crs == crs
+    with pytest.raises(RsirError, match="every positive example is marked negative again later"):
+        search_feedback(index_dir, Feedback((spelled, hit_box(hits[1], positive=False))), SearchParams(k=3))
 
 
 def test_labelled_boxes_on_a_raster_that_is_not_indexed(index, tmp_path):
