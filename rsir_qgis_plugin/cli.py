@@ -4,6 +4,8 @@
     python -m rsir_qgis_plugin index info INDEX_DIR
     python -m rsir_qgis_plugin index export INDEX_DIR --geoparquet FILE.parquet
     python -m rsir_qgis_plugin search INDEX_DIR (--raster R --bbox XMIN YMIN XMAX YMAX [--crs C] | --image F)
+    python -m rsir_qgis_plugin search INDEX_DIR --positive R:XMIN,YMIN,XMAX,YMAX... [--negative ...]
+                                                [--labels FILE] [--crs C] [--save-labels FILE]
 
 Exit status: 0 success; 1 error (nothing changed; a build in which every raster failed included);
 2 bad command line; 3 the build was committed but some rasters failed; 130 interrupted.
@@ -79,8 +81,21 @@ def get_args_parser() -> argparse.ArgumentParser:
     search.add_argument("--image", type=Path, help="an image file as the query")
     search.add_argument("-k", type=int, default=20, help="number of hits (default 20)")
     search.add_argument("--tta", action="store_true", help="embed the query as the mean of 4 rotations")
-    search.add_argument("--min-score", type=float, help="drop hits scoring below this cosine similarity")
-    search.add_argument("--keep-overlap", action="store_true", help="keep hits overlapping the query box")
+    search.add_argument("--positive", action="append", default=[], metavar="RASTER:XMIN,YMIN,XMAX,YMAX",
+                        help="a box like what is sought (relevance feedback; repeat for more; in --crs)")
+    search.add_argument("--negative", action="append", default=[], metavar="RASTER:XMIN,YMIN,XMAX,YMAX",
+                        help="a box unlike what is sought (repeat for more; in --crs)")
+    search.add_argument("--labels", action="append", default=[], type=Path, metavar="FILE",
+                        help="labelled boxes from a .gpkg or .geojson polygon layer with fields raster and "
+                             "label (positive/negative); repeat for more")
+    search.add_argument("--save-labels", type=Path, metavar="FILE",
+                        help="write the labelled boxes used to .gpkg (layer rsir_labels) or .geojson")
+    search.add_argument("--min-score", type=float,
+                        help="drop hits scoring below this (cosine similarity; with 2+ positive and 2+ "
+                             "negative examples, the classifier's probability)")
+    search.add_argument("--keep-overlap", action="store_true",
+                        help="keep hits overlapping the query box or labelled boxes (labelled tiles never "
+                             "return)")
     search.add_argument("--model", type=Path, help="ONNX model (default: the one the index was built with)")
     search.add_argument("--device", choices=DEVICES, default="auto")
     search.add_argument("--out", type=Path, help="write hits to .gpkg or .geojson instead of stdout")
@@ -261,7 +276,9 @@ def search(args) -> int:
                           min_score=args.min_score, device=args.device, model_path=args.model)
     if args.out_crs:
         crs_from(args.out_crs)  # refused before the index and the model are loaded
-    if args.image is not None:
+    if args.positive or args.negative or args.labels or args.save_labels:
+        result = _search_feedback(args, params)
+    elif args.image is not None:
         if args.raster or args.bbox:
             raise RsirError("give either --image or --raster with --bbox, not both")
         result = search_image(args.index_dir, args.image, params)
@@ -270,7 +287,7 @@ def search(args) -> int:
             _require_crs(args.raster, args.crs)
         result = search_box(args.index_dir, args.raster, tuple(args.bbox), args.crs, params)
     else:
-        raise RsirError("a query needs --raster and --bbox, or --image")
+        raise RsirError("a query needs --raster and --bbox, --image, or labelled boxes (--positive, --labels)")
     if not result.query_indexed:
         print(f"rsir: note: {result.query_raster} is not in the index; its box was embedded with the bands "
               "chosen by colour interpretation (R, G, B, else 1-3)", file=sys.stderr)
@@ -285,6 +302,75 @@ def search(args) -> int:
         json.dump(hits_to_geojson(result, args.out_crs), sys.stdout)
         sys.stdout.write("\n")
     return EXIT_OK
+
+
+def _search_feedback(args, params: SearchParams):
+    """A search by labelled boxes: --raster/--bbox (a positive), --labels files, --positive/--negative."""
+    from .core.feedback import Feedback, LabelledBox, search_feedback
+    from .core.labels_io import labels_format, load_labels, write_labels
+
+    if args.save_labels:
+        labels_format(args.save_labels)  # refused before anything is searched
+    if args.image is not None:
+        raise RsirError("give either --image or labelled boxes (--positive, --negative, --labels), not both")
+    if (args.raster is None) != (args.bbox is None):
+        raise RsirError("--raster and --bbox go together: the box is then a positive example")
+    given = [(args.raster, tuple(args.bbox), True)] if args.raster is not None else []
+    given += [(*_labelled_box("--positive", text), True) for text in args.positive]
+    given += [(*_labelled_box("--negative", text), False) for text in args.negative]
+    if args.crs:
+        for raster in dict.fromkeys(raster for raster, _, _ in given):
+            _require_crs(Path(raster), args.crs)
+    feedback = Feedback()
+    for path in args.labels:
+        read = load_labels(path)
+        for reason in read.skipped:
+            print(f"rsir: note: {path}: {reason}; left out", file=sys.stderr)
+        feedback = feedback.merged(read.feedback)
+    for raster, box, positive in given:
+        feedback = feedback.with_box(LabelledBox(raster=str(raster), bbox=box, crs=args.crs,
+                                                 positive=positive))
+    if not feedback.positives():
+        found = f" (found {len(feedback.negatives())} negative)" if feedback.boxes else ""
+        raise RsirError("relevance feedback needs at least one positive box: give --positive "
+                        f"RASTER:XMIN,YMIN,XMAX,YMAX, --raster with --bbox, or --labels with one{found}")
+    result = search_feedback(args.index_dir, feedback, params)
+    used = result.feedback
+    how = ("a classifier (scores are its probability)" if result.scoring == "probability"
+           else "the mean of the examples (scores are cosine similarities)")
+    print(f"rsir: note: ranked by {how} of {len(used.positives())} positive and {len(used.negatives())} "
+          "negative example(s)", file=sys.stderr)
+    if args.save_labels:
+        path = write_labels(used, args.save_labels)
+        print(f"{len(used.boxes)} labelled boxes written to {path}", file=sys.stderr)
+    return result
+
+
+def _labelled_box(option: str, text: str) -> tuple[str, tuple[float, ...]]:
+    """RASTER:XMIN,YMIN,XMAX,YMAX (the raster path may hold ':', as C:\\ does) as (raster, box)."""
+    raster, colon, numbers = text.rpartition(":")
+    form = "RASTER:XMIN,YMIN,XMAX,YMAX"
+    if not colon:
+        raise RsirError(f"{option} '{text}': expected {form}")
+    if not raster.strip():
+        raise RsirError(f"{option} '{text}': no raster before the ':' (expected {form})")
+    values = [v.strip() for v in numbers.split(",")]
+    if len(values) != 4:
+        raise RsirError(f"{option} '{text}': expected 4 numbers XMIN,YMIN,XMAX,YMAX after the raster, "
+                        f"got {len(values)}")
+    try:
+        return raster, tuple(float(v) for v in values)
+    except ValueError:
+        bad = next(v for v in values if not _is_number(v))
+        raise RsirError(f"{option} '{text}': '{bad}' is not a number (expected {form})") from None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
 
 
 def _require_crs(raster: Path, crs: str) -> None:

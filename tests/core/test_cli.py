@@ -182,3 +182,60 @@ def test_a_query_raster_not_in_the_index_is_searched_with_a_note(indexed, tmp_pa
     assert done.stderr.strip().splitlines() == [
         f"rsir: note: {copy} is not in the index; its box was embedded with the bands chosen by colour "
         "interpretation (R, G, B, else 1-3)"]
+
+
+def tile_arg(crop, col, row, size=96):
+    with rasterio.open(crop) as src:
+        left, top = src.transform * (col, row)
+        right, bottom = src.transform * (col + size, row + size)
+    return f"{crop}:{left},{bottom},{right},{top}"
+
+
+def test_feedback_search_saves_its_labels_and_a_reload_gives_the_same_hits(indexed, tmp_path):
+    _, index, crop, _, _ = indexed
+    labels = tmp_path / "labels.gpkg"
+    first = rsir("search", index, "--positive", tile_arg(crop, 0, 0), "--positive", tile_arg(crop, 96, 0),
+                 "--negative", tile_arg(crop, 0, 96), "--negative", tile_arg(crop, 96, 96), "--keep-overlap",
+                 "-k", "4", "--save-labels", labels)
+    hits = json.loads(first.stdout)["features"]  # 5 tiles are left, which overlap each other (NMS)
+    assert hits and [f["properties"]["rank"] for f in hits] == list(range(1, len(hits) + 1))
+    assert all(0 < f["properties"]["score"] < 1 for f in hits)
+    assert first.stderr.strip().splitlines() == [
+        "rsir: note: ranked by a classifier (scores are its probability) of 2 positive and 2 negative example(s)",
+        f"4 labelled boxes written to {labels}"]
+    again = rsir("search", index, "--labels", labels, "--keep-overlap", "-k", "4")
+    assert json.loads(again.stdout)["features"] == hits
+    # a label on the command line wins over the file's for the same box: now 3 positives, 1 negative
+    turned = rsir("search", index, "--labels", labels, "--positive", tile_arg(crop, 0, 96), "--keep-overlap",
+                  "-k", "4", "--save-labels", tmp_path / "turned.geojson")
+    assert "of 3 positive and 1 negative example(s)" in turned.stderr
+    saved = json.loads((tmp_path / "turned.geojson").read_text())["features"]
+    assert sorted(f["properties"]["label"] for f in saved) == ["negative", "positive", "positive", "positive"]
+
+
+def test_a_query_box_with_a_negative_is_refined_by_rocchio(indexed):
+    _, index, crop, box, _ = indexed
+    done = rsir("search", index, "--raster", crop, "--bbox", *box, "--negative", tile_arg(crop, 96, 96),
+                "--keep-overlap", "-k", "3")
+    assert len(json.loads(done.stdout)["features"]) == 3
+    assert done.stderr.strip() == ("rsir: note: ranked by the mean of the examples (scores are cosine "
+                                   "similarities) of 1 positive and 1 negative example(s)")
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--positive", "crop.tif"), "--positive 'crop.tif': expected RASTER:XMIN,YMIN,XMAX,YMAX"),
+    (("--positive", "crop.tif:1,2,3"), "expected 4 numbers XMIN,YMIN,XMAX,YMAX after the raster, got 3"),
+    (("--negative", "crop.tif:1,2,x,4"), "--negative 'crop.tif:1,2,x,4': 'x' is not a number"),
+    (("--positive", ":1,2,3,4"), "no raster before the ':'"),
+    (("--positive", "{crop}:3,2,1,4"), "is inverted"),
+    (("--positive", "{tmp}/gone.tif:1,2,3,4"), "gone.tif: not found (no such file) (positive example 1)"),
+    (("--negative", "{tile}"), "needs at least one positive box"),
+    (("--positive", "{tile}", "--image", "{crop}"), "give either --image or labelled boxes"),
+    (("--positive", "{tile}", "--save-labels", "{tmp}/l.shp"), "unsupported labels format '.shp'"),
+    (("--labels", "{tmp}/none.gpkg"), "none.gpkg: no such labels file"),
+    (("--positive", "{tile}", "--crs", "EPSG:99999"), "unknown coordinate reference system 'EPSG:99999'"),
+])
+def test_bad_feedback_input_is_one_clear_line(indexed, tmp_path, args, message):
+    _, index, crop, _, _ = indexed
+    filled = [a.format(crop=crop, tmp=tmp_path, tile=tile_arg(crop, 0, 0)) for a in args]
+    assert message in one_error_line(rsir("search", index, *filled, check=False))
