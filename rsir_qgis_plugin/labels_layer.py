@@ -235,7 +235,8 @@ def ring_geometry(ring, crs_wkt: str, layer_crs: QgsCoordinateReferenceSystem,
     return HitFeatureFactory(layer_crs, context).geometry(ring, crs_wkt)
 
 
-def box_geometry(box: QgsRectangle, box_crs: QgsCoordinateReferenceSystem, layer_crs: QgsCoordinateReferenceSystem,
+def box_geometry(box: QgsRectangle, box_crs: QgsCoordinateReferenceSystem,
+                 layer_crs: QgsCoordinateReferenceSystem,
                  context: QgsCoordinateTransformContext) -> QgsGeometry:
     """A box drawn on the map (in `box_crs`) as a polygon in the labels layer's CRS."""
     geometry = QgsGeometry.fromRect(box)
@@ -366,7 +367,8 @@ def feedback_from_features(features: Iterable[QgsFeature], crs: QgsCoordinateRef
     return LabelsRead(Feedback(boxes=tuple(boxes)), skipped)
 
 
-def _bounds_in(geometry: QgsGeometry, source: QgsCoordinateReferenceSystem, target: QgsCoordinateReferenceSystem,
+def _bounds_in(geometry: QgsGeometry, source: QgsCoordinateReferenceSystem,
+               target: QgsCoordinateReferenceSystem,
                context: QgsCoordinateTransformContext) -> QgsRectangle | None:
     """The bounding box of `geometry`'s vertices in `target` (None where they cannot be transformed)."""
     moved = QgsGeometry(geometry)

@@ -221,7 +221,8 @@ class FeedbackSearchTask(EngineTask):
         from .labels_layer import feedback_from_features
 
         req = self.request
-        read = feedback_from_features(req.labels.getFeatures(), req.labels_crs, req.rasters, req.transform_context)
+        read = feedback_from_features(req.labels.getFeatures(), req.labels_crs, req.rasters,
+                                      req.transform_context)
         if read.positives == 0:
             why = f" ({'; '.join(read.skipped[:3])})" if read.skipped else ""
             raise RsirError("no positive label to refine with: mark a hit with thumbs up or Shift-drag a "

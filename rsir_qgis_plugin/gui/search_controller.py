@@ -181,7 +181,7 @@ class SearchController(QObject):
         self.dock.set_status(f"{len(result.hits)} hit(s) {what} in {result.seconds:.1f} s "
                              f"({_device(result.provider)}).")
         if outcome.notes:
-            self._warn(f"{len(outcome.notes)} label(s) left out: " + "; ".join(outcome.notes[:5]), Qgis.Warning)
+            self._warn(f"{len(outcome.notes)} label(s) left out: " + "; ".join(outcome.notes[:5]))
         if not result.hits:
             self._warn("No hits: lower the minimum score, or index more rasters.", Qgis.Info)
         self.searchFinished.emit(outcome)
@@ -292,8 +292,8 @@ class SearchController(QObject):
             return False
         raster = found[0]
         layer = self.labels_layer(create=True)
-        labels.add_label(layer, labels.box_geometry(box, box_crs, layer.crs(), context), raster_file_path(raster),
-                         positive)
+        geometry = labels.box_geometry(box, box_crs, layer.crs(), context)
+        labels.add_label(layer, geometry, raster_file_path(raster), positive)
         self._labels_edited()
         counts = labels.count_labels(layer)
         self.dock.set_status(f"{labels.label_text(positive).capitalize()} box added on {raster.name()}; "
@@ -331,8 +331,8 @@ class SearchController(QObject):
             return None
         features = list(layer.getFeatures())  # copies, with the user's unsaved edits
         revision = self._labels_revision
-        task = InfoTask(f"rsir: saving labels to {Path(path).name}", labels.write_labels, features, layer.crs(),
-                        Path(path), self.project.transformContext())
+        task = InfoTask(f"rsir: saving labels to {Path(path).name}", labels.write_labels, features,
+                        layer.crs(), Path(path), self.project.transformContext())
         task.succeeded.connect(lambda written: self._on_labels_saved(layer.id(), Path(written), revision))
         task.failed.connect(lambda error: self._warn(f"Saving labels failed: {error}", Qgis.Critical))
         self._labels_save_task = task
@@ -344,8 +344,8 @@ class SearchController(QObject):
         labels, stays in the project under another name)."""
         layer = labels.open_labels_file(path)
         if layer is None:
-            self._warn(f"{path} holds no labels layer (a polygon layer '{labels.GPKG_LAYER_NAME}' with fields "
-                       "raster and label).", Qgis.Warning)
+            self._warn(f"{path} holds no labels layer (a polygon layer '{labels.GPKG_LAYER_NAME}' with "
+                       "fields raster and label).")
             return None
         previous = labels.find_labels_layer(self.project)
         if previous is not None:
@@ -379,7 +379,8 @@ class SearchController(QObject):
         context = self.project.transformContext()
         found = {}
         for hit in self.outcome.result.hits:
-            feature = labels.find_label(layer, str(hit.raster), labels.hit_geometry(hit, layer.crs(), context))
+            geometry = labels.hit_geometry(hit, layer.crs(), context)
+            feature = labels.find_label(layer, str(hit.raster), geometry)
             if feature is not None:
                 positive = labels.parse_label(feature["label"])
                 if positive is not None:
@@ -414,14 +415,15 @@ class SearchController(QObject):
             return
         layer = labels.open_labels_file(path)
         if layer is None:
-            self._warn(f"Labels saved to {path}, but the file does not open as a labels layer.", Qgis.Critical)
+            self._warn(f"Labels saved to {path}, but the file does not open as a labels layer.",
+                       Qgis.Critical)
             return
         labels.adopt(layer)
         self._replace_layer(saved_from, layer)
         self.labels_layer()
         self._labels_edited()
-        self._warn(f"Labels saved to {path} (layer {labels.GPKG_LAYER_NAME}); 'rsir labels' is now that file, "
-                   "so later marks are saved in it.", Qgis.Success)
+        self._warn(f"Labels saved to {path} (layer {labels.GPKG_LAYER_NAME}); 'rsir labels' is now that "
+                   "file, so later marks are saved in it.", Qgis.Success)
         self.labelsSaved.emit(str(path))
 
     def _replace_layer(self, old: QgsVectorLayer, new: QgsVectorLayer) -> None:
@@ -469,7 +471,8 @@ class SearchController(QObject):
     # Lifetime ----------------------------------------------------------------------------
 
     def running_tasks(self) -> list:
-        return [t for t in (self._task, self._info_task, self._save_task, self._labels_save_task) if is_active(t)]
+        tasks = (self._task, self._info_task, self._save_task, self._labels_save_task)
+        return [t for t in tasks if is_active(t)]
 
     def disconnect_project(self) -> None:
         for signal in self._project_signals:
