@@ -140,8 +140,8 @@ def test_plain_drag_through_the_canvas_is_a_search_and_the_band_shows_the_mode(t
 
     # While dragging, the rubber band is green for a positive box, red for a negative, magenta for a query.
     band = tool._band
-    tool.canvasPressEvent(QgsMapMouseEvent(qgis_canvas, QEvent.MouseButtonPress, QPoint(100, 100), Qt.LeftButton,
-                                           Qt.LeftButton, Qt.ShiftModifier))
+    tool.canvasPressEvent(QgsMapMouseEvent(qgis_canvas, QEvent.MouseButtonPress, QPoint(100, 100),
+                                           Qt.LeftButton, Qt.LeftButton, Qt.ShiftModifier))
     assert band.strokeColor() == POSITIVE_COLOR
     tool.canvasMoveEvent(QgsMapMouseEvent(qgis_canvas, QEvent.MouseMove, QPoint(200, 200), Qt.NoButton,
                                           Qt.LeftButton, Qt.ControlModifier))
