@@ -320,14 +320,16 @@ class LabelsRead:
 
 def feedback_from_features(features: Iterable[QgsFeature], crs: QgsCoordinateReferenceSystem,
                            rasters: Sequence[RasterFootprint] = (),
-                           context: QgsCoordinateTransformContext | None = None) -> LabelsRead:
+                           context: QgsCoordinateTransformContext | None = None,
+                           base_dir: str | Path | None = None) -> LabelsRead:
     """Label features (geometries in `crs`) as the engine's Feedback.
 
     Each box is its feature's bounding box in `crs`, or, when its raster is one of `rasters`, in
     that raster's CRS: a hit's tile drawn in a map CRS that turns it (a geographic map over a UTM
     raster) then comes back as exactly that tile, not as the larger box around it. A feature
     without a raster gets the raster under it (as a drawn box would); one without a usable label
-    or geometry, or over no raster, is skipped and said why.
+    or geometry, or over no raster, is skipped and said why. A relative raster path is taken
+    relative to `base_dir` (the folder of the labels file), as core.labels_io reads it.
     """
     from .core.feedback import Feedback, LabelledBox
 
@@ -351,6 +353,8 @@ def feedback_from_features(features: Iterable[QgsFeature], crs: QgsCoordinateRef
             skipped.append(f"feature {fid}: its box has no area")
             continue
         raster = _text(feature["raster"])
+        if raster and base_dir is not None and not os.path.isabs(os.path.expanduser(raster)):
+            raster = os.path.normpath(os.path.join(str(base_dir), raster))
         if not raster:
             raster = raster_under(box, crs, rasters, context) or ""
             if not raster:
@@ -387,7 +391,15 @@ def _real(path: str) -> str:
 def feedback_from_layer(layer: QgsVectorLayer, rasters: Sequence[RasterFootprint] = (),
                         context: QgsCoordinateTransformContext | None = None) -> LabelsRead:
     """The labels layer's features (with the user's unsaved edits) as Feedback, in the layer's CRS."""
-    return feedback_from_features(layer.getFeatures(), layer.crs(), rasters, context)
+    return feedback_from_features(layer.getFeatures(), layer.crs(), rasters, context, labels_dir(layer))
+
+
+def labels_dir(layer: QgsVectorLayer) -> Path | None:
+    """The folder of a file-backed labels layer (relative raster paths are relative to it), else None."""
+    if layer.providerType() != "ogr":
+        return None
+    path = Path(layer.source().split("|")[0])
+    return path.parent if path.is_file() else None
 
 
 def features_from_feedback(feedback: "Feedback", layer_crs: QgsCoordinateReferenceSystem,

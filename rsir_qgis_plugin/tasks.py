@@ -207,6 +207,7 @@ class FeedbackRequest:
     output_crs: QgsCoordinateReferenceSystem
     transform_context: QgsCoordinateTransformContext
     thumbnails: bool = True
+    labels_dir: Path | None = None  # folder of a labels GeoPackage: relative raster paths start there
 
 
 class FeedbackSearchTask(EngineTask):
@@ -222,7 +223,7 @@ class FeedbackSearchTask(EngineTask):
 
         req = self.request
         read = feedback_from_features(req.labels.getFeatures(), req.labels_crs, req.rasters,
-                                      req.transform_context)
+                                      req.transform_context, req.labels_dir)
         if read.positives == 0:
             why = f" ({'; '.join(read.skipped[:3])})" if read.skipped else ""
             raise RsirError("no positive label to refine with: mark a hit with thumbs up or Shift-drag a "

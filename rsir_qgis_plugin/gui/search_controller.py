@@ -318,7 +318,7 @@ class SearchController(QObject):
             rasters=tuple(labels.footprints(project_rasters(self.project))),
             params=self.dock.search_settings().to_params(),
             output_crs=self.iface.mapCanvas().mapSettings().destinationCrs(),
-            transform_context=self.project.transformContext())
+            transform_context=self.project.transformContext(), labels_dir=labels.labels_dir(layer))
         counts = labels.count_labels(layer)
         return self._start(FeedbackSearchTask(request), f"Refining with {counts.describe()} label(s)...")
 

@@ -181,6 +181,24 @@ def test_geopackage_round_trip_in_a_fresh_project(project, hits, tmp_path):
     assert labels.open_labels_file(tmp_path / "missing.gpkg") is None
 
 
+def test_relative_raster_paths_start_at_the_labels_file(project, hits, tmp_path):
+    """A labels file moved with its rasters (paths edited to be relative) still finds them."""
+    import os
+
+    context = project.transformContext()
+    layer = labels.make_labels_layer(MAP)
+    raster = str(hits[0].raster)
+    relative = os.path.relpath(raster, tmp_path)
+    labels.add_label(layer, labels.hit_geometry(hits[0], MAP, context), relative, True)
+    path = labels.write_labels(list(layer.getFeatures()), MAP, tmp_path / "moved.gpkg", context)
+    opened = labels.open_labels_file(path)
+    assert labels.labels_dir(opened) == tmp_path and labels.labels_dir(layer) is None
+    [box] = labels.feedback_from_layer(opened).feedback.boxes
+    assert box.raster == raster
+    [as_given] = labels.feedback_from_layer(layer).feedback.boxes  # a memory layer has no folder
+    assert as_given.raster == relative
+
+
 def test_write_labels_to_an_unwritable_place_says_so(project, tmp_path):
     from rsir_qgis_plugin.core.errors import RsirError
 
