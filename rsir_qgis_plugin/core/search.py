@@ -295,10 +295,15 @@ def _rank(reader: IndexReader, candidates: Candidates, params: SearchParams, are
 
 
 class _Footprints:
-    """Ground quads of candidate tiles, computed once per tile, one reprojection call per raster."""
+    """Ground quads of candidate tiles, computed once per tile, one reprojection call per raster.
+
+    Each quad's longitude/latitude box is kept too: most pairs of tiles are far apart, and comparing
+    boxes settles them without clipping polygons.
+    """
 
     def __init__(self):
         self._quads: dict[int, Quad | None] = {}
+        self._boxes: dict[int, np.ndarray | None] = {}
 
     def add(self, tiles: list[TileEntry]) -> None:
         by_raster: dict[int, list[TileEntry]] = {}
@@ -308,22 +313,37 @@ class _Footprints:
         for group in by_raster.values():
             raster = group[0].raster
             quads = ground_quads(raster.crs_wkt, raster.transform, [t.window for t in group])
+            boxes = None if quads is None else np.concatenate([quads.min(axis=1), quads.max(axis=1)], axis=1)
             for i, tile in enumerate(group):
                 self._quads[tile.id] = None if quads is None else quads[i]
+                self._boxes[tile.id] = None if boxes is None else boxes[i]
 
     def overlaps_query(self, tile: TileEntry, where: _Query) -> bool:
         """Whether a tile shares area with the query box: in pixels on its raster, else on the ground."""
         if tile.raster.path == where.raster:
             return window_iou(tile.window, where.window) > 0
         quad = self._quads[tile.id]
-        return quad is not None and where.ground is not None and ground_overlaps(quad, where.ground)
+        if quad is None or where.ground is None:
+            return False
+        box = np.concatenate([where.ground.min(axis=0), where.ground.max(axis=0)])
+        return _boxes_may_overlap(self._boxes[tile.id], box) and ground_overlaps(quad, where.ground)
 
     def iou(self, a: TileEntry, b: TileEntry) -> float:
         """Overlap of two tiles: by pixels on one raster, else on the ground (0 where either has no CRS)."""
         if a.raster.id == b.raster.id:
             return window_iou(a.window, b.window)
         qa, qb = self._quads[a.id], self._quads[b.id]
-        return 0.0 if qa is None or qb is None else ground_iou(qa, qb)
+        if qa is None or qb is None or not _boxes_may_overlap(self._boxes[a.id], self._boxes[b.id]):
+            return 0.0
+        return ground_iou(qa, qb)
+
+
+def _boxes_may_overlap(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two (lon_min, lat_min, lon_max, lat_max) boxes may share area, longitudes taken modulo 360
+    (quads are unwrapped each on its own); False for boxes with NaN, whose quads overlap nothing."""
+    if not (a[1] < b[3] and b[1] < a[3]):
+        return False  # also for NaN
+    return any(a[0] < b[2] + shift and b[0] + shift < a[2] for shift in (-360.0, 0.0, 360.0))
 
 
 def _hit(rank: int, score: float, tile: TileEntry) -> Hit:

@@ -253,3 +253,32 @@ def test_rocchio_refuses_examples_that_cancel_out():
     v = unit(np.arange(1.0, 9.0))[None]
     with pytest.raises(RsirError, match="cancel out"):
         rocchio(0.5 * v, v)
+
+
+def test_the_footprint_prefilter_never_drops_a_pair_that_overlaps_on_the_ground():
+    """Feedback ranks thousands of candidates against many labelled boxes; NMS and exclusion compare
+    lon/lat boxes before clipping quads. That shortcut must never hide a true overlap, across the
+    antimeridian included (each quad's longitudes are unwrapped on their own)."""
+    from rsir_qgis_plugin.core.geometry import ground_overlaps
+    from rsir_qgis_plugin.core.search import _boxes_may_overlap
+
+    rng = np.random.default_rng(3)
+    checked = overlapping = 0
+    for _ in range(4000):
+        centres = rng.uniform([-181.0, -60.0], [181.0, 60.0], (1, 2)) + rng.uniform(-0.6, 0.6, (2, 2))
+        quads = []
+        for lon, lat in centres:
+            half = rng.uniform(0.05, 0.5, 2)
+            quad = np.array([[lon - half[0], lat + half[1]], [lon + half[0], lat + half[1]],
+                             [lon + half[0], lat - half[1]], [lon - half[0], lat - half[1]]])
+            quad[:, 0] = (quad[:, 0] + 180.0) % 360.0 - 180.0  # wrapped as PROJ gives them...
+            quad[:, 0] = quad[0, 0] + (quad[:, 0] - quad[0, 0] + 180.0) % 360.0 - 180.0  # ...unwrapped per quad
+            quads.append(quad)
+        boxes = [np.r_[q.min(axis=0), q.max(axis=0)] for q in quads]
+        overlap = ground_overlaps(quads[0], quads[1])
+        overlapping += overlap
+        checked += 1
+        assert _boxes_may_overlap(boxes[0], boxes[1]) or not overlap
+    assert overlapping > 500 and checked == 4000
+    nan = np.full(4, np.nan)
+    assert not _boxes_may_overlap(nan, np.array([0.0, 0.0, 1.0, 1.0]))
