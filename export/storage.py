@@ -56,3 +56,32 @@ def has_fp16_storage(model: onnx.ModelProto) -> bool:
                 if not widened:
                     return False
     return True
+
+
+def widen_stored_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of `model` with fp16-stored weights (store_weights_fp16) turned back into float32
+    initializers under their Cast's output name, and those Casts removed: the graph onnxruntime runs.
+
+    Tools that read initializers (quantisation, above all) need the float32 weights themselves.
+    Models without fp16 storage come back unchanged.
+    """
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    fp16 = {init.name: init for init in graph.initializer if init.data_type == TensorProto.FLOAT16}
+    widened, nodes, used = [], [], set()
+    for node in graph.node:
+        to = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "to"), None)
+        if node.op_type == "Cast" and node.input[0] in fp16 and to == TensorProto.FLOAT:
+            values = numpy_helper.to_array(fp16[node.input[0]]).astype(np.float32)
+            widened.append(numpy_helper.from_array(values, node.output[0]))
+            used.add(node.input[0])
+        else:
+            nodes.append(node)
+    still_read = {name for node in nodes for name in node.input}
+    kept = [init for init in graph.initializer if init.name not in used or init.name in still_read]
+    del graph.initializer[:]
+    graph.initializer.extend(kept + widened)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return out

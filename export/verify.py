@@ -28,6 +28,7 @@ import onnx
 import torch
 from torch import nn
 
+from rsir_qgis_plugin.core.embedder import apply_thread_budget
 from rsir_qgis_plugin.core.errors import ModelError
 from rsir_qgis_plugin.core.model import ModelContract
 
@@ -65,10 +66,17 @@ class ParityReport:
                 f"in batches of {', '.join(map(str, self.batch_sizes))}")
 
 
+QUANTIZED_OPS = ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
+                 "MatMulInteger")
+
+
 def graph_precision(model_path: str | Path) -> str:
-    """"fp16" when the graph computes in half precision, "fp16-weights" when only its stored weights are
-    half precision (widened to float32 at load, see export.storage), else "fp32"."""
+    """"int8" for a quantised graph (export.quantize), "fp16" when the graph computes in half precision,
+    "fp16-weights" when only its stored weights are half precision (widened to float32 at load, see
+    export.storage), else "fp32"."""
     model = onnx.load(str(model_path), load_external_data=False)
+    if any(node.op_type in QUANTIZED_OPS for node in model.graph.node):
+        return "int8"
     if has_fp16_storage(model):
         return "fp16-weights"
     fp16 = any(init.data_type == onnx.TensorProto.FLOAT16 for init in model.graph.initializer)
@@ -84,6 +92,7 @@ def onnx_session(model_path: str | Path, threads: int | None = None):
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         options.intra_op_num_threads = threads
+    apply_thread_budget(options)
     return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
 
 
