@@ -23,7 +23,7 @@ TILES_PER_RASTER = 10_000  # a 100 x 100 grid of tiles
 GRID = 100
 TILE_PX = 128
 PIXEL_M = 0.5
-NOISE = 0.25  # norm of the noise added to a real embedding (cosine to it about 0.97)
+NOISE = 0.5  # norm of the noise added to a blend of two real embeddings
 
 
 def real_embeddings(workdir: Path) -> np.ndarray:
@@ -40,9 +40,12 @@ def real_embeddings(workdir: Path) -> np.ndarray:
 
 
 def synthetic_vectors(base: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """Blends of two real embeddings plus noise: a continuum between real tiles, not copies of them."""
     rng = np.random.default_rng(seed)
-    vectors = base[rng.integers(0, len(base), count)]
-    vectors = vectors + rng.standard_normal(vectors.shape, dtype=np.float32) * (NOISE / np.sqrt(base.shape[1]))
+    first, second = base[rng.integers(0, len(base), count)], base[rng.integers(0, len(base), count)]
+    weight = rng.uniform(0.0, 1.0, (count, 1)).astype(np.float32)
+    vectors = weight * first + (1 - weight) * second
+    vectors += rng.standard_normal(vectors.shape, dtype=np.float32) * (NOISE / np.sqrt(base.shape[1]))
     return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
 
 
