@@ -69,6 +69,11 @@ class FitConfig:
     warmup_epochs: float = _f(1.0, "linear warm-up before the cosine decay")
     crop_scale: tuple[float, ...] = _f((0.5, 1.0), "random resized crop area range")
     jitter: float = _f(0.2, "colour jitter strength")
+    gsd_range: tuple[float, ...] = _f((1.0, 1.0), "coarser-GSD augmentation: downsample factor range, then back up (1 1: off)")
+    blur_sigma: float = _f(0.0, "Gaussian blur augmentation: largest sigma in pixels (0: off)")
+    band_jitter: float = _f(0.0, "per-band gain augmentation, factors in 1 +- this (0: off)")
+    haze: float = _f(0.0, "haze augmentation: largest blend weight toward a bright airlight (0: off)")
+    degrade_p: float = _f(0.5, "probability of each of gsd/blur/band/haze per image")
     seed: int = _f(0, "seed of initialisation, batches and augmentation")
     # running
     eval_every: int = _f(1, "evaluate test-split mAP every N epochs (0: only at the end)")

@@ -256,7 +256,9 @@ def train_epoch(p: Parts, epoch: int, cfg: FitConfig, spec: LossSpec, data: Deco
     momentum = bank_momentum(epoch, cfg.epochs, cfg.bank_momentum, cfg.bank_milestones)
     gen = epoch_generator(cfg.seed, epoch, 1 + rt.rank)
     mean_t, std_t = torch.tensor(mean, device=rt.device), torch.tensor(std, device=rt.device)
-    aug = AugmentSettings(crop_scale=tuple(cfg.crop_scale), jitter=cfg.jitter)
+    aug = AugmentSettings(crop_scale=tuple(cfg.crop_scale), jitter=cfg.jitter, gsd_range=tuple(cfg.gsd_range),
+                          blur_sigma=cfg.blur_sigma, band_jitter=cfg.band_jitter, haze=cfg.haze,
+                          degrade_p=cfg.degrade_p)
     copies = copies_per_image(cfg, spec)
     autocast = dict(device_type=rt.device.type, dtype=rt.amp_dtype or torch.float32, enabled=rt.amp_dtype is not None)
     p.net.train()
