@@ -34,15 +34,17 @@ class Config:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiles", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=50, help="timed searches per case (after 3 warm-ups)")
     parser.add_argument("-k", type=int, default=20)
-    parser.add_argument("--workdir", type=Path, default=None, help="where the index goes (default: a temp dir)")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="where the index goes (default: a temp dir)")
     return parser
 
 
-def examples(reader, rng: np.random.Generator, k: int):
+def examples(reader, rng: np.random.Generator):
     """3 positives (a random tile and two of its nearest) and 3 negatives (tiles far down its list)."""
     from rsir_qgis_plugin.core.feedback import LabelledBox
 
@@ -53,7 +55,8 @@ def examples(reader, rng: np.random.Generator, k: int):
     boxes = []
     for tile_ids, positive in ((positive_ids, True), (negative_ids, False)):
         for tile in reader.tiles(tile_ids):
-            boxes.append(LabelledBox(raster=tile.raster.path, bbox=tuple(tile.bounds), crs=None, positive=positive))
+            boxes.append(LabelledBox(raster=tile.raster.path, bbox=tuple(tile.bounds), crs=None,
+                                     positive=positive))
     return boxes
 
 
@@ -89,7 +92,7 @@ def main(cfg: Config) -> None:
     reader = shared_reader(index)
     print(f"{reader.size} tiles, {reader.manifest['index_kind']} search, {reader.dim}-d")
     rng = np.random.default_rng(0)
-    sets = [examples(reader, rng, cfg.k) for _ in range(cfg.queries)]
+    sets = [examples(reader, rng) for _ in range(cfg.queries)]
     params = SearchParams(k=cfg.k)
     for name, pick in (("3 positive + 3 negative (classifier)", lambda boxes: boxes),
                        ("3 positive (Rocchio)", lambda boxes: boxes[:3])):

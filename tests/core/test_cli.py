@@ -201,7 +201,8 @@ def test_feedback_search_saves_its_labels_and_a_reload_gives_the_same_hits(index
     assert hits and [f["properties"]["rank"] for f in hits] == list(range(1, len(hits) + 1))
     assert all(0 < f["properties"]["score"] < 1 for f in hits)
     assert first.stderr.strip().splitlines() == [
-        "rsir: note: ranked by a classifier (scores are its probability) of 2 positive and 2 negative example(s)",
+        "rsir: note: ranked by a classifier (scores are its probability) of 2 positive and 2 negative "
+        "example(s)",
         f"4 labelled boxes written to {labels}"]
     again = rsir("search", index, "--labels", labels, "--keep-overlap", "-k", "4")
     assert json.loads(again.stdout)["features"] == hits

@@ -44,7 +44,8 @@ def pixel_box(raster, col, row, size):
 
 def hit_box(hit, positive=True):
     xs, ys = zip(*hit.polygon)
-    return LabelledBox(raster=hit.raster, bbox=(min(xs), min(ys), max(xs), max(ys)), crs=None, positive=positive)
+    return LabelledBox(raster=hit.raster, bbox=(min(xs), min(ys), max(xs), max(ys)), crs=None,
+                       positive=positive)
 
 
 def first_hits(index, raster, k=12):
@@ -73,7 +74,8 @@ def test_a_drawn_box_is_embedded_like_a_query_box(index):
     index_dir, raster = index
     box = pixel_box(raster, 100, 90, 90)  # on no tile's grid
     plain = search_box(index_dir, raster, box, None, SearchParams(k=6))
-    refined = search_feedback(index_dir, Feedback((LabelledBox(str(raster), box, None, True),)), SearchParams(k=6))
+    refined = search_feedback(index_dir, Feedback((LabelledBox(str(raster), box, None, True),)),
+                              SearchParams(k=6))
     assert "stored vectors" not in refined.provider
     assert [(h.tile_id, h.window) for h in refined.hits] == [(h.tile_id, h.window) for h in plain.hits]
     assert [h.score for h in refined.hits] == pytest.approx([h.score for h in plain.hits], abs=1e-5)
@@ -89,11 +91,13 @@ def test_a_hit_given_in_another_crs_is_still_its_tile_when_the_box_is_exact(inde
     there = transform_bounds(crs, "EPSG:3857", *box)
     back = transform_bounds("EPSG:3857", crs, *there)
     assert np.allclose(back, box, atol=1e-6)
-    result = search_feedback(index_dir, Feedback((LabelledBox(hit.raster, back, crs, True),)), SearchParams(k=4))
+    result = search_feedback(index_dir, Feedback((LabelledBox(hit.raster, back, crs, True),)),
+                             SearchParams(k=4))
     assert result.provider == "stored vectors of 1 indexed tile(s)"
     # a box off the tile by a third of a pixel is another box, embedded from pixels
     shifted = (box[0] + 0.033, box[1], box[2] + 0.033, box[3])
-    other = search_feedback(index_dir, Feedback((LabelledBox(hit.raster, shifted, None, True),)), SearchParams(k=4))
+    other = search_feedback(index_dir, Feedback((LabelledBox(hit.raster, shifted, None, True),)),
+                            SearchParams(k=4))
     assert "stored vectors" not in other.provider
 
 
@@ -272,7 +276,8 @@ def test_the_footprint_prefilter_never_drops_a_pair_that_overlaps_on_the_ground(
             quad = np.array([[lon - half[0], lat + half[1]], [lon + half[0], lat + half[1]],
                              [lon + half[0], lat - half[1]], [lon - half[0], lat - half[1]]])
             quad[:, 0] = (quad[:, 0] + 180.0) % 360.0 - 180.0  # wrapped as PROJ gives them...
-            quad[:, 0] = quad[0, 0] + (quad[:, 0] - quad[0, 0] + 180.0) % 360.0 - 180.0  # ...unwrapped per quad
+            # ...then unwrapped per quad, as ground_quads does
+            quad[:, 0] = quad[0, 0] + (quad[:, 0] - quad[0, 0] + 180.0) % 360.0 - 180.0
             quads.append(quad)
         boxes = [np.r_[q.min(axis=0), q.max(axis=0)] for q in quads]
         overlap = ground_overlaps(quads[0], quads[1])
