@@ -182,8 +182,9 @@ class SegmentReader:
         if self.segment["kind"] == "ivf" and not self._direct_map:
             self.index.make_direct_map()
             self._direct_map = True
-        return np.stack([self.index.reconstruct(int(i)) for i in local]) if len(local) else np.zeros(
-            (0, self.index.d), np.float32)
+        if not len(local):
+            return np.zeros((0, self.index.d), np.float32)
+        return self.index.reconstruct_batch(np.ascontiguousarray(local, dtype=np.int64))
 
     def live_local_ids(self) -> np.ndarray:
         ids = np.arange(self.count)
