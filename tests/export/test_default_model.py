@@ -35,3 +35,39 @@ def test_bundled_model_embeds_real_images():
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
     # A scene turned by 90 degrees stays nearer itself than a different scene does.
     assert out[0] @ out[1] > out[0] @ out[2] + 0.1
+
+
+INT8_MODEL_PATH = DEFAULT_MODEL_PATH.with_name("default-int8.onnx")
+MAX_MAP_DROP = 0.01  # the int8 model is bundled only while it keeps the default's quality within this
+
+
+def test_bundled_int8_model_is_the_default_quantised_and_keeps_its_quality():
+    from rsir_qgis_plugin.core.embedder import Embedder
+
+    default, int8 = read_model(), read_model(INT8_MODEL_PATH)
+    assert graph_precision(INT8_MODEL_PATH) == "int8"
+    Embedder(int8, "cpu")  # rsir's probe: one tile, a batch of two, output size, finite, rows independent
+    c, d = int8.contract, default.contract
+    assert (c.embedding_dim, c.input_size, c.bands, c.mean, c.std) == (d.embedding_dim, d.input_size, d.bands,
+                                                                       d.mean, d.std)
+    card = c.training["quantisation"]
+    assert card["source_model"]["sha256"] == default.sha256
+    assert "training split of aid150/" in card["calibration"]
+    for field in ("licence", "source", "data", "metrics"):
+        assert c.training.get(field), f"the int8 model card lacks '{field}'"
+    # Measured on this file with training.evaluate (AID test split; UC Merced 10 classes, out of domain).
+    metrics, source = c.training["metrics"], d.training["metrics"]
+    assert metrics["aid150_test_map"] >= source["aid150_test_map"] - MAX_MAP_DROP
+    assert metrics["ucm10_test_map"] >= metrics["default_ucm10_test_map"] - MAX_MAP_DROP  # default measured alike
+    assert metrics["cpu_speedup_vs_default"] > 1.0
+
+
+def test_bundled_int8_model_embeds_real_images_like_the_default():
+    contract = read_model(INT8_MODEL_PATH).contract
+    paths = [DATA / "oam_parking_224.jpg", DATA / "oam_bridge_224.jpg", *sorted((DATA / "calibration").glob("*.jpg"))]
+    pixels = np.stack([load_rgb(path, contract.input_size) for path in paths])
+    inputs = to_model_input(pixels, contract)
+    default = run_onnx(onnx_session(DEFAULT_MODEL_PATH), inputs, batch=7)
+    int8 = run_onnx(onnx_session(INT8_MODEL_PATH), inputs, batch=7)
+    np.testing.assert_allclose(np.linalg.norm(int8, axis=1), 1.0, atol=1e-5)
+    assert (default * int8).sum(axis=1).min() > 0.95  # cosine of each image's two embeddings

@@ -186,3 +186,26 @@ def test_quantize_command_line(tmp_path, fp32_model):
     assert "min cosine" in result.stderr and out.is_file()
     card = read_model(out).contract.training["quantisation"]
     assert card["calibration"].startswith("percentile; 6 images")
+
+
+def test_card_adds_figures_measured_on_the_written_file_and_leaves_the_graph(tmp_path, int8_model):
+    import json
+    import shutil
+
+    path = tmp_path / "carded.onnx"
+    shutil.copy(int8_model, path)
+    evaluation = {"data": "../shared/data/aid150", "split": "rebuilt", "n_test": 20, "n_train": 80,
+                  "test_vs_test": {"map": 0.61234, "anmrr": 0.3, "precision_at": {"10": 0.7}},
+                  "test_vs_train": {"map": 0.6}, "rotated_queries": {"90": {"map": 0.55}}}
+    (tmp_path / "eval.json").write_text(json.dumps(evaluation))
+    result = subprocess.run([sys.executable, "-m", "export.card", str(path), "--evaluation", str(tmp_path / "eval.json"),
+                             "--metric", "cpu_speedup_vs_default=2.5", "--card-field", "licence=Apache-2.0"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    training = read_model(path).contract.training
+    assert training["metrics"]["aid150_test_map"] == 0.6123 and training["metrics"]["cpu_speedup_vs_default"] == 2.5
+    assert training["licence"] == "Apache-2.0" and training["quantisation"]  # the rest of the card is kept
+    assert onnx.load(str(path)).graph == onnx.load(str(int8_model)).graph
+    bad = subprocess.run([sys.executable, "-m", "export.card", str(path), "--metric", "speed=fast"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "must be numbers" in bad.stderr
