@@ -62,6 +62,8 @@ METRICS = (
     ("P@10", ("test_p@10",)),
     ("Turned 90° / 45°", ("test_map_queries_rotated_90", "test_map_queries_rotated_45")),  # queries' mAP
 )
+# Card metric: images/s against the bundled default on the same CPU (export.card --metric, export.throughput).
+SPEEDUP_KEY = "cpu_speedup_vs_default"
 LIST_ROWS = 4  # rasters visible without scrolling the list
 SCREEN_MARGIN = 80  # title bar, task bar
 
@@ -83,7 +85,52 @@ def model_facts(info) -> list[tuple[str, str]]:
             facts.append((label.format(data=data.upper()).strip(), " / ".join(f"{v:.3f}" for v in values)))
     if len(facts) == 2:
         facts.append(("Metrics", "none in the model card"))
+    speed = speed_text(info)
+    if speed:
+        facts.append(("CPU speed", speed))
     return facts
+
+
+def bundled_models() -> list[Path]:
+    """The models shipped in the plugin's models/ folder: the default first, then the others by name."""
+    from ..core.model import DEFAULT_MODEL_PATH
+
+    others = sorted(p for p in DEFAULT_MODEL_PATH.parent.glob("*.onnx") if p != DEFAULT_MODEL_PATH)
+    return ([DEFAULT_MODEL_PATH] if DEFAULT_MODEL_PATH.is_file() else []) + others
+
+
+def speed_text(info) -> str:
+    """CPU speed against the bundled default, from the model card ('' when the card does not say)."""
+    metrics = info.contract.training.get("metrics") if isinstance(info.contract.training, dict) else None
+    value = (metrics or {}).get(SPEEDUP_KEY)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{value:.1f}x the default's speed on CPU"
+    return ""
+
+
+def bundled_label(path: Path, info) -> str:
+    """One line for the bundled-model list: name, headline quality and speed, file size."""
+    from ..core.model import DEFAULT_MODEL_PATH
+
+    facts = dict(model_facts(info))
+    quality = next((f"{label} {value}" for label, value in facts.items() if label.endswith("test mAP")), "")
+    speed = speed_text(info) or ("CPU speed 1x (reference)" if path == DEFAULT_MODEL_PATH else "")
+    parts = [part for part in (quality, speed, f"{path.stat().st_size / 1e6:.0f} MB") if part]
+    return f"{path.name} — " + ", ".join(parts)
+
+
+def read_bundled(paths: list[Path]) -> list[tuple[Path, str]]:
+    """(path, label) of each bundled model, read in a worker thread; a model that fails says why."""
+    from ..core.errors import RsirError
+    from ..core.model import read_model
+
+    labels = []
+    for path in paths:
+        try:
+            labels.append((path, bundled_label(path, read_model(path))))
+        except RsirError as exc:
+            labels.append((path, f"{path.name} — not usable: {exc}"))
+    return labels
 
 
 def describe_devices(report) -> str:
@@ -166,6 +213,7 @@ class BuildIndexDialog(QDialog):
         self._fit()
         if engine_ready:
             self._describe_model()
+            self._describe_bundled()
             self._describe_devices()
 
     # Sections ----------------------------------------------------------------------------
@@ -204,19 +252,35 @@ class BuildIndexDialog(QDialog):
 
     def _model_box(self, saved: BuildSettings) -> QGroupBox:
         box = QGroupBox("Model", self)
-        self.default_model_radio = QRadioButton("Bundled default", box)
+        self.default_model_radio = QRadioButton("Bundled", box)
         self.file_model_radio = QRadioButton("ONNX file", box)
         group = QButtonGroup(box)
         group.addButton(self.default_model_radio)
         group.addButton(self.file_model_radio)
+        # The bundled models (float32 default, int8 ...): their names now, their figures once read.
+        self.bundled_combo = QComboBox(box)
+        # The list shows each model's figures in full; the closed box stays narrow enough for one row.
+        self.bundled_combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.bundled_combo.setMinimumContentsLength(16)
+        self.bundled_combo.setToolTip("Models shipped with rsir: quality (mAP on the AID test split) "
+                                      "against CPU speed")
+        bundled = bundled_models()
+        for path in bundled:
+            self.bundled_combo.addItem(path.name, str(path))
+        saved_bundled = _bundled_index(bundled, saved.model_path)
+        self.bundled_combo.setCurrentIndex(max(0, saved_bundled))
+        from_file = bool(saved.model_path) and saved_bundled < 0
         self.model_widget = QgsFileWidget(box)
         self.model_widget.setFilter("ONNX models (*.onnx)")
-        self.model_widget.setFilePath(saved.model_path)
-        (self.file_model_radio if saved.model_path else self.default_model_radio).setChecked(True)
-        self.model_widget.setEnabled(bool(saved.model_path))
+        self.model_widget.setFilePath(saved.model_path if from_file else "")
+        (self.file_model_radio if from_file else self.default_model_radio).setChecked(True)
+        self.model_widget.setEnabled(from_file)
+        self.bundled_combo.setEnabled(not from_file)
         self.file_model_radio.toggled.connect(self.model_widget.setEnabled)
+        self.default_model_radio.toggled.connect(self.bundled_combo.setEnabled)
         self.file_model_radio.toggled.connect(self._describe_model)
         self.model_widget.fileChanged.connect(self._describe_model)
+        self.bundled_combo.currentIndexChanged.connect(self._describe_model)
         self.model_label = QLabel("", box)
         self.model_label.setWordWrap(True)
         self.model_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
@@ -230,6 +294,7 @@ class BuildIndexDialog(QDialog):
         layout = QVBoxLayout(box)
         row = QHBoxLayout()
         row.addWidget(self.default_model_radio)
+        row.addWidget(self.bundled_combo, 1)
         row.addWidget(self.file_model_radio)
         row.addWidget(self.model_widget, 1)
         layout.addLayout(row)
@@ -298,7 +363,7 @@ class BuildIndexDialog(QDialog):
             tile_size=self.tile_spin.value(), stride=self.stride_spin.value(),
             unit=self.unit_combo.currentData(), bands=self.bands_edit.text().strip(),
             device=self.device_combo.currentData(), tta=self.tta_check.isChecked(),
-            model_path=self.model_widget.filePath() if self.file_model_radio.isChecked() else "")
+            model_path=self._current_model() or "")
 
     def build_params(self) -> BuildParams | None:
         return self._params
@@ -362,7 +427,7 @@ class BuildIndexDialog(QDialog):
 
         self._model_bands, self._model_error, self._model_card = None, None, ""
         self._show_facts([])
-        path = self.model_widget.filePath() if self.file_model_radio.isChecked() else None
+        path = self._current_model()
         if self.file_model_radio.isChecked() and not (path and Path(path).is_file()):
             self.model_label.setText("Choose an .onnx embedding model.")
             return
@@ -373,7 +438,29 @@ class BuildIndexDialog(QDialog):
         self._start(task)
 
     def _current_model(self) -> str | None:
-        return self.model_widget.filePath() if self.file_model_radio.isChecked() else None
+        """The model file chosen; None for the bundled default (what BuildParams takes as the default)."""
+        if self.file_model_radio.isChecked():
+            return self.model_widget.filePath()
+        if self.bundled_combo.currentIndex() <= 0:
+            return None
+        return self.bundled_combo.currentData()
+
+    def _describe_bundled(self) -> None:
+        """Label each bundled model with its figures (reading them opens onnxruntime: in a task)."""
+        paths = [Path(self.bundled_combo.itemData(i)) for i in range(self.bundled_combo.count())]
+        if not paths:
+            return
+        task = InfoTask("rsir: reading bundled models", read_bundled, paths)
+        task.succeeded.connect(self._show_bundled)
+        self._start(task)
+
+    def _show_bundled(self, labels: list) -> None:
+        for path, label in labels:
+            index = self.bundled_combo.findData(str(path))
+            if index >= 0:
+                self.bundled_combo.setItemText(index, label)
+                self.bundled_combo.setItemData(index, label, Qt.ToolTipRole)
+        self._fit()
 
     def _show_model(self, asked: str | None, info) -> None:
         if self._current_model() != asked:  # an answer for a model the user has since replaced is dropped
@@ -468,6 +555,19 @@ class BuildIndexDialog(QDialog):
             item = self.raster_list.item(i)
             if item.data(PATH_ROLE):
                 item.setCheckState(state)
+
+
+def _bundled_index(bundled: list[Path], saved: str) -> int:
+    """Which bundled model a saved model path names: 0 (the default) for none, -1 for a file of the user's.
+    A bundled model saved from a plugin installed elsewhere (another profile, an upgrade) is found by name."""
+    if not saved:
+        return 0
+    path = Path(saved)
+    for index, candidate in enumerate(bundled):
+        if (path.is_file() and path.resolve() == candidate) or (not path.exists() and path.name == candidate.name
+                                                                and path.parent.name == candidate.parent.name):
+            return index
+    return -1
 
 
 def _size_spin(parent: QWidget, automatic: str, value: float) -> QDoubleSpinBox:
