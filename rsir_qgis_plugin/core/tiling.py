@@ -97,10 +97,14 @@ def window_corners(transform: tuple[float, ...], window: Window) -> tuple[list[f
     return [a * x + b * y + c for x, y in pixels], [d * x + e * y + f for x, y in pixels]
 
 
-def read_window(dataset, source: RasterSource, window: Window, size: int) -> tuple[np.ndarray, float]:
+def read_window(dataset, source: RasterSource, window: Window, size: int,
+                no_nodata: bool | None = None) -> tuple[np.ndarray, float]:
     """One tile as uint8 (bands, size, size) and its valid (not nodata) fraction.
 
-    Reading with out_shape lets GDAL use overviews when the tile is downsampled.
+    Reading with out_shape lets GDAL use overviews when the tile is downsampled. A raster that declares
+    no nodata (no value, mask or alpha) has no mask to read: GDAL would compute one of 255s at full
+    resolution, which cost more than the pixels on a COG. `no_nodata`: _declares_no_nodata(dataset), when
+    the caller knows it.
     """
     from rasterio.enums import Resampling
     from rasterio.windows import Window as RioWindow
@@ -108,20 +112,24 @@ def read_window(dataset, source: RasterSource, window: Window, size: int) -> tup
     rio_window = RioWindow(*window)
     unique = sorted(set(source.bands))
     try:
+        if no_nodata is None:
+            no_nodata = _declares_no_nodata(dataset)
         pixels = dataset.read(unique, window=rio_window, out_shape=(len(unique), size, size),
                               resampling=Resampling.bilinear)
-        mask = dataset.dataset_mask(window=rio_window, out_shape=(size, size), resampling=Resampling.nearest)
-        no_nodata = _declares_no_nodata(dataset)
+        mask = None if no_nodata else dataset.dataset_mask(window=rio_window, out_shape=(size, size),
+                                                           resampling=Resampling.nearest)
     except Exception as exc:  # GDAL surfaces decoding errors of damaged or missing blocks here
         raise RasterError(source.path, f"pixels in window {window} cannot be read ({first_line(exc)})") from exc
     pixels = pixels[[unique.index(b) for b in source.bands]]
-    valid = mask > 0
-    if source.stretch is not None:
-        pixels = np.where(valid[None], pixels, 0)  # nodata values must not reach the stretch
-    tile = to_uint8(pixels, source.stretch)
-    if no_nodata:
+    if mask is None:
+        tile = to_uint8(pixels, source.stretch)
         # Orthophotos without a nodata value or mask often pad with a black collar: treat it as nodata.
-        valid &= tile.max(axis=0) > COLLAR_LEVEL
+        valid = tile.max(axis=0) > COLLAR_LEVEL
+    else:
+        valid = mask > 0
+        if source.stretch is not None:
+            pixels = np.where(valid[None], pixels, 0)  # nodata values must not reach the stretch
+        tile = to_uint8(pixels, source.stretch)
     return tile, float(valid.mean())
 
 
@@ -158,14 +166,14 @@ def read_tiles(dataset, source: RasterSource, windows: list[Window], size: int,
     """
     no_nodata = None
     for strip in _strips(windows, size):
+        if no_nodata is None:
+            no_nodata = _declares_no_nodata(dataset)
         if len(strip) == 1 or strip[0][2] != size:
             for window in strip:
-                tile, valid_fraction = read_window(dataset, source, window, size)
+                tile, valid_fraction = read_window(dataset, source, window, size, no_nodata)
                 keep = valid_fraction >= min_valid_fraction and valid_fraction > 0 and not is_empty(tile)
                 yield window, (tile if keep else None)
             continue
-        if no_nodata is None:
-            no_nodata = _declares_no_nodata(dataset)
         yield from _read_strip(dataset, source, strip, size, min_valid_fraction, no_nodata)
 
 

@@ -63,13 +63,35 @@ def test_window_bounds_match_rasterio_and_survive_a_round_trip_through_wgs84():
     assert back_x == pytest.approx([left, right], abs=1e-3) and back_y == pytest.approx([bottom, top], abs=1e-3)
 
 
+def _reference_tile(ds, source, window, size):
+    """A tile as read_window read it before strips: pixels and mask (always) resampled to size."""
+    from rasterio.enums import MaskFlags, Resampling
+
+    from rsir_qgis_plugin.core.raster import to_uint8
+    from rsir_qgis_plugin.core.tiling import COLLAR_LEVEL
+
+    unique = sorted(set(source.bands))
+    pixels = ds.read(unique, window=Window(*window), out_shape=(len(unique), size, size),
+                     resampling=Resampling.bilinear)[[unique.index(b) for b in source.bands]]
+    valid = ds.dataset_mask(window=Window(*window), out_shape=(size, size), resampling=Resampling.nearest) > 0
+    if source.stretch is not None:
+        pixels = np.where(valid[None], pixels, 0)
+    tile = to_uint8(pixels, source.stretch)
+    if all(MaskFlags.all_valid in flags for flags in ds.mask_flag_enums):
+        valid &= tile.max(axis=0) > COLLAR_LEVEL
+    return tile, float(valid.mean())
+
+
 def _one_by_one(ds, source, windows, size, min_valid):
-    """What read_tiles gave before strips: read_window per tile and numpy's standard deviation."""
+    """What read_tiles gave before strips: one window at a time and numpy's standard deviation."""
     from rsir_qgis_plugin.core.tiling import EMPTY_TILE_STD, read_window
 
     out = []
     for window in windows:
-        tile, valid = read_window(ds, source, window, size)
+        tile, valid = _reference_tile(ds, source, window, size)
+        now, now_valid = read_window(ds, source, window, size)
+        assert now_valid == valid
+        np.testing.assert_array_equal(now, tile)
         flat = tile.reshape(tile.shape[0], -1).std(axis=1).max() < EMPTY_TILE_STD
         out.append((window, tile if valid >= min_valid and valid > 0 and not flat else None))
     return out
