@@ -202,7 +202,7 @@ class FeedbackRequest:
     index_dir: Path
     labels: Any  # QgsVectorLayerFeatureSource of the labels layer, or anything with getFeatures()
     labels_crs: QgsCoordinateReferenceSystem
-    rasters: tuple  # labels_layer.RasterFootprint, topmost first
+    rasters: tuple  # labels.convert.RasterFootprint, topmost first
     params: SearchParams
     output_crs: QgsCoordinateReferenceSystem
     transform_context: QgsCoordinateTransformContext
@@ -219,7 +219,7 @@ class FeedbackSearchTask(EngineTask):
 
     def work(self) -> SearchOutcome:
         from .core.feedback import search_feedback
-        from .labels_layer import feedback_from_features
+        from .labels.convert import feedback_from_features
 
         req = self.request
         read = feedback_from_features(req.labels.getFeatures(), req.labels_crs, req.rasters,

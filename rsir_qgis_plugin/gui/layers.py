@@ -1,7 +1,7 @@
 """QGIS side of rasters and hits: file paths of raster layers, CRS strings for the engine,
 hit polygons as QgsFeatures, and the styled `rsir hits` / `rsir query` layers.
 
-Shared by the dock, the build dialog and the Processing algorithms. The feature helpers only
+Shared by the dock, the build dialog, labels/ and the Processing algorithms. The feature helpers only
 create QgsGeometry/QgsFeature objects, which is safe in a QgsTask's worker thread.
 """
 from __future__ import annotations
@@ -135,11 +135,19 @@ def query_fields() -> QgsFields:
     return fields
 
 
-def _memory_layer(name: str, crs: QgsCoordinateReferenceSystem, fields: QgsFields, role: str) -> QgsVectorLayer:
+def polygon_memory_layer(name: str, crs: QgsCoordinateReferenceSystem,
+                         fields: QgsFields) -> QgsVectorLayer:
+    """An empty polygon layer in memory with `fields` (the result layers' and the labels layer's start)."""
     layer = QgsVectorLayer("Polygon", name, "memory")
     layer.setCrs(crs)
     layer.dataProvider().addAttributes(fields.toList())
     layer.updateFields()
+    return layer
+
+
+def _result_layer(name: str, crs: QgsCoordinateReferenceSystem, fields: QgsFields,
+                  role: str) -> QgsVectorLayer:
+    layer = polygon_memory_layer(name, crs, fields)
     layer.setCustomProperty(ROLE_PROPERTY, role)
     # Results are cheap to recompute and can be saved to GeoPackage from the dock: QGIS need not
     # ask "lose scratch layers?" on every project close because of them.
@@ -148,13 +156,13 @@ def _memory_layer(name: str, crs: QgsCoordinateReferenceSystem, fields: QgsField
 
 
 def make_hits_layer(crs: QgsCoordinateReferenceSystem) -> QgsVectorLayer:
-    layer = _memory_layer(HITS_LAYER_NAME, crs, hit_fields(), "hits")
+    layer = _result_layer(HITS_LAYER_NAME, crs, hit_fields(), "hits")
     _label_ranks(layer)
     return layer
 
 
 def make_query_layer(crs: QgsCoordinateReferenceSystem) -> QgsVectorLayer:
-    layer = _memory_layer(QUERY_LAYER_NAME, crs, query_fields(), "query")
+    layer = _result_layer(QUERY_LAYER_NAME, crs, query_fields(), "query")
     # Dashed outline, no fill: the query stays visible on top of the hits and the imagery.
     layer.setRenderer(QgsSingleSymbolRenderer(QgsFillSymbol.createSimple({
         "color": "0,0,0,0", "outline_color": QUERY_COLOR, "outline_width": "0.8",

@@ -8,8 +8,9 @@ import pytest
 from qgis.core import QgsCoordinateReferenceSystem, QgsProject, QgsRasterLayer, QgsRectangle, QgsVectorLayer
 from qgis.PyQt.QtCore import QPoint, Qt
 
-from rsir_qgis_plugin import labels_layer as labels
 from rsir_qgis_plugin.gui.layers import owned_layer
+from rsir_qgis_plugin.labels import convert, edit
+from rsir_qgis_plugin.labels.layer import find_labels_layer
 from rsir_qgis_plugin.tasks import FeedbackSearchTask
 
 SEARCH_TIMEOUT_MS = 60_000
@@ -48,20 +49,20 @@ def drag(canvas, start, end, modifiers):
 def test_thumbs_fill_the_labels_layer(searched):
     plugin, outcome = searched
     dock, project = plugin.dock, QgsProject.instance()
-    assert labels.find_labels_layer(project) is None
+    assert find_labels_layer(project) is None
     assert not dock.refine_button.isEnabled() and not dock.save_labels_button.isEnabled()
     assert "Shift-drag" in dock.feedback_help.text() and "Ctrl-drag" in dock.feedback_help.text()
 
     dock.hit_row(1).up_button.click()
-    layer = labels.find_labels_layer(project)
+    layer = find_labels_layer(project)
     assert layer is not None and layer.name() == "rsir labels" and layer.crs().authid() == "EPSG:3857"
     # The first mark also labels the query box positive, so a refined search still looks for what it showed.
     rows = sorted((f["label"], f["raster"]) for f in layer.getFeatures())
     assert rows == [("positive", outcome.result.query_raster), ("positive", outcome.result.hits[0].raster)]
     query = next(owned_layer(project, "query").getFeatures()).geometry()
-    assert any(labels.same_box(f.geometry().boundingBox(), query.boundingBox()) for f in layer.getFeatures())
+    assert any(edit.same_box(f.geometry().boundingBox(), query.boundingBox()) for f in layer.getFeatures())
     hit_one = next(f for f in owned_layer(project, "hits").getFeatures() if f["rank"] == 1).geometry()
-    assert labels.find_label(layer, outcome.result.hits[0].raster, hit_one) is not None
+    assert edit.find_label(layer, outcome.result.hits[0].raster, hit_one) is not None
 
     dock.hit_row(2).down_button.click()
     dock.hit_row(3).down_button.click()
@@ -70,18 +71,18 @@ def test_thumbs_fill_the_labels_layer(searched):
 
     dock.hit_row(3).up_button.click()  # changes its mind: the same feature, relabelled
     assert dock.hit_row(3).label() == "positive" and not dock.hit_row(3).down_button.isChecked()
-    assert layer.featureCount() == 4 and labels.count_labels(layer).positive == 3
+    assert layer.featureCount() == 4 and edit.count_labels(layer).positive == 3
     dock.hit_row(3).up_button.click()  # and takes it back: the feature is gone
     assert layer.featureCount() == 3 and dock.hit_row(3).label() == ""
     # Later marks do not add the query box again.
     query_box = query.boundingBox()
-    assert sum(1 for f in layer.getFeatures() if labels.same_box(f.geometry().boundingBox(), query_box)) == 1
+    assert sum(1 for f in layer.getFeatures() if edit.same_box(f.geometry().boundingBox(), query_box)) == 1
 
     # Editing the layer by hand (attribute table, digitizing) shows in the dock.
     layer.startEditing()
     hit_two = outcome.result.hits[1]
-    second = labels.find_label(layer, hit_two.raster,
-                               labels.hit_geometry(hit_two, layer.crs(), project.transformContext()))
+    second = edit.find_label(layer, hit_two.raster,
+                             convert.hit_geometry(hit_two, layer.crs(), project.transformContext()))
     layer.deleteFeature(second.id())
     assert layer.commitChanges()
     assert dock.hit_row(2).label() == "" and "2 positive, 0 negative" in dock.labels_label.text()
@@ -113,7 +114,7 @@ def test_refine_replaces_the_hits_without_the_labelled_tiles(searched, qtbot):
     # The new hits are listed unlabelled (none of them is labelled), and can be marked in turn.
     assert all(dock.hit_row(rank).label() == "" for rank in range(1, 7))
     dock.hit_row(1).down_button.click()
-    assert labels.count_labels(labels.find_labels_layer(project)).negative == 3
+    assert edit.count_labels(find_labels_layer(project)).negative == 3
     again = refine(plugin, qtbot)
     assert not (labelled | tiles(refined, {1})) & tiles(again)
 
@@ -128,7 +129,7 @@ def test_shift_and_ctrl_drags_label_boxes_and_refine_uses_them(plugin, town_laye
     drag(qgis_canvas, (270, 120), (330, 180), Qt.ShiftModifier)
     drag(qgis_canvas, (280, 400), (340, 460), Qt.ControlModifier)
     drag(qgis_canvas, (5, 5), (40, 40), Qt.ShiftModifier)  # off the raster: refused, said why
-    layer = labels.find_labels_layer(project)
+    layer = find_labels_layer(project)
     assert owned_layer(project, "hits") is None  # no search ran
     rows = [(f["label"], f["raster"]) for f in layer.getFeatures()]
     assert rows == [("positive", str(town_layer.source())), ("negative", str(town_layer.source()))]
@@ -160,11 +161,11 @@ def test_labels_saved_survive_a_new_session(searched, qtbot, tmp_path):
     dock, project = plugin.dock, QgsProject.instance()
     dock.hit_row(1).up_button.click()
     dock.hit_row(4).down_button.click()
-    marked = labels.feedback_from_layer(labels.find_labels_layer(project)).feedback
+    marked = convert.feedback_from_layer(find_labels_layer(project)).feedback
     path = tmp_path / "marks.gpkg"
-    with qtbot.waitSignal(plugin.search.labelsSaved, timeout=SEARCH_TIMEOUT_MS):
+    with qtbot.waitSignal(plugin.search.labels.labelsSaved, timeout=SEARCH_TIMEOUT_MS):
         dock.saveLabelsRequested.emit(str(path))  # what "Save labels..." emits after its file dialog
-    layer = labels.find_labels_layer(project)
+    layer = find_labels_layer(project)
     # The labels layer is now the file: later marks are written into it.
     assert layer.providerType() == "ogr" and layer.source().startswith(str(path))
     assert layer.name() == "rsir labels" and len([lyr for lyr in project.mapLayers().values()
@@ -179,9 +180,9 @@ def test_labels_saved_survive_a_new_session(searched, qtbot, tmp_path):
     raster = QgsRasterLayer(str(outcome.result.query_raster), "town", "gdal")
     project.addMapLayer(raster)
     dock.loadLabelsRequested.emit(str(path))
-    loaded = labels.find_labels_layer(project)
+    loaded = find_labels_layer(project)
     assert loaded is not None and loaded.featureCount() == 4
-    reread = labels.feedback_from_layer(loaded).feedback
+    reread = convert.feedback_from_layer(loaded).feedback
     assert [(b.raster, b.positive) for b in reread.boxes[:3]] == [(b.raster, b.positive)
                                                                   for b in marked.boxes]
     assert "2 positive, 2 negative" in dock.labels_label.text()
@@ -198,7 +199,7 @@ def test_a_labels_file_that_is_not_one_is_refused(plugin, project, tmp_path, qgi
     options = QgsVectorFileWriter.SaveVectorOptions()
     options.driverName = "GPKG"
     QgsVectorFileWriter.writeAsVectorFormatV3(other, str(path), QgsCoordinateTransformContext(), options)
-    assert plugin.search.load_labels(str(path)) is None
+    assert plugin.search.labels.load_labels(str(path)) is None
     texts = [m for level in qgis_iface.messageBar().messages.values() for m in level]
     assert any("holds no labels layer" in m for m in texts)
 
@@ -249,17 +250,17 @@ def test_labelled_tiles_of_a_turned_raster_stay_out_without_overlap_exclusion(pl
     for rank in (7, 8):
         plugin.dock.hit_row(rank).down_button.click()
 
-    labels_layer = labels.find_labels_layer(QgsProject.instance())
+    labels_layer = find_labels_layer(QgsProject.instance())
     assert labels_layer.crs().authid() == "EPSG:3857"
-    read = labels.feedback_from_layer(labels_layer, labels.footprints([layer]), project.transformContext())
+    read = convert.feedback_from_layer(labels_layer, convert.footprints([layer]), project.transformContext())
     raster = outcome.result.hits[0].raster
     hit_boxes = [b for b in read.feedback.boxes if b.crs == "EPSG:32633" and b.raster == raster]
     assert len(hit_boxes) == 6  # five hits and the query box, all in the raster's CRS
     marked = [h for h in outcome.result.hits if h.rank in (1, 2, 3, 7, 8)]
-    for tile_bounds in [labels.ring_bounds(h.polygon) for h in marked]:
+    for tile_bounds in [convert.ring_bounds(h.polygon) for h in marked]:
         assert any(b.bbox == pytest.approx(tile_bounds, abs=1e-3) for b in hit_boxes)
     # In the map's CRS the same tiles' boxes are larger than the tiles: read that way they would not be tiles.
-    turned = labels.hit_geometry(outcome.result.hits[0], labels_layer.crs(), project.transformContext())
+    turned = convert.hit_geometry(outcome.result.hits[0], labels_layer.crs(), project.transformContext())
     assert turned.area() < 0.97 * turned.boundingBox().area()
 
     refined = refine(plugin, qtbot)

@@ -1,0 +1,70 @@
+"""The labels of a GeoPackage (layer `rsir_labels`): opened as the labels layer, written from label
+features, and the folder that relative raster paths in it start from."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransformContext,
+    QgsFeature,
+    QgsVectorFileWriter,
+    QgsVectorLayer,
+    QgsWkbTypes,
+)
+
+from .layer import LABELS_LAYER_NAME, has_label_fields, label_fields
+
+GPKG_LAYER_NAME = "rsir_labels"
+
+
+def open_labels_file(path: str | Path) -> QgsVectorLayer | None:
+    """The `rsir_labels` layer of a GeoPackage (or its only layer), as `rsir labels`; None if it has none."""
+    for uri in (f"{path}|layername={GPKG_LAYER_NAME}", str(path)):
+        layer = QgsVectorLayer(uri, LABELS_LAYER_NAME, "ogr")
+        if has_label_fields(layer):
+            return layer
+    return None
+
+
+def labels_dir(layer: QgsVectorLayer) -> Path | None:
+    """The folder of a file-backed labels layer (relative raster paths are relative to it), else None."""
+    if layer.providerType() != "ogr":
+        return None
+    path = Path(layer.source().split("|")[0])
+    return path.parent if path.is_file() else None
+
+
+def write_labels(features: Sequence[QgsFeature], crs: QgsCoordinateReferenceSystem, path: str | Path,
+                 context: QgsCoordinateTransformContext | None = None) -> Path:
+    """Write label features to the `rsir_labels` layer of a GeoPackage; other layers of an existing
+    file (saved hits, say) are kept. Values only: safe in a worker thread. Raises RsirError saying why."""
+    from ..core.errors import RsirError
+
+    path = Path(path)
+    options = QgsVectorFileWriter.SaveVectorOptions()
+    options.driverName = "GPKG"
+    options.layerName = GPKG_LAYER_NAME
+    options.fileEncoding = "UTF-8"
+    options.actionOnExistingFile = (QgsVectorFileWriter.CreateOrOverwriteLayer if path.exists()
+                                    else QgsVectorFileWriter.CreateOrOverwriteFile)
+    writer = QgsVectorFileWriter.create(str(path), label_fields(), QgsWkbTypes.Polygon, crs,
+                                        context or QgsCoordinateTransformContext(), options)
+    if writer.hasError() != QgsVectorFileWriter.NoError:
+        message = writer.errorMessage()
+        del writer
+        raise RsirError(f"cannot write {path}: {message}")
+    fields = label_fields()
+    out = []
+    for source in features:
+        feature = QgsFeature(fields)
+        feature.setGeometry(source.geometry())
+        feature.setAttributes([source["raster"], source["label"]])
+        out.append(feature)
+    ok = writer.addFeatures(out)
+    message = writer.errorMessage()
+    del writer  # closes the file
+    if not ok:
+        raise RsirError(f"cannot write the labels into {path}: {message}")
+    return path
