@@ -105,3 +105,27 @@ def test_reading_more_tiles_than_sqlite_takes_variables_in_one_statement(tmp_pat
             segment.db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 32766)
         assert sum(len(tiles) for tiles, _ in reader.iter_tiles()) == 40_000
         assert len(reader.tiles(list(range(40_000)))) == 40_000
+
+
+def test_a_compressed_segment_is_ivfpq_reranked_from_float16(tmp_path, monkeypatch):
+    """Above the compression threshold a segment holds PQ codes and a float16 copy for exact re-ranking."""
+    from rsir_qgis_plugin.core.store import vectors
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from synthetic_index import synthetic_vectors, write_synthetic_index
+
+    monkeypatch.setattr(vectors, "COMPRESS_THRESHOLD", 10_000)  # 2M in use: too large for a test
+    base = np.random.default_rng(0).standard_normal((300, 128)).astype(np.float32)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    manifest = write_synthetic_index(tmp_path / "idx", 20_000, base)
+    segment, = manifest["segments"]
+    assert segment["kind"] == "ivfpq" and (tmp_path / "idx" / segment["f16"]).stat().st_size == 20_000 * 128 * 2
+    every = np.concatenate([synthetic_vectors(base, 10_000, number) for number in range(2)])
+    queries = synthetic_vectors(base, 50, 99)
+    truth = np.argsort(-(queries @ every.T), axis=1)[:, :10]
+    with IndexReader(tmp_path / "idx") as reader:
+        found = [reader.search(q, 10)[1] for q in queries]
+        stored = reader.vectors([5, 19_999])
+    recall = np.mean([len(set(f.tolist()) & set(t.tolist())) / 10 for f, t in zip(found, truth)])
+    assert recall > 0.85, recall
+    assert np.abs(stored - every[[5, 19_999]]).max() < 2e-3  # the float16 copy

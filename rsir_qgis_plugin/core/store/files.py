@@ -28,7 +28,3 @@ def os_error_message(exc: OSError, where: Path, doing: str) -> IndexStoreError:
     else:
         advice = exc.strerror or str(exc)
     return IndexStoreError(f"{path}: {doing} ({advice}); the previous index is unchanged")
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import IndexStoreError
-from ..atomic import atomic_path, fsync_dir, umask_mode, write_bytes_atomic
+from ..atomic import atomic_path, fsync_dir, umask_mode
 from ..model import ModelInfo
 from .catalog import TileEntry, catalog_error, open_catalog, read_rasters, tile_count, write_catalog
-from .files import file_sha256, sha256_bytes
+from .files import file_sha256
 from .manifest import SEGMENT_DIR
 from .shards import Shard
-from .vectors import RERANK_FACTOR, choose_kind, make_faiss_index, open_f16, read_vectors, serialize, write_f16
+from .vectors import RERANK_FACTOR, choose_kind, make_faiss_index, open_f16, read_vectors, write_f16, write_index
 
 
 def write_segment(index_dir: Path, number: int, shards: dict[str, Shard], model: ModelInfo,
@@ -42,17 +42,17 @@ def write_segment(index_dir: Path, number: int, shards: dict[str, Shard], model:
     building.mkdir(mode=umask_mode(0o777))
     ordered = sorted(shards.items(), key=lambda item: item[1].record["path"])
     dim = model.contract.embedding_dim
-    vectors = np.concatenate([s.vectors for _, s in ordered]) if ordered else np.zeros((0, dim), np.float32)
-    kind = choose_kind(len(vectors), approximate)
+    chunks = [s.vectors for _, s in ordered if len(s.vectors)] or [np.zeros((0, dim), np.float32)]
+    count = sum(len(c) for c in chunks)
+    kind = choose_kind(count, approximate)
     try:
         with atomic_path(building / "catalog.sqlite") as tmp:
             tmp.unlink()
             write_catalog(tmp, ordered, first_tile=base, first_raster=first_raster)
             os.chmod(tmp, umask_mode())  # SQLite creates its files 0644 whatever the umask
-        vector_bytes = serialize(make_faiss_index(vectors, kind))
-        write_bytes_atomic(building / "vectors.faiss", vector_bytes)
+        vector_bytes = write_index(make_faiss_index(chunks, kind), building / "vectors.faiss")
         if kind == "ivfpq":
-            write_f16(building / "vectors.f16", vectors)
+            write_f16(building / "vectors.f16", chunks)
         shutil.rmtree(final, ignore_errors=True)  # a leftover of a commit that never happened
         os.replace(building, final)
         fsync_dir(segments)
@@ -62,9 +62,9 @@ def write_segment(index_dir: Path, number: int, shards: dict[str, Shard], model:
     prefix = f"{SEGMENT_DIR}/{name}"
     return {"name": name, "catalog": f"{prefix}/catalog.sqlite", "vectors": f"{prefix}/vectors.faiss",
             "f16": f"{prefix}/vectors.f16" if kind == "ivfpq" else None, "kind": kind, "base": base,
-            "tiles": int(len(vectors)), "first_raster": first_raster, "rasters": len(ordered),
-            "catalog_sha256": file_sha256(final / "catalog.sqlite"), "vectors_bytes": len(vector_bytes),
-            "vectors_sha256": sha256_bytes(vector_bytes), "dead_rasters": [], "dead_ranges": [], "dead_tiles": 0}
+            "tiles": count, "first_raster": first_raster, "rasters": len(ordered),
+            "catalog_sha256": file_sha256(final / "catalog.sqlite"), "vectors_bytes": vector_bytes,
+            "vectors_sha256": file_sha256(final / "vectors.faiss"), "dead_rasters": [], "dead_ranges": [], "dead_tiles": 0}
 
 
 SQL_VARIABLES = 30_000  # ids a catalog query takes at once (SQLite's lowest default limit is 32766)

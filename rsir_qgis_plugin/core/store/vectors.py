@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import mmap
 from pathlib import Path
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -64,10 +65,15 @@ def pq_subquantizers(dim: int) -> int:
     return m
 
 
-def make_faiss_index(vectors: np.ndarray, kind: str):
-    """A FAISS index of `vectors` (n, D) float32 of the given kind, trained on a sample, filled in batches."""
+def make_faiss_index(vectors: np.ndarray | Sequence[np.ndarray], kind: str):
+    """A FAISS index of the vectors of the given kind, trained on a sample, filled in batches.
+
+    `vectors` is one (n, D) float32 array or a sequence of them (a segment's shards, in order),
+    so a segment of 10^7 tiles is never copied into one array.
+    """
     faiss = faiss_module()
-    n, dim = vectors.shape
+    chunks = [vectors] if isinstance(vectors, np.ndarray) else list(vectors)
+    n, dim = sum(len(c) for c in chunks), chunks[0].shape[1]
     if kind == "flat":
         index = faiss.IndexFlatIP(dim)
     else:
@@ -78,15 +84,35 @@ def make_faiss_index(vectors: np.ndarray, kind: str):
         else:
             index = faiss.IndexIVFFlat(quantizer, dim, lists, faiss.METRIC_INNER_PRODUCT)
         sample_size = min(n, lists * IVF_TRAIN_PER_LIST, IVF_TRAIN_MAX)
-        sample = np.sort(np.random.default_rng(0).choice(n, sample_size, replace=False))
-        index.train(np.ascontiguousarray(vectors[sample], dtype=np.float32))
-    for start in range(0, n, ADD_BATCH):
-        index.add(np.ascontiguousarray(vectors[start:start + ADD_BATCH], dtype=np.float32))
+        index.train(_rows(chunks, np.sort(np.random.default_rng(0).choice(n, sample_size, replace=False))))
+    for batch in batches(chunks):
+        index.add(batch)
     return index
 
 
-def serialize(index) -> bytes:
-    return faiss_module().serialize_index(index).tobytes()
+def batches(chunks: Sequence[np.ndarray], size: int = ADD_BATCH) -> Iterator[np.ndarray]:
+    """Contiguous float32 batches of at most `size` rows over the chunks, in order."""
+    for chunk in chunks:
+        for start in range(0, len(chunk), size):
+            yield np.ascontiguousarray(chunk[start:start + size], dtype=np.float32)
+
+
+def _rows(chunks: Sequence[np.ndarray], rows: np.ndarray) -> np.ndarray:
+    """The given (sorted) global rows of the chunks as one float32 array."""
+    ends = np.cumsum([len(c) for c in chunks])
+    which = np.searchsorted(ends, rows, side="right")
+    starts = ends - [len(c) for c in chunks]
+    return np.concatenate([chunks[i][rows[which == i] - starts[i]] for i in np.unique(which)]).astype(np.float32)
+
+
+def write_index(index, path: Path) -> int:
+    """Write a FAISS index atomically; its size in bytes."""
+    from ..atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        faiss_module().write_index(index, str(tmp))
+        size = tmp.stat().st_size
+    return size
 
 
 def read_vectors(path: Path, expected_bytes: int | None, count: int, dim: int):
@@ -111,14 +137,14 @@ def read_vectors(path: Path, expected_bytes: int | None, count: int, dim: int):
     return index
 
 
-def write_f16(path: Path, vectors: np.ndarray) -> None:
+def write_f16(path: Path, chunks: Sequence[np.ndarray]) -> None:
     """The float16 copy of a compressed segment's vectors, as a raw (n, D) array."""
     from ..atomic import atomic_path
 
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
-            for start in range(0, len(vectors), ADD_BATCH):
-                handle.write(np.ascontiguousarray(vectors[start:start + ADD_BATCH], dtype=np.float16).tobytes())
+            for batch in batches(chunks):
+                handle.write(batch.astype(np.float16).tobytes())
 
 
 def open_f16(path: Path, count: int, dim: int) -> np.ndarray:
