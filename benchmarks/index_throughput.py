@@ -48,7 +48,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stride", type=int, default=None, help="tile stride in pixels (default half a tile)")
     parser.add_argument("--repeat", type=int, default=2, help="copies of each raster per build (more tiles)")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of all measurements")
-    parser.add_argument("--model-seconds", type=float, default=6.0, help="length of one model-only measurement")
+    parser.add_argument("--model-seconds", type=float, default=6.0, help="one model-only measurement, s")
     parser.add_argument("--faiss-sizes", type=int, nargs="*", default=[100_000, 1_000_000])
     parser.add_argument("--queries", type=int, default=50)
     return parser
@@ -120,8 +120,9 @@ def load() -> str:
 def main(args) -> int:
     model = read_model(args.model)
     embedder = Embedder(model, args.device)
-    print(f"{load()}; model {model.contract.name} ({model.contract.input_size} px, {model.contract.embedding_dim}-d, "
-          f"{model.path.name}); inference on {embedder.describe()}; batch {args.batch_size}")
+    c = model.contract
+    print(f"{load()}; model {c.name} ({c.input_size} px, {c.embedding_dim}-d, {model.path.name}); "
+          f"inference on {embedder.describe()}; batch {args.batch_size}")
     workdir = Path(tempfile.mkdtemp(prefix="rsir-bench-"))
     try:
         source = args.raster or source_raster()
@@ -146,9 +147,9 @@ def main(args) -> int:
         print(f"model-only (onnxruntime session alone), median of {len(ceilings)}: "
               f"{statistics.median(ceilings):7.1f} img/s")
         for name in layouts:
-            print(f"end-to-end build_index on the {name}, median: {statistics.median(rates[name]):7.1f} tiles/s; "
-                  f"median ratio {statistics.median(ratios[name]):.3f} (rounds {min(ratios[name]):.3f}-"
-                  f"{max(ratios[name]):.3f}; target >= 0.9 on CPU)")
+            print(f"end-to-end build_index on the {name}, median: {statistics.median(rates[name]):7.1f} "
+                  f"tiles/s; median ratio {statistics.median(ratios[name]):.3f} "
+                  f"(rounds {min(ratios[name]):.3f}-{max(ratios[name]):.3f}; target >= 0.9 on CPU)")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     if args.faiss_sizes:

@@ -48,7 +48,8 @@ NOISE = 0.15  # per-dimension noise added to the copied embeddings (unit vectors
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--raster", type=Path, default=None, help="default: the OpenAerialMap sample")
     parser.add_argument("--model", type=Path, default=None, help="default: the bundled model")
     parser.add_argument("--tiles", type=int, default=100_000, help="catalog rows of the index")
@@ -84,7 +85,8 @@ def synthetic_shards(real: Shard, total: int, workdir: Path) -> dict[str, Shard]
         lon, lat = np.asarray(lon).reshape(n, 4), np.asarray(lat).reshape(n, 4)
         vectors = real.vectors[:n] + NOISE * rng.standard_normal((n, real.vectors.shape[1]), dtype=np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        shard = Shard(vectors=np.ascontiguousarray(vectors, np.float32), windows=windows.copy(), bounds=bounds,
+        shard = Shard(vectors=np.ascontiguousarray(vectors, np.float32), windows=windows.copy(),
+                      bounds=bounds,
                       bounds_4326=np.stack([lon.min(1), lat.min(1), lon.max(1), lat.max(1)], axis=1),
                       record={**record, "path": str(workdir / "synthetic" / f"raster-{i:04d}.tif"),
                               "transform": transform})
@@ -152,18 +154,19 @@ def main(args) -> int:
             written = time.perf_counter() - started
             times, hits = time_queries(index_dir, raster, boxes, args.k)
             medians[kind] = statistics.median(times)
-            print(f"search_box, {manifest['index_kind']} index of {manifest['tile_count']:,d} tiles (written in "
-                  f"{written:.1f} s), k={args.k} ({hits} hits), {len(times)} queries: p50 {medians[kind]:.1f} ms, "
-                  f"p95 {np.percentile(times, 95):.1f} ms, max {max(times):.1f} ms", flush=True)
+            print(f"search_box, {manifest['index_kind']} index of {manifest['tile_count']:,d} tiles "
+                  f"(written in {written:.1f} s), k={args.k} ({hits} hits), {len(times)} queries: "
+                  f"p50 {medians[kind]:.1f} ms, p95 {np.percentile(times, 95):.1f} ms, "
+                  f"max {max(times):.1f} ms", flush=True)
         query = Embedder(model, "cpu").embed(np.zeros((1, model.contract.bands, model.contract.input_size,
                                                        model.contract.input_size), np.uint8) + 100)[0]
         rounds = [reembed_every_tile(model, raster, query) for _ in range(args.reembed_rounds)]
         seconds = statistics.median(s for s, _ in rounds)
         embedded = rounds[0][1]
         per_query = seconds / embedded * args.tiles
-        print(f"re-embedding every tile per query (Deepness' way): {seconds:.2f} s for the {embedded} tiles of "
-              f"{raster.name} (median of {len(rounds)}), {embedded / seconds:.0f} tiles/s -> {per_query:,.0f} s "
-              f"per query at {args.tiles:,d} tiles")
+        print(f"re-embedding every tile per query (Deepness' way): {seconds:.2f} s for the {embedded} "
+              f"tiles of {raster.name} (median of {len(rounds)}), {embedded / seconds:.0f} tiles/s -> "
+              f"{per_query:,.0f} s per query at {args.tiles:,d} tiles")
         print(f"per query at {args.tiles:,d} tiles: re-embedding {per_query:,.0f} s vs rsir's index "
               f"{medians['flat']:.0f} ms (flat, the store's choice here) / {medians['ivf']:.0f} ms (ivf): "
               f"{per_query * 1000 / medians['flat']:,.0f}x")

@@ -30,7 +30,8 @@ def _pairs(items: list[str], what: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def update_card(path: Path, evaluations: list[dict], metrics: dict[str, float], fields: dict[str, str]) -> None:
+def update_card(path: Path, evaluations: list[dict], metrics: dict[str, float],
+                fields: dict[str, str]) -> None:
     """Merge evaluation headline figures (export.contract.card_metrics), numbers and text into the card."""
     contract = read_model(path).contract
     training = dict(contract.training)

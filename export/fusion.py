@@ -43,7 +43,8 @@ def fuse_channel_attention(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int
             continue
         softmax = after[0]
         after = consumers.get(softmax.output[0], [])
-        if len(after) != 1 or after[0].op_type != "MatMul" or list(after[0].input) != [softmax.output[0], features]:
+        if (len(after) != 1 or after[0].op_type != "MatMul"
+                or list(after[0].input) != [softmax.output[0], features]):
             continue
         if {scores.output[0], softmax.output[0]} & graph_outputs:
             continue

@@ -82,8 +82,8 @@ class QuantizeReport:
     fused_attention: int
 
     def describe(self) -> str:
-        return (f"{self.model}: {self.size_mb:.1f} MB (source {self.source_size_mb:.1f} MB); against the source "
-                f"on {self.images} held-out real images: min cosine {self.min_cosine:.4f}, mean "
+        return (f"{self.model}: {self.size_mb:.1f} MB (source {self.source_size_mb:.1f} MB); against the "
+                f"source on {self.images} held-out real images: min cosine {self.min_cosine:.4f}, mean "
                 f"{self.mean_cosine:.5f} (threshold {INT8_MIN_COSINE}); {self.fused_attention} attention "
                 "block(s) fused")
 
@@ -121,7 +121,8 @@ def calibration_set(root: Path, contract: ModelContract, count: int, split: str 
         raise SystemExit(f"--split must be auto, train or all, got '{split}'")
     if not calibration_pool:
         raise SystemExit(f"{root}: no image files ({', '.join(IMAGE_SUFFIXES)}) to calibrate with")
-    chosen = sorted(rng.choice(len(calibration_pool), min(count, len(calibration_pool)), replace=False).tolist())
+    count = min(count, len(calibration_pool))
+    chosen = sorted(rng.choice(len(calibration_pool), count, replace=False).tolist())
     held = sorted(rng.choice(len(held_out_pool), min(HELD_OUT_IMAGES, len(held_out_pool)),
                              replace=False).tolist()) if held_out_pool else []
     bands = tuple(data.get("band_indices") or range(1, contract.bands + 1))
@@ -137,7 +138,7 @@ def calibration_set(root: Path, contract: ModelContract, count: int, split: str 
 
 
 def _split_pools(root: Path, training: dict, data: dict) -> tuple[list[str], list[str], str]:
-    """The model's training-split images (calibration) and test-split images (parity), rebuilt from the card."""
+    """The model's training-split images (calibration) and test-split images (parity), from its card."""
     from training.data.folder import scan_folder
     from training.data.split import stratified_split
 
@@ -157,7 +158,8 @@ class _Batches:
     """onnxruntime's CalibrationDataReader protocol over preprocessed float32 batches."""
 
     def __init__(self, inputs: np.ndarray, name: str):
-        self._batches = iter([inputs[i:i + CALIBRATION_BATCH] for i in range(0, len(inputs), CALIBRATION_BATCH)])
+        starts = range(0, len(inputs), CALIBRATION_BATCH)
+        self._batches = iter([inputs[i:i + CALIBRATION_BATCH] for i in starts])
         self._name = name
 
     def get_next(self):
@@ -192,10 +194,11 @@ def quantize_model(cfg: QuantizeConfig, calibration: CalibrationSet | None = Non
                         else (onnx.load(str(prepared)), 0))
         onnx.save(model, str(prepared))
         quantized = work / "int8.onnx"
+        batches = _Batches(to_model_input(calibration.images, contract), source.input_name)
         quantize_static(
-            str(prepared), str(quantized), _Batches(to_model_input(calibration.images, contract), source.input_name),
-            quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=cfg.reduce_range,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=methods[cfg.method])
+            str(prepared), str(quantized), batches, quant_format=QuantFormat.QDQ, per_channel=True,
+            reduce_range=cfg.reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            calibrate_method=methods[cfg.method])
         model = onnx.load(str(quantized))
         _keep_used_opsets(model)
         set_contract_metadata(model, int8_contract(contract, source.sha256, cfg, calibration, fused))
@@ -239,7 +242,8 @@ def int8_contract(contract: ModelContract, source_sha256: str, cfg: QuantizeConf
     return dataclasses.replace(contract, name=name, training=training)
 
 
-def _parity(source: Path, quantized: Path, contract: ModelContract, images: np.ndarray) -> tuple[float, float, int]:
+def _parity(source: Path, quantized: Path, contract: ModelContract,
+            images: np.ndarray) -> tuple[float, float, int]:
     """Min and mean cosine of int8 against source embeddings on real images.
 
     Synthetic noise is left out on purpose: it drives activations far outside the ranges calibration
@@ -275,7 +279,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, help="the int8 .onnx file to write")
     parser.add_argument("--images", type=int, default=300, help="calibration images")
     parser.add_argument("--split", default="auto", choices=("auto", "train", "all"),
-                        help="train: only the model card's training-split images (auto: when DIR is its data)")
+                        help="train: only the model card's training-split images (auto: if DIR is its data)")
     parser.add_argument("--method", default="minmax", choices=METHODS, help="calibration method")
     parser.add_argument("--no-fuse-attention", dest="fuse_attention", action="store_false",
                         help="keep channel attention as MatMul/Softmax/MatMul")

@@ -145,7 +145,8 @@ def is_empty(tile: np.ndarray) -> bool:
     flat = tile.reshape(tile.shape[0], -1)
     squares = flat.astype(np.uint16)
     squares *= squares  # 255 ** 2 fits in uint16
-    return bool(_flat(flat.sum(axis=1, dtype=np.int64), squares.sum(axis=1, dtype=np.int64), flat.shape[1]).all())
+    sums, sums_of_squares = flat.sum(axis=1, dtype=np.int64), squares.sum(axis=1, dtype=np.int64)
+    return bool(_flat(sums, sums_of_squares, flat.shape[1]).all())
 
 
 def _flat(sums: np.ndarray, sums_of_squares: np.ndarray, n: int) -> np.ndarray:
@@ -187,7 +188,8 @@ def _strips(windows: list[Window], size: int) -> Iterator[list[Window]]:
     for window in windows:
         col, row, width, height = window
         fits = width == height == size
-        if strip and fits and row == strip[-1][1] and col > strip[-1][0] and col + size - strip[0][0] <= STRIP_MAX_PX:
+        follows = bool(strip) and row == strip[-1][1] and col > strip[-1][0]
+        if fits and follows and col + size - strip[0][0] <= STRIP_MAX_PX:
             strip.append(window)
             continue
         if strip:

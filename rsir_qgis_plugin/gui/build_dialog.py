@@ -564,8 +564,8 @@ def _bundled_index(bundled: list[Path], saved: str) -> int:
         return 0
     path = Path(saved)
     for index, candidate in enumerate(bundled):
-        if (path.is_file() and path.resolve() == candidate) or (not path.exists() and path.name == candidate.name
-                                                                and path.parent.name == candidate.parent.name):
+        moved = not path.exists() and (path.name, path.parent.name) == (candidate.name, candidate.parent.name)
+        if (path.is_file() and path.resolve() == candidate) or moved:
             return index
     return -1
 

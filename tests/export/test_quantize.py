@@ -91,7 +91,8 @@ def test_the_engine_probes_and_runs_the_int8_model(int8_model, contract):
     np.testing.assert_allclose(embedder.embed(tiles[:1])[0], vectors[0], atol=1e-5)  # rows independent
 
 
-def test_fp16_stored_weights_are_widened_before_quantising(tmp_path, fp16_weights_model, int8_model, contract):
+def test_fp16_stored_weights_are_widened_before_quantising(tmp_path, fp16_weights_model, int8_model,
+                                                           contract):
     out = tmp_path / "from-fp16.onnx"
     report = quantize_model(QuantizeConfig(model=fp16_weights_model, calibration=CALIBRATION, out=out))
     assert graph_precision(out) == "int8" and report.min_cosine >= INT8_MIN_COSINE
@@ -198,12 +199,14 @@ def test_card_adds_figures_measured_on_the_written_file_and_leaves_the_graph(tmp
                   "test_vs_test": {"map": 0.61234, "anmrr": 0.3, "precision_at": {"10": 0.7}},
                   "test_vs_train": {"map": 0.6}, "rotated_queries": {"90": {"map": 0.55}}}
     (tmp_path / "eval.json").write_text(json.dumps(evaluation))
-    result = subprocess.run([sys.executable, "-m", "export.card", str(path), "--evaluation", str(tmp_path / "eval.json"),
-                             "--metric", "cpu_speedup_vs_default=2.5", "--card-field", "licence=Apache-2.0"],
+    result = subprocess.run([sys.executable, "-m", "export.card", str(path),
+                             "--evaluation", str(tmp_path / "eval.json"), "--metric",
+                             "cpu_speedup_vs_default=2.5", "--card-field", "licence=Apache-2.0"],
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     training = read_model(path).contract.training
-    assert training["metrics"]["aid150_test_map"] == 0.6123 and training["metrics"]["cpu_speedup_vs_default"] == 2.5
+    assert training["metrics"]["aid150_test_map"] == 0.6123
+    assert training["metrics"]["cpu_speedup_vs_default"] == 2.5
     assert training["licence"] == "Apache-2.0" and training["quantisation"]  # the rest of the card is kept
     assert onnx.load(str(path)).graph == onnx.load(str(int8_model)).graph
     bad = subprocess.run([sys.executable, "-m", "export.card", str(path), "--metric", "speed=fast"],
