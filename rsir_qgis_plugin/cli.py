@@ -35,7 +35,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     build = index.add_parser("build", help="add rasters to an index (incremental, resumable)")
     build.add_argument("index_dir", type=Path)
     build.add_argument("rasters", type=Path, nargs="*", help="rasters to add (none: refresh the index)")
-    build.add_argument("--model", type=Path, help="ONNX model (default: the bundled model)")
+    build.add_argument("--model", type=Path,
+                       help="ONNX model, or a bundled one by name: default, default-int8 (default: the index's own, "
+                            "else default)")
     size = build.add_mutually_exclusive_group()
     size.add_argument("--tile-size", type=int, metavar="PX", help="tile size in pixels (default: model input)")
     size.add_argument("--tile-metres", type=float, metavar="M", help="tile size in ground metres")

@@ -23,7 +23,7 @@ from typing import Callable
 from .embedder import Embedder
 from .errors import BuildCancelled, BuildFailed, IndexStoreError, RasterError, RasterMissingError
 from .jobs import Job, JobCounts, embed_jobs, resumable
-from .model import ModelInfo, read_model
+from .model import ModelInfo, find_model, read_model
 from .params import BuildParams, TilingParams
 from .raster import RasterSource, describe, resolve_raster_path
 from .store import (LiveRaster, Shard, ShardError, WriterLock, check_model, choose_kind, commit_changes,
@@ -197,11 +197,9 @@ def _model_for_build(model_path: Path | None, index_dir: Path) -> ModelInfo:
     except IndexStoreError:
         manifest = None  # reported under the lock, with the way to recover
     if manifest is not None:
-        built_with = Path(manifest["model"].get("path", ""))
-        if built_with.is_file():
-            model = read_model(built_with)
-            if model.sha256 == manifest["model"]["sha256"]:
-                return model
+        model = find_model(manifest["model"]["sha256"], manifest["model"].get("path"))
+        if model is not None:
+            return model
     return read_model(None)
 
 

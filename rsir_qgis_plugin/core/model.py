@@ -30,7 +30,8 @@ FORMAT_VERSION = 1
 PREFIX = "rsir."
 FLOAT_TENSOR = "tensor(float)"  # onnxruntime's name for the float32 input rsir feeds
 FLOAT_OUTPUTS = (FLOAT_TENSOR, "tensor(float16)", "tensor(double)")
-DEFAULT_MODEL_PATH = Path(__file__).resolve().parent.parent / "models" / "default.onnx"
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+DEFAULT_MODEL_PATH = MODELS_DIR / "default.onnx"
 
 
 @dataclass(frozen=True)
@@ -165,13 +166,33 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def bundled_model_path(path: str | Path) -> Path:
+    """`path` as given; a bare name of a bundled model ('default-int8') is that model's file."""
+    path = Path(path)
+    bundled = MODELS_DIR / f"{path.name}.onnx"
+    if not path.suffix and path.parent == Path(".") and not path.exists() and bundled.is_file():
+        return bundled
+    return path
+
+
+def find_model(sha256: str, hint: str | Path | None) -> ModelInfo | None:
+    """The model file with this identity: at `hint` (where an index says it was), else a bundled one."""
+    candidates = ([Path(hint)] if hint else []) + sorted(MODELS_DIR.glob("*.onnx"))
+    for candidate in candidates:
+        if candidate.is_file():
+            model = read_model(candidate)
+            if model.sha256 == sha256:
+                return model
+    return None
+
+
 def read_model(path: str | Path | None = None) -> ModelInfo:
     """Open an ONNX model's metadata and check it against the contract (None: the bundled default).
 
     Results are kept per file version (path, size, mtime): each query reads the model's identity,
     and hashing and parsing a large model every time would cost a user noticeable latency.
     """
-    path = Path(path) if path is not None else DEFAULT_MODEL_PATH
+    path = bundled_model_path(path) if path is not None else DEFAULT_MODEL_PATH
     if not path.is_file():
         hint = " (the bundled default model is missing: reinstall the plugin)" if path == DEFAULT_MODEL_PATH else ""
         raise ModelError(f"{path}: model file not found{hint}")

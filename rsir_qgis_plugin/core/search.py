@@ -22,7 +22,7 @@ from .geometry import (
     reproject_bounds,
     window_iou,
 )
-from .model import DEFAULT_MODEL_PATH, ModelInfo, read_model
+from .model import ModelInfo, find_model, read_model
 from .params import SearchParams
 from .raster import RasterSource, describe, open_dataset, resolve_raster_path
 from .store import IndexReader, TileEntry, check_model, shared_reader
@@ -160,9 +160,7 @@ def _model_for(reader: IndexReader, params: SearchParams) -> ModelInfo:
     if params.model_path is not None:
         model = read_model(params.model_path)
     else:
-        candidates = [Path(built_with.get("path", "")), DEFAULT_MODEL_PATH]
-        models = (read_model(p) for p in candidates if p.is_file())
-        model = next((m for m in models if m.sha256 == built_with["sha256"]), None)
+        model = find_model(built_with["sha256"], built_with.get("path"))
         if model is None:
             raise ModelError(f"{reader.index_dir}: the model this index was built with "
                              f"('{built_with['name']}', {built_with.get('path')}) is not found; pass it")

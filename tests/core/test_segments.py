@@ -129,3 +129,19 @@ def test_a_compressed_segment_is_ivfpq_reranked_from_float16(tmp_path, monkeypat
     recall = np.mean([len(set(f.tolist()) & set(t.tolist())) / 10 for f, t in zip(found, truth)])
     assert recall > 0.85, recall
     assert np.abs(stored - every[[5, 19_999]]).max() < 2e-3  # the float16 copy
+
+
+def test_a_bundled_model_by_name_builds_and_the_index_finds_it_again(tmp_path, town_crop):
+    from tests.reliability.conftest import run_cli
+
+    index = tmp_path / "idx"
+    done = run_cli("index", "build", index, town_crop, "--model", "default-int8")
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((index / MANIFEST).read_text())
+    assert manifest["model"]["name"].endswith("-int8")
+    manifest["model"]["path"] = "/moved/plugin/models/default-int8.onnx"  # the plugin was reinstalled elsewhere
+    (index / MANIFEST).write_text(json.dumps(manifest))
+    box = run_cli("search", index, "--raster", town_crop, "--bbox", "13467690", "1631960", "13467696", "1631966",
+                  "-k", "3")
+    assert box.returncode == 0, box.stderr
+    assert len(json.loads(box.stdout)["features"]) == 3
