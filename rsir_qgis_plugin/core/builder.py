@@ -1,9 +1,9 @@
 """Building and updating an index: incremental, resumable after a kill, cancellable, never half-written.
 
 Each raster is embedded into a shard file that is written atomically when the raster is done;
-the commit (a new catalog + FAISS generation, then the manifest) happens once at the end. So a
-build killed at any moment leaves the previous index in use, and the next build reuses every
-shard that was finished.
+the commit (a new segment of what was embedded and tombstones for what it replaced, then the
+manifest) happens once at the end. So a build killed at any moment leaves the previous index in
+use, and the next build reuses every shard that was finished.
 
 Nothing indexed is lost to a bad input: a raster that fails this time (unreadable now, bad
 bands, a broken file) keeps the tiles it had, only a raster gone from disk is dropped, and a
@@ -50,7 +50,7 @@ class BuildSummary:
     rasters_removed: int = 0  # gone from disk
     rasters_kept: int = 0  # failed this time; their previous tiles stay in the index
     shards_recomputed: int = 0  # shards that failed verification and were embedded again
-    repaired: str = ""  # damage found in the live generation, which this build rewrote
+    repaired: str = ""  # damage found in the live index, which this build rewrote from the shards
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     seconds: float = 0.0
     embed_seconds: float = 0.0
