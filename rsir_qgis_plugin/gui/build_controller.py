@@ -15,7 +15,8 @@ from qgis.PyQt.QtWidgets import QDialog, QLabel, QProgressBar, QPushButton
 
 from ..core.params import BuildParams
 from ..tasks import BuildIndexTask, is_active, log
-from .build_dialog import BuildIndexDialog, TextViewer
+from .build_dialog import BuildIndexDialog
+from .text_viewer import TextViewer
 
 MESSAGE_TITLE = "rsir"
 LINE_CHARS = 160  # longer first lines of an error are cut; Details has the whole text
