@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from synthetic_index import (ROOT, SAMPLE_RASTER, TILES_PER_RASTER, real_embeddings,  # noqa: E402
+from synthetic_index import (SAMPLE_RASTER, TILES_PER_RASTER, real_embeddings,  # noqa: E402
                              synthetic_vectors, write_synthetic_index)
 
 QUERY_SEED = 10**6

@@ -62,13 +62,23 @@ def write_hits(result: SearchResult, path: str | Path, crs: str | None = None) -
     return path
 
 
-def _write_gpkg(result: SearchResult, path: Path, crs_wkt: str) -> None:
-    from osgeo import ogr, osr
+def _ogr_srs(crs_wkt: str):
+    """An OGR spatial reference for a WKT in x/y (lon/lat) order; None for no CRS."""
+    from osgeo import osr
 
-    ogr.UseExceptions()
+    if not crs_wkt:
+        return None
     srs = osr.SpatialReference()
     srs.ImportFromWkt(crs_wkt)
     srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    return srs
+
+
+def _write_gpkg(result: SearchResult, path: Path, crs_wkt: str) -> None:
+    from osgeo import ogr
+
+    ogr.UseExceptions()
+    srs = _ogr_srs(crs_wkt)
     source = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
     try:
         hits = source.CreateLayer(HITS_LAYER, srs, ogr.wkbPolygon)

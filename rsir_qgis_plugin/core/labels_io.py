@@ -17,7 +17,7 @@ from .atomic import atomic_path
 from .errors import RsirError
 from .feedback import Feedback, LabelledBox
 from .geometry import Ring, crs_from, reproject_ring
-from .hits_io import _closed, _ogc_urn, _polygon
+from .hits_io import _closed, _ogc_urn, _ogr_srs, _polygon
 
 LABELS_LAYER = "rsir_labels"
 POSITIVE, NEGATIVE = "positive", "negative"
@@ -182,14 +182,10 @@ def _geojson(rings, rasters, labels, crs_wkt: str) -> dict:
 
 
 def _write_gpkg(path: Path, rings, rasters, labels, crs_wkt: str) -> None:
-    from osgeo import ogr, osr
+    from osgeo import ogr
 
     ogr.UseExceptions()
-    srs = None
-    if crs_wkt:
-        srs = osr.SpatialReference()
-        srs.ImportFromWkt(crs_wkt)
-        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    srs = _ogr_srs(crs_wkt)
     source = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
     try:
         layer = source.CreateLayer(LABELS_LAYER, srs, ogr.wkbPolygon)

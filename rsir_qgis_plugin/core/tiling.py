@@ -120,7 +120,15 @@ def read_window(dataset, source: RasterSource, window: Window, size: int,
                                                            resampling=Resampling.nearest)
     except Exception as exc:  # GDAL surfaces decoding errors of damaged or missing blocks here
         raise RasterError(source.path, f"pixels in window {window} cannot be read ({first_line(exc)})") from exc
-    pixels = pixels[[unique.index(b) for b in source.bands]]
+    tile, valid = _to_uint8_and_valid(pixels, mask, unique, source)
+    return tile, float(valid.mean())
+
+
+def _to_uint8_and_valid(pixels: np.ndarray, mask: np.ndarray | None, unique: list[int],
+                        source: RasterSource) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels read for the `unique` bands -> uint8 in the source's band order, and the valid-pixel mask."""
+    if unique != list(source.bands):
+        pixels = pixels[[unique.index(b) for b in source.bands]]
     if mask is None:
         tile = to_uint8(pixels, source.stretch)
         # Orthophotos without a nodata value or mask often pad with a black collar: treat it as nodata.
@@ -130,7 +138,7 @@ def read_window(dataset, source: RasterSource, window: Window, size: int,
         if source.stretch is not None:
             pixels = np.where(valid[None], pixels, 0)  # nodata values must not reach the stretch
         tile = to_uint8(pixels, source.stretch)
-    return tile, float(valid.mean())
+    return tile, valid
 
 
 def _declares_no_nodata(dataset) -> bool:
@@ -214,17 +222,7 @@ def _read_strip(dataset, source: RasterSource, strip: list[Window], size: int, m
         mask = None if no_nodata else dataset.dataset_mask(window=rio_window)
     except Exception as exc:  # GDAL surfaces decoding errors of damaged or missing blocks here
         raise RasterError(source.path, f"pixels in window {span} cannot be read ({first_line(exc)})") from exc
-    if unique != list(source.bands):
-        pixels = pixels[[unique.index(b) for b in source.bands]]
-    if mask is None:
-        strip_pixels = to_uint8(pixels, source.stretch)
-        # Orthophotos without a nodata value or mask often pad with a black collar: treat it as nodata.
-        valid = strip_pixels.max(axis=0) > COLLAR_LEVEL
-    else:
-        valid = mask > 0
-        if source.stretch is not None:
-            pixels = np.where(valid[None], pixels, 0)  # nodata values must not reach the stretch
-        strip_pixels = to_uint8(pixels, source.stretch)
+    strip_pixels, valid = _to_uint8_and_valid(pixels, mask, unique, source)
     offsets = np.array([window[0] - first for window in strip])
     valid_counts = _window_sums(valid.sum(axis=0, dtype=np.int64), offsets, size)
     squares = strip_pixels.astype(np.uint16)

@@ -6,6 +6,7 @@ before a commit can still open what it names.
 """
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import sqlite3
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from ..atomic import fsync_dir, is_temporary
 from ..model import ModelInfo
-from .catalog import open_catalog, raster_tile_ranges
+from .catalog import catalog_error, open_catalog, raster_tile_ranges
 from .files import os_error_message
 from .manifest import FORMAT, FORMAT_VERSION, MANIFEST, SEGMENT_DIR, index_kind, write_manifest
 from .segments import verify_segment, write_segment
@@ -37,8 +38,6 @@ class LiveRaster:
 
 def live_rasters(index_dir: Path, manifest: dict) -> dict[str, LiveRaster]:
     """path -> LiveRaster for every raster of the live index (tombstoned ones left out)."""
-    import json
-
     found: dict[str, LiveRaster] = {}
     for segment in manifest["segments"]:
         path = Path(index_dir) / segment["catalog"]
@@ -47,8 +46,6 @@ def live_rasters(index_dir: Path, manifest: dict) -> dict[str, LiveRaster]:
             ranges = raster_tile_ranges(connection, path)
             rows = connection.execute("SELECT id, path, tiling, shard FROM rasters").fetchall()
         except sqlite3.DatabaseError as exc:
-            from .catalog import catalog_error
-
             raise catalog_error(path, exc) from exc
         finally:
             connection.close()
