@@ -115,6 +115,9 @@ def test_builds_add_segments_and_tombstones_and_compaction_merges_them(tmp_path,
         scores, ids = reader.search(reader.vectors([0])[0], 40)
         assert len(ids) == 32 and len(set(ids.tolist())) == 32 and np.all(np.diff(scores) <= 1e-6)
         assert {t.raster.path for t in reader.tiles(ids.tolist())} == {str(town_crop), str(second)}
+        for k in (1, 3, 8):  # small k: the replaced copies of second.tif's tiles rank first and are skipped
+            top_scores, top_ids = reader.search(reader.vectors([ids[0]])[0], k)
+            assert top_ids.tolist() == ids[:k].tolist() and np.allclose(top_scores, scores[:k])
     compacted = build_index(params(index, [], tiny_model, compact=True))
     manifest = json.loads((index / MANIFEST).read_text())
     assert compacted.tiles_total == 32 and compacted.tiles_indexed == 0

@@ -128,10 +128,30 @@ class SegmentReader:
         return (at >= 0) & (local < self.dead_ends[np.maximum(at, 0)])
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(nq, k') scores and index-wide tile ids of the best live tiles, best first (-1 padding)."""
-        wanted = min(self.count, k + self.segment["dead_tiles"])
-        if wanted == 0 or self.live == 0:
-            return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+        """(nq, k) scores and index-wide tile ids of the best live tiles, best first (-1 padding).
+
+        Tombstoned tiles are skipped: candidates are fetched in growing rounds until each query has
+        k live ones (or the segment is exhausted), so a segment with many replaced tiles costs more
+        only for the queries that meet them.
+        """
+        out_scores = np.full((len(queries), k), -np.inf, np.float32)
+        out_ids = np.full((len(queries), k), -1, np.int64)
+        if k == 0 or self.live == 0:
+            return out_scores[:, :0], out_ids[:, :0]
+        wanted, enough = min(self.count, k + min(self.segment["dead_tiles"], k)), min(k, self.live)
+        while True:
+            scores, local, valid = self._candidates(queries, wanted)
+            if wanted >= self.count or valid.sum(axis=1).min() >= enough:
+                break
+            wanted = min(self.count, wanted * 4)
+        for row in range(len(queries)):
+            keep = np.flatnonzero(valid[row])[:k]
+            out_scores[row, :len(keep)] = scores[row, keep]
+            out_ids[row, :len(keep)] = local[row, keep] + self.base
+        return out_scores, out_ids
+
+    def _candidates(self, queries: np.ndarray, wanted: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The best `wanted` tiles by FAISS (PQ candidates re-scored exactly), and which are live."""
         fetch = min(self.count, wanted * RERANK_FACTOR) if self.f16 is not None else wanted
         scores, local = self.index.search(queries, fetch)
         if self.f16 is not None:  # re-score the PQ candidates exactly from the float16 vectors
@@ -142,13 +162,7 @@ class SegmentReader:
             order = np.argsort(-scores, axis=1, kind="stable")
             scores, local = np.take_along_axis(scores, order, 1), np.take_along_axis(local, order, 1)
         valid = (local >= 0) & ~self._is_dead(local.ravel()).reshape(local.shape)
-        out_scores = np.full((len(queries), k), -np.inf, np.float32)
-        out_ids = np.full((len(queries), k), -1, np.int64)
-        for row in range(len(queries)):
-            keep = np.flatnonzero(valid[row])[:k]
-            out_scores[row, :len(keep)] = scores[row, keep]
-            out_ids[row, :len(keep)] = local[row, keep] + self.base
-        return out_scores, out_ids
+        return scores, local, valid
 
     def tiles(self, ids: list[int], lock) -> dict[int, TileEntry]:
         rows = []
