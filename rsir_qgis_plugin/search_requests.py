@@ -16,7 +16,7 @@ from qgis.core import (
 )
 
 from .core.params import SearchParams
-from .gui.layers import crs_for_engine, project_rasters, query_raster, raster_file_path
+from .layers import crs_for_engine, project_rasters, query_raster, raster_file_path
 from .labels.convert import footprints
 from .labels.files import labels_dir
 from .tasks import FeedbackRequest, SearchRequest, log

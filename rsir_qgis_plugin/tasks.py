@@ -178,7 +178,7 @@ def _outcome(task: EngineTask, result, name: str, output_crs: QgsCoordinateRefer
              context: QgsCoordinateTransformContext, thumbnails: bool, query_raster: str | None = None,
              **extra) -> SearchOutcome:
     """In the worker thread: a search result's hits (and query) as features in the map CRS, and thumbnails."""
-    from .gui.layers import HitFeatureFactory, hit_fields, query_fields
+    from .layers import HitFeatureFactory, hit_fields, query_fields
     from .gui.thumbnails import read_thumbnails
 
     factory = HitFeatureFactory(output_crs, context)

@@ -46,7 +46,7 @@ from ..settings import (
 )
 from ..model_choice import bundled_index, bundled_models, describe_devices, model_facts, read_bundled
 from ..tasks import InfoTask, is_active
-from .layers import project_rasters, raster_file_path
+from ..layers import project_rasters, raster_file_path
 from .text_viewer import TextViewer
 
 PATH_ROLE = Qt.UserRole + 1

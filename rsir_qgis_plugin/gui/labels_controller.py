@@ -26,7 +26,7 @@ from ..labels.files import GPKG_LAYER_NAME, open_labels_file, write_labels
 from ..labels.layer import adopt, find_labels_layer, insert_in_place_of, label_text, make_labels_layer, retire
 from ..tasks import InfoTask, is_active
 from .dock import ResultsDock
-from .layers import add_on_top, raster_file_path
+from ..layers import add_on_top, raster_file_path
 
 
 class LabelsController(QObject):

@@ -7,7 +7,7 @@ from typing import Callable
 from qgis.core import QgsCoordinateReferenceSystem, QgsProject, QgsVectorLayer
 
 from ..tasks import SearchOutcome
-from .layers import (
+from ..layers import (
     add_on_top,
     make_hits_layer,
     make_query_layer,

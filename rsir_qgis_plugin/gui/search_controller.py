@@ -23,7 +23,7 @@ from ..settings import project_index_dir, remember_index_dir
 from ..tasks import FeedbackSearchTask, InfoTask, SearchOutcome, SearchTask, is_active, log
 from .dock import ResultsDock
 from .labels_controller import LabelsController
-from .layers import crs_for_engine
+from ..layers import crs_for_engine
 from .results import describe_outcome, frame_hit, remove_from_map, show_on_map
 
 MESSAGE_TITLE = "rsir"

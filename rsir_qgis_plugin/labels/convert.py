@@ -17,7 +17,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
-from ..gui.layers import HitFeatureFactory, box_in_crs, crs_for_engine, raster_file_path
+from ..layers import HitFeatureFactory, box_in_crs, crs_for_engine, raster_file_path
 from .files import labels_dir
 from .layer import NEGATIVE, POSITIVE, attribute_text, label_fields, label_text, parse_label
 
@@ -84,7 +84,7 @@ class RasterFootprint:
 
 
 def footprints(layers: Sequence) -> list[RasterFootprint]:
-    """Footprints of raster layers (UI thread), topmost first; see gui.layers.project_rasters."""
+    """Footprints of raster layers (UI thread), topmost first; see layers.project_rasters."""
     return [RasterFootprint(raster_file_path(layer), layer.crs(), QgsRectangle(layer.extent()))
             for layer in layers if raster_file_path(layer)]
 

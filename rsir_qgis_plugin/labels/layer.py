@@ -15,7 +15,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
-from ..gui.layers import ROLE_PROPERTY, polygon_memory_layer
+from ..layers import ROLE_PROPERTY, polygon_memory_layer
 
 LABELS_LAYER_NAME = "rsir labels"
 LABELS_ROLE = "labels"

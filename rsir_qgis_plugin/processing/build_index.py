@@ -21,7 +21,7 @@ from qgis.core import (
 )
 
 from ..core.params import DEVICES, BuildParams, TilingParams
-from ..settings import parse_bands
+from ..settings import band_problem, parse_bands
 from .common import engine_errors, layer_file, require_engine
 
 
@@ -82,6 +82,8 @@ class BuildIndexAlgorithm(QgsProcessingAlgorithm):
         except ValueError as exc:
             raise QgsProcessingException(str(exc)) from exc
         model = self.parameterAsFile(parameters, self.MODEL, context)
+        with engine_errors():
+            self._check_bands(tiling.bands, layers, model)
         index_dir = self.parameterAsFileOutput(parameters, self.INDEX, context)
         params = BuildParams(index_dir=Path(index_dir), rasters=rasters,
                              model_path=Path(model) if model else None, tiling=tiling,
@@ -99,3 +101,13 @@ class BuildIndexAlgorithm(QgsProcessingAlgorithm):
         feedback.pushInfo(summary.describe())
         return {self.INDEX: index_dir, "TILES_TOTAL": summary.tiles_total,
                 "TILES_INDEXED": summary.tiles_indexed, "SUMMARY": summary.describe()}
+
+    @staticmethod
+    def _check_bands(bands: tuple[int, ...] | None, layers, model: str) -> None:
+        """Refuse bands the layers or the chosen model cannot give, before any raster is read."""
+        from ..core.model import read_model
+
+        model_bands = read_model(model).contract.bands if model and bands else None
+        problem = band_problem(bands, [(layer.name(), layer.bandCount()) for layer in layers], model_bands)
+        if problem:
+            raise QgsProcessingException(problem)

@@ -8,7 +8,7 @@ from qgis.core import QgsMapLayer, QgsProcessingException
 
 from ..core.errors import Cancelled, RsirError
 from ..dependencies import describe_missing, missing_requirements
-from ..gui.layers import raster_file_path
+from ..layers import raster_file_path
 
 
 def require_engine() -> None:

@@ -19,7 +19,7 @@ from qgis.core import (
 )
 
 from ..core.params import SearchParams
-from ..gui.layers import HitFeatureFactory, crs_for_engine, hit_fields
+from ..layers import HitFeatureFactory, crs_for_engine, hit_fields
 from .common import engine_errors, layer_file, require_engine
 
 

@@ -8,7 +8,7 @@ import pytest
 from qgis.core import QgsCoordinateReferenceSystem, QgsProject, QgsRasterLayer, QgsRectangle, QgsVectorLayer
 from qgis.PyQt.QtCore import QPoint, Qt
 
-from rsir_qgis_plugin.gui.layers import owned_layer
+from rsir_qgis_plugin.layers import owned_layer
 from rsir_qgis_plugin.labels import convert, edit
 from rsir_qgis_plugin.labels.layer import find_labels_layer
 from rsir_qgis_plugin.tasks import FeedbackSearchTask

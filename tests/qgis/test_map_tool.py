@@ -7,7 +7,7 @@ from qgis.gui import QgsMapMouseEvent
 from qgis.PyQt.QtCore import QEvent, QPoint, Qt
 from qgis.PyQt.QtGui import QKeyEvent
 
-from rsir_qgis_plugin.gui.layers import query_raster
+from rsir_qgis_plugin.layers import query_raster
 from rsir_qgis_plugin.gui.map_tool import BoxMapTool
 
 

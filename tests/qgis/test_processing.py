@@ -83,6 +83,19 @@ def test_algorithm_errors_are_processing_errors(provider, raster, tmp_path):
             "OUTPUT": "TEMPORARY_OUTPUT"})
 
 
+def test_build_index_refuses_bands_the_layers_lack_before_reading_them(provider, raster, tiny_model, tmp_path):
+    import processing
+
+    index_dir = tmp_path / "index"
+    with pytest.raises(QgsProcessingException, match="Band 9 does not exist: 'town left' has 3 band"):
+        processing.run("rsir:build_index", {
+            "RASTERS": [raster], "INDEX": str(index_dir), "MODEL": str(tiny_model), "BANDS": "9,2,1"})
+    with pytest.raises(QgsProcessingException, match="The model takes 3 band"):
+        processing.run("rsir:build_index", {
+            "RASTERS": [raster], "INDEX": str(index_dir), "MODEL": str(tiny_model), "BANDS": "1,2"})
+    assert not index_dir.exists() or not any(index_dir.iterdir())
+
+
 def test_build_index_reports_progress_and_honours_cancel(provider, raster, tiny_model, tmp_path):
     import processing
 

@@ -10,7 +10,7 @@ import numpy as np
 from qgis.core import QgsMapRendererParallelJob, QgsProject
 from qgis.PyQt.QtGui import QColor, QImage
 
-from rsir_qgis_plugin.gui.layers import owned_layer
+from rsir_qgis_plugin.layers import owned_layer
 
 OUT = Path(__file__).resolve().parents[2] / "out" / "qgis"
 QUERY_RGB = (230, 0, 126)

@@ -11,7 +11,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import Qt
 
-from rsir_qgis_plugin.gui.layers import HITS_LAYER_NAME, QUERY_LAYER_NAME, owned_layer
+from rsir_qgis_plugin.layers import HITS_LAYER_NAME, QUERY_LAYER_NAME, owned_layer
 
 SEARCH_TIMEOUT_MS = 60_000
 
