@@ -40,6 +40,10 @@ class FitConfig:
     # model
     backbone: str = _f("efficientnet_lite0", "backbone", tuple(BACKBONES))
     weights: str = _f("imagenet", "backbone weights: none, imagenet, or a state-dict path")
+    init: str = _f("", "start from this checkpoint's network (e.g. training.from_onnx of a bundled model): "
+                       "same architecture, fresh optimiser, schedule and bank")
+    freeze_bn: bool = _f(False, "keep BatchNorm statistics fixed (needed for a checkpoint whose BatchNorm "
+                                "was folded by the ONNX export)")
     head: str = _f("dual_attention", "attention head", tuple(HEADS))
     attention_reduction: int = _f(1, "dual attention: J and K get C/reduction channels (paper: 1)")
     pooling: str = _f("gem", "global pooling", tuple(POOLINGS))

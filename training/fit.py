@@ -165,8 +165,16 @@ def test_map(net: nn.Module, data: Decoded, mean, std, cfg: FitConfig, rt: Runti
     return mean_average_precision(emb, data.test_labels.cpu().numpy())
 
 
+def init_lineage(init_meta: dict) -> dict:
+    """What a fine-tuned model started from, for its card: the starting model's name, origin and training."""
+    training = init_meta.get("training", {})
+    return {"name": init_meta.get("name"), "from_onnx": init_meta.get("from_onnx"),
+            "loss": training.get("loss", {}).get("name"), "epochs": training.get("epochs"),
+            "metrics": training.get("metrics"), "init": training.get("init")}
+
+
 def make_meta(cfg: FitConfig, arch: dict, mean, std, split: Split, rt: Runtime, metrics: dict,
-              epochs_done: int, seconds: float) -> dict:
+              epochs_done: int, seconds: float, init_meta: dict | None = None) -> dict:
     """Everything to rebuild the network and fill the ONNX contract, plus the model card."""
     loss = {"name": cfg.loss, **{k: getattr(cfg, k) for k in LOSS_SETTINGS}}
     if cfg.loss.startswith("snca") or cfg.loss == "ri_snca":
@@ -181,7 +189,10 @@ def make_meta(cfg: FitConfig, arch: dict, mean, std, split: Split, rt: Runtime, 
             "loss": loss, "epochs": epochs_done, "metrics": metrics,
             "device": rt.describe(), "train_seconds": round(seconds, 1), "git": git_revision(),
             "config": dataclasses.asdict(cfg),
+            **({"init": init_lineage(init_meta)} if init_meta else {}),
         },
+        # Folded statistics stay folded while --freeze-bn keeps them: a further fine-tune needs it too.
+        **({"batchnorm_folded": True} if init_meta and init_meta.get("batchnorm_folded") else {}),
     })
 
 
@@ -226,8 +237,32 @@ class Parts:
         self.scaler.load_state_dict(state["scaler"])
 
 
+def initial_net(cfg: FitConfig, arch: dict) -> nn.Module:
+    """The network training starts from: the backbone's --weights, or the whole --init checkpoint."""
+    if not cfg.init:
+        return build_net(arch, cfg.weights)
+    state = checkpoint.load(Path(cfg.init))
+    saved_arch = {k: state["meta"].get(k) for k in arch}
+    if saved_arch != checkpoint.json_safe(arch):
+        differ = {k: (saved_arch[k], v) for k, v in checkpoint.json_safe(arch).items() if saved_arch[k] != v}
+        raise SystemExit(f"{cfg.init}: another architecture than this run's (checkpoint, run): {differ}")
+    if state["meta"].get("batchnorm_folded") and not cfg.freeze_bn:
+        raise SystemExit(f"{cfg.init}: its BatchNorm statistics were folded into the convolutions by the "
+                         "ONNX export; fine-tune it with --freeze-bn")
+    net = build_net(arch, "none")
+    net.load_state_dict(state["state_dict"])
+    return net
+
+
+def freeze_batchnorm(net: nn.Module) -> None:
+    """BatchNorm layers in eval mode: they use and keep their running statistics."""
+    for module in net.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
 def build_parts(cfg: FitConfig, arch: dict, spec: LossSpec, data: Decoded, rt: Runtime) -> Parts:
-    net = build_net(arch, cfg.weights).to(rt.device)
+    net = initial_net(cfg, arch).to(rt.device)
     if rt.channels_last:
         net = net.to(memory_format=torch.channels_last)
     criterion = spec.build(LossContext(data.train_labels.cpu(), len(data.split.classes), arch["embedding_dim"],
@@ -264,6 +299,10 @@ def train_epoch(p: Parts, epoch: int, cfg: FitConfig, spec: LossSpec, data: Deco
     p.net.train()
     if p.ema is not None:
         p.ema.train()
+    if cfg.freeze_bn:
+        freeze_batchnorm(p.net)
+        if p.ema is not None:
+            freeze_batchnorm(p.ema)
     sums: dict[str, float] = {}
     batches = epoch_batches(cfg, spec, data.train_labels, epoch, rt)
     bar = _progress(batches, rt.is_main, f"epoch {epoch + 1}/{cfg.epochs}")
@@ -340,6 +379,9 @@ def main(cfg: FitConfig) -> Path:
                              if cfg.head == "dual_attention" else {}, cfg.gem_p)
     spec = loss_spec(cfg.loss)
     p = build_parts(cfg, arch, spec, data, rt)
+    init_meta = checkpoint.load(Path(cfg.init))["meta"] if cfg.init else None
+    if init_meta is not None:
+        mean, std = init_meta["mean"], init_meta["std"]  # what the network was trained to be fed
 
     start_epoch, best, best_epoch, last_map, seconds = 0, -1.0, -1, None, 0.0
     if cfg.resume:
@@ -364,7 +406,7 @@ def main(cfg: FitConfig) -> Path:
         """last.pt (and best.pt when this epoch holds the best test mAP), main process only."""
         metrics = {"test_map": last_map, "best_test_map": best if best >= 0 else None,
                    "best_epoch": best_epoch if best >= 0 else None}
-        state = {"meta": make_meta(cfg, arch, mean, std, split, rt, metrics, epoch, seconds), **p.state(),
+        state = {"meta": make_meta(cfg, arch, mean, std, split, rt, metrics, epoch, seconds, init_meta), **p.state(),
                  "epoch": epoch, "best_map": best, "best_epoch": best_epoch}
         checkpoint.save_atomic(state, run_dir / "last.pt")
         if best_epoch == epoch and best >= 0:
@@ -373,7 +415,8 @@ def main(cfg: FitConfig) -> Path:
     if start_epoch == 0:
         if rt.is_main:
             last_map = test_map(p.net, data, mean, std, cfg, rt)
-            print(f"epoch 0 (untrained): test mAP {last_map:.4f}", flush=True)
+            start = f"from {Path(cfg.init).name}" if cfg.init else "untrained"
+            print(f"epoch 0 ({start}): test mAP {last_map:.4f}", flush=True)
             log.epoch({"epoch": 0, "step": 0, "test_map": last_map})
             if cfg.epochs == 0:
                 best, best_epoch = last_map, 0
