@@ -1,4 +1,4 @@
-"""The "Build index" dialog: rasters, model, tiling, device and index folder -> BuildParams.
+"""The "Build index" dialog: rasters, model (gui/model_box.py), tiling, device and index folder -> BuildParams.
 
 Reading the model's metadata (it opens an onnxruntime session and hashes the file) and
 listing inference devices run as tasks, so opening the dialog never freezes QGIS. The form
@@ -13,7 +13,6 @@ from qgis.gui import QgsFileWidget
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QGuiApplication
 from qgis.PyQt.QtWidgets import (
-    QButtonGroup,
     QCheckBox,
     QComboBox,
     QDialog,
@@ -21,7 +20,6 @@ from qgis.PyQt.QtWidgets import (
     QDoubleSpinBox,
     QFormLayout,
     QFrame,
-    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -29,7 +27,6 @@ from qgis.PyQt.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QPushButton,
-    QRadioButton,
     QScrollArea,
     QVBoxLayout,
     QWidget,
@@ -44,10 +41,10 @@ from ..settings import (
     project_index_dir,
     save_build_settings,
 )
-from ..model_choice import bundled_index, bundled_models, describe_devices, model_facts, read_bundled
+from ..model_choice import describe_devices
 from ..tasks import InfoTask, is_active
 from ..layers import project_rasters, raster_file_path
-from .text_viewer import TextViewer
+from .model_box import ModelBox
 
 PATH_ROLE = Qt.UserRole + 1
 NAME_ROLE = Qt.UserRole + 2
@@ -69,19 +66,16 @@ class BuildIndexDialog(QDialog):
         self.project = project or QgsProject.instance()
         self._params: BuildParams | None = None
         self._tasks: list[InfoTask] = []
-        self._model_bands: int | None = None  # of the model shown, once read
-        self._model_error: str | None = None
-        self._model_card = ""
         self._band_error = ""  # the live band check's text in error_label
-        self.model_facts: list[tuple[str, str]] = []
-        self.viewer: TextViewer | None = None
         saved = load_build_settings()
 
         self.form = QWidget()
         form_layout = QVBoxLayout(self.form)
         form_layout.setContentsMargins(0, 0, 0, 0)
         form_layout.addWidget(self._rasters_box())
-        form_layout.addWidget(self._model_box(saved))
+        self.model_box = ModelBox(saved.model_path, self._start, self.form)
+        self.model_box.changed.connect(self._model_described)
+        form_layout.addWidget(self.model_box)
         form_layout.addWidget(self._tiling_box(saved))
         form_layout.addLayout(self._output_rows())
         form_layout.addStretch(1)
@@ -109,8 +103,7 @@ class BuildIndexDialog(QDialog):
         self._check_bands_live()
         self._fit()
         if engine_ready:
-            self._describe_model()
-            self._describe_bundled()
+            self.model_box.watch()
             self._describe_devices()
 
     # Sections ----------------------------------------------------------------------------
@@ -145,61 +138,6 @@ class BuildIndexDialog(QDialog):
         layout = QHBoxLayout(box)
         layout.addWidget(self.raster_list, 1)
         layout.addLayout(column)
-        return box
-
-    def _model_box(self, saved: BuildSettings) -> QGroupBox:
-        box = QGroupBox("Model", self)
-        self.default_model_radio = QRadioButton("Bundled", box)
-        self.file_model_radio = QRadioButton("ONNX file", box)
-        group = QButtonGroup(box)
-        group.addButton(self.default_model_radio)
-        group.addButton(self.file_model_radio)
-        # The bundled models (float32 default, int8 ...): their names now, their figures once read.
-        self.bundled_combo = QComboBox(box)
-        # The list shows each model's figures in full; the closed box stays narrow enough for one row.
-        self.bundled_combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
-        self.bundled_combo.setMinimumContentsLength(16)
-        self.bundled_combo.setToolTip("Models shipped with rsir: quality (mAP on the AID test split) "
-                                      "against CPU speed")
-        bundled = bundled_models()
-        for path in bundled:
-            self.bundled_combo.addItem(path.name, str(path))
-        saved_bundled = bundled_index(bundled, saved.model_path)
-        self.bundled_combo.setCurrentIndex(max(0, saved_bundled))
-        from_file = bool(saved.model_path) and saved_bundled < 0
-        self.model_widget = QgsFileWidget(box)
-        self.model_widget.setFilter("ONNX models (*.onnx)")
-        self.model_widget.setFilePath(saved.model_path if from_file else "")
-        (self.file_model_radio if from_file else self.default_model_radio).setChecked(True)
-        self.model_widget.setEnabled(from_file)
-        self.bundled_combo.setEnabled(not from_file)
-        self.file_model_radio.toggled.connect(self.model_widget.setEnabled)
-        self.default_model_radio.toggled.connect(self.bundled_combo.setEnabled)
-        self.file_model_radio.toggled.connect(self._describe_model)
-        self.model_widget.fileChanged.connect(self._describe_model)
-        self.bundled_combo.currentIndexChanged.connect(self._describe_model)
-        self.model_label = QLabel("", box)
-        self.model_label.setWordWrap(True)
-        self.model_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        self.card_button = QPushButton("Model card...", box)
-        self.card_button.setToolTip("Training data, loss, every metric and its protocol, licence")
-        self.card_button.setEnabled(False)
-        self.card_button.clicked.connect(self.show_card)
-        self.facts_grid = QGridLayout()
-        self.facts_grid.setHorizontalSpacing(12)
-        self.facts_grid.setVerticalSpacing(2)
-        layout = QVBoxLayout(box)
-        row = QHBoxLayout()
-        row.addWidget(self.default_model_radio)
-        row.addWidget(self.bundled_combo, 1)
-        row.addWidget(self.file_model_radio)
-        row.addWidget(self.model_widget, 1)
-        layout.addLayout(row)
-        row = QHBoxLayout()
-        row.addWidget(self.model_label, 1)
-        row.addWidget(self.card_button, 0, Qt.AlignTop)
-        layout.addLayout(row)
-        layout.addLayout(self.facts_grid)
         return box
 
     def _tiling_box(self, saved: BuildSettings) -> QGroupBox:
@@ -260,7 +198,7 @@ class BuildIndexDialog(QDialog):
             tile_size=self.tile_spin.value(), stride=self.stride_spin.value(),
             unit=self.unit_combo.currentData(), bands=self.bands_edit.text().strip(),
             device=self.device_combo.currentData(), tta=self.tta_check.isChecked(),
-            model_path=self._current_model() or "")
+            model_path=self.model_box.current_model() or "")
 
     def build_params(self) -> BuildParams | None:
         return self._params
@@ -281,10 +219,10 @@ class BuildIndexDialog(QDialog):
         if not rasters:
             raise ValueError("Tick at least one raster.")
         values = self.settings()
-        if self.file_model_radio.isChecked() and not Path(values.model_path).is_file():
+        if self.model_box.file_model_radio.isChecked() and not Path(values.model_path).is_file():
             raise ValueError(f"Model file not found: '{values.model_path}'.")
-        if self._model_error:
-            raise ValueError(f"This model cannot be used: {self._model_error}")
+        if self.model_box.error:
+            raise ValueError(f"This model cannot be used: {self.model_box.error}")
         problem = self._band_problem()  # raises ValueError for text that is not band numbers
         if problem:
             raise ValueError(problem)
@@ -295,7 +233,7 @@ class BuildIndexDialog(QDialog):
 
     def _band_problem(self) -> str | None:
         rasters = [(item.data(NAME_ROLE), item.data(BAND_COUNT_ROLE)) for item in self._checked_items()]
-        return band_problem(parse_bands(self.bands_edit.text()), rasters, self._model_bands)
+        return band_problem(parse_bands(self.bands_edit.text()), rasters, self.model_box.bands)
 
     def _check_bands_live(self, *_args) -> None:
         """Say at once when the bands do not fit the ticked rasters or the model (and clear it when fixed)."""
@@ -319,91 +257,9 @@ class BuildIndexDialog(QDialog):
 
     # Background look-ups -----------------------------------------------------------------
 
-    def _describe_model(self, *_args) -> None:
-        from ..core.model import read_model  # light: onnxruntime is imported inside read_model, in the task
-
-        self._model_bands, self._model_error, self._model_card = None, None, ""
-        self._show_facts([])
-        path = self._current_model()
-        if self.file_model_radio.isChecked() and not (path and Path(path).is_file()):
-            self.model_label.setText("Choose an .onnx embedding model.")
-            return
-        self.model_label.setText("Reading model...")
-        task = InfoTask("rsir: reading model", read_model, path)
-        task.succeeded.connect(lambda info, asked=path: self._show_model(asked, info))
-        task.failed.connect(lambda error, asked=path: self._show_model_error(asked, error))
-        self._start(task)
-
-    def _current_model(self) -> str | None:
-        """The model file chosen; None for the bundled default (what BuildParams takes as the default)."""
-        if self.file_model_radio.isChecked():
-            return self.model_widget.filePath()
-        if self.bundled_combo.currentIndex() <= 0:
-            return None
-        return self.bundled_combo.currentData()
-
-    def _describe_bundled(self) -> None:
-        """Label each bundled model with its figures (reading them opens onnxruntime: in a task)."""
-        paths = [Path(self.bundled_combo.itemData(i)) for i in range(self.bundled_combo.count())]
-        if not paths:
-            return
-        task = InfoTask("rsir: reading bundled models", read_bundled, paths)
-        task.succeeded.connect(self._show_bundled)
-        self._start(task)
-
-    def _show_bundled(self, labels: list) -> None:
-        for path, label in labels:
-            index = self.bundled_combo.findData(str(path))
-            if index >= 0:
-                self.bundled_combo.setItemText(index, label)
-                self.bundled_combo.setItemData(index, label, Qt.ToolTipRole)
-        self._fit()
-
-    def _show_model(self, asked: str | None, info) -> None:
-        if self._current_model() != asked:  # an answer for a model the user has since replaced is dropped
-            return
-        self._model_bands = info.contract.bands
-        self._model_card = info.card()
-        self.model_label.setText(info.contract.name)
-        self.model_label.setToolTip(str(info.path))
-        self.card_button.setEnabled(True)
-        self._show_facts(model_facts(info))
+    def _model_described(self) -> None:
         self._check_bands_live()
         self._fit()
-
-    def _show_model_error(self, asked: str | None, error: str) -> None:
-        if self._current_model() != asked:
-            return
-        self._model_error = error
-        self.model_label.setText(f"Not usable: {error}")
-        self.model_label.setToolTip(error)
-        self._fit()
-
-    def _show_facts(self, facts: list[tuple[str, str]]) -> None:
-        """(label, value) rows as a two-pairs-per-line table under the model's name."""
-        self.model_facts = facts
-        while self.facts_grid.count():
-            widget = self.facts_grid.takeAt(0).widget()
-            if widget is not None:
-                widget.deleteLater()
-        for i, (label, value) in enumerate(facts):
-            row, column = divmod(i, 2)
-            name = QLabel(f"{label}:", self.form)
-            shown = QLabel(value, self.form)
-            shown.setTextInteractionFlags(Qt.TextSelectableByMouse)
-            self.facts_grid.addWidget(name, row, 2 * column)
-            self.facts_grid.addWidget(shown, row, 2 * column + 1)
-        if facts:
-            self.facts_grid.setColumnStretch(1, 1)
-            self.facts_grid.setColumnStretch(3, 1)
-        self.card_button.setEnabled(bool(self._model_card))
-
-    def show_card(self) -> TextViewer:
-        if self.viewer is not None and self.viewer.isVisible():
-            self.viewer.close()
-        self.viewer = TextViewer(f"rsir: model card of {self.model_label.text()}", self._model_card, self)
-        self.viewer.show()
-        return self.viewer
 
     def _describe_devices(self) -> None:
         self.device_label.setText("Looking for inference devices...")

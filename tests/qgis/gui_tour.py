@@ -97,10 +97,10 @@ class Tour:
 
         self.dialog = BuildIndexDialog(QgsProject.instance(), iface.mainWindow())
         if MODEL:
-            self.dialog.file_model_radio.setChecked(True)
-            self.dialog.model_widget.setFilePath(MODEL)
+            self.dialog.model_box.file_model_radio.setChecked(True)
+            self.dialog.model_box.model_widget.setFilePath(MODEL)
         self.dialog.show()
-        self.wait_until = lambda: not self.dialog.model_label.text().startswith("Reading")
+        self.wait_until = lambda: not self.dialog.model_box.model_label.text().startswith("Reading")
         return 500
 
     def dialog_described(self):

@@ -24,13 +24,13 @@ def test_dialog_lists_rasters_describes_model_and_devices_and_makes_params(town_
 
     assert "3 bands" in item.text(), "the band count helps choosing bands"
 
-    dialog.file_model_radio.setChecked(True)
-    dialog.model_widget.setFilePath(str(tiny_model))
-    qtbot.waitUntil(lambda: "resnet18-untrained-test" in dialog.model_label.text(), timeout=30_000)
-    facts = dict(dialog.model_facts)
+    dialog.model_box.file_model_radio.setChecked(True)
+    dialog.model_box.model_widget.setFilePath(str(tiny_model))
+    qtbot.waitUntil(lambda: "resnet18-untrained-test" in dialog.model_box.model_label.text(), timeout=30_000)
+    facts = dict(dialog.model_box.facts)
     assert facts["Input"] == "64 px, 3 bands" and facts["Embedding"] == "512-d"
-    assert dialog.card_button.isEnabled()
-    card = dialog.show_card()
+    assert dialog.model_box.card_button.isEnabled()
+    card = dialog.model_box.show_card()
     assert "untrained" in card.text_edit.toPlainText()
     card.close()
     qtbot.waitUntil(lambda: "onnxruntime" in dialog.device_label.text(), timeout=30_000)
@@ -86,9 +86,9 @@ def test_dialog_refuses_bands_the_rasters_lack_and_does_not_remember_them(town_l
     QgsProject.instance().addMapLayer(grey_layer)
     dialog = BuildIndexDialog(QgsProject.instance())
     qtbot.addWidget(dialog)
-    dialog.file_model_radio.setChecked(True)
-    dialog.model_widget.setFilePath(str(tiny_model))
-    qtbot.waitUntil(lambda: "resnet18-untrained-test" in dialog.model_label.text(), timeout=30_000)
+    dialog.model_box.file_model_radio.setChecked(True)
+    dialog.model_box.model_widget.setFilePath(str(tiny_model))
+    qtbot.waitUntil(lambda: "resnet18-untrained-test" in dialog.model_box.model_label.text(), timeout=30_000)
     dialog.index_widget.setFilePath(str(tmp_path / "idx"))
 
     dialog.bands_edit.setText("9,2,1")
@@ -134,9 +134,9 @@ def test_dialog_refuses_a_model_it_could_not_read(town_layer, tmp_path, qtbot):
     bad.write_bytes(b"not an ONNX graph")
     dialog = BuildIndexDialog(QgsProject.instance())
     qtbot.addWidget(dialog)
-    dialog.file_model_radio.setChecked(True)
-    dialog.model_widget.setFilePath(str(bad))
-    qtbot.waitUntil(lambda: dialog.model_label.text().startswith("Not usable"), timeout=30_000)
+    dialog.model_box.file_model_radio.setChecked(True)
+    dialog.model_box.model_widget.setFilePath(str(bad))
+    qtbot.waitUntil(lambda: dialog.model_box.model_label.text().startswith("Not usable"), timeout=30_000)
     dialog.index_widget.setFilePath(str(tmp_path / "idx"))
     dialog.accept()
     assert dialog.build_params() is None and "This model cannot be used" in dialog.error_label.text()
@@ -162,13 +162,13 @@ def test_dialog_fits_a_laptop_screen_and_shows_the_model_metrics_as_a_table(town
     dialog = BuildIndexDialog(QgsProject.instance())
     qtbot.addWidget(dialog)
     dialog.show()
-    qtbot.waitUntil(lambda: bool(dialog.model_facts) and "onnxruntime" in dialog.device_label.text(),
+    qtbot.waitUntil(lambda: bool(dialog.model_box.facts) and "onnxruntime" in dialog.device_label.text(),
                     timeout=30_000)
-    facts = dict(dialog.model_facts)
+    facts = dict(dialog.model_box.facts)
     assert facts["AID150 test mAP"] == "0.904" and facts["P@10"] == "0.931"
     assert facts["Turned 90° / 45°"] == "0.901 / 0.880" and facts["Input"] == "128 px, 3 bands"
     assert facts["Embedding"] == "128-d"
-    assert "best_epoch" not in dialog.model_label.text() and "metrics:" not in dialog.model_label.text()
+    assert "best_epoch" not in dialog.model_box.model_label.text() and "metrics:" not in dialog.model_box.model_label.text()
     assert dialog.natural_height() <= 700
 
     for i in range(7):
@@ -176,7 +176,7 @@ def test_dialog_fits_a_laptop_screen_and_shows_the_model_metrics_as_a_table(town
     crowded = BuildIndexDialog(QgsProject.instance())
     qtbot.addWidget(crowded)
     crowded.show()
-    qtbot.waitUntil(lambda: bool(crowded.model_facts) and "onnxruntime" in crowded.device_label.text(),
+    qtbot.waitUntil(lambda: bool(crowded.model_box.facts) and "onnxruntime" in crowded.device_label.text(),
                     timeout=30_000)
     screen = QGuiApplication.primaryScreen().availableGeometry().height()
     assert crowded.frameGeometry().height() <= min(screen, 768)
