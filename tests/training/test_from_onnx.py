@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ from training import fit
 from training.config import parse_config
 from training.models import load_checkpoint
 
-from .conftest import REPO, SCENES, TINY, run_module
+from .conftest import ENV, REPO, SCENES, TINY, run_module
 
 
 def onnx_embeddings(path, x: np.ndarray) -> np.ndarray:
@@ -92,3 +94,27 @@ def test_fine_tuning_starts_from_the_model_and_keeps_its_statistics(rebuilt, tin
 
 def start_name(ckpt) -> str:
     return torch.load(ckpt, weights_only=True)["meta"]["name"]
+
+
+def test_interpolating_a_fine_tune_with_its_start(rebuilt, tmp_path):
+    _, ckpt = rebuilt
+    run = fit.main(parse_config(TINY + ["--head", "dual_attention", "--loss", "snca", "--epochs", "1", "--init",
+                                        str(ckpt), "--freeze-bn", "--lr", "0.01", "--name", "tuned",
+                                        "--out", str(tmp_path / "ft")]))
+    start = torch.load(ckpt, weights_only=True)["state_dict"]
+    tuned = torch.load(run / "last.pt", weights_only=True)["state_dict"]
+    for alpha in ("0", "0.5", "1"):
+        run_module("training.interpolate", str(ckpt), str(run / "last.pt"), "--alpha", alpha,
+                   "--out", str(tmp_path / f"mix{alpha}.pt"))
+    ends = [load_checkpoint(tmp_path / f"mix{a}.pt")[0].state_dict() for a in ("0", "1")]
+    mixed, meta = load_checkpoint(tmp_path / "mix0.5.pt")
+    key = next(k for k in start if k.endswith(".weight") and not torch.equal(start[k], tuned[k]))
+    assert torch.allclose(ends[0][key], start[key]) and torch.allclose(ends[1][key], tuned[key])
+    assert torch.allclose(mixed.state_dict()[key], (start[key] + tuned[key]) / 2, atol=1e-6)
+    assert meta["interpolation"]["alpha"] == 0.5 and meta["batchnorm_folded"] is True
+    assert meta["training"]["metrics"] == {}  # the tuned run's figures are not the mix's
+    # A checkpoint the fine-tune did not start from is refused.
+    proc = subprocess.run([sys.executable, "-m", "training.interpolate", str(run / "last.pt"), str(run / "last.pt"),
+                           "--alpha", "0.5", "--out", str(tmp_path / "bad.pt")], cwd=REPO, env=ENV,
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "did not start from" in proc.stderr
