@@ -18,6 +18,11 @@ def json_safe(obj):
     return json.loads(json.dumps(obj))
 
 
+def architecture_differences(meta: dict, arch: dict) -> dict:
+    """{key: (the meta's value, the architecture's value)} for every architecture key where they differ."""
+    return {k: (meta.get(k), v) for k, v in json_safe(arch).items() if meta.get(k) != v}
+
+
 def save_atomic(state: dict, path: Path) -> None:
     """torch.save to a temporary file, then rename: a crash never leaves a half-written checkpoint."""
     tmp = path.with_name(path.name + ".tmp")

@@ -237,20 +237,18 @@ class Parts:
         self.scaler.load_state_dict(state["scaler"])
 
 
-def initial_net(cfg: FitConfig, arch: dict) -> nn.Module:
-    """The network training starts from: the backbone's --weights, or the whole --init checkpoint."""
-    if not cfg.init:
+def initial_net(cfg: FitConfig, arch: dict, init: dict | None) -> nn.Module:
+    """The network training starts from: the backbone's --weights, or the whole --init checkpoint `init`."""
+    if init is None:
         return build_net(arch, cfg.weights)
-    state = checkpoint.load(Path(cfg.init))
-    saved_arch = {k: state["meta"].get(k) for k in arch}
-    if saved_arch != checkpoint.json_safe(arch):
-        differ = {k: (saved_arch[k], v) for k, v in checkpoint.json_safe(arch).items() if saved_arch[k] != v}
+    differ = checkpoint.architecture_differences(init["meta"], arch)
+    if differ:
         raise SystemExit(f"{cfg.init}: another architecture than this run's (checkpoint, run): {differ}")
-    if state["meta"].get("batchnorm_folded") and not cfg.freeze_bn:
+    if init["meta"].get("batchnorm_folded") and not cfg.freeze_bn:
         raise SystemExit(f"{cfg.init}: its BatchNorm statistics were folded into the convolutions by the "
                          "ONNX export; fine-tune it with --freeze-bn")
     net = build_net(arch, "none")
-    net.load_state_dict(state["state_dict"])
+    net.load_state_dict(init["state_dict"])
     return net
 
 
@@ -261,8 +259,9 @@ def freeze_batchnorm(net: nn.Module) -> None:
             module.eval()
 
 
-def build_parts(cfg: FitConfig, arch: dict, spec: LossSpec, data: Decoded, rt: Runtime) -> Parts:
-    net = initial_net(cfg, arch).to(rt.device)
+def build_parts(cfg: FitConfig, arch: dict, spec: LossSpec, data: Decoded, rt: Runtime,
+                init: dict | None = None) -> Parts:
+    net = initial_net(cfg, arch, init).to(rt.device)
     if rt.channels_last:
         net = net.to(memory_format=torch.channels_last)
     criterion = spec.build(LossContext(data.train_labels.cpu(), len(data.split.classes), arch["embedding_dim"],
@@ -378,17 +377,18 @@ def main(cfg: FitConfig) -> Path:
                              len(cfg.bands), {"reduction": cfg.attention_reduction}
                              if cfg.head == "dual_attention" else {}, cfg.gem_p)
     spec = loss_spec(cfg.loss)
-    p = build_parts(cfg, arch, spec, data, rt)
-    init_meta = checkpoint.load(Path(cfg.init))["meta"] if cfg.init else None
+    init = checkpoint.load(Path(cfg.init)) if cfg.init else None
+    p = build_parts(cfg, arch, spec, data, rt, init)
+    init_meta = init["meta"] if init is not None else None
     if init_meta is not None:
         mean, std = init_meta["mean"], init_meta["std"]  # what the network was trained to be fed
 
     start_epoch, best, best_epoch, last_map, seconds = 0, -1.0, -1, None, 0.0
     if cfg.resume:
         state = checkpoint.load(run_dir / "last.pt", rt.device)
-        saved_arch = {k: state["meta"][k] for k in arch}
-        if saved_arch != checkpoint.json_safe(arch):
-            raise SystemExit(f"{run_dir}/last.pt was trained with another architecture: {saved_arch}")
+        differ = checkpoint.architecture_differences(state["meta"], arch)
+        if differ:
+            raise SystemExit(f"{run_dir}/last.pt was trained with another architecture (checkpoint, run): {differ}")
         p.restore(state)
         start_epoch, best, best_epoch = state["epoch"], state["best_map"], state["best_epoch"]
         mean, std = state["meta"]["mean"], state["meta"]["std"]

@@ -92,6 +92,7 @@ def load_folded_weights(net: nn.Module, model, meta: dict) -> None:
     # folded into it.
     convs = [node for node in model.graph.node if node.op_type == "Conv"]
     modules = call_order(net, meta["input_size"], meta["bands"])
+    called_next = dict(zip(modules, modules[1:]))
     conv_modules = [m for m in modules if isinstance(m, nn.Conv2d)]
     if len(convs) != len(conv_modules):
         raise SystemExit(f"the graph has {len(convs)} convolutions, the network {len(conv_modules)}: "
@@ -104,7 +105,7 @@ def load_folded_weights(net: nn.Module, model, meta: dict) -> None:
         state[f"{name}.weight"] = torch.from_numpy(weight.copy())
         filled.add(f"{name}.weight")
         bias = torch.from_numpy(values[node.input[2]].copy()) if len(node.input) > 2 else None
-        follower = modules[modules.index(module) + 1] if modules.index(module) + 1 < len(modules) else None
+        follower = called_next.get(module)
         if isinstance(follower, nn.BatchNorm2d):
             bn = names[follower]
             state[f"{bn}.weight"] = torch.ones_like(state[f"{bn}.weight"])

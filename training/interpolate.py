@@ -41,8 +41,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"--alpha {args.alpha}: choose a value in 0-1")
     start, tuned = checkpoint.load(args.start), checkpoint.load(args.tuned)
     arch_keys = ("backbone", "head", "pooling", "embedding_dim", "input_size", "bands", "projection")
-    differ = {k: (start["meta"].get(k), tuned["meta"].get(k)) for k in arch_keys
-              if start["meta"].get(k) != tuned["meta"].get(k)}
+    differ = checkpoint.architecture_differences(start["meta"], {k: tuned["meta"].get(k) for k in arch_keys})
     if differ:
         raise SystemExit(f"another architecture (start, tuned): {differ}")
     init = tuned["meta"].get("training", {}).get("init") or {}
