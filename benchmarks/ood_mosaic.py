@@ -91,9 +91,14 @@ def write_mosaic(data: Path, path: Path, scene_px: int, gsd_m: float) -> dict[tu
     return classes
 
 
+def hit_class(hit, classes: dict, scene_px: int) -> str:
+    """The class of the scene whose cell holds the hit's top-left pixel."""
+    col, row = hit.window[:2]
+    return classes[(col // scene_px * scene_px, row // scene_px * scene_px)]
+
+
 def precision(hits, classes: dict, scene_px: int, label: str) -> float:
-    return float(np.mean([classes[(h.window[0] // scene_px * scene_px, h.window[1] // scene_px * scene_px)]
-                          == label for h in hits]))
+    return float(np.mean([hit_class(h, classes, scene_px) == label for h in hits]))
 
 
 def measure(index: Path, mosaic: Path, classes: dict, cfg: Config, box_fraction: float) -> list[float]:
@@ -119,7 +124,7 @@ def measure(index: Path, mosaic: Path, classes: dict, cfg: Config, box_fraction:
         for _ in range(cfg.rounds):
             for hit in hits:
                 xs, ys = zip(*hit.polygon)
-                positive = precision([hit], classes, cfg.scene_px, label) == 1.0
+                positive = hit_class(hit, classes, cfg.scene_px) == label
                 feedback = feedback.with_box(LabelledBox(str(mosaic), (min(xs), min(ys), max(xs), max(ys)),
                                                          None, positive))
             hits = search_feedback(index, feedback, params).hits
