@@ -26,7 +26,7 @@ EXIT_OK, EXIT_ERROR, EXIT_PARTIAL, EXIT_INTERRUPTED = 0, 1, 3, 130
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m rsir_qgis_plugin",
+    parser = argparse.ArgumentParser(prog="rsir",  # also python -m rsir_qgis_plugin
                                      description="rsir: remote-sensing image retrieval (headless)")
     commands = parser.add_subparsers(dest="command", required=True)
 
