@@ -8,10 +8,11 @@ pip installs into a private folder of the QGIS profile (`--target`), not into QG
 site-packages: that needs no administrator rights on Windows, is not refused by Debian's
 PEP 668 "externally managed" guard, and cannot upgrade a package another plugin relies on.
 The folder is appended to `sys.path`, so QGIS's own numpy is the one imported. pip is therefore
-told that numpy is exactly the version QGIS runs (which keeps it below 2 wherever QGIS has
-numpy 1, as Debian's and OSGeo4W's compiled rasterio and osgeo.gdal_array need): otherwise it
-picks wheels for a newer numpy, e.g. faiss-cpu 1.15 needs numpy >= 1.25 and fails to import
-beside Debian 12's numpy 1.24, while faiss-cpu 1.8 works with it.
+told that numpy is exactly the version QGIS runs, so the wheels it picks follow QGIS's numpy major
+version: numpy 1 where QGIS has it (Debian 12, OSGeo4W builds whose rasterio and osgeo.gdal_array
+are compiled against numpy 1), numpy 2 where QGIS ships it (Debian 13, QGIS >= 3.40 installers).
+Otherwise it picks wheels for a newer numpy, e.g. faiss-cpu 1.15 needs numpy >= 1.25 and fails to
+import beside Debian 12's numpy 1.24, while faiss-cpu 1.8 works with it.
 """
 from __future__ import annotations
 
@@ -20,9 +21,6 @@ import importlib.util
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-
-NUMPY_PIN = "numpy<2"
-
 
 @dataclass(frozen=True)
 class Requirement:
@@ -134,9 +132,9 @@ def running_numpy_version() -> str | None:
         return None
 
 
-def numpy_pin(version: str | None) -> str:
-    """Exactly QGIS's numpy when known; else below 2."""
-    return f"numpy=={version}" if version else NUMPY_PIN
+def numpy_pins(version: str | None) -> list[str]:
+    """Exactly QGIS's numpy when known; nothing when QGIS has none (then nothing compiled depends on it)."""
+    return [f"numpy=={version}"] if version else []
 
 
 def pip_command(python: Path, target: Path, packages: list[str], numpy_version: str | None = None) -> list[str]:
@@ -145,7 +143,7 @@ def pip_command(python: Path, target: Path, packages: list[str], numpy_version: 
     Wheels only: a source build of faiss or onnxruntime would need a compiler and minutes.
     """
     return [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
-            "--only-binary=:all:", "--upgrade", "--target", str(target), *packages, numpy_pin(numpy_version)]
+            "--only-binary=:all:", "--upgrade", "--target", str(target), *packages, *numpy_pins(numpy_version)]
 
 
 def import_check_command(python: Path, target: Path, modules: list[str]) -> list[str]:
