@@ -98,9 +98,10 @@ def test_gdal_and_proj_messages_do_not_leak_but_end_up_in_the_line(indexed):
     _, index, crop, box, _ = indexed
     line = one_error_line(rsir("search", index, "--raster", crop, "--bbox", *box, "--crs", "EPSG:99999",
                                check=False))
-    # PROJ's reason was an "ERROR 1: PROJ: ..." line of its own; it now closes rsir's line.
-    assert line == ("rsir: error: unknown coordinate reference system 'EPSG:99999' "
-                    "(GDAL: PROJ: proj_create_from_database: crs not found)")
+    # PROJ's reason was an "ERROR 1: PROJ: ..." line of its own; it now closes rsir's line. Its wording
+    # varies with the PROJ version ("crs not found" gained a suffix in PROJ 9.6), so only its place is checked.
+    assert line.startswith("rsir: error: unknown coordinate reference system 'EPSG:99999' (GDAL: PROJ: ")
+    assert line.endswith(")")
     line = one_error_line(rsir("search", index, "--raster", crop, "--bbox", *box, "--out-crs", "EPSG:99999",
                                check=False))
     assert "'EPSG:99999'" in line

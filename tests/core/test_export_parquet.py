@@ -247,7 +247,7 @@ def test_gdal_reads_the_export(tmp_path, tiny_model, town_crop):
     gdal = pytest.importorskip("osgeo.gdal")
     ogr = pytest.importorskip("osgeo.ogr")
     if ogr.GetDriverByName("Parquet") is None:
-        pytest.skip(f"GDAL {gdal.__version__} here has no Parquet driver (Debian 12 builds it without Arrow)")
+        pytest.skip(f"GDAL {gdal.__version__} here has no Parquet driver (built without Arrow)")
     index = build(tmp_path / "idx", [town_crop], tiny_model)
     out = tmp_path / "tiles.parquet"
     export_geoparquet(index, out)
