@@ -75,6 +75,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     export.add_argument("--geoparquet", type=Path, required=True, metavar="FILE",
                         help="the .parquet file to write (replaced atomically; needs pyarrow)")
 
+    commands.add_parser("doctor", help="report versions, packages, devices and models for a bug report; "
+                                       "exit 1 naming what is missing when rsir cannot index and search")
+
     search = commands.add_parser("search", help="find tiles like a box of a raster or an image")
     search.add_argument("index_dir", type=Path)
     search.add_argument("--raster", type=Path, help="raster holding the query box")
@@ -114,6 +117,8 @@ def _bands(text: str) -> tuple[int, ...]:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
+    if args.command == "doctor":
+        return doctor()
     with _gdal_messages() as gdal:
         try:
             if args.command == "index" and args.index_command == "build":
@@ -260,6 +265,18 @@ def export(args) -> int:
         print(f"rsir: warning: {line}", file=sys.stderr)
     print(summary.describe())
     return EXIT_OK
+
+
+def doctor() -> int:
+    """The diagnostics report on stdout; each piece missing for indexing and search on stderr."""
+    from .diagnostics import gather, problems, render
+
+    checks = gather()
+    print(render(checks), end="")
+    missing = problems(checks)
+    for line in missing:
+        print(f"rsir: doctor: {line}", file=sys.stderr)
+    return EXIT_ERROR if missing else EXIT_OK
 
 
 def info(args) -> int:
