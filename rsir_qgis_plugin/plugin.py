@@ -32,6 +32,8 @@ class RsirPlugin:
         self.find_action: QAction | None = None
         self.build_action: QAction | None = None
         self.dock_action: QAction | None = None
+        self.diagnostics_action: QAction | None = None
+        self.diagnostics = None  # the Diagnostics window while it is open
 
     # QGIS entry points -------------------------------------------------------------------
 
@@ -59,6 +61,9 @@ class RsirPlugin:
         self.find_action.setCheckable(True)
         self.build_action = self._action("rsirBuildIndex", "Build index...", "gui/icons/build.png",
                                          "Index the project's rasters for similarity search")
+        self.diagnostics_action = self._action("rsirDiagnostics", "Diagnostics...", "icon.png",
+                                               "Versions, packages, devices and models rsir finds, to copy "
+                                               "into a bug report")
 
         self.map_tool = BoxMapTool(canvas)
         self.map_tool.setAction(self.find_action)  # QGIS unchecks the action when another tool takes over
@@ -75,6 +80,7 @@ class RsirPlugin:
         self.build = BuildController(self.iface, self.dependencies.ready)
         self.find_action.toggled.connect(self._on_find_toggled)
         self.build_action.triggered.connect(self.build.open_dialog)
+        self.diagnostics_action.triggered.connect(self.show_diagnostics)
         self.map_tool.boxDrawn.connect(self.search.search)
         self.map_tool.boxLabelled.connect(self.search.label_box)
         self.build.indexBuilt.connect(self.search.show_index)
@@ -84,6 +90,7 @@ class RsirPlugin:
         for action in (self.find_action, self.build_action, self.dock_action):
             self.toolbar.addAction(action)
             self.iface.addPluginToRasterMenu(MENU, action)
+        self.iface.addPluginToRasterMenu(MENU, self.diagnostics_action)  # menu only
         self.dependencies.ready()  # a message with an install button when packages are missing
 
     def unload(self) -> None:
@@ -98,7 +105,10 @@ class RsirPlugin:
             self.map_tool.release()
             self.map_tool.deleteLater()
             self.map_tool = None
-        for action in (self.find_action, self.build_action, self.dock_action):
+        if self.diagnostics is not None and not sip.isdeleted(self.diagnostics):
+            self.diagnostics.close()
+        self.diagnostics = None
+        for action in (self.find_action, self.build_action, self.dock_action, self.diagnostics_action):
             if action is not None and not sip.isdeleted(action):
                 self.iface.removePluginRasterMenu(MENU, action)
         if self.toolbar is not None:
@@ -131,6 +141,16 @@ class RsirPlugin:
         self.actions.append(action)
         return action
 
+    def show_diagnostics(self) -> None:
+        """The Diagnostics window (one at a time: a second click brings it to the front)."""
+        from .gui.diagnostics_dialog import DiagnosticsDialog
+
+        if self.diagnostics is None or sip.isdeleted(self.diagnostics):
+            self.diagnostics = DiagnosticsDialog(self.iface.mainWindow())
+        self.diagnostics.show()
+        self.diagnostics.raise_()
+        self.diagnostics.activateWindow()
+
     def _on_find_toggled(self, checked: bool) -> None:
         canvas = self.iface.mapCanvas()
         if checked:
@@ -143,7 +163,7 @@ class RsirPlugin:
     def _stop_tasks(self) -> None:
         """Cancel this plugin's tasks and wait for them, so no worker thread outlives the plugin."""
         tasks = []
-        for owner in (self.search, self.build, self.dependencies):
+        for owner in (self.search, self.build, self.dependencies, self.diagnostics):
             if owner is None:
                 continue
             found = owner.running_tasks() if hasattr(owner, "running_tasks") else [getattr(owner, "task", None)]
