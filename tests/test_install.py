@@ -1,0 +1,77 @@
+"""rsir as a pip-installed package: `pip install .` and `pip install -e .` into a fresh venv made from
+Debian's python3 with --system-site-packages give the `rsir` and `rsir-train` commands, and the
+installed (not editable) copy ships the bundled models, so it indexes and searches on its own."""
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.installed import ROOT, copy_sources, installed_rsir, make_venv, pip_install, run
+
+pytest.importorskip("rasterio")
+
+
+def site_packages_of(bin_dir: Path) -> Path:
+    return Path(run([bin_dir / "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                    cwd=bin_dir).stdout.strip())
+
+
+def test_pip_install_gives_an_rsir_command_that_indexes_and_searches_with_the_bundled_model(
+        tmp_path_factory, tmp_path, town_crop):
+    bin_dir = installed_rsir(tmp_path_factory)
+    installed = site_packages_of(bin_dir) / "rsir_qgis_plugin"
+    work = tmp_path / "work"  # outside the checkout, and no PYTHONPATH: only the installed rsir can answer
+    work.mkdir()
+    where = run([bin_dir / "python", "-c", "import rsir_qgis_plugin; print(rsir_qgis_plugin.__file__)"], work)
+    assert Path(where.stdout.strip()).parent == installed
+    for model in ("default.onnx", "default-int8.onnx", "README.md", "LICENSE-Apache-2.0"):
+        shipped = installed / "models" / model
+        assert shipped.stat().st_size == (ROOT / "rsir_qgis_plugin" / "models" / model).stat().st_size
+    assert (installed / "icon.png").is_file() and len(list((installed / "gui" / "icons").glob("*.png"))) == 2
+
+    usage = run([bin_dir / "rsir", "--help"], work).stdout
+    assert usage.startswith("usage: rsir ") and "index" in usage and "search" in usage
+    assert run([bin_dir / "python", "-m", "rsir_qgis_plugin", "--help"], work).stdout == usage  # the alias
+
+    raster = Path(town_crop.rename(work / "town.tif"))
+    run([bin_dir / "rsir", "index", "build", "idx", "town.tif"], work)  # no --model: the bundled default
+    info = run([bin_dir / "rsir", "index", "info", str(work / "idx")], work).stdout
+    assert f"{installed / 'models' / 'default.onnx'}" in info and "25 tiles from 1 raster(s)" in info
+
+    import rasterio
+
+    with rasterio.open(raster) as src:  # the box of the first tile: 128 px, the bundled model's input
+        left, top = src.bounds.left, src.bounds.top
+        box = [left, top - 128 * src.res[1], left + 128 * src.res[0], top]
+    found = run([bin_dir / "rsir", "search", "idx", "--raster", "town.tif", "--bbox", *box, "-k", "5",
+                 "--keep-overlap"], work)
+    hits = json.loads(found.stdout)["features"]
+    assert [hit["properties"]["rank"] for hit in hits] == [1, 2, 3, 4, 5]
+    assert all(hit["properties"]["raster"] == str(raster) for hit in hits)
+    scores = [hit["properties"]["score"] for hit in hits]
+    assert scores == sorted(scores, reverse=True) and scores[0] > 0.99 > scores[1]  # the tile finds itself
+    (xs, ys) = zip(*hits[0]["geometry"]["coordinates"][0])
+    assert [min(xs), min(ys), max(xs), max(ys)] == pytest.approx([box[0], box[1], box[2], box[3]])
+
+
+def test_rsir_train_is_installed_too(tmp_path_factory, tmp_path):
+    pytest.importorskip("torch")
+    usage = run([installed_rsir(tmp_path_factory) / "rsir-train", "--help"], tmp_path).stdout
+    assert usage.startswith("usage: ") and "--data" in usage and "--backbone" in usage
+
+
+def test_an_editable_install_runs_the_source_folder(tmp_path):
+    source = copy_sources(tmp_path / "checkout")
+    bin_dir = make_venv(tmp_path / "venv")
+    pip_install(bin_dir, source, editable=True)
+    work = tmp_path / "work"
+    work.mkdir()
+    where = run([bin_dir / "python", "-c", "from rsir_qgis_plugin.core.model import MODELS_DIR; print(MODELS_DIR)"],
+                work)
+    assert Path(where.stdout.strip()) == source / "rsir_qgis_plugin" / "models"
+    assert run([bin_dir / "rsir", "--help"], work).stdout.startswith("usage: rsir ")
+    package = source / "rsir_qgis_plugin" / "__init__.py"
+    package.write_text(package.read_text() + "\nEDITED_IN_PLACE = True\n")
+    edited = run([bin_dir / "python", "-c", "import rsir_qgis_plugin; print(rsir_qgis_plugin.EDITED_IN_PLACE)"],
+                 work)
+    assert edited.stdout.strip() == "True"  # no reinstall needed
