@@ -34,8 +34,9 @@ from qgis.core import (
     QgsVectorLayer,
     QgsVectorLayerSimpleLabeling,
 )
-from qgis.PyQt.QtCore import QVariant
 from qgis.PyQt.QtGui import QColor
+
+from .fields import field_type
 
 HITS_LAYER_NAME = "rsir hits"
 QUERY_LAYER_NAME = "rsir query"
@@ -65,7 +66,7 @@ def crs_for_engine(crs: QgsCoordinateReferenceSystem) -> str:
     authid = crs.authid()
     if authid.upper().startswith("EPSG:"):
         return authid
-    return crs.toWkt(QgsCoordinateReferenceSystem.WKT_PREFERRED_GDAL)
+    return crs.toWkt(QgsCoordinateReferenceSystem.WktVariant.WKT_PREFERRED_GDAL)
 
 
 def box_in_crs(box: QgsRectangle, source: QgsCoordinateReferenceSystem, target: QgsCoordinateReferenceSystem,
@@ -123,15 +124,15 @@ class HitFeatureFactory:
 
 def hit_fields() -> QgsFields:
     fields = QgsFields()
-    fields.append(QgsField("rank", QVariant.Int))
-    fields.append(QgsField("score", QVariant.Double))
-    fields.append(QgsField("raster", QVariant.String))
+    fields.append(QgsField("rank", field_type("int")))
+    fields.append(QgsField("score", field_type("double")))
+    fields.append(QgsField("raster", field_type("string")))
     return fields
 
 
 def query_fields() -> QgsFields:
     fields = QgsFields()
-    fields.append(QgsField("raster", QVariant.String))
+    fields.append(QgsField("raster", field_type("string")))
     return fields
 
 
@@ -194,7 +195,7 @@ def style_hits_by_score(layer: QgsVectorLayer, scores: Sequence[float]) -> None:
 def _label_ranks(layer: QgsVectorLayer) -> None:
     settings = QgsPalLayerSettings()
     settings.fieldName = "rank"
-    settings.placement = QgsPalLayerSettings.OverPoint
+    settings.placement = QgsPalLayerSettings.Placement.OverPoint
     text = QgsTextFormat()
     text.setSize(10)
     text.setColor(QColor(20, 20, 20))

@@ -13,8 +13,8 @@ from qgis.core import (
     QgsVectorLayer,
     QgsWkbTypes,
 )
-from qgis.PyQt.QtCore import QVariant
 
+from ..fields import field_type
 from ..layers import ROLE_PROPERTY, polygon_memory_layer
 
 LABELS_LAYER_NAME = "rsir labels"
@@ -25,8 +25,8 @@ COLORS = {POSITIVE: "0,170,60", NEGATIVE: "220,30,30"}
 
 def label_fields() -> QgsFields:
     fields = QgsFields()
-    fields.append(QgsField("raster", QVariant.String))
-    fields.append(QgsField("label", QVariant.String))
+    fields.append(QgsField("raster", field_type("string")))
+    fields.append(QgsField("label", field_type("string")))
     return fields
 
 
@@ -61,7 +61,7 @@ def has_label_fields(layer) -> bool:
     """A polygon vector layer with the `raster` and `label` fields (a saved labels GeoPackage, say)."""
     if not isinstance(layer, QgsVectorLayer) or not layer.isValid():
         return False
-    if layer.geometryType() != QgsWkbTypes.PolygonGeometry:
+    if layer.geometryType() != QgsWkbTypes.GeometryType.PolygonGeometry:
         return False
     names = set(layer.fields().names())
     return {"raster", "label"} <= names
