@@ -34,10 +34,11 @@ LOG_TAG = "rsir"
 LOG_EVERY_S = 10.0  # progress lines in the log panel; the task manager shows every percent
 # rsir reports every outcome itself; QGIS's own "Task complete"/"Task failed" notifications would
 # cover those messages (and call a cancel a failure). QgsTask.Silent is newer than QGIS 3.22.
-TASK_FLAGS = QgsTask.CanCancel | QgsTask.Silent if hasattr(QgsTask, "Silent") else QgsTask.CanCancel
+TASK_FLAGS = (QgsTask.Flag.CanCancel | QgsTask.Flag.Silent if hasattr(QgsTask.Flag, "Silent")
+              else QgsTask.Flag.CanCancel)
 
 
-def log(message: str, level: Qgis.MessageLevel = Qgis.Info) -> None:
+def log(message: str, level: Qgis.MessageLevel = Qgis.MessageLevel.Info) -> None:
     """QgsMessageLog is thread-safe: tasks log from their worker thread."""
     QgsMessageLog.logMessage(message, LOG_TAG, level)
 
@@ -46,7 +47,7 @@ def is_active(task: QgsTask | None) -> bool:
     """True while a task is queued or running (the task manager deletes finished ones)."""
     if task is None or sip.isdeleted(task):
         return False
-    return task.status() not in (QgsTask.Complete, QgsTask.Terminated)
+    return task.status() not in (QgsTask.TaskStatus.Complete, QgsTask.TaskStatus.Terminated)
 
 
 class EngineTask(QgsTask):
@@ -77,7 +78,7 @@ class EngineTask(QgsTask):
             return False
         except Exception:  # noqa: BLE001 - anything else is a bug: keep the traceback for the report
             self.error_details = traceback.format_exc()
-            log(f"{self.description()} failed:\n{self.error_details}", Qgis.Critical)
+            log(f"{self.description()} failed:\n{self.error_details}", Qgis.MessageLevel.Critical)
             self.error = self.error_details.strip().splitlines()[-1]
             return False
         if self.isCanceled():
@@ -179,7 +180,7 @@ def _outcome(task: EngineTask, result, name: str, output_crs: QgsCoordinateRefer
              **extra) -> SearchOutcome:
     """In the worker thread: a search result's hits (and query) as features in the map CRS, and thumbnails."""
     from .layers import HitFeatureFactory, hit_fields, query_fields
-    from .gui.thumbnails import read_thumbnails
+    from .thumbnail_pixels import read_thumbnails
 
     factory = HitFeatureFactory(output_crs, context)
     fields = hit_fields()

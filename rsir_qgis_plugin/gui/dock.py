@@ -30,9 +30,10 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from ..settings import SearchSettings, load_search_settings, save_search_settings
-from .thumbnails import THUMBNAIL_PX, to_qimage
+from ..thumbnail_pixels import THUMBNAIL_PX
+from .thumbnails import to_qimage
 
-RANK_ROLE = Qt.UserRole + 1
+RANK_ROLE = Qt.ItemDataRole.UserRole + 1
 POSITIVE, NEGATIVE, UNLABELLED = "positive", "negative", ""
 THUMB_COLORS = {True: QColor(0, 150, 50), False: QColor(210, 30, 30)}
 FEEDBACK_HINT = ("Thumbs up/down mark hits. On the map (Find similar places on): Shift-drag adds a "
@@ -46,16 +47,16 @@ FEEDBACK_HELP = (FEEDBACK_HINT + " The labels are that layer's features: edit th
 def thumb_icon(up: bool, size: int = 22) -> QIcon:
     """A thumb (up or down), grey when off and coloured when on, painted here (QGIS has no such icon)."""
     icon = QIcon()
-    for state, color in ((QIcon.Off, QColor(140, 140, 140)), (QIcon.On, THUMB_COLORS[up])):
+    for state, color in ((QIcon.State.Off, QColor(140, 140, 140)), (QIcon.State.On, THUMB_COLORS[up])):
         pixmap = QPixmap(size, size)
-        pixmap.fill(Qt.transparent)
+        pixmap.fill(Qt.GlobalColor.transparent)
         painter = QPainter(pixmap)
-        painter.setRenderHint(QPainter.Antialiasing)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         painter.scale(size / 24.0, size / 24.0)
         if not up:  # thumbs down is thumbs up upside down
             painter.translate(0, 24)
             painter.scale(1, -1)
-        painter.setPen(Qt.NoPen)
+        painter.setPen(Qt.PenStyle.NoPen)
         painter.setBrush(color)
         painter.drawRoundedRect(QRectF(2, 10, 4.5, 12), 1, 1)  # cuff
         painter.drawRoundedRect(QRectF(8, 10, 13, 12), 2.5, 2.5)  # fist
@@ -69,7 +70,7 @@ def thumb_icon(up: bool, size: int = 22) -> QIcon:
         for y in (14, 17, 20):  # fingers
             painter.drawLine(QPointF(14, y), QPointF(20.5, y))
         painter.end()
-        icon.addPixmap(pixmap, QIcon.Normal, state)
+        icon.addPixmap(pixmap, QIcon.Mode.Normal, state)
     return icon
 
 
@@ -91,7 +92,7 @@ class HitRow(QWidget):
         self.thumbnail.setPixmap(pixmap)
         self.thumbnail.setFixedSize(THUMBNAIL_PX, THUMBNAIL_PX)
         self.text_label = QLabel(text, self)
-        self.text_label.setTextFormat(Qt.PlainText)
+        self.text_label.setTextFormat(Qt.TextFormat.PlainText)
         self.up_button = self._thumb(up_icon, "Like the query: a positive example for Refine")
         self.down_button = self._thumb(down_icon, "Not like the query: a negative example for Refine")
         self.up_button.toggled.connect(lambda on: self._on_toggled(self.up_button, on))
@@ -154,16 +155,16 @@ class ResultsDock(QgsDockWidget):
         layout = QVBoxLayout(body)
 
         self.index_widget = QgsFileWidget(body)
-        self.index_widget.setStorageMode(QgsFileWidget.GetDirectory)
+        self.index_widget.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
         self.index_widget.setDialogTitle("Index folder")
         self.index_widget.fileChanged.connect(self._on_index_changed)
         self.index_label = QLabel("", body)
         self.index_label.setWordWrap(True)
-        self.index_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.index_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
         draw = QToolButton(body)
         draw.setDefaultAction(find_action)
-        draw.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
+        draw.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         draw_row = QHBoxLayout()
         draw_row.addWidget(draw)
         hint = QLabel("then drag a box on the map", body)
@@ -194,8 +195,9 @@ class ResultsDock(QgsDockWidget):
         self.hit_list.setIconSize(QSize(THUMBNAIL_PX, THUMBNAIL_PX))
         self.hit_list.setSpacing(2)
         self.hit_list.setUniformItemSizes(True)
-        self.hit_list.setTextElideMode(Qt.ElideMiddle)  # long raster names keep their start and end
-        self.hit_list.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)  # elide to the width instead
+        # Long raster names keep their start and end, elided to the width instead of scrolling.
+        self.hit_list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.hit_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.hit_list.itemClicked.connect(self._on_item_clicked)
         self.hit_list.itemActivated.connect(self._on_item_clicked)
         self._up_icon, self._down_icon = thumb_icon(True), thumb_icon(False)
@@ -282,7 +284,7 @@ class ResultsDock(QgsDockWidget):
         # A refined search with enough labels ranks by a classifier's probability, not by cosine.
         score_name = "p" if getattr(outcome.result, "scoring", "cosine") == "probability" else "score"
         placeholder = QPixmap(THUMBNAIL_PX, THUMBNAIL_PX)
-        placeholder.fill(Qt.lightGray)
+        placeholder.fill(Qt.GlobalColor.lightGray)
         for hit in outcome.result.hits:
             rgb = outcome.thumbnails.get(hit.rank)
             pixmap = QPixmap.fromImage(to_qimage(rgb)) if rgb is not None else placeholder
@@ -291,7 +293,7 @@ class ResultsDock(QgsDockWidget):
             row.set_label(labels.get(hit.rank, UNLABELLED))
             row.labelChanged.connect(self.hitLabelled)
             item = QListWidgetItem()
-            item.setData(Qt.AccessibleTextRole, text)
+            item.setData(Qt.ItemDataRole.AccessibleTextRole, text)
             item.setToolTip(f"{hit.raster}\nwindow col {hit.window[0]}, row {hit.window[1]}, "
                             f"{hit.window[2]} x {hit.window[3]} px")
             item.setData(RANK_ROLE, hit.rank)

@@ -1,56 +1,15 @@
-"""Hit thumbnails: pixels read with rasterio in the search task, turned into QImages on the UI thread.
-
-`read_thumbnails` runs in a QgsTask's worker thread (file I/O and resampling must not block the
-UI); it returns plain numpy arrays. `to_qimage` makes the QImage; QPixmaps, which are not
-thread-safe, are made from it by the dock.
+"""Hit thumbnails as QImages, made on the UI thread from the pixels that the search task read
+(thumbnail_pixels.read_thumbnails, in its worker thread). QPixmaps, which are not thread-safe, are made
+from these QImages by the dock.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING
 
 from qgis.PyQt.QtGui import QImage
 
 if TYPE_CHECKING:  # numpy is imported when a thumbnail is made, not when QGIS loads the plugin
     import numpy as np
-
-THUMBNAIL_PX = 112
-
-
-def read_thumbnails(hits: Sequence, size: int = THUMBNAIL_PX,
-                    is_cancelled: Callable[[], bool] | None = None) -> dict[int, "np.ndarray"]:
-    """rank -> (h, w, 3) uint8 of each hit's window, with the bands and stretch the model was fed.
-
-    A raster that cannot be read gives no thumbnail (the hit is still listed); the search result
-    matters more than its picture.
-    """
-    images: dict = {}
-    for hit in hits:
-        if is_cancelled is not None and is_cancelled():
-            break
-        try:
-            images[hit.rank] = _read_window(hit, size)
-        except Exception:  # noqa: BLE001 - an unreadable raster only costs its thumbnails
-            continue
-    return images
-
-
-def _read_window(hit, size: int) -> "np.ndarray":
-    import numpy as np
-    from rasterio.windows import Window
-
-    from ..core.raster import open_dataset, to_uint8
-
-    col, row, width, height = (int(v) for v in hit.window)
-    scale = size / max(width, height)
-    out_h, out_w = max(1, round(height * scale)), max(1, round(width * scale))
-    bands = list(hit.bands[:3]) if len(hit.bands) >= 3 else [hit.bands[0]] * 3
-    stretch = hit.stretch[:3] if hit.stretch and len(hit.stretch) >= 3 else (
-        (hit.stretch[0],) * 3 if hit.stretch else None)
-    with open_dataset(hit.raster) as dataset:
-        pixels = dataset.read(bands, window=Window(col, row, width, height),
-                              out_shape=(3, out_h, out_w), boundless=True, fill_value=0)
-    rgb = to_uint8(pixels, stretch)
-    return np.ascontiguousarray(np.transpose(rgb, (1, 2, 0)))
 
 
 def to_qimage(rgb: "np.ndarray") -> QImage:
@@ -59,4 +18,4 @@ def to_qimage(rgb: "np.ndarray") -> QImage:
 
     height, width, _ = rgb.shape
     data = np.ascontiguousarray(rgb, dtype=np.uint8)
-    return QImage(data.data, width, height, 3 * width, QImage.Format_RGB888).copy()
+    return QImage(data.data, width, height, 3 * width, QImage.Format.Format_RGB888).copy()
