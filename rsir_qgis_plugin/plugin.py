@@ -68,7 +68,7 @@ class RsirPlugin:
         self.map_tool = BoxMapTool(canvas)
         self.map_tool.setAction(self.find_action)  # QGIS unchecks the action when another tool takes over
         self.dock = ResultsDock(self.find_action, window)
-        self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
+        self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
         # Shown on first use so the panel is found; after that as the user left it.
         self.dock.setVisible(QgsSettings().value(DOCK_VISIBLE_KEY, True, type=bool))
         self.dock_action = self.dock.toggleViewAction()

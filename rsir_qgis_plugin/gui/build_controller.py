@@ -81,7 +81,7 @@ class BuildProgress(QObject):
         self.cancel_button.clicked.connect(self._cancel)
         for widget in (self.progress, self.status, self.cancel_button):
             item.layout().addWidget(widget)
-        self.item = bar.pushWidget(item, Qgis.Info)
+        self.item = bar.pushWidget(item, Qgis.MessageLevel.Info)
         task.progressChanged.connect(self._on_progress)
         task.progressMessage.connect(self._on_message)
 
@@ -128,10 +128,10 @@ class BuildController(QObject):
             return
         if is_active(self.task):
             self._push("An index is already being built; cancel it first (task bar or message bar).",
-                       Qgis.Warning, 8)
+                       Qgis.MessageLevel.Warning, 8)
             return
         dialog = BuildIndexDialog(QgsProject.instance(), self.iface.mainWindow())
-        if dialog.exec_() == QDialog.Accepted and dialog.build_params() is not None:
+        if dialog.exec() == QDialog.DialogCode.Accepted and dialog.build_params() is not None:
             self.start(dialog.build_params())
         dialog.deleteLater()
 
@@ -157,20 +157,20 @@ class BuildController(QObject):
         self.summary = summary
         line = summary_line(summary)
         self._retitle(f"rsir: {line}")
-        level = Qgis.Warning if summary.failed else Qgis.Success
+        level = Qgis.MessageLevel.Warning if summary.failed else Qgis.MessageLevel.Success
         index_dir = str(self.params.index_dir) if self.params else summary.index_dir
         self._later(line, level, 0 if summary.failed else SUCCESS_SECONDS, summary.describe(), "succeeded",
                     index_dir)
 
     def _on_cancelled(self) -> None:
         self._retitle("rsir: build cancelled; the previous index is unchanged")
-        self._later(CANCELLED_TEXT, Qgis.Info, 10, None, "cancelled")
+        self._later(CANCELLED_TEXT, Qgis.MessageLevel.Info, 10, None, "cancelled")
 
     def _on_failed(self, error: str) -> None:
         details = (getattr(self.task, "error_details", None) if self.task and not sip.isdeleted(self.task)
                    else None) or error
         self._retitle("rsir: index build failed")
-        self._later(f"Build failed: {error_line(error)}", Qgis.Critical, 0, details, "failed")
+        self._later(f"Build failed: {error_line(error)}", Qgis.MessageLevel.Critical, 0, details, "failed")
 
     def _retitle(self, text: str) -> None:
         """Where QgsTask.Silent is missing (3.22), QGIS announces a finished task by its description."""

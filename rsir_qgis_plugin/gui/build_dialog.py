@@ -46,9 +46,9 @@ from ..tasks import InfoTask, is_active
 from ..layers import project_rasters, raster_file_path
 from .model_box import ModelBox
 
-PATH_ROLE = Qt.UserRole + 1
-NAME_ROLE = Qt.UserRole + 2
-BAND_COUNT_ROLE = Qt.UserRole + 3
+PATH_ROLE = Qt.ItemDataRole.UserRole + 1
+NAME_ROLE = Qt.ItemDataRole.UserRole + 2
+BAND_COUNT_ROLE = Qt.ItemDataRole.UserRole + 3
 DEVICES = (("auto", "Auto (CUDA when it works, else CPU)"), ("cpu", "CPU"), ("cuda", "CUDA"))
 UNITS = (("px", "pixels"), ("m", "metres"))
 LIST_ROWS = 4  # rasters visible without scrolling the list
@@ -81,8 +81,8 @@ class BuildIndexDialog(QDialog):
         form_layout.addStretch(1)
         self.scroll = QScrollArea(self)
         self.scroll.setWidgetResizable(True)
-        self.scroll.setFrameShape(QFrame.NoFrame)
-        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.scroll.setWidget(self.form)
 
         layout = QVBoxLayout(self)
@@ -92,8 +92,9 @@ class BuildIndexDialog(QDialog):
         self.error_label.setWordWrap(True)
         self.error_label.hide()
         layout.addWidget(self.error_label)
-        buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel, self)
-        buttons.button(QDialogButtonBox.Ok).setText("Build")
+        buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel, self)
+        buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Build")
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         layout.addWidget(buttons)
@@ -116,8 +117,8 @@ class BuildIndexDialog(QDialog):
             crs = layer.crs().authid() or "custom CRS"
             item = QListWidgetItem(f"{layer.name()}  ({crs}, {layer.width()} x {layer.height()} px, "
                                    f"{count} band{'s' if count != 1 else ''})")
-            item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
-            item.setCheckState(Qt.Checked)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Checked)
             item.setData(PATH_ROLE, raster_file_path(layer))
             item.setData(NAME_ROLE, layer.name())
             item.setData(BAND_COUNT_ROLE, count)
@@ -129,8 +130,8 @@ class BuildIndexDialog(QDialog):
         self.raster_list.setFixedHeight(rows * max(self.raster_list.sizeHintForRow(0), 16)
                                         + 2 * self.raster_list.frameWidth() + 4)
         all_button, none_button = QPushButton("All", box), QPushButton("None", box)
-        all_button.clicked.connect(lambda: self._check_all(Qt.Checked))
-        none_button.clicked.connect(lambda: self._check_all(Qt.Unchecked))
+        all_button.clicked.connect(lambda: self._check_all(Qt.CheckState.Checked))
+        none_button.clicked.connect(lambda: self._check_all(Qt.CheckState.Unchecked))
         column = QVBoxLayout()
         column.addWidget(all_button)
         column.addWidget(none_button)
@@ -174,7 +175,7 @@ class BuildIndexDialog(QDialog):
 
     def _output_rows(self) -> QFormLayout:
         self.index_widget = QgsFileWidget(self.form)
-        self.index_widget.setStorageMode(QgsFileWidget.GetDirectory)
+        self.index_widget.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
         self.index_widget.setFilePath(str(project_index_dir(self.project)))
         note = QLabel("Rebuilding an index only embeds new or changed rasters.", self.form)
         note.setWordWrap(True)
@@ -188,7 +189,7 @@ class BuildIndexDialog(QDialog):
 
     def _checked_items(self) -> list[QListWidgetItem]:
         items = (self.raster_list.item(i) for i in range(self.raster_list.count()))
-        return [item for item in items if item.data(PATH_ROLE) and item.checkState() == Qt.Checked]
+        return [item for item in items if item.data(PATH_ROLE) and item.checkState() == Qt.CheckState.Checked]
 
     def selected_rasters(self) -> list[str]:
         return [item.data(PATH_ROLE) for item in self._checked_items()]

@@ -39,8 +39,8 @@ class DependencyPrompt:
             button.setObjectName("rsirInstallButton")
             button.clicked.connect(lambda: self.install(installable))
             item.layout().addWidget(button)
-        log(describe_missing(missing), Qgis.Warning)
-        self._item = bar.pushWidget(item, Qgis.Warning)
+        log(describe_missing(missing), Qgis.MessageLevel.Warning)
+        self._item = bar.pushWidget(item, Qgis.MessageLevel.Warning)
 
     def install(self, packages: list[str]) -> InstallPackagesTask | None:
         if is_active(self.task):
@@ -48,26 +48,29 @@ class DependencyPrompt:
         self._close_item()
         task = InstallPackagesTask(packages, private_site())
         task.succeeded.connect(self._on_installed)
-        task.failed.connect(lambda error: self._report(f"Installing failed: {error}", Qgis.Critical))
-        task.cancelled.connect(lambda: self._report("Installation cancelled.", Qgis.Info))
+        task.failed.connect(
+            lambda error: self._report(f"Installing failed: {error}", Qgis.MessageLevel.Critical))
+        task.cancelled.connect(lambda: self._report("Installation cancelled.", Qgis.MessageLevel.Info))
         self.task = task
         self.iface.messageBar().pushMessage(MESSAGE_TITLE, f"Installing {', '.join(packages)} with pip "
-                                            "(progress in the task bar, output in the rsir log)...", Qgis.Info, 10)
+                                            "(progress in the task bar, output in the rsir log)...",
+                                            Qgis.MessageLevel.Info, 10)
         QgsApplication.taskManager().addTask(task)
         return task
 
     def _on_installed(self, text: str) -> None:
         add_private_site()
         importlib.invalidate_caches()
-        log(text, Qgis.Success)
+        log(text, Qgis.MessageLevel.Success)
         still = missing_requirements()
         if still:
             self.show(still)
         else:
-            self._report("Python packages installed: rsir is ready.", Qgis.Success)
+            self._report("Python packages installed: rsir is ready.", Qgis.MessageLevel.Success)
 
     def _report(self, text: str, level: Qgis.MessageLevel) -> None:
-        self.iface.messageBar().pushMessage(MESSAGE_TITLE, text, level, 0 if level == Qgis.Critical else 10)
+        duration = 0 if level == Qgis.MessageLevel.Critical else 10
+        self.iface.messageBar().pushMessage(MESSAGE_TITLE, text, level, duration)
         log(text, level)
 
     def _item_visible(self) -> bool:

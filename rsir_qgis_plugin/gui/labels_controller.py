@@ -104,14 +104,15 @@ class LabelsController(QObject):
         later marks are written to it and survive a restart of QGIS."""
         layer = self.layer()
         if layer is None:
-            self.warn("No labels to save yet.", Qgis.Info)
+            self.warn("No labels to save yet.", Qgis.MessageLevel.Info)
             return None
         features = list(layer.getFeatures())  # copies, with the user's unsaved edits
         revision = self._revision
         task = InfoTask(f"rsir: saving labels to {Path(path).name}", write_labels, features,
                         layer.crs(), Path(path), self.project.transformContext())
         task.succeeded.connect(lambda written: self._on_saved(layer.id(), Path(written), revision))
-        task.failed.connect(lambda error: self.warn(f"Saving labels failed: {error}", Qgis.Critical))
+        task.failed.connect(
+            lambda error: self.warn(f"Saving labels failed: {error}", Qgis.MessageLevel.Critical))
         self._save_task = task
         QgsApplication.taskManager().addTask(task)
         return task
@@ -133,7 +134,7 @@ class LabelsController(QObject):
         self.layer()
         self._edited()
         counts = count_labels(layer)
-        self.warn(f"Labels loaded from {path}: {counts.describe()}.", Qgis.Success)
+        self.warn(f"Labels loaded from {path}: {counts.describe()}.", Qgis.MessageLevel.Success)
         return layer
 
     def refresh(self) -> None:
@@ -183,12 +184,13 @@ class LabelsController(QObject):
         saved_from = self.project.mapLayer(layer_id)
         if saved_from is None or revision != self._revision:
             self.warn(f"Labels saved to {path}; they changed while saving: save again to keep the latest.",
-                      Qgis.Warning)
+                      Qgis.MessageLevel.Warning)
             self.labelsSaved.emit(str(path))
             return
         layer = open_labels_file(path)
         if layer is None:
-            self.warn(f"Labels saved to {path}, but the file does not open as a labels layer.", Qgis.Critical)
+            self.warn(f"Labels saved to {path}, but the file does not open as a labels layer.",
+                      Qgis.MessageLevel.Critical)
             return
         adopt(layer)
         insert_in_place_of(self.project, saved_from, layer)
@@ -197,7 +199,7 @@ class LabelsController(QObject):
         self.layer()
         self._edited()
         self.warn(f"Labels saved to {path} (layer {GPKG_LAYER_NAME}); 'rsir labels' is now that "
-                  "file, so later marks are saved in it.", Qgis.Success)
+                  "file, so later marks are saved in it.", Qgis.MessageLevel.Success)
         self.labelsSaved.emit(str(path))
 
     def _watch(self, layer: QgsVectorLayer) -> None:

@@ -21,11 +21,11 @@ QUERY, POSITIVE, NEGATIVE = "query", "positive", "negative"
 MODE_COLORS = {QUERY: BOX_COLOR, POSITIVE: POSITIVE_COLOR, NEGATIVE: NEGATIVE_COLOR}
 
 
-def drag_mode(modifiers: Qt.KeyboardModifiers) -> str:
+def drag_mode(modifiers: Qt.KeyboardModifier) -> str:
     """What a drag with these keys held means: Ctrl -> negative label, Shift -> positive, else query."""
-    if modifiers & Qt.ControlModifier:
+    if modifiers & Qt.KeyboardModifier.ControlModifier:
         return NEGATIVE
-    if modifiers & Qt.ShiftModifier:
+    if modifiers & Qt.KeyboardModifier.ShiftModifier:
         return POSITIVE
     return QUERY
 
@@ -39,23 +39,23 @@ class BoxMapTool(QgsMapTool):
 
     def __init__(self, canvas: QgsMapCanvas):
         super().__init__(canvas)
-        self.setCursor(Qt.CrossCursor)
-        self._band = QgsRubberBand(canvas, QgsWkbTypes.PolygonGeometry)
+        self.setCursor(Qt.CursorShape.CrossCursor)
+        self._band = QgsRubberBand(canvas, QgsWkbTypes.GeometryType.PolygonGeometry)
         self._band.setWidth(2)
         self._set_mode(QUERY)
         self._start: QgsPointXY | None = None
         self._start_px = None
 
     def canvasPressEvent(self, event: QgsMapMouseEvent) -> None:  # noqa: N802 (Qt override)
-        if event.button() == Qt.RightButton:
+        if event.button() == Qt.MouseButton.RightButton:
             self._cancel()
             return
-        if event.button() != Qt.LeftButton:
+        if event.button() != Qt.MouseButton.LeftButton:
             return
         self._start = event.mapPoint()
         self._start_px = event.pos()
         self._set_mode(drag_mode(event.modifiers()))
-        self._band.reset(QgsWkbTypes.PolygonGeometry)
+        self._band.reset(QgsWkbTypes.GeometryType.PolygonGeometry)
 
     def canvasMoveEvent(self, event: QgsMapMouseEvent) -> None:  # noqa: N802
         if self._start is None:
@@ -64,7 +64,7 @@ class BoxMapTool(QgsMapTool):
         self._band.setToGeometry(QgsGeometry.fromRect(QgsRectangle(self._start, event.mapPoint())), None)
 
     def canvasReleaseEvent(self, event: QgsMapMouseEvent) -> None:  # noqa: N802
-        if self._start is None or event.button() != Qt.LeftButton:
+        if self._start is None or event.button() != Qt.MouseButton.LeftButton:
             return
         start, start_px = self._start, self._start_px
         self._cancel()
@@ -81,7 +81,7 @@ class BoxMapTool(QgsMapTool):
             self.boxLabelled.emit(box, crs, mode == POSITIVE)
 
     def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802
-        if event.key() == Qt.Key_Escape:
+        if event.key() == Qt.Key.Key_Escape:
             self._cancel()
             event.accept()
         else:
@@ -104,5 +104,5 @@ class BoxMapTool(QgsMapTool):
     def _cancel(self) -> None:
         self._start = None
         self._start_px = None
-        self._band.reset(QgsWkbTypes.PolygonGeometry)
+        self._band.reset(QgsWkbTypes.GeometryType.PolygonGeometry)
         self._set_mode(QUERY)

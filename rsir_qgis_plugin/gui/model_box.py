@@ -50,7 +50,8 @@ class ModelBox(QGroupBox):
         # The bundled models (float32 default, int8 ...): their names now, their figures once read.
         self.bundled_combo = QComboBox(self)
         # The list shows each model's figures in full; the closed box stays narrow enough for one row.
-        self.bundled_combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.bundled_combo.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.bundled_combo.setMinimumContentsLength(16)
         self.bundled_combo.setToolTip("Models shipped with rsir: quality (mAP on the AID test split) "
                                       "against CPU speed")
@@ -70,7 +71,7 @@ class ModelBox(QGroupBox):
         self.default_model_radio.toggled.connect(self.bundled_combo.setEnabled)
         self.model_label = QLabel("", self)
         self.model_label.setWordWrap(True)
-        self.model_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.model_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.card_button = QPushButton("Model card...", self)
         self.card_button.setToolTip("Training data, loss, every metric and its protocol, licence")
         self.card_button.setEnabled(False)
@@ -87,7 +88,7 @@ class ModelBox(QGroupBox):
         layout.addLayout(row)
         row = QHBoxLayout()
         row.addWidget(self.model_label, 1)
-        row.addWidget(self.card_button, 0, Qt.AlignTop)
+        row.addWidget(self.card_button, 0, Qt.AlignmentFlag.AlignTop)
         layout.addLayout(row)
         layout.addLayout(self.facts_grid)
 
@@ -143,7 +144,7 @@ class ModelBox(QGroupBox):
             index = self.bundled_combo.findData(str(path))
             if index >= 0:
                 self.bundled_combo.setItemText(index, label)
-                self.bundled_combo.setItemData(index, label, Qt.ToolTipRole)
+                self.bundled_combo.setItemData(index, label, Qt.ItemDataRole.ToolTipRole)
         self.changed.emit()
 
     def _show_model(self, asked: str | None, info) -> None:
@@ -175,7 +176,7 @@ class ModelBox(QGroupBox):
             row, column = divmod(i, 2)
             name = QLabel(f"{label}:", self)
             shown = QLabel(value, self)
-            shown.setTextInteractionFlags(Qt.TextSelectableByMouse)
+            shown.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             self.facts_grid.addWidget(name, row, 2 * column)
             self.facts_grid.addWidget(shown, row, 2 * column + 1)
         if facts:

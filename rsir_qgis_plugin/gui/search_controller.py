@@ -140,14 +140,14 @@ class SearchController(QObject):
         if outcome.notes:
             self._warn(f"{len(outcome.notes)} label(s) left out: " + "; ".join(outcome.notes[:5]))
         if not outcome.result.hits:
-            self._warn("No hits: lower the minimum score, or index more rasters.", Qgis.Info)
+            self._warn("No hits: lower the minimum score, or index more rasters.", Qgis.MessageLevel.Info)
         self.searchFinished.emit(outcome)
 
     def _on_failed(self, task, error: str) -> None:
         if task is self._task:
             self._task = None
         self.dock.set_status("Search failed.")
-        self._warn(f"Search failed: {error}", Qgis.Critical)
+        self._warn(f"Search failed: {error}", Qgis.MessageLevel.Critical)
 
     def _on_cancelled(self, task) -> None:
         if task is self._task:
@@ -174,8 +174,10 @@ class SearchController(QObject):
         crs = crs_for_engine(self.outcome.crs)
         task = InfoTask(f"rsir: saving hits to {Path(path).name}", write_hits, self.outcome.result,
                         Path(path), crs)
-        task.succeeded.connect(lambda written: self._warn(f"Hits saved to {written}", Qgis.Success))
-        task.failed.connect(lambda error: self._warn(f"Saving hits failed: {error}", Qgis.Critical))
+        task.succeeded.connect(
+            lambda written: self._warn(f"Hits saved to {written}", Qgis.MessageLevel.Success))
+        task.failed.connect(
+            lambda error: self._warn(f"Saving hits failed: {error}", Qgis.MessageLevel.Critical))
         self._save_task = task
         QgsApplication.taskManager().addTask(task)
 
@@ -219,7 +221,7 @@ class SearchController(QObject):
     def _map_crs(self) -> QgsCoordinateReferenceSystem:
         return self.iface.mapCanvas().mapSettings().destinationCrs()
 
-    def _warn(self, text: str, level: Qgis.MessageLevel = Qgis.Warning) -> None:
+    def _warn(self, text: str, level: Qgis.MessageLevel = Qgis.MessageLevel.Warning) -> None:
         """Message bar, log, and the dock's status line (the dock is where the user is looking)."""
         self.iface.messageBar().pushMessage(MESSAGE_TITLE, text, level, 8)
         self.dock.set_status(text)

@@ -47,11 +47,12 @@ def write_labels(features: Sequence[QgsFeature], crs: QgsCoordinateReferenceSyst
     options.driverName = "GPKG"
     options.layerName = GPKG_LAYER_NAME
     options.fileEncoding = "UTF-8"
-    options.actionOnExistingFile = (QgsVectorFileWriter.CreateOrOverwriteLayer if path.exists()
-                                    else QgsVectorFileWriter.CreateOrOverwriteFile)
-    writer = QgsVectorFileWriter.create(str(path), label_fields(), QgsWkbTypes.Polygon, crs,
+    on_existing = QgsVectorFileWriter.ActionOnExistingFile
+    options.actionOnExistingFile = (on_existing.CreateOrOverwriteLayer if path.exists()
+                                    else on_existing.CreateOrOverwriteFile)
+    writer = QgsVectorFileWriter.create(str(path), label_fields(), QgsWkbTypes.Type.Polygon, crs,
                                         context or QgsCoordinateTransformContext(), options)
-    if writer.hasError() != QgsVectorFileWriter.NoError:
+    if writer.hasError() != QgsVectorFileWriter.WriterError.NoError:
         message = writer.errorMessage()
         del writer
         raise RsirError(f"cannot write {path}: {message}")

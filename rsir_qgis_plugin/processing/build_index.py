@@ -46,16 +46,17 @@ class BuildIndexAlgorithm(QgsProcessingAlgorithm):
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterMultipleLayers(
-            self.RASTERS, "Raster layers", QgsProcessing.TypeRaster))
+            self.RASTERS, "Raster layers", QgsProcessing.SourceType.TypeRaster))
         self.addParameter(QgsProcessingParameterFolderDestination(self.INDEX, "Index folder"))
         self.addParameter(QgsProcessingParameterFile(
-            self.MODEL, "ONNX model (empty: bundled default)", QgsProcessingParameterFile.File,
+            self.MODEL, "ONNX model (empty: bundled default)", QgsProcessingParameterFile.Behavior.File,
             extension="onnx", optional=True))
         self.addParameter(QgsProcessingParameterNumber(
-            self.TILE_SIZE, "Tile size in pixels (0: model input size)", QgsProcessingParameterNumber.Integer,
+            self.TILE_SIZE, "Tile size in pixels (0: model input size)",
+            QgsProcessingParameterNumber.Type.Integer,
             defaultValue=0, minValue=0))
         self.addParameter(QgsProcessingParameterNumber(
-            self.STRIDE, "Stride in pixels (0: half a tile)", QgsProcessingParameterNumber.Integer,
+            self.STRIDE, "Stride in pixels (0: half a tile)", QgsProcessingParameterNumber.Type.Integer,
             defaultValue=0, minValue=0))
         self.addParameter(QgsProcessingParameterString(
             self.BANDS, "Bands, comma separated (empty: RGB)", optional=True))

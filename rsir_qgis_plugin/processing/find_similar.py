@@ -42,23 +42,24 @@ class FindSimilarAlgorithm(QgsProcessingAlgorithm):
         return FindSimilarAlgorithm()
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802
-        self.addParameter(QgsProcessingParameterFile(self.INDEX, "Index folder", QgsProcessingParameterFile.Folder))
+        self.addParameter(QgsProcessingParameterFile(self.INDEX, "Index folder",
+                                                     QgsProcessingParameterFile.Behavior.Folder))
         self.addParameter(QgsProcessingParameterRasterLayer(self.RASTER, "Raster holding the query extent"))
         self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Query extent"))
         self.addParameter(QgsProcessingParameterNumber(
-            self.K, "Number of hits", QgsProcessingParameterNumber.Integer, defaultValue=20, minValue=1))
+            self.K, "Number of hits", QgsProcessingParameterNumber.Type.Integer, defaultValue=20, minValue=1))
         self.addParameter(QgsProcessingParameterBoolean(self.TTA, "Rotation test-time augmentation", False))
         advanced = [
             QgsProcessingParameterBoolean(self.EXCLUDE_OVERLAP, "Exclude tiles overlapping the query", True),
             QgsProcessingParameterNumber(self.MIN_SCORE, "Minimum score (empty: none)",
-                                         QgsProcessingParameterNumber.Double, optional=True,
+                                         QgsProcessingParameterNumber.Type.Double, optional=True,
                                          minValue=-1.0, maxValue=1.0),
         ]
         for parameter in advanced:
-            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
             self.addParameter(parameter)
         self.addParameter(QgsProcessingParameterFeatureSink(
-            self.OUTPUT, "Similar places", QgsProcessing.TypeVectorPolygon))
+            self.OUTPUT, "Similar places", QgsProcessing.SourceType.TypeVectorPolygon))
 
     def processAlgorithm(self, parameters, context: QgsProcessingContext,  # noqa: N802
                          feedback: QgsProcessingFeedback) -> dict:
@@ -91,12 +92,12 @@ class FindSimilarAlgorithm(QgsProcessingAlgorithm):
                                 is_cancelled=feedback.isCanceled)
 
         fields = hit_fields()
-        sink, dest_id = self.parameterAsSink(parameters, self.OUTPUT, context, fields, QgsWkbTypes.Polygon,
-                                             raster.crs())
+        sink, dest_id = self.parameterAsSink(parameters, self.OUTPUT, context, fields,
+                                             QgsWkbTypes.Type.Polygon, raster.crs())
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
         factory = HitFeatureFactory(raster.crs(), context.transformContext())
         for hit in result.hits:
-            sink.addFeature(factory.hit_feature(hit, fields), QgsFeatureSink.FastInsert)
+            sink.addFeature(factory.hit_feature(hit, fields), QgsFeatureSink.Flag.FastInsert)
         feedback.pushInfo(f"{len(result.hits)} hit(s) in {result.seconds:.1f} s ({result.provider})")
         return {self.OUTPUT: dest_id}
