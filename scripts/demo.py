@@ -121,7 +121,7 @@ def _draw_map(raster: Path, hits: Path, png: Path, note: MapNote) -> None:
 
         layout = QgsPrintLayout(project)
         layout.initializeDefaults()
-        mm = QgsUnitTypes.LayoutMillimeters
+        mm = QgsUnitTypes.LayoutUnit.LayoutMillimeters
         margin, top, side, panel = 8, 21, MAP_MM, PANEL_MM
         layout_map = QgsLayoutItemMap(layout)
         layout_map.attemptMove(QgsLayoutPoint(margin, top, mm))
@@ -143,11 +143,11 @@ def _draw_map(raster: Path, hits: Path, png: Path, note: MapNote) -> None:
         bar = QgsLayoutItemScaleBar(layout)
         bar.setStyle("Single Box")
         bar.setLinkedMap(layout_map)
-        bar.setUnits(QgsUnitTypes.DistanceMeters)
+        bar.setUnits(QgsUnitTypes.DistanceUnit.DistanceMeters)
         bar.setUnitLabel("m")
         bar.setNumberOfSegments(4)
         bar.setNumberOfSegmentsLeft(0)
-        bar.setSegmentSizeMode(QgsScaleBarSettings.SegmentSizeFitWidth)
+        bar.setSegmentSizeMode(QgsScaleBarSettings.SegmentSizeMode.SegmentSizeFitWidth)
         bar.setMinimumBarWidth(side / 4)
         bar.setMaximumBarWidth(side / 2.5)
         bar.setTextFormat(_text_format(8))
@@ -164,7 +164,7 @@ def _draw_map(raster: Path, hits: Path, png: Path, note: MapNote) -> None:
         settings = QgsLayoutExporter.ImageExportSettings()
         settings.dpi = 120
         status = exporter.exportToImage(str(png), settings)
-        if status != QgsLayoutExporter.Success:
+        if status != QgsLayoutExporter.ExportResult.Success:
             raise RuntimeError(f"{png}: QGIS could not write the PNG ({exporter.errorMessage()})")
     finally:
         # Layout before project (the layout points at it), project before exitQgis (it owns the layers).
@@ -194,18 +194,18 @@ def _style_boxes(layer, colour: str, width_mm: float, label: str, priority: str 
     text.setColor(QColor("white"))
     background = QgsTextBackgroundSettings()
     background.setEnabled(True)
-    background.setType(QgsTextBackgroundSettings.ShapeRectangle)
+    background.setType(QgsTextBackgroundSettings.ShapeType.ShapeRectangle)
     background.setFillColor(QColor(colour))
     background.setStrokeWidth(0)
-    background.setSizeType(QgsTextBackgroundSettings.SizeBuffer)
+    background.setSizeType(QgsTextBackgroundSettings.SizeType.SizeBuffer)
     background.setSize(QSizeF(0.6, 0.3))
-    background.setSizeUnit(QgsUnitTypes.RenderMillimeters)
+    background.setSizeUnit(QgsUnitTypes.RenderUnit.RenderMillimeters)
     text.setBackground(background)
 
     labels = QgsPalLayerSettings()
     labels.fieldName = label
     labels.isExpression = True
-    labels.placement = QgsPalLayerSettings.OutsidePolygons
+    labels.placement = QgsPalLayerSettings.Placement.OutsidePolygons
     labels.dist = 0.5
     callout = QgsSimpleLineCallout()
     callout.setLineSymbol(QgsLineSymbol.createSimple({"line_color": colour, "line_width": "0.3"}))
@@ -214,7 +214,7 @@ def _style_boxes(layer, colour: str, width_mm: float, label: str, priority: str 
     labels.setFormat(text)
     labels.displayAll = False  # a label that collides is moved or dropped, never drawn over another
     if priority:
-        labels.dataDefinedProperties().setProperty(QgsPalLayerSettings.Priority,
+        labels.dataDefinedProperties().setProperty(QgsPalLayerSettings.Property.Priority,
                                                    QgsProperty.fromExpression(priority))
     layer.setLabeling(QgsVectorLayerSimpleLabeling(labels))
     layer.setLabelsEnabled(True)
@@ -232,11 +232,11 @@ def _text(layout, text: str, rect: tuple[float, float, float, float], size: floa
     font.setPointSizeF(size)
     font.setBold(bold)
     label.setFont(font)  # QGIS 3.22 has no setTextFormat on layout labels
-    label.setMode(QgsLayoutItemLabel.ModeFont)
-    label.setHAlign(Qt.AlignLeft)
+    label.setMode(QgsLayoutItemLabel.Mode.ModeFont)
+    label.setHAlign(Qt.AlignmentFlag.AlignLeft)
     x, y, width, height = rect
-    label.attemptMove(QgsLayoutPoint(x, y, QgsUnitTypes.LayoutMillimeters))
-    label.attemptResize(QgsLayoutSize(width, height, QgsUnitTypes.LayoutMillimeters))
+    label.attemptMove(QgsLayoutPoint(x, y, QgsUnitTypes.LayoutUnit.LayoutMillimeters))
+    label.attemptResize(QgsLayoutSize(width, height, QgsUnitTypes.LayoutUnit.LayoutMillimeters))
     layout.addLayoutItem(label)
 
 
@@ -260,7 +260,7 @@ def _legend(layout, position: tuple[float, float]) -> None:
     legend.setAutoUpdateModel(True)
     legend.setResizeToContents(True)
     x, y = position
-    legend.attemptMove(QgsLayoutPoint(x, y, QgsUnitTypes.LayoutMillimeters))
+    legend.attemptMove(QgsLayoutPoint(x, y, QgsUnitTypes.LayoutUnit.LayoutMillimeters))
     layout.addLayoutItem(legend)
 
 
@@ -286,8 +286,8 @@ def _hit_table(layout, hits_layer, rect: tuple[float, float, float, float]) -> N
     layout.addMultiFrame(table)
     frame = QgsLayoutFrame(layout, table)
     x, y, width, height = rect
-    frame.attemptMove(QgsLayoutPoint(x, y, QgsUnitTypes.LayoutMillimeters))
-    frame.attemptResize(QgsLayoutSize(width, height, QgsUnitTypes.LayoutMillimeters))
+    frame.attemptMove(QgsLayoutPoint(x, y, QgsUnitTypes.LayoutUnit.LayoutMillimeters))
+    frame.attemptResize(QgsLayoutSize(width, height, QgsUnitTypes.LayoutUnit.LayoutMillimeters))
     table.addFrame(frame)
 
 

@@ -13,8 +13,10 @@ from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from PyQt5.QtCore import QPointF, QRectF, Qt  # noqa: E402
-from PyQt5.QtGui import QBrush, QColor, QGuiApplication, QImage, QLinearGradient, QPainter, QPen  # noqa: E402
+from qgis.PyQt.QtCore import QPointF, QRectF, Qt  # noqa: E402
+from qgis.PyQt.QtGui import (  # noqa: E402
+    QBrush, QColor, QGuiApplication, QImage, QLinearGradient, QPainter, QPen,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = 64
@@ -26,10 +28,10 @@ TILES = ["#8fa65b", "#5f7f3c", "#c2a878", "#6f8f4a", "#4d6b8a", "#a7b56e", "#b89
 
 
 def canvas() -> tuple[QImage, QPainter]:
-    image = QImage(SIZE, SIZE, QImage.Format_ARGB32)
-    image.fill(Qt.transparent)
+    image = QImage(SIZE, SIZE, QImage.Format.Format_ARGB32)
+    image.fill(Qt.GlobalColor.transparent)
     painter = QPainter(image)
-    painter.setRenderHint(QPainter.Antialiasing)
+    painter.setRenderHint(QPainter.RenderHint.Antialiasing)
     return image, painter
 
 
@@ -38,7 +40,7 @@ def plugin_icon() -> QImage:
     gradient = QLinearGradient(0, 0, 0, SIZE)
     gradient.setColorAt(0, QColor(30, 112, 138))
     gradient.setColorAt(1, QColor(16, 70, 90))
-    p.setPen(Qt.NoPen)
+    p.setPen(Qt.PenStyle.NoPen)
     p.setBrush(QBrush(gradient))
     p.drawRoundedRect(QRectF(1, 1, SIZE - 2, SIZE - 2), 10, 10)
     cell, gap, origin = 16, 2, 7
@@ -47,7 +49,7 @@ def plugin_icon() -> QImage:
         p.setBrush(QColor(colour))
         p.drawRect(QRectF(origin + col * (cell + gap), origin + row * (cell + gap), cell, cell))
     outline = QPen(QUERY, 3.2)
-    p.setBrush(Qt.NoBrush)
+    p.setBrush(Qt.BrushStyle.NoBrush)
     p.setPen(outline)
     p.drawRect(QRectF(origin - 1, origin - 1, cell + 2, cell + 2))
     p.setPen(QPen(MATCH, 3.2))
@@ -59,13 +61,13 @@ def plugin_icon() -> QImage:
 
 def find_icon() -> QImage:
     image, p = canvas()
-    pen = QPen(QUERY, 5, Qt.CustomDashLine)
+    pen = QPen(QUERY, 5, Qt.PenStyle.CustomDashLine)
     pen.setDashPattern([2.2, 1.2])
     p.setPen(pen)
     p.setBrush(QColor(230, 0, 126, 45))
     p.drawRect(QRectF(5, 5, 38, 32))
     # Magnifier: ring and handle.
-    p.setPen(QPen(QColor(40, 40, 40), 6, Qt.SolidLine, Qt.RoundCap))
+    p.setPen(QPen(QColor(40, 40, 40), 6, Qt.PenStyle.SolidLine, Qt.PenCapStyle.RoundCap))
     p.setBrush(QColor(255, 255, 255, 200))
     p.drawEllipse(QPointF(38, 38), 13, 13)
     p.drawLine(QPointF(47.5, 47.5), QPointF(58, 58))
@@ -89,10 +91,10 @@ def build_icon() -> QImage:
     for t in (1 / 3, 2 / 3):
         p.drawLine(QPointF(32 - 26 * t, top - 12 + 12 * t), QPointF(58 - 26 * t, top + 12 * t))
         p.drawLine(QPointF(32 + 26 * t, top - 12 + 12 * t), QPointF(6 + 26 * t, top + 12 * t))
-    p.setPen(Qt.NoPen)
+    p.setPen(Qt.PenStyle.NoPen)
     p.setBrush(MATCH)
     p.drawEllipse(QPointF(52, 52), 9, 9)
-    p.setPen(QPen(Qt.white, 3, Qt.SolidLine, Qt.RoundCap))
+    p.setPen(QPen(Qt.GlobalColor.white, 3, Qt.PenStyle.SolidLine, Qt.PenCapStyle.RoundCap))
     p.drawLine(QPointF(52, 47), QPointF(52, 57))
     p.drawLine(QPointF(47, 52), QPointF(57, 52))
     p.end()

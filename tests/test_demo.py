@@ -63,7 +63,7 @@ def test_demo_png_is_a_map_with_query_and_hits(demo):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     image = QImage(str(path))
     assert not image.isNull() and image.width() >= 1000 and image.height() >= 800
-    image = image.convertToFormat(QImage.Format_RGB888)
+    image = image.convertToFormat(QImage.Format.Format_RGB888)
     pointer = image.constBits()
     pointer.setsize(image.bytesPerLine() * image.height())
     rows = np.frombuffer(pointer, np.uint8).reshape(image.height(), image.bytesPerLine())

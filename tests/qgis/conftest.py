@@ -104,11 +104,13 @@ def _drag_on_canvas(canvas, tool, start, end) -> None:
     from qgis.gui import QgsMapMouseEvent
     from qgis.PyQt.QtCore import QEvent, QPoint, Qt
 
-    steps = ((QEvent.MouseButtonPress, start, tool.canvasPressEvent), (QEvent.MouseMove, end, tool.canvasMoveEvent),
-             (QEvent.MouseButtonRelease, end, tool.canvasReleaseEvent))
+    steps = ((QEvent.Type.MouseButtonPress, start, tool.canvasPressEvent),
+             (QEvent.Type.MouseMove, end, tool.canvasMoveEvent),
+             (QEvent.Type.MouseButtonRelease, end, tool.canvasReleaseEvent))
+    left = Qt.MouseButton.LeftButton
     for kind, (x, y), handler in steps:
-        buttons = Qt.NoButton if kind == QEvent.MouseButtonRelease else Qt.LeftButton
-        handler(QgsMapMouseEvent(canvas, kind, QPoint(x, y), Qt.LeftButton, buttons, Qt.NoModifier))
+        buttons = Qt.MouseButton.NoButton if kind == QEvent.Type.MouseButtonRelease else left
+        handler(QgsMapMouseEvent(canvas, kind, QPoint(x, y), left, buttons, Qt.KeyboardModifier.NoModifier))
 
 
 @pytest.fixture
@@ -131,6 +133,6 @@ def isolated_settings(tmp_path, monkeypatch):
     from qgis.core import QgsSettings
     from qgis.PyQt.QtCore import QSettings
 
-    QSettings.setPath(QSettings.IniFormat, QSettings.UserScope, str(tmp_path / "settings"))
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path / "settings"))
     QgsSettings().clear()
     yield

@@ -134,11 +134,11 @@ class Tour:
         end = QPoint(start.x() + size.height() // 8, start.y() + size.height() // 8)
         self.search_result = []
         self.plugin.search.searchFinished.connect(self.search_result.append)
-        QTest.mousePress(viewport, Qt.LeftButton, Qt.NoModifier, start)
+        QTest.mousePress(viewport, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, start)
         for t in (0.25, 0.5, 0.75, 1.0):
             QTest.mouseMove(viewport, QPoint(int(start.x() + (end.x() - start.x()) * t),
                                              int(start.y() + (end.y() - start.y()) * t)), 30)
-        QTest.mouseRelease(viewport, Qt.LeftButton, Qt.NoModifier, end)
+        QTest.mouseRelease(viewport, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, end)
         return 500
 
     def wait_search(self):
@@ -152,7 +152,8 @@ class Tour:
         if dock_list.count() > 1:
             item = dock_list.item(1)
             rect = dock_list.visualItemRect(item)
-            QTest.mouseClick(dock_list.viewport(), Qt.LeftButton, Qt.NoModifier, rect.center())
+            QTest.mouseClick(dock_list.viewport(), Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier,
+                             rect.center())
         return 2000
 
     def processing_dialog(self):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from qgis.core import Qgis, QgsProject
 from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtWidgets import QDialog
 
 from rsir_qgis_plugin.core.params import BuildParams
 from rsir_qgis_plugin.gui.build_dialog import BuildIndexDialog
@@ -20,7 +21,7 @@ def test_dialog_lists_rasters_describes_model_and_devices_and_makes_params(town_
     qtbot.addWidget(dialog)
     assert dialog.raster_list.count() == 1
     item = dialog.raster_list.item(0)
-    assert "town left" in item.text() and item.checkState() == Qt.Checked
+    assert "town left" in item.text() and item.checkState() == Qt.CheckState.Checked
 
     assert "3 bands" in item.text(), "the band count helps choosing bands"
 
@@ -51,7 +52,7 @@ def test_dialog_lists_rasters_describes_model_and_devices_and_makes_params(town_
     dialog.accept()
 
     params = dialog.build_params()
-    assert isinstance(params, BuildParams) and dialog.result() == dialog.Accepted
+    assert isinstance(params, BuildParams) and dialog.result() == QDialog.DialogCode.Accepted
     assert params.rasters == (Path(town_layer.source()),)
     assert params.model_path == tiny_model and params.device == "cpu" and params.tta
     assert params.index_dir == tmp_path / "idx"
@@ -70,7 +71,7 @@ def test_dialog_refuses_bad_values_without_closing(town_layer, qtbot, tmp_path):
     dialog.accept()
     assert dialog.build_params() is None and "band numbers" in dialog.error_label.text()
     dialog.bands_edit.setText("")
-    dialog._check_all(Qt.Unchecked)
+    dialog._check_all(Qt.CheckState.Unchecked)
     dialog.accept()
     assert dialog.build_params() is None and "at least one raster" in dialog.error_label.text()
 
@@ -96,7 +97,7 @@ def test_dialog_refuses_bands_the_rasters_lack_and_does_not_remember_them(town_l
     assert "'town left' has 3 band(s)" in dialog.error_label.text() and not dialog.error_label.isHidden()
     dialog.accept()
     # ... and Build does not start nor remember the value.
-    assert dialog.build_params() is None and dialog.result() != dialog.Accepted
+    assert dialog.build_params() is None and dialog.result() != QDialog.DialogCode.Accepted
     assert "Band 9" in dialog.error_label.text() and "'grey copy' has 1 band(s)" in dialog.error_label.text()
     assert load_build_settings().bands == ""
 
@@ -106,7 +107,7 @@ def test_dialog_refuses_bands_the_rasters_lack_and_does_not_remember_them(town_l
     assert "town left" not in dialog.error_label.text()
     grey_item = next(dialog.raster_list.item(i) for i in range(dialog.raster_list.count())
                      if "grey copy" in dialog.raster_list.item(i).text())
-    grey_item.setCheckState(Qt.Unchecked)
+    grey_item.setCheckState(Qt.CheckState.Unchecked)
     assert dialog.error_label.text() == "" and dialog.error_label.isHidden()
 
     # The model takes 3 bands: two are refused before a build fails on every raster.
@@ -208,7 +209,8 @@ def test_build_task_runs_to_completion(plugin, town_layer, town_half, tiny_model
     assert info.tile_count == summary.tiles_total == summary.tiles_indexed > 64
     assert plugin.build.summary.rasters_indexed == 1
     item = plugin.build.outcome_item
-    assert item.level() == Qgis.Success and item.text().startswith(f"{info.tile_count} tiles indexed in ")
+    assert item.level() == Qgis.MessageLevel.Success
+    assert item.text().startswith(f"{info.tile_count} tiles indexed in ")
     # The dock now searches the index just built.
     assert Path(plugin.dock.index_dir()) == index_dir
     qtbot.waitUntil(lambda: f"{info.tile_count} tiles" in plugin.dock.index_label.text(), timeout=30_000)
@@ -250,7 +252,8 @@ def test_cancel_midway_keeps_the_previous_index(plugin, town_half, town_full, ti
     assert (after.generation, after.tile_count, after.rasters) == (before.generation, before.tile_count,
                                                                    before.rasters)
     item = plugin.build.outcome_item
-    assert item.level() == Qgis.Info and "cancelled; the previous index is unchanged" in item.text()
+    assert item.level() == Qgis.MessageLevel.Info
+    assert "cancelled; the previous index is unchanged" in item.text()
     # Still searchable as before.
     result = search_box(index_dir, town_half, _center_box(town_half), None, SearchParams(k=3))
     assert len(result.hits) == 3

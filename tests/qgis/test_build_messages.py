@@ -27,7 +27,7 @@ def _close_current_item(bar) -> None:
         close.click()
     else:
         bar.popWidget()
-    QCoreApplication.sendPostedEvents(None, QEvent.DeferredDelete)
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
 
 
 def test_closing_the_progress_item_during_a_build_breaks_nothing(plugin, town_full, tiny_model, tmp_path,
@@ -50,7 +50,7 @@ def test_closing_the_progress_item_during_a_build_breaks_nothing(plugin, town_fu
         task.progressChanged.connect(seen.append)
         qtbot.waitUntil(lambda: len(seen) >= 3, timeout=BUILD_TIMEOUT_MS)
     assert ended.args == ["succeeded"]
-    assert plugin.build.outcome_item.level() == Qgis.Success
+    assert plugin.build.outcome_item.level() == Qgis.MessageLevel.Success
 
 
 def test_outcome_is_one_line_with_details_above_qgis_task_notification(plugin, town_half, tiny_model,
@@ -61,11 +61,11 @@ def test_outcome_is_one_line_with_details_above_qgis_task_notification(plugin, t
     def qgis_notification(task_id, status):
         """What QGIS 3.22 does on every task's end (QgisApp::onTaskCompleteShowNotify, desktop
         notifications unavailable): a "Task complete"/"Task failed" item with the task's description."""
-        if status in (QgsTask.Complete, QgsTask.Terminated):
+        if status in (QgsTask.TaskStatus.Complete, QgsTask.TaskStatus.Terminated):
             task = QgsApplication.taskManager().task(task_id)
-            title = "Task complete" if status == QgsTask.Complete else "Task failed"
+            title = "Task complete" if status == QgsTask.TaskStatus.Complete else "Task failed"
             announced.append((title, task.description(), task.flags()))
-            bar.pushWidget(bar.createMessage(title, task.description()), Qgis.Info, 5)
+            bar.pushWidget(bar.createMessage(title, task.description()), Qgis.MessageLevel.Info, 5)
 
     QgsApplication.taskManager().statusChanged.connect(qgis_notification)
     try:
@@ -82,8 +82,8 @@ def test_outcome_is_one_line_with_details_above_qgis_task_notification(plugin, t
     # QGIS's own line (where QgsTask.Silent is missing) says what happened too.
     (title, description, flags), = announced
     assert description == f"rsir: {item.text()}"
-    if hasattr(QgsTask, "Silent"):  # newer QGIS: no notification for the build at all
-        assert flags & QgsTask.Silent
+    if hasattr(QgsTask.Flag, "Silent"):  # newer QGIS: no notification for the build at all
+        assert flags & QgsTask.Flag.Silent
 
     button = _details_button(item)
     assert button is not None
@@ -104,7 +104,7 @@ def test_a_failed_build_says_so_in_one_line_with_the_whole_error_in_details(plug
         task.failed.connect(lambda error: errors.append(task.error_details))
     assert ended.args == ["failed"]
     item = plugin.build.outcome_item
-    assert item.level() == Qgis.Critical and item.text().startswith("Build failed: ")
+    assert item.level() == Qgis.MessageLevel.Critical and item.text().startswith("Build failed: ")
     assert "\n" not in item.text() and len(item.text()) <= 180
     assert qgis_iface.messageBar().currentItem() is item
     _details_button(item).click()
@@ -117,7 +117,7 @@ def test_cancel_reads_as_cancelled_not_failed(plugin, town_full, tiny_model, tmp
     descriptions = []
 
     def qgis_notification(task_id, status):
-        if status == QgsTask.Terminated:
+        if status == QgsTask.TaskStatus.Terminated:
             descriptions.append(QgsApplication.taskManager().task(task_id).description())
 
     QgsApplication.taskManager().statusChanged.connect(qgis_notification)
@@ -130,7 +130,8 @@ def test_cancel_reads_as_cancelled_not_failed(plugin, town_full, tiny_model, tmp
         QgsApplication.taskManager().statusChanged.disconnect(qgis_notification)
     assert ended.args == ["cancelled"]
     item = plugin.build.outcome_item
-    assert item.level() == Qgis.Info and "cancelled; the previous index is unchanged" in item.text()
+    assert item.level() == Qgis.MessageLevel.Info
+    assert "cancelled; the previous index is unchanged" in item.text()
     assert "fail" not in item.text().lower()
     assert descriptions == ["rsir: build cancelled; the previous index is unchanged"]
 
@@ -144,7 +145,7 @@ def test_a_cancel_after_the_index_was_committed_is_a_success(plugin, town_half, 
         task = plugin.build.start(_params(tiny_model, index_dir, town_half))
         # In the worker thread, right after the engine's last cancellation check ("done" follows the commit).
         task.progressMessage.connect(lambda text: task.cancel() if text == "done" else None,
-                                     Qt.DirectConnection)
+                                     Qt.ConnectionType.DirectConnection)
     assert ended.args == ["succeeded"]
     assert read_index_info(index_dir).tile_count == plugin.build.summary.tiles_total > 0
 
@@ -159,7 +160,8 @@ def test_a_build_where_one_raster_fails_warns_in_one_line(plugin, town_half, tin
     assert ended.args == ["succeeded"]
     summary = plugin.build.summary
     item = plugin.build.outcome_item
-    assert item.level() == Qgis.Warning and item.duration() == 0, "a warning stays until it is read"
+    assert item.level() == Qgis.MessageLevel.Warning
+    assert item.duration() == 0, "a warning stays until it is read"
     assert item.text().startswith(f"{summary.tiles_indexed} tiles indexed in ")
     assert item.text().endswith(", 1 raster failed") and "\n" not in item.text()
     _details_button(item).click()

@@ -41,9 +41,9 @@ def refine(plugin, qtbot):
 def drag(canvas, start, end, modifiers):
     from qgis.PyQt.QtTest import QTest
 
-    QTest.mousePress(canvas.viewport(), Qt.LeftButton, modifiers, QPoint(*start))
+    QTest.mousePress(canvas.viewport(), Qt.MouseButton.LeftButton, modifiers, QPoint(*start))
     QTest.mouseMove(canvas.viewport(), QPoint(*end))
-    QTest.mouseRelease(canvas.viewport(), Qt.LeftButton, modifiers, QPoint(*end))
+    QTest.mouseRelease(canvas.viewport(), Qt.MouseButton.LeftButton, modifiers, QPoint(*end))
 
 
 def test_thumbs_fill_the_labels_layer(searched):
@@ -126,9 +126,10 @@ def test_shift_and_ctrl_drags_label_boxes_and_refine_uses_them(plugin, town_laye
     plugin.dock.k_spin.setValue(5)
     plugin.find_action.trigger()
     project = QgsProject.instance()
-    drag(qgis_canvas, (270, 120), (330, 180), Qt.ShiftModifier)
-    drag(qgis_canvas, (280, 400), (340, 460), Qt.ControlModifier)
-    drag(qgis_canvas, (5, 5), (40, 40), Qt.ShiftModifier)  # off the raster: refused, said why
+    drag(qgis_canvas, (270, 120), (330, 180), Qt.KeyboardModifier.ShiftModifier)
+    drag(qgis_canvas, (280, 400), (340, 460), Qt.KeyboardModifier.ControlModifier)
+    # Off the raster: refused, said why.
+    drag(qgis_canvas, (5, 5), (40, 40), Qt.KeyboardModifier.ShiftModifier)
     layer = find_labels_layer(project)
     assert owned_layer(project, "hits") is None  # no search ran
     rows = [(f["label"], f["raster"]) for f in layer.getFeatures()]

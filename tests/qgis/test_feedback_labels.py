@@ -47,7 +47,7 @@ def test_new_labels_layer_is_a_styled_polygon_memory_layer(project):
     layer = make_labels_layer(MAP)
     assert layer.isValid() and layer.providerType() == "memory"
     assert layer.name() == "rsir labels" and layer.crs() == MAP
-    assert layer.geometryType() == QgsWkbTypes.PolygonGeometry
+    assert layer.geometryType() == QgsWkbTypes.GeometryType.PolygonGeometry
     assert layer.fields().names() == ["raster", "label"]
     renderer = layer.renderer()
     assert isinstance(renderer, QgsCategorizedSymbolRenderer) and renderer.classAttribute() == "label"

@@ -11,16 +11,17 @@ from rsir_qgis_plugin.layers import query_raster
 from rsir_qgis_plugin.gui.map_tool import BoxMapTool
 
 
-def mouse(canvas, kind, x, y, button=Qt.LeftButton):
-    buttons = Qt.NoButton if kind == QEvent.MouseButtonRelease else button
-    return QgsMapMouseEvent(canvas, kind, QPoint(x, y), button, buttons, Qt.NoModifier)
+def mouse(canvas, kind, x, y, button=Qt.MouseButton.LeftButton):
+    buttons = Qt.MouseButton.NoButton if kind == QEvent.Type.MouseButtonRelease else button
+    return QgsMapMouseEvent(canvas, kind, QPoint(x, y), button, buttons, Qt.KeyboardModifier.NoModifier)
 
 
 def drag(tool, canvas, start, end):
-    tool.canvasPressEvent(mouse(canvas, QEvent.MouseButtonPress, *start))
-    tool.canvasMoveEvent(mouse(canvas, QEvent.MouseMove, (start[0] + end[0]) // 2, (start[1] + end[1]) // 2))
-    tool.canvasMoveEvent(mouse(canvas, QEvent.MouseMove, *end))
-    tool.canvasReleaseEvent(mouse(canvas, QEvent.MouseButtonRelease, *end))
+    tool.canvasPressEvent(mouse(canvas, QEvent.Type.MouseButtonPress, *start))
+    middle = ((start[0] + end[0]) // 2, (start[1] + end[1]) // 2)
+    tool.canvasMoveEvent(mouse(canvas, QEvent.Type.MouseMove, *middle))
+    tool.canvasMoveEvent(mouse(canvas, QEvent.Type.MouseMove, *end))
+    tool.canvasReleaseEvent(mouse(canvas, QEvent.Type.MouseButtonRelease, *end))
 
 
 @pytest.fixture
@@ -77,16 +78,16 @@ def test_box_in_raster_crs_matches_an_independent_reprojection(tool, qgis_canvas
 def test_rubber_band_follows_the_drag_and_clicks_or_escape_emit_nothing(tool, qgis_canvas):
     emitted = []
     tool.boxDrawn.connect(lambda box, crs: emitted.append(box))
-    tool.canvasPressEvent(mouse(qgis_canvas, QEvent.MouseButtonPress, 100, 100))
-    tool.canvasMoveEvent(mouse(qgis_canvas, QEvent.MouseMove, 300, 250))
+    tool.canvasPressEvent(mouse(qgis_canvas, QEvent.Type.MouseButtonPress, 100, 100))
+    tool.canvasMoveEvent(mouse(qgis_canvas, QEvent.Type.MouseMove, 300, 250))
     band = tool._band
     assert band.numberOfVertices() >= 4
     band_box = band.asGeometry().boundingBox()
     to_map = qgis_canvas.getCoordinateTransform()
     assert band_box.xMaximum() == pytest.approx(to_map.toMapCoordinates(300, 250).x())
-    tool.keyPressEvent(QKeyEvent(QEvent.KeyPress, Qt.Key_Escape, Qt.NoModifier))
+    tool.keyPressEvent(QKeyEvent(QEvent.Type.KeyPress, Qt.Key.Key_Escape, Qt.KeyboardModifier.NoModifier))
     assert band.numberOfVertices() == 0
-    tool.canvasReleaseEvent(mouse(qgis_canvas, QEvent.MouseButtonRelease, 300, 250))
+    tool.canvasReleaseEvent(mouse(qgis_canvas, QEvent.Type.MouseButtonRelease, 300, 250))
     drag(tool, qgis_canvas, (200, 200), (202, 201))  # a click with a tremble
     assert emitted == []
 
@@ -102,15 +103,18 @@ def _viewport_drag(canvas, start, end, modifiers):
     from qgis.PyQt.QtTest import QTest
 
     viewport = canvas.viewport()
-    QTest.mousePress(viewport, Qt.LeftButton, modifiers, QPoint(*start))
+    QTest.mousePress(viewport, Qt.MouseButton.LeftButton, modifiers, QPoint(*start))
     for t in (0.3, 0.6, 1.0):
         point = QPoint(int(start[0] + (end[0] - start[0]) * t), int(start[1] + (end[1] - start[1]) * t))
         QTest.mouseMove(viewport, point)
-    QTest.mouseRelease(viewport, Qt.LeftButton, modifiers, QPoint(*end))
+    QTest.mouseRelease(viewport, Qt.MouseButton.LeftButton, modifiers, QPoint(*end))
 
 
-@pytest.mark.parametrize("modifiers, positive", [(Qt.ShiftModifier, True), (Qt.ControlModifier, False),
-                                                 (Qt.ControlModifier | Qt.ShiftModifier, False)])
+@pytest.mark.parametrize("modifiers, positive", [
+    (Qt.KeyboardModifier.ShiftModifier, True),
+    (Qt.KeyboardModifier.ControlModifier, False),
+    (Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier, False),
+])
 def test_shift_and_ctrl_drags_are_labels_not_searches(tool, qgis_canvas, map_crs, modifiers, positive):
     drawn, labelled = [], []
     tool.boxDrawn.connect(lambda box, crs: drawn.append(QgsRectangle(box)))
@@ -135,16 +139,17 @@ def test_plain_drag_through_the_canvas_is_a_search_and_the_band_shows_the_mode(t
     drawn, labelled = [], []
     tool.boxDrawn.connect(lambda box, crs: drawn.append(QgsRectangle(box)))
     tool.boxLabelled.connect(lambda *args: labelled.append(args))
-    _viewport_drag(qgis_canvas, (150, 120), (300, 260), Qt.NoModifier)
+    _viewport_drag(qgis_canvas, (150, 120), (300, 260), Qt.KeyboardModifier.NoModifier)
     assert len(drawn) == 1 and labelled == []
 
     # While dragging, the rubber band is green for a positive box, red for a negative, magenta for a query.
     band = tool._band
-    tool.canvasPressEvent(QgsMapMouseEvent(qgis_canvas, QEvent.MouseButtonPress, QPoint(100, 100),
-                                           Qt.LeftButton, Qt.LeftButton, Qt.ShiftModifier))
+    left = Qt.MouseButton.LeftButton
+    tool.canvasPressEvent(QgsMapMouseEvent(qgis_canvas, QEvent.Type.MouseButtonPress, QPoint(100, 100),
+                                           left, left, Qt.KeyboardModifier.ShiftModifier))
     assert band.strokeColor() == POSITIVE_COLOR
-    tool.canvasMoveEvent(QgsMapMouseEvent(qgis_canvas, QEvent.MouseMove, QPoint(200, 200), Qt.NoButton,
-                                          Qt.LeftButton, Qt.ControlModifier))
+    tool.canvasMoveEvent(QgsMapMouseEvent(qgis_canvas, QEvent.Type.MouseMove, QPoint(200, 200),
+                                          Qt.MouseButton.NoButton, left, Qt.KeyboardModifier.ControlModifier))
     assert band.strokeColor() == NEGATIVE_COLOR
-    tool.keyPressEvent(QKeyEvent(QEvent.KeyPress, Qt.Key_Escape, Qt.NoModifier))
+    tool.keyPressEvent(QKeyEvent(QEvent.Type.KeyPress, Qt.Key.Key_Escape, Qt.KeyboardModifier.NoModifier))
     assert band.strokeColor() == BOX_COLOR and band.numberOfVertices() == 0

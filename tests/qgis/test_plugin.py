@@ -41,7 +41,7 @@ def test_load_and_unload_leave_nothing_behind(qgis_iface, project):
 
     plugin.unload()
     QgsApplication.processEvents()
-    QgsApplication.sendPostedEvents(None, QEvent.DeferredDelete)  # deleteLater -> actual deletion
+    QgsApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)  # deleteLater -> actual deletion
     assert rsir_objects(window, QAction) == []
     assert rsir_objects(window, QToolBar) == []
     assert rsir_objects(window, QgsDockWidget) == []

@@ -24,7 +24,7 @@ def render(settings) -> QImage:
 
 
 def as_array(image: QImage) -> np.ndarray:
-    image = image.convertToFormat(QImage.Format_RGB888)
+    image = image.convertToFormat(QImage.Format.Format_RGB888)
     width, height = image.width(), image.height()
     pointer = image.constBits()
     pointer.setsize(image.bytesPerLine() * height)

@@ -61,7 +61,7 @@ def test_search_makes_the_hits_layer_with_fields_and_geometry(searched, town_lay
     assert query.name() == QUERY_LAYER_NAME and query.featureCount() == 1
     query_geometry = next(query.getFeatures()).geometry()
     assert not any(f.geometry().intersection(query_geometry).area() > 1e-6 for f in features)
-    assert query.renderer().symbol().symbolLayer(0).strokeStyle() == Qt.DashLine
+    assert query.renderer().symbol().symbolLayer(0).strokeStyle() == Qt.PenStyle.DashLine
 
     # Graduated by score, labelled with the rank; both layers on top of the raster.
     assert isinstance(hits.renderer(), QgsGraduatedSymbolRenderer)
@@ -81,7 +81,7 @@ def test_dock_lists_hits_with_thumbnails_and_zooms(searched, qgis_canvas):
     first = dock.hit_row(1)
     text = first.text_label.text()
     assert text.startswith("#1") and f"{outcome.result.hits[0].score:.3f}" in text
-    assert dock.hit_list.item(0).data(Qt.AccessibleTextRole) == text
+    assert dock.hit_list.item(0).data(Qt.ItemDataRole.AccessibleTextRole) == text
     # Thumbnails come from the raster's pixels, read in the task: not flat.
     assert set(outcome.thumbnails) == {1, 2, 3, 4, 5, 6}
     for rgb in outcome.thumbnails.values():
@@ -97,7 +97,8 @@ def test_dock_lists_hits_with_thumbnails_and_zooms(searched, qgis_canvas):
     item = dock.hit_list.item(2)  # rank 3
     dock.hit_list.scrollToItem(item)
     row = dock.hit_row(3)
-    QTest.mouseClick(row.text_label, Qt.LeftButton, Qt.NoModifier, row.text_label.rect().center())
+    QTest.mouseClick(row.text_label, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier,
+                     row.text_label.rect().center())
     hits = owned_layer(QgsProject.instance(), "hits")
     third = next(f for f in hits.getFeatures() if f["rank"] == 3)
     assert qgis_canvas.extent().contains(third.geometry().boundingBox())
