@@ -83,7 +83,7 @@ def host_facts() -> HostFacts:
     try:
         from qgis.core import Qgis, QgsApplication, QgsSettings
         from qgis.PyQt.QtCore import PYQT_VERSION_STR, qVersion
-    except ImportError:
+    except Exception:  # noqa: BLE001 - no QGIS, or one whose bindings do not load: the report goes on
         return HostFacts()
     profile = QgsApplication.qgisSettingsDirPath()  # empty unless a QgsApplication is running
     return HostFacts(qgis_version=Qgis.version(), qt_version=qVersion(), pyqt_version=PYQT_VERSION_STR,
