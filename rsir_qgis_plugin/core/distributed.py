@@ -37,6 +37,8 @@ CONNECT_TIMEOUT_S = 5  # a scheduler that does not answer within this is reporte
 WORKER_WAIT_S = 30  # how long a reachable scheduler may take to have a worker
 POLL_S = 0.2  # how often the client looks at cancellation and progress while tasks run
 WORKER_REPORT_S = 0.5  # how often a task reports progress and looks for a cancel
+IMPORT_PROBE = "import rsir_qgis_plugin.core.distributed"  # run on the scheduler and each worker first
+INSTALL_HINT = "install rsir with pip (pip install PATH_TO_RSIR) on the scheduler and on every worker"
 
 
 class ClusterError(RsirError):
@@ -137,17 +139,41 @@ def _connect(distributed, address: str | None):
 
 
 def _check_workers(client, address: str) -> None:
-    """Refuse a cluster with no workers, or whose workers cannot import rsir, before any task is sent."""
+    """Refuse a cluster with no workers, or whose scheduler or workers cannot import rsir, before any task.
+
+    The scheduler unpickles the task graph, which names rsir's task function: without rsir there it
+    would fail every task with "Error during deserialization of the task graph".
+    """
     try:
         client.wait_for_workers(1, timeout=WORKER_WAIT_S)
     except (TimeoutError, OSError) as exc:
         raise ClusterError(f"the Dask scheduler at {address} has no workers after {WORKER_WAIT_S} s "
                            f"(start some: dask worker {address})") from exc
+    # exec with a fresh namespace: a builtin, so the probe itself needs nothing but Python there.
     try:
-        client.run(exec, "import rsir_qgis_plugin.core.distributed")
-    except ImportError as exc:
-        raise ClusterError(f"Dask workers of {address} cannot import rsir ({_first_line(exc)}): install "
-                           f"rsir and its Python packages on every worker") from exc
+        client.run_on_scheduler(exec, IMPORT_PROBE, {})
+    except OSError:  # the link itself: reported where the build waits on it
+        raise
+    except Exception as exc:  # ImportError, or whatever a broken install raises while importing
+        raise ClusterError(f"the Dask scheduler at {address} (host {_host(client.scheduler.address)}) cannot "
+                           f"import rsir ({_first_line(exc)}): {INSTALL_HINT}") from exc
+    answers = client.run(exec, IMPORT_PROBE, {}, on_error="return")
+    failed = {worker: exc for worker, exc in answers.items() if isinstance(exc, BaseException)}
+    if failed:
+        hosts = sorted({_host(worker) for worker in failed})
+        raise ClusterError(f"{len(failed)} of {len(answers)} Dask worker(s) of {address} cannot import rsir "
+                           f"(on host {', '.join(hosts)}: {_first_line(next(iter(failed.values())))}): "
+                           f"{INSTALL_HINT}")
+
+
+def _host(address: str) -> str:
+    """'10.0.0.5' of 'tcp://10.0.0.5:8786'."""
+    from distributed.comm import get_address_host
+
+    try:
+        return get_address_host(address)
+    except (ValueError, TypeError):
+        return address
 
 
 def _threads_per_host(client) -> dict:

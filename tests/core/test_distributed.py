@@ -1,5 +1,7 @@
 """Builds on a real dask.distributed LocalCluster (2 worker processes): same index as a local build,
-failures on workers reported, a killed client loses nothing the workers finished."""
+failures on workers reported, a killed client loses nothing the workers finished. Then on a real
+cluster of `dask scheduler` and `dask worker` processes running a pip-installed rsir: the same index,
+a worker killed mid-build loses nothing, and a scheduler or worker without rsir is one line."""
 import json
 import os
 import shutil
@@ -169,3 +171,213 @@ def test_without_distributed_the_build_says_which_packages_to_install(tmp_path, 
     monkeypatch.setitem(sys.modules, "distributed", None)  # `import distributed` fails as if not installed
     with pytest.raises(MissingDependencyError, match=r"missing Python package\(s\): dask, distributed"):
         build_index(params(tmp_path / "idx", [town_crop], tiny_model, dask="local"))
+
+
+# --- a real cluster: `dask scheduler` and `dask worker` processes on 127.0.0.1, rsir pip-installed --------
+# They run from the venv of tests/installed.py (rsir installed with pip, no PYTHONPATH, working folders
+# outside the checkout), started as `python -m distributed.cli.dask_scheduler` / `dask_worker`, which is
+# what the `dask scheduler` / `dask worker` commands run. Workers run without a nanny, so killing one
+# process kills that worker.
+
+CLUSTER_WAIT_S = 60  # bound on every wait for the cluster's processes
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Cluster:
+    """A scheduler and workers as subprocesses; close() kills every one of them."""
+
+    def __init__(self, home: Path):
+        self.home = home
+        self.processes: list[subprocess.Popen] = []
+        self.address = ""
+        home.mkdir()
+
+    def _start(self, bin_dir: Path, module: str, name: str, *args) -> subprocess.Popen:
+        from tests.installed import clean_env
+
+        log = (self.home / f"{name}.log").open("w")
+        process = subprocess.Popen([str(bin_dir / "python"), "-m", f"distributed.cli.{module}", *map(str, args)],
+                                   cwd=self.home, env=clean_env(), stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        self.processes.append(process)
+        return process
+
+    def scheduler(self, bin_dir: Path) -> str:
+        port = free_port()
+        self._start(bin_dir, "dask_scheduler", "scheduler", "--host", "127.0.0.1", "--port", port,
+                    "--no-dashboard")
+        self.address = f"tcp://127.0.0.1:{port}"
+        return self.address
+
+    def worker(self, bin_dir: Path, name: str) -> subprocess.Popen:
+        return self._start(bin_dir, "dask_worker", name, self.address, "--name", name, "--no-nanny",
+                           "--nthreads", 1, "--no-dashboard", "--death-timeout", CLUSTER_WAIT_S,
+                           "--local-directory", self.home / name)
+
+    def wait_for_workers(self, n: int) -> None:
+        import distributed
+
+        try:
+            with distributed.Client(self.address, timeout=CLUSTER_WAIT_S, set_as_default=False) as client:
+                client.wait_for_workers(n, timeout=CLUSTER_WAIT_S)
+        except (OSError, TimeoutError) as exc:
+            logs = "\n".join(f"{log.name}: {log.read_text()[-2000:]}" for log in self.home.glob("*.log"))
+            raise AssertionError(f"the cluster at {self.address} has no {n} workers: {exc}\n{logs}") from exc
+
+    def close(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+        for process in self.processes:
+            process.wait(timeout=CLUSTER_WAIT_S)
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    started = Cluster(tmp_path / "cluster")
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+@pytest.fixture
+def installed(tmp_path_factory) -> Path:
+    from tests.installed import installed_rsir
+
+    return installed_rsir(tmp_path_factory)
+
+
+def crops(folder: Path, n: int) -> list[Path]:
+    """n real 384x384 rasters cut from different places of the town sample (25 tiles each at 128 px)."""
+    from rasterio.windows import Window, transform
+
+    from tests.conftest import town_pixels, write_raster
+
+    pixels, profile = town_pixels()
+    folder.mkdir(exist_ok=True)
+    corners = [(256, 512), (320, 64), (640, 320), (576, 640), (128, 192), (448, 448)][:n]
+    return [write_raster(folder / f"crop{i}.tif", pixels[:, row:row + 384, col:col + 384].copy(),
+                         crs=profile["crs"], transform=transform(Window(col, row, 384, 384), profile["transform"]))
+            for i, (row, col) in enumerate(corners)]
+
+
+def rsir(bin_dir: Path, cwd: Path, *args) -> subprocess.CompletedProcess:
+    from tests.installed import clean_env
+
+    return subprocess.run([str(bin_dir / "rsir"), *map(str, args)], cwd=cwd, env=clean_env(),
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_a_build_on_a_dask_scheduler_with_two_worker_processes_gives_the_same_index_as_a_local_build(
+        tmp_path, installed, cluster):
+    rasters = crops(tmp_path / "rasters", 2)
+    address = cluster.scheduler(installed)
+    cluster.worker(installed, "w0")
+    cluster.worker(installed, "w1")
+    cluster.wait_for_workers(2)
+    local = rsir(installed, tmp_path, "index", "build", tmp_path / "local", *rasters)
+    assert local.returncode == 0, local.stderr
+    started = time.perf_counter()
+    built = rsir(installed, tmp_path, "index", "build", tmp_path / "dask", *rasters, "--dask", address)
+    assert built.returncode == 0, built.stderr
+    print(f"build on the cluster: {time.perf_counter() - started:.1f} s")
+    assert "embedded 50 tiles from 2 raster(s)" in built.stdout, built.stdout
+    local_tiles, local_vectors = contents(tmp_path / "local")
+    dask_tiles, dask_vectors = contents(tmp_path / "dask")
+    assert len(local_tiles) >= 40 and dask_tiles == local_tiles
+    assert dask_vectors.shape == local_vectors.shape and np.array_equal(dask_vectors, local_vectors)
+
+
+def test_a_worker_killed_mid_build_loses_nothing(tmp_path, installed, cluster):
+    rasters = crops(tmp_path / "rasters", 6)
+    local = rsir(installed, tmp_path, "index", "build", tmp_path / "local", *rasters)
+    assert local.returncode == 0, local.stderr
+    address = cluster.scheduler(installed)
+    doomed = cluster.worker(installed, "w0")
+    cluster.worker(installed, "w1")
+    cluster.wait_for_workers(2)
+    from tests.installed import clean_env
+
+    index = tmp_path / "dask"
+    build = subprocess.Popen([str(installed / "rsir"), "index", "build", str(index), *map(str, rasters), "--dask",
+                              address], cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        doomed_task = _kill_while_it_works(cluster, doomed, "w0", index / "shards", build)
+        out, err = build.communicate(timeout=300)
+    finally:
+        if build.poll() is None:
+            build.kill()
+    assert doomed.wait(timeout=10) == -signal.SIGKILL
+    assert doomed_task.startswith("rsir-embed-")
+    if build.returncode == 3:  # the cluster gave up on some rasters: each named, the rest committed
+        assert "failed on a Dask worker" in out
+        missing = [str(r.resolve()) for r in rasters if f"{r.resolve()}: failed" in out]
+        assert missing
+        rebuilt = rsir(installed, tmp_path, "index", "build", index, *rasters, "--dask", address)
+        assert rebuilt.returncode == 0, rebuilt.stderr
+    else:
+        assert build.returncode == 0, err
+        assert "6 raster(s)" in out and "failed" not in out
+    local_tiles, local_vectors = contents(tmp_path / "local")
+    dask_tiles, dask_vectors = contents(index)
+    assert sorted(dask_tiles) == sorted(local_tiles)
+    order = np.argsort([str(tile) for tile in dask_tiles])
+    assert np.array_equal(dask_vectors[order], local_vectors[np.argsort([str(tile) for tile in local_tiles])])
+
+
+def _kill_while_it_works(cluster: Cluster, worker: subprocess.Popen, name: str, shards: Path,
+                         build: subprocess.Popen) -> str:
+    """SIGKILL the worker `name` once some raster is saved and it is embedding another; that task's key."""
+    import distributed
+
+    deadline = time.monotonic() + CLUSTER_WAIT_S
+    with distributed.Client(cluster.address, timeout=CLUSTER_WAIT_S, set_as_default=False) as client:
+        while True:
+            assert build.poll() is None, build.communicate()
+            assert time.monotonic() < deadline, "the build never had a raster saved and another in work"
+            saved = [p for p in shards.glob("*.npz") if ".partial." not in p.name]
+            workers = client.scheduler_info(n_workers=-1)["workers"]
+            address = next(a for a, w in workers.items() if w.get("name") == name)
+            busy = client.processing([address]).get(address, [])
+            if saved and busy:
+                worker.kill()
+                return busy[0]
+            time.sleep(0.05)
+
+
+def test_a_scheduler_or_a_worker_that_cannot_import_rsir_is_one_line_naming_the_host(
+        tmp_path_factory, tmp_path, installed, cluster):
+    from tests.installed import plain_python
+
+    plain = plain_python(tmp_path_factory)
+    [raster] = crops(tmp_path / "rasters", 1)
+    address = cluster.scheduler(plain)  # a scheduler without rsir, its workers with it
+    cluster.worker(installed, "w0")
+    cluster.wait_for_workers(1)
+    refused = rsir(installed, tmp_path, "index", "build", tmp_path / "idx", raster, "--dask", address)
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (
+        f"rsir: error: the Dask scheduler at {address} (host 127.0.0.1) cannot import rsir (No module named "
+        f"'rsir_qgis_plugin'): {rsir_distributed.INSTALL_HINT}")
+    assert not (tmp_path / "idx" / MANIFEST).exists()
+    cluster.close()
+
+    address = cluster.scheduler(installed)  # now the scheduler has rsir and one of two workers has not
+    cluster.worker(installed, "w1")
+    cluster.worker(plain, "w2")
+    cluster.wait_for_workers(2)
+    refused = rsir(installed, tmp_path, "index", "build", tmp_path / "idx", raster, "--dask", address)
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (
+        f"rsir: error: 1 of 2 Dask worker(s) of {address} cannot import rsir (on host 127.0.0.1: No module "
+        f"named 'rsir_qgis_plugin'): {rsir_distributed.INSTALL_HINT}")
+    assert not (tmp_path / "idx" / MANIFEST).exists()
