@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import dependencies
+from .core.onnx_header import describe_onnx_header
 
 OK, MISSING, FAILED, OPTIONAL = "ok", "missing", "failed", "optional"
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
@@ -356,81 +357,6 @@ def default_profile_dir() -> Path:
 
 
 # Helpers ---------------------------------------------------------------------------------------------
-
-def describe_onnx_header(path: Path) -> str:
-    """'opset 17, IR 8' read from the ModelProto's top-level fields, without the onnx package."""
-    ir_version, opsets = read_onnx_header(path)
-    default = opsets.get("", opsets.get("ai.onnx"))
-    others = ", ".join(f"{domain} {version}" for domain, version in sorted(opsets.items())
-                       if domain not in ("", "ai.onnx"))
-    text = f"opset {default if default is not None else '?'}, IR {ir_version}"
-    return f"{text} ({others})" if others else text
-
-
-def read_onnx_header(path: Path) -> tuple[int, dict[str, int]]:
-    """(ir_version, {domain: opset version}) of an ONNX file: fields 1 and 8 of onnx.ModelProto.
-
-    Walks the protobuf's top level and seeks over the graph, so a large model costs a few reads.
-    """
-    ir_version, opsets = 0, {}
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        while f.tell() < size:
-            key = _varint(f)
-            number, wire = key >> 3, key & 7
-            if wire == 0:
-                value = _varint(f)
-                if number == 1:
-                    ir_version = value
-            elif wire == 2:
-                length = _varint(f)
-                if number == 8:
-                    domain, version = _opset_entry(f.read(length))
-                    opsets[domain] = version
-                else:
-                    f.seek(length, os.SEEK_CUR)
-            elif wire in (1, 5):
-                f.seek(8 if wire == 1 else 4, os.SEEK_CUR)
-            else:
-                raise ValueError(f"unexpected protobuf wire type {wire}")
-        if f.tell() > size:
-            raise ValueError(f"truncated: {size} bytes, a field runs to byte {f.tell()}")
-    if not ir_version:
-        raise ValueError("no ir_version field")
-    return ir_version, opsets
-
-
-def _opset_entry(data: bytes) -> tuple[str, int]:
-    """OperatorSetIdProto: domain (field 1, string), version (field 2, int64)."""
-    import io
-
-    stream, domain, version = io.BytesIO(data), "", 0
-    while stream.tell() < len(data):
-        key = _varint(stream)
-        if key & 7 == 0:
-            value = _varint(stream)
-            version = value if key >> 3 == 2 else version
-        elif key & 7 == 2:
-            text = stream.read(_varint(stream))
-            domain = text.decode("utf-8", errors="replace") if key >> 3 == 1 else domain
-        else:
-            raise ValueError("unexpected field in an opset entry")
-    return domain, version
-
-
-def _varint(stream) -> int:
-    value = shift = 0
-    while True:
-        byte = stream.read(1)
-        if not byte:
-            raise ValueError("truncated file")
-        value |= (byte[0] & 0x7F) << shift
-        if byte[0] < 0x80:
-            return value
-        shift += 7
-        if shift > 63:
-            raise ValueError("malformed varint")
-
 
 @contextlib.contextmanager
 def _native_stderr():

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from rsir_qgis_plugin import diagnostics
+from rsir_qgis_plugin.core import onnx_header
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / "rsir_qgis_plugin" / "models"
@@ -99,7 +100,7 @@ def test_torch_is_not_imported_when_it_is_not_installed():
 def test_opset_read_from_the_file_matches_onnx(model):
     onnx = pytest.importorskip("onnx")
     proto = onnx.load(str(model), load_external_data=False)
-    ir_version, opsets = diagnostics.read_onnx_header(model)
+    ir_version, opsets = onnx_header.read_onnx_header(model)
     assert ir_version == proto.ir_version
     assert opsets == {entry.domain: entry.version for entry in proto.opset_import}
 
