@@ -45,6 +45,7 @@ class BoxMapTool(QgsMapTool):
         self._set_mode(QUERY)
         self._start: QgsPointXY | None = None
         self._start_px = None
+        self._switching = False  # inside activate() or deactivate(): see _switch()
 
     def canvasPressEvent(self, event: QgsMapMouseEvent) -> None:  # noqa: N802 (Qt override)
         if event.button() == Qt.MouseButton.RightButton:
@@ -87,9 +88,30 @@ class BoxMapTool(QgsMapTool):
         else:
             event.ignore()
 
+    def activate(self) -> None:
+        self._switch(super().activate)
+
     def deactivate(self) -> None:
-        self._cancel()
-        super().deactivate()
+        self._switch(super().deactivate, self._cancel)
+
+    def _switch(self, base, *first) -> None:
+        """Run QgsMapTool's activate/deactivate once, ignoring the calls it causes on this same tool.
+
+        QgsMapTool checks or unchecks the tool's action; a slot on that action which sets or unsets
+        this tool on the canvas (the plugin's) calls back into activate/deactivate while QGIS 3.22's
+        QgsMapCanvas.setMapTool() is still switching. Taking the tool back after another one (the
+        extent tool of a Processing dialog's "Draw on Canvas") then never ended: RecursionError, and
+        QGIS's main window went away. A nested call changes nothing the outer one is not already doing.
+        """
+        if self._switching:
+            return
+        self._switching = True
+        try:
+            for step in first:
+                step()
+            base()
+        finally:
+            self._switching = False
 
     def release(self) -> None:
         """Remove the rubber band from the canvas; call before dropping the tool."""

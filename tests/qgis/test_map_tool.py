@@ -1,9 +1,11 @@
 """The box map tool driven by synthetic mouse events, and the box it gives in map and raster CRS."""
 from __future__ import annotations
 
+import sys
+
 import pytest
-from qgis.core import QgsCoordinateReferenceSystem, QgsProject, QgsRectangle
-from qgis.gui import QgsMapMouseEvent
+from qgis.core import QgsApplication, QgsCoordinateReferenceSystem, QgsProject, QgsRectangle
+from qgis.gui import QgsMapMouseEvent, QgsMapToolPan
 from qgis.PyQt.QtCore import QEvent, QPoint, Qt
 from qgis.PyQt.QtGui import QKeyEvent
 
@@ -153,3 +155,50 @@ def test_plain_drag_through_the_canvas_is_a_search_and_the_band_shows_the_mode(t
     assert band.strokeColor() == NEGATIVE_COLOR
     tool.keyPressEvent(QKeyEvent(QEvent.Type.KeyPress, Qt.Key.Key_Escape, Qt.KeyboardModifier.NoModifier))
     assert band.strokeColor() == BOX_COLOR and band.numberOfVertices() == 0
+
+
+@pytest.fixture
+def python_errors(monkeypatch):
+    """Exceptions raised in Python code that C++ called (virtual methods, slots), by type.
+
+    pytest-qt's own capture formats a traceback, which a RecursionError defeats; this hook only
+    records the type, so it still works at the recursion limit.
+    """
+    seen: list[type] = []
+    monkeypatch.setattr(sys, "excepthook", lambda kind, value, tb: seen.append(kind))
+    return seen
+
+
+def test_processing_draw_on_canvas_hands_the_find_tool_back_without_recursion(plugin, qgis_canvas, town_layer,
+                                                                              python_errors):
+    """Issue 19 item 3: the rsir tool active, a Processing extent parameter's "Draw on Canvas" (QGIS's
+    own QgsExtentWidget and QgsMapToolExtent), a real drag, and QGIS gives the previous tool back."""
+    from qgis.gui import QgsExtentWidget
+
+    plugin.find_action.trigger()
+    assert qgis_canvas.mapTool() is plugin.map_tool and plugin.find_action.isChecked()
+    widget = QgsExtentWidget()
+    widget.setMapCanvas(qgis_canvas)
+    widget.setOutputExtentFromDrawOnCanvas()
+    assert qgis_canvas.mapTool() is not plugin.map_tool and not plugin.find_action.isChecked()
+
+    _viewport_drag(qgis_canvas, (150, 120), (300, 260), Qt.KeyboardModifier.NoModifier)
+
+    assert python_errors == []
+    assert widget.isValid() and not widget.outputExtent().isEmpty()
+    assert qgis_canvas.mapTool() is plugin.map_tool and plugin.find_action.isChecked()
+
+    # Plain switches both ways, and the Processing dialog closed while its tool was still active.
+    pan = QgsMapToolPan(qgis_canvas)
+    qgis_canvas.setMapTool(pan)
+    assert not plugin.find_action.isChecked()
+    plugin.find_action.trigger()
+    assert qgis_canvas.mapTool() is plugin.map_tool and plugin.find_action.isChecked()
+    widget.setOutputExtentFromDrawOnCanvas()
+    widget.deleteLater()
+    QgsApplication.processEvents()
+    qgis_canvas.setMapTool(plugin.map_tool)
+    assert qgis_canvas.mapTool() is plugin.map_tool and plugin.find_action.isChecked()
+    plugin.find_action.trigger()  # unchecked: the tool leaves the canvas
+    assert qgis_canvas.mapTool() is None and not plugin.find_action.isChecked()
+    assert python_errors == []
