@@ -7,18 +7,21 @@ AllowZoomRect, which this one is not, and Alt-drag is taken by many Linux window
 """
 from __future__ import annotations
 
-from qgis.core import QgsCoordinateReferenceSystem, QgsGeometry, QgsPointXY, QgsRectangle, QgsWkbTypes
+from qgis.core import Qgis, QgsCoordinateReferenceSystem, QgsGeometry, QgsPointXY, QgsRectangle, QgsWkbTypes
 from qgis.gui import QgsMapCanvas, QgsMapMouseEvent, QgsMapTool, QgsRubberBand
+from qgis.PyQt import sip
 from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtGui import QColor, QKeyEvent
 
-# A drag shorter than this (screen pixels) is a click, not a box.
+# A drag shorter than this (screen pixels) is a click, not a box: it draws nothing and says how to.
 MIN_DRAG_PX = 4
+TOO_SMALL_SECONDS = 8
 BOX_COLOR = QColor(230, 0, 126)
 POSITIVE_COLOR = QColor(0, 170, 60)
 NEGATIVE_COLOR = QColor(220, 30, 30)
 QUERY, POSITIVE, NEGATIVE = "query", "positive", "negative"
 MODE_COLORS = {QUERY: BOX_COLOR, POSITIVE: POSITIVE_COLOR, NEGATIVE: NEGATIVE_COLOR}
+MODE_VERBS = {QUERY: "search with", POSITIVE: "mark as a good example", NEGATIVE: "mark as a bad example"}
 
 
 def drag_mode(modifiers: Qt.KeyboardModifier) -> str:
@@ -28,6 +31,11 @@ def drag_mode(modifiers: Qt.KeyboardModifier) -> str:
     if modifiers & Qt.KeyboardModifier.ShiftModifier:
         return POSITIVE
     return QUERY
+
+
+def too_small_text(width: int, height: int, mode: str) -> str:
+    return (f"Box too small to {MODE_VERBS[mode]} ({width} x {height} screen pixels): hold the left button "
+            "and drag a rectangle around the place; zoom in for a small object.")
 
 
 class BoxMapTool(QgsMapTool):
@@ -46,6 +54,7 @@ class BoxMapTool(QgsMapTool):
         self._start: QgsPointXY | None = None
         self._start_px = None
         self._switching = False  # inside activate() or deactivate(): see _switch()
+        self._message = None  # the message-bar item of the last drag too small to be a box
 
     def canvasPressEvent(self, event: QgsMapMouseEvent) -> None:  # noqa: N802 (Qt override)
         if event.button() == Qt.MouseButton.RightButton:
@@ -70,12 +79,14 @@ class BoxMapTool(QgsMapTool):
         start, start_px = self._start, self._start_px
         self._cancel()
         moved = event.pos() - start_px
+        mode = drag_mode(event.modifiers())
         if abs(moved.x()) < MIN_DRAG_PX or abs(moved.y()) < MIN_DRAG_PX:
+            self._say_too_small(abs(moved.x()), abs(moved.y()), mode)
             return
+        self._close_message()
         box = QgsRectangle(start, event.mapPoint())
         box.normalize()
         crs = self.canvas().mapSettings().destinationCrs()
-        mode = drag_mode(event.modifiers())
         if mode == QUERY:
             self.boxDrawn.emit(box, crs)
         else:
@@ -117,6 +128,27 @@ class BoxMapTool(QgsMapTool):
         """Remove the rubber band from the canvas; call before dropping the tool."""
         self._cancel()
         self.canvas().scene().removeItem(self._band)
+
+    def _say_too_small(self, width: int, height: int, mode: str) -> None:
+        """A click or a tremble is no box: say so in QGIS's message bar (one line at a time)."""
+        text = too_small_text(width, height, mode)
+        from qgis.utils import iface  # QGIS's interface; None outside QGIS (a bare canvas in a script)
+
+        if iface is None:
+            self.messageEmitted.emit(text, Qgis.MessageLevel.Info)
+            return
+        self._close_message()
+        bar = iface.messageBar()
+        self._message = bar.createMessage("rsir", text)
+        bar.pushWidget(self._message, Qgis.MessageLevel.Info, TOO_SMALL_SECONDS)
+
+    def _close_message(self) -> None:
+        from qgis.utils import iface
+
+        item, self._message = self._message, None
+        if item is not None and iface is not None and not sip.isdeleted(item) \
+                and item in iface.messageBar().items():
+            iface.messageBar().popWidget(item)
 
     def _set_mode(self, mode: str) -> None:
         color = MODE_COLORS[mode]

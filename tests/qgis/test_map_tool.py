@@ -202,3 +202,29 @@ def test_processing_draw_on_canvas_hands_the_find_tool_back_without_recursion(pl
     plugin.find_action.trigger()  # unchecked: the tool leaves the canvas
     assert qgis_canvas.mapTool() is None and not plugin.find_action.isChecked()
     assert python_errors == []
+
+
+@pytest.mark.parametrize("end, modifiers, verb", [
+    ((202, 201), Qt.KeyboardModifier.NoModifier, "search with"),  # issue 19 item 5: a 2-pixel drag
+    ((200, 200), Qt.KeyboardModifier.NoModifier, "search with"),  # a click
+    ((203, 230), Qt.KeyboardModifier.ShiftModifier, "mark as a good example"),  # tall but 3 px wide
+], ids=["2-pixel drag", "click", "3-pixel-wide Shift-drag"])
+def test_a_drag_too_small_for_a_box_says_so_in_the_message_bar(tool, qgis_canvas, qgis_iface, end, modifiers,
+                                                               verb):
+    drawn = []
+    tool.boxDrawn.connect(lambda box, crs: drawn.append(box))
+    tool.boxLabelled.connect(lambda *args: drawn.append(args))
+    bar = qgis_iface.messageBar()
+    bar.clearWidgets()
+    _viewport_drag(qgis_canvas, (200, 200), end, modifiers)
+
+    assert drawn == []
+    texts = [item.text() for item in bar.items()]
+    assert len(texts) == 1
+    assert texts[0].startswith(f"Box too small to {verb} ({end[0] - 200} x {end[1] - 200} screen pixels)")
+    assert "drag a rectangle around the place" in texts[0]
+    # A second tremble replaces the line rather than stacking another; a real box takes it away.
+    _viewport_drag(qgis_canvas, (200, 200), end, modifiers)
+    assert len(bar.items()) == 1
+    _viewport_drag(qgis_canvas, (150, 120), (300, 260), modifiers)
+    assert bar.items() == [] and len(drawn) == 1
