@@ -1,7 +1,6 @@
 """Answering a query: embed a box of a raster (or an image file) and rank the index's tiles."""
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,18 +14,20 @@ from .geometry import (
     Quad,
     Ring,
     crs_from,
-    crs_name,
     ground_iou,
     ground_overlaps,
     ground_quads,
-    reproject_bounds,
     window_iou,
 )
 from .model import ModelInfo, find_model, read_model
 from .params import SearchParams
+from .query_box import checked_box as _checked_box
+from .query_box import fmt_box as _fmt
+from .query_box import pixel_window as _pixel_window  # noqa: F401 (feedback.py finds indexed tiles with it)
+from .query_box import box_big_enough, query_window, size_px, too_small
 from .raster import RasterSource, describe, open_dataset, resolve_raster_path
 from .store import IndexReader, TileEntry, check_model, shared_reader
-from .tiling import read_window, window_bounds, window_corners
+from .tiling import read_window, window_corners
 
 if TYPE_CHECKING:
     from .feedback import Feedback
@@ -104,6 +105,8 @@ def search_image(index_dir: str | Path, image_path: str | Path, params: SearchPa
     reader = _reader(index_dir)
     model = _model_for(reader, params)
     source = describe(_query_raster_path(image_path), None, model.contract.bands)
+    if not box_big_enough(source.width, source.height):
+        raise too_small(source.path, f"the image is {size_px(source.width, source.height)} pixels")
     with open_dataset(source.path) as dataset:
         tile, _ = read_window(dataset, source, (0, 0, source.width, source.height), model.contract.input_size)
     embedder = shared_embedder(model, params.device)
@@ -131,29 +134,6 @@ def _query_raster_path(path: str | Path) -> str:
         raise RasterError(exc.path, "not found (no such file)") from exc
 
 
-def _checked_box(bbox) -> tuple[float, float, float, float]:
-    """The box as four finite numbers with XMIN < XMAX and YMIN < YMAX; an error saying what is wrong."""
-    try:
-        box = tuple(float(v) for v in bbox)
-    except (TypeError, ValueError):
-        raise RsirError(f"the query box must be four numbers XMIN YMIN XMAX YMAX, got {bbox!r}") from None
-    if len(box) != 4:
-        raise RsirError(f"the query box must be four numbers XMIN YMIN XMAX YMAX, got {len(box)}")
-    if not all(math.isfinite(v) for v in box):
-        raise RsirError(f"the query box {box} holds a value that is not a finite number")
-    if box[0] == box[2] or box[1] == box[3]:
-        equal = "XMIN equals XMAX" if box[0] == box[2] else "YMIN equals YMAX"
-        raise RsirError(f"the query box {_fmt(box)} has zero area ({equal}); a query needs an area")
-    if box[0] > box[2] or box[1] > box[3]:
-        raise RsirError(f"the query box {_fmt(box)} is inverted: give XMIN YMIN XMAX YMAX "
-                        "with XMIN < XMAX and YMIN < YMAX")
-    return box
-
-
-def _fmt(box) -> str:
-    return "(" + ", ".join(f"{v:.8g}" if abs(v) < 1e5 else f"{v:.1f}" for v in box) + ")"
-
-
 def _model_for(reader: IndexReader, params: SearchParams) -> ModelInfo:
     """The model given, else the one the index was built with (found at its path or bundled)."""
     built_with = reader.manifest["model"]
@@ -173,7 +153,7 @@ def _box_window(reader: IndexReader, model: ModelInfo, raster_path: str | Path, 
     """The raster a box lies on (fed with the bands it was indexed with) and the box's pixel window."""
     resolved = _query_raster_path(raster_path)
     source = describe(resolved, _indexed_bands(reader, resolved), model.contract.bands)
-    return source, _pixel_window(source, bbox, bbox_crs)
+    return source, query_window(source, bbox, bbox_crs)
 
 
 def _read_box(source: RasterSource, window: tuple[int, int, int, int], size: int, bbox) -> np.ndarray:
@@ -206,47 +186,6 @@ def _indexed_bands(reader: IndexReader, resolved: str) -> tuple[int, ...] | None
         if entry.path == resolved and entry.tiling.get("bands"):
             return tuple(entry.tiling["bands"])
     return None
-
-
-def _pixel_window(source, bbox, bbox_crs: str | None) -> tuple[int, int, int, int]:
-    """The box's pixel window, clipped to the raster; an error that says why when there is none.
-
-    `source` is a RasterSource or an index's RasterEntry (path, crs_wkt, transform, width, height).
-    """
-    from affine import Affine
-
-    given = f"the query box {_fmt(bbox)}" + (f" in {crs_name(bbox_crs)}" if bbox_crs else "")
-    box = reproject_bounds(bbox, bbox_crs or "", source.crs_wkt)
-    if not all(math.isfinite(v) for v in box):
-        hint = ""
-        if bbox_crs and crs_from(bbox_crs).is_geographic and not _looks_geographic(bbox):
-            hint = f" (in {crs_name(bbox_crs)} it would be longitude/latitude in degrees)"
-        raise RasterError(source.path, f"{given} has no position in the raster's CRS "
-                                       f"({crs_name(source.crs_wkt)}); is the box's CRS right?{hint}")
-    inverse = ~Affine(*source.transform)
-    corners = [inverse * (x, y) for x in (box[0], box[2]) for y in (box[1], box[3])]
-    cols, rows = [c[0] for c in corners], [c[1] for c in corners]
-    # A box reprojected from another CRS lands a hair off the pixel grid: snap within 1/100 pixel.
-    snap = 0.01
-    col0, col1 = max(0, int(np.floor(min(cols) + snap))), min(source.width, int(np.ceil(max(cols) - snap)))
-    row0, row1 = max(0, int(np.floor(min(rows) + snap))), min(source.height, int(np.ceil(max(rows) - snap)))
-    if col1 - col0 < 1 or row1 - row0 < 1:
-        extent = _fmt(window_bounds(source.transform, (0, 0, source.width, source.height)))
-        where = f" (= {_fmt(box)} in the raster's CRS)" if box != bbox else ""
-        hint = ""
-        if not bbox_crs and _looks_geographic(bbox) and _is_projected(source.crs_wkt):
-            hint = "; the box looks like longitude/latitude: give its CRS, --crs EPSG:4326"
-        raise RasterError(source.path, f"{given}{where} does not overlap the raster, which covers {extent} "
-                                       f"in {crs_name(source.crs_wkt)}{hint}")
-    return col0, row0, col1 - col0, row1 - row0
-
-
-def _looks_geographic(box) -> bool:
-    return -180.0 <= box[0] and box[2] <= 360.0 and -90.0 <= box[1] and box[3] <= 90.0
-
-
-def _is_projected(crs_wkt: str) -> bool:
-    return bool(crs_wkt) and crs_from(crs_wkt).is_projected
 
 
 def _rank(reader: IndexReader, candidates: Candidates, params: SearchParams, areas: Sequence[_Query],
