@@ -79,8 +79,9 @@ def embed_on_dask(jobs: list[Job], model: ModelInfo, params: BuildParams, index_
         client.subscribe_topic(settings.topic, lambda event: _note_progress(percents, *event[1]))
         where = _describe_cluster(client, params.dask)
         # The model travels as bytes: a remote worker's copy of rsir (and of the bundled model) may
-        # lie elsewhere. Dask passes it between workers, once per worker.
-        model_data = client.scatter(Path(model.path).read_bytes(), hash=False)
+        # lie elsewhere. Every worker gets a copy now (workers that join later fetch one from them), so
+        # losing a worker does not lose the model and, with it, every task still to run.
+        model_data = client.scatter(Path(model.path).read_bytes(), hash=False, broadcast=True)
         futures = {}
         # Largest rasters first, so the cluster is not left waiting on one big raster at the end.
         for job in sorted(jobs, key=lambda j: -windows[j.key]):
@@ -202,8 +203,13 @@ def _wait_some(distributed, client, pending: set, address: str) -> set:
     except TimeoutError:
         return set()
     except distributed.client.FuturesCancelledError as exc:  # the scheduler lost them (restart, lost link)
-        raise ClusterError(f"the Dask cluster at {address} dropped this build's tasks ({_first_line(exc)}); "
-                           f"the rasters finished so far will be reused by the next build") from exc
+        reason = f"dropped this build's tasks ({_first_line(exc).rstrip(':')})"
+        try:
+            reason = reason if client.nthreads() else "lost all its workers"  # their data went with them
+        except OSError:
+            pass
+        raise ClusterError(f"the Dask cluster at {address} {reason}; the rasters finished so far will be "
+                           f"reused by the next build") from exc
 
 
 def _outcome(future, job: Job, model: ModelInfo, index_dir: Path, counts: JobCounts):

@@ -334,15 +334,45 @@ def test_a_worker_killed_mid_build_loses_nothing(tmp_path, installed, cluster):
     assert np.array_equal(dask_vectors[order], local_vectors[np.argsort([str(tile) for tile in local_tiles])])
 
 
+
+def test_a_build_whose_last_worker_dies_is_one_line_and_the_next_build_resumes(tmp_path, installed, cluster,
+                                                                               capsys):
+    import threading
+
+    rasters = crops(tmp_path / "rasters", 3)
+    address = cluster.scheduler(installed)
+    only = cluster.worker(installed, "w0")
+    cluster.wait_for_workers(1)
+    index = tmp_path / "idx"
+    killed = []
+    killer = threading.Thread(target=lambda: killed.append(
+        _kill_while_it_works(cluster, only, "w0", index / "shards", None)), daemon=True)
+    killer.start()
+    code = cli.main(["index", "build", str(index), *map(str, rasters), "--dask", address])
+    killer.join(timeout=CLUSTER_WAIT_S)
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert killed and code == 1
+    assert err == (f"rsir: error: the Dask cluster at {address} lost all its workers; the rasters finished so "
+                   f"far will be reused by the next build")
+    assert not (index / MANIFEST).exists()
+    cluster.worker(installed, "w1")
+    cluster.wait_for_workers(1)
+    resumed = rsir(installed, tmp_path, "index", "build", index, *rasters, "--dask", address)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed" in resumed.stdout and ", 0 resumed" not in resumed.stdout, resumed.stdout
+    local = rsir(installed, tmp_path, "index", "build", tmp_path / "local", *rasters)
+    assert local.returncode == 0, local.stderr
+    assert contents(index)[0] == contents(tmp_path / "local")[0]
+
 def _kill_while_it_works(cluster: Cluster, worker: subprocess.Popen, name: str, shards: Path,
-                         build: subprocess.Popen) -> str:
+                         build: subprocess.Popen | None) -> str:
     """SIGKILL the worker `name` once some raster is saved and it is embedding another; that task's key."""
     import distributed
 
     deadline = time.monotonic() + CLUSTER_WAIT_S
     with distributed.Client(cluster.address, timeout=CLUSTER_WAIT_S, set_as_default=False) as client:
         while True:
-            assert build.poll() is None, build.communicate()
+            assert build is None or build.poll() is None, build.communicate()
             assert time.monotonic() < deadline, "the build never had a raster saved and another in work"
             saved = [p for p in shards.glob("*.npz") if ".partial." not in p.name]
             workers = client.scheduler_info(n_workers=-1)["workers"]
