@@ -393,14 +393,20 @@ def _is_number(text: str) -> bool:
 
 
 def _require_crs(raster: Path, crs: str) -> None:
-    """--crs on a raster without a CRS cannot place the box: say so rather than ignore it."""
+    """--crs on a raster without a CRS, or with a local one (a site grid, which no other CRS converts to),
+    cannot place the box: say so rather than ignore it."""
+    from .core.geometry import crs_from, crs_name, reaches_lonlat
     from .core.raster import open_dataset
 
     try:
         with open_dataset(raster) as dataset:
-            has_crs = dataset.crs is not None
+            crs_wkt = dataset.crs.to_wkt() if dataset.crs else ""
     except RsirError:
         return  # the search names what is wrong with the file
-    if not has_crs:
+    if not crs_wkt:
         raise RsirError(f"{raster}: has no CRS, so a box in {crs} cannot be placed on it; give --bbox in "
                         "the raster's own coordinates and leave out --crs")
+    if not reaches_lonlat(crs_wkt) and crs_from(crs) != crs_from(crs_wkt):
+        raise RsirError(f"{raster}: has a local CRS ({crs_name(crs_wkt)}) that no other CRS converts to, so a "
+                        f"box in {crs} cannot be placed on it; give --bbox in the raster's own coordinates and "
+                        "leave out --crs")

@@ -30,7 +30,7 @@ import numpy as np
 
 from .atomic import atomic_path
 from .errors import Cancelled, MissingDependencyError, RsirError
-from .geometry import crs_from
+from .geometry import crs_from, lonlat_points, reaches_lonlat
 
 GEOPARQUET_VERSION = "1.1.0"
 # Tiles per row group and per catalog read; kept under SQLite's default limit of 32766 bound
@@ -238,8 +238,6 @@ class _RasterPlaces:
         return quads
 
     def _ground(self, raster, windows: np.ndarray) -> np.ndarray:
-        from rasterio.warp import transform as reproject_points
-
         a, b, c, d, e, f = raster.transform[:6]
         cols = windows[:, [0, 0, 0, 0]] + windows[:, [2]] * np.array([0, 1, 1, 0])
         rows = windows[:, [1, 1, 1, 1]] + windows[:, [3]] * np.array([0, 0, 1, 1])
@@ -247,13 +245,14 @@ class _RasterPlaces:
         if raster.crs_wkt not in self._crs:
             crs = crs_from(raster.crs_wkt)
             self._crs[raster.crs_wkt] = crs, crs.to_epsg() == 4326
-        src, is_4326 = self._crs[raster.crs_wkt]
+        _, is_4326 = self._crs[raster.crs_wkt]
         if is_4326:
             lon, lat = xs, ys
-        else:
-            lon, lat = reproject_points(src, "EPSG:4326", xs.ravel(), ys.ravel())
-            lon = np.asarray(lon, np.float64).reshape(xs.shape)
-            lat = np.asarray(lat, np.float64).reshape(ys.shape)
+        elif not reaches_lonlat(raster.crs_wkt):  # a local CRS (site grid): no place on the ground
+            lon, lat = np.full(xs.shape, np.nan), np.full(ys.shape, np.nan)
+        else:  # corners outside the projection's domain come back NaN instead of failing the export
+            lon, lat, _ = lonlat_points(raster.crs_wkt, xs.ravel(), ys.ravel())
+            lon, lat = lon.reshape(xs.shape), lat.reshape(ys.shape)
         lon = lon[:, :1] + (lon - lon[:, :1] + 180.0) % 360.0 - 180.0  # one piece across the antimeridian
         quads = np.stack([lon, lat], axis=2)
         quads[~np.isfinite(quads).all(axis=(1, 2))] = np.nan

@@ -1,6 +1,8 @@
 """Coordinates: reprojecting boxes and rings between CRSs, and overlap of windows and ground footprints."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .errors import RsirError
@@ -28,7 +30,67 @@ def crs_name(crs_wkt: str) -> str:
         return "no CRS"
     crs = crs_from(crs_wkt)
     authority = crs.to_authority()
-    return ":".join(authority) if authority else crs.to_string()[:60]
+    if authority:
+        return ":".join(authority)
+    name = _osr(crs.to_wkt()).GetName()  # 'site grid', not the first 60 characters of a WKT
+    return f"'{name}'" if name and name != "unknown" else crs.to_string()[:60]
+
+
+def _osr(crs_wkt: str):
+    """An OGR spatial reference in x/y (lon/lat) order; rasterio's CRS offers no name or transformer check."""
+    from osgeo import osr
+
+    srs = osr.SpatialReference()
+    srs.ImportFromWkt(crs_wkt)
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    return srs
+
+
+@functools.lru_cache(maxsize=256)
+def reaches_lonlat(crs: str) -> bool:
+    """Whether PROJ knows a way from this CRS (WKT, EPSG:n) to longitude/latitude (EPSG:4326).
+
+    A local (engineering) CRS, such as a site grid or a CAD drawing, or another planet's has none: its
+    rasters are indexed without lon/lat and compared only with themselves, as rasters without a CRS are.
+    Whether the way then works at a given point (a broken projection's does not) is lonlat_points' answer.
+    """
+    if not crs:
+        return False
+    from osgeo import gdal, osr
+
+    gdal.PushErrorHandler("CPLQuietErrorHandler")  # "Cannot find coordinate operations" is the answer here
+    try:
+        wgs84 = osr.SpatialReference()
+        wgs84.ImportFromEPSG(4326)
+        return osr.CreateCoordinateTransformation(_osr(crs_from(crs).to_wkt()), wgs84) is not None
+    except RuntimeError:  # where osgeo's exceptions are on (QGIS turns them on), failure raises instead
+        return False
+    finally:
+        gdal.PopErrorHandler()
+
+
+def lonlat_points(crs: str, xs, ys) -> tuple[np.ndarray, np.ndarray, str]:
+    """Points of a CRS that reaches_lonlat() as longitude/latitude, NaN where PROJ cannot place them.
+
+    rasterio fails a whole call for one point outside a projection's domain; then each point is tried
+    alone. Also returns PROJ's reason for the first failure ("" when every point was placed).
+    """
+    from rasterio.warp import transform
+
+    src, dst = crs_from(crs), crs_from("EPSG:4326")
+    xs, ys = list(map(float, xs)), list(map(float, ys))
+    try:
+        lon, lat = transform(src, dst, xs, ys)
+        return np.asarray(lon, np.float64), np.asarray(lat, np.float64), ""
+    except Exception as exc:  # CPLE_AppDefinedError: "Reprojection failed, err = 4098" and the like
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    lon, lat = np.full(len(xs), np.nan), np.full(len(ys), np.nan)
+    for i, (x, y) in enumerate(zip(xs, ys)):
+        try:
+            (lon[i],), (lat[i],) = transform(src, dst, [x], [y])
+        except Exception:  # this point is outside the projection's domain: it stays NaN
+            continue
+    return lon, lat, reason
 
 
 def densify(ring: Ring, points_per_edge: int = 8) -> Ring:
@@ -42,11 +104,15 @@ def densify(ring: Ring, points_per_edge: int = 8) -> Ring:
 
 
 def reproject_ring(ring: Ring, src_wkt: str, dst_wkt: str) -> Ring:
-    """A closed polygon ring from one CRS to another (unchanged when they are equal or unknown)."""
+    """A closed polygon ring from one CRS to another (unchanged when they are equal or unknown).
+
+    A local CRS has no link to any other CRS: its rings stay in its own coordinates, as those of a
+    raster without a CRS do.
+    """
     if not src_wkt or not dst_wkt:
         return list(ring)
     src, dst = crs_from(src_wkt), crs_from(dst_wkt)
-    if src == dst:
+    if src == dst or not (reaches_lonlat(src_wkt) and reaches_lonlat(dst_wkt)):
         return list(ring)
     from rasterio.warp import transform
 
@@ -62,6 +128,8 @@ def reproject_bounds(bounds: tuple[float, float, float, float], src: str, dst_wk
     src_crs, dst_crs = crs_from(src), crs_from(dst_wkt)
     if src_crs == dst_crs:
         return bounds
+    if not (reaches_lonlat(src) and reaches_lonlat(dst_wkt)):
+        return (float("nan"),) * 4  # no position there: a local CRS links to no other
     from rasterio.warp import transform_bounds
 
     return transform_bounds(src_crs, dst_crs, *bounds, densify_pts=21)
@@ -82,17 +150,16 @@ def boxes_intersect(a: tuple[float, float, float, float], b: tuple[float, float,
 
 
 def ground_quads(crs_wkt: str, transform: tuple[float, ...], windows) -> np.ndarray | None:
-    """The corners (n, 4, 2) of pixel windows as longitude/latitude, or None for a raster without a CRS.
+    """The corners (n, 4, 2) of pixel windows as longitude/latitude, or None for a raster without a CRS
+    (or with a local one, which has no way to longitude/latitude).
 
     Tiles of different rasters are compared here. Over a tile, lon/lat is an affine image of the
     ground to first order, so ratios of areas (IoU, overlap fractions) carry over. Longitudes are
     unwrapped within a quad so a tile across the antimeridian stays one piece; corners that do not
     reproject come back NaN.
     """
-    if not crs_wkt:
+    if not reaches_lonlat(crs_wkt):
         return None
-    from rasterio.warp import transform as reproject_points
-
     a, b, c, d, e, f = transform[:6]
     win = np.asarray(windows, dtype=np.float64).reshape(-1, 4)
     cols = np.stack([win[:, 0], win[:, 0] + win[:, 2], win[:, 0] + win[:, 2], win[:, 0]], axis=1)
@@ -102,9 +169,8 @@ def ground_quads(crs_wkt: str, transform: tuple[float, ...], windows) -> np.ndar
     if src.is_geographic and src.to_epsg() == 4326:
         lon, lat = xs, ys
     else:
-        lon, lat = reproject_points(src, crs_from("EPSG:4326"), xs.ravel().tolist(), ys.ravel().tolist())
-        lon = np.asarray(lon, np.float64).reshape(xs.shape)
-        lat = np.asarray(lat, np.float64).reshape(ys.shape)
+        lon, lat, _ = lonlat_points(crs_wkt, xs.ravel(), ys.ravel())
+        lon, lat = lon.reshape(xs.shape), lat.reshape(ys.shape)
     lon = _unwrap(lon, lon[:, :1])
     quads = np.stack([lon, lat], axis=2)
     quads[~np.isfinite(quads).all(axis=(1, 2))] = np.nan

@@ -14,6 +14,7 @@ import numpy as np
 
 from .embedder import Embedder
 from .errors import BuildCancelled, RasterError
+from .geometry import lonlat_points, reaches_lonlat
 from .params import TilingParams
 from .pipeline import prefetch
 from .raster import RasterSource, open_dataset
@@ -179,18 +180,19 @@ def make_shard(acc: _Accumulator, dim: int) -> Shard:
 
 
 def _bounds_4326(source: RasterSource, windows: list) -> np.ndarray:
-    """Longitude/latitude envelope of each tile (NaN for rasters without a CRS)."""
+    """Longitude/latitude envelope of each tile (NaN for rasters without a CRS or with a local one, and
+    for tiles with a corner outside the projection's domain)."""
     n = len(windows)
-    if not source.crs_wkt or n == 0:
+    if not reaches_lonlat(source.crs_wkt) or n == 0:
         return np.full((n, 4), np.nan)
-    from rasterio.crs import CRS
-    from rasterio.warp import transform
-
     xs, ys = [], []
     for window in windows:
         cx, cy = window_corners(source.transform, window)
         xs.extend(cx)
         ys.extend(cy)
-    lon, lat = transform(CRS.from_wkt(source.crs_wkt), CRS.from_epsg(4326), xs, ys)
-    lon, lat = np.asarray(lon).reshape(n, 4), np.asarray(lat).reshape(n, 4)
-    return np.stack([lon.min(1), lat.min(1), lon.max(1), lat.max(1)], axis=1)
+    lon, lat, _ = lonlat_points(source.crs_wkt, xs, ys)
+    lon, lat = lon.reshape(n, 4), lat.reshape(n, 4)
+    bounds = np.stack([lon.min(1), lat.min(1), lon.max(1), lat.max(1)], axis=1)
+    # A tile with a corner PROJ could not place has no envelope (not one of its other corners): all NaN.
+    bounds[~np.isfinite(np.concatenate([lon, lat], axis=1)).all(axis=1)] = np.nan
+    return bounds

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import math
 import os
 import stat
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import RasterError, RasterMissingError
+from .geometry import crs_name, lonlat_points, reaches_lonlat
 
 STRETCH_PERCENTILES = (2.0, 98.0)
 STRETCH_SAMPLE_PX = 1024  # longest side of the decimated read the percentiles come from
@@ -187,12 +189,37 @@ def describe(path: str | Path, requested_bands: tuple[int, ...] | None, model_ba
                 raise RasterError(print_path, f"pixels cannot be read ({first_line(exc)})") from exc
             crs_wkt = dataset.crs.to_wkt() if dataset.crs else ""
             transform = tuple(dataset.transform)[:6]
+            check_georeferencing(print_path, crs_wkt, transform, dataset.width, dataset.height)
         except RasterError:
             raise
         except Exception as exc:  # a damaged header or CRS read lazily by GDAL
             raise RasterError(print_path, f"cannot be read ({first_line(exc)})") from exc
         return RasterSource(fingerprint=fp, width=dataset.width, height=dataset.height, crs_wkt=crs_wkt,
                             transform=transform, bands=bands, stretch=stretch)
+
+
+def check_georeferencing(path: str, crs_wkt: str, transform: tuple[float, ...], width: int, height: int) -> None:
+    """Refuse georeferencing that no tile position can come from, by name, before anything is embedded.
+
+    A NaN or infinite geotransform would index tiles with NaN bounds (and break every search that meets
+    them); a zero pixel size puts every pixel at one point; a projection that PROJ cannot compute even at
+    the raster's centre (a Transverse Mercator with scale factor 0) gives no longitude/latitude at all.
+    A local CRS, which has no way to longitude/latitude, is fine: its raster is searched on its own grid.
+    """
+    fix = "fix its georeferencing (e.g. gdal_edit.py -a_ullr XMIN YMAX XMAX YMIN, or -unsetgt)"
+    values = ", ".join(f"{v:.10g}" for v in transform)
+    if not all(math.isfinite(v) for v in transform):
+        raise RasterError(path, f"its geotransform ({values}) holds a value that is not a finite number; {fix}")
+    a, b, _, d, e, _ = transform
+    if a * e - b * d == 0:
+        raise RasterError(path, f"its geotransform ({values}) gives a zero pixel size; {fix}")
+    if crs_wkt and reaches_lonlat(crs_wkt):
+        centre = (a * width / 2 + b * height / 2 + transform[2], d * width / 2 + e * height / 2 + transform[5])
+        lon, lat, reason = lonlat_points(crs_wkt, [centre[0]], [centre[1]])
+        if not (np.isfinite(lon).all() and np.isfinite(lat).all()):
+            raise RasterError(path, f"its CRS ({crs_name(crs_wkt)}) cannot be transformed to longitude/latitude "
+                                    f"at the raster's centre ({reason or 'PROJ gives no position'}); give it a "
+                                    "valid CRS (e.g. gdal_edit.py -a_srs EPSG:n)")
 
 
 def to_uint8(pixels: np.ndarray, stretch: tuple[tuple[float, float], ...] | None) -> np.ndarray:
