@@ -12,6 +12,8 @@ if TYPE_CHECKING:  # numpy is imported when a thumbnail is made, not when QGIS l
     import numpy as np
 
 THUMBNAIL_PX = 112
+RASTER_NOT_FOUND = "raster not found"
+UNREADABLE = "thumbnail not readable"
 
 
 def read_thumbnails(hits: Sequence, size: int = THUMBNAIL_PX,
@@ -30,6 +32,23 @@ def read_thumbnails(hits: Sequence, size: int = THUMBNAIL_PX,
         except Exception:  # noqa: BLE001 - an unreadable raster only costs its thumbnails
             continue
     return images
+
+
+def thumbnail_problems(hits: Sequence, thumbnails: dict) -> dict[int, str]:
+    """rank -> why a hit has no thumbnail: its raster is gone from disk, or could not be read.
+
+    Only hits without a thumbnail are looked at, each raster's file once."""
+    from pathlib import Path
+
+    gone: dict[str, bool] = {}
+    problems = {}
+    for hit in hits:
+        if hit.rank in thumbnails:
+            continue
+        if hit.raster not in gone:
+            gone[hit.raster] = not Path(hit.raster).exists()
+        problems[hit.rank] = RASTER_NOT_FOUND if gone[hit.raster] else UNREADABLE
+    return problems
 
 
 def _read_window(hit, size: int) -> "np.ndarray":

@@ -9,20 +9,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from qgis.gui import QgsDockWidget, QgsFileWidget
-from qgis.PyQt.QtCore import QPointF, QRectF, QSize, Qt, pyqtSignal
-from qgis.PyQt.QtGui import QColor, QIcon, QPainter, QPainterPath, QPen, QPixmap
+from qgis.PyQt.QtCore import QSize, Qt, pyqtSignal
+from qgis.PyQt.QtGui import QPixmap
 from qgis.PyQt.QtWidgets import (
     QAction,
     QCheckBox,
     QDoubleSpinBox,
-    QFileDialog,
     QFormLayout,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QListWidget,
     QListWidgetItem,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QToolButton,
     QVBoxLayout,
@@ -31,109 +32,19 @@ from qgis.PyQt.QtWidgets import (
 
 from ..settings import SearchSettings, load_search_settings, save_search_settings
 from ..thumbnail_pixels import THUMBNAIL_PX
+from ..thumbnail_pixels import thumbnail_problems
+from .file_dialogs import ask_open_gpkg, ask_save_gpkg
+from .hit_row import UNLABELLED, HitRow, thumb_icon
 from .thumbnails import to_qimage
 
 RANK_ROLE = Qt.ItemDataRole.UserRole + 1
-POSITIVE, NEGATIVE, UNLABELLED = "positive", "negative", ""
-THUMB_COLORS = {True: QColor(0, 150, 50), False: QColor(210, 30, 30)}
+MIN_HEIGHT_PX = 120  # the least the dock asks of its column; its content scrolls below that
 FEEDBACK_HINT = ("Thumbs up/down mark hits. On the map (Find similar places on): Shift-drag adds a "
                  "positive box, Ctrl-drag (Cmd on macOS) a negative one. Refine searches again with "
                  "every label of the 'rsir labels' layer.")
 FEEDBACK_HELP = (FEEDBACK_HINT + " The labels are that layer's features: edit them there (fields raster, "
                  "label = positive/negative), save them to a GeoPackage and load it again in a later "
                  "session. The first mark on a search's hits also labels its query box positive.")
-
-
-def thumb_icon(up: bool, size: int = 22) -> QIcon:
-    """A thumb (up or down), grey when off and coloured when on, painted here (QGIS has no such icon)."""
-    icon = QIcon()
-    for state, color in ((QIcon.State.Off, QColor(140, 140, 140)), (QIcon.State.On, THUMB_COLORS[up])):
-        pixmap = QPixmap(size, size)
-        pixmap.fill(Qt.GlobalColor.transparent)
-        painter = QPainter(pixmap)
-        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        painter.scale(size / 24.0, size / 24.0)
-        if not up:  # thumbs down is thumbs up upside down
-            painter.translate(0, 24)
-            painter.scale(1, -1)
-        painter.setPen(Qt.PenStyle.NoPen)
-        painter.setBrush(color)
-        painter.drawRoundedRect(QRectF(2, 10, 4.5, 12), 1, 1)  # cuff
-        painter.drawRoundedRect(QRectF(8, 10, 13, 12), 2.5, 2.5)  # fist
-        thumb = QPainterPath(QPointF(8.5, 11))
-        thumb.lineTo(11, 3.5)
-        thumb.quadTo(13, 1, 15, 3.5)
-        thumb.lineTo(14.5, 11)
-        thumb.closeSubpath()
-        painter.drawPath(thumb)
-        painter.setPen(QPen(QColor(255, 255, 255, 170), 1.2))
-        for y in (14, 17, 20):  # fingers
-            painter.drawLine(QPointF(14, y), QPointF(20.5, y))
-        painter.end()
-        icon.addPixmap(pixmap, QIcon.Mode.Normal, state)
-    return icon
-
-
-class HitRow(QWidget):
-    """One hit in the list: thumbnail, rank and score, and the thumbs up/down that label it.
-
-    Transparent, so the list's selection shows through; a click outside the thumbs reaches the
-    list (the hit is activated there)."""
-
-    labelChanged = pyqtSignal(int, str)  # rank, 'positive' / 'negative' / '' (no label)
-
-    def __init__(self, rank: int, pixmap: QPixmap, text: str, up_icon: QIcon, down_icon: QIcon,
-                 parent: QWidget | None = None):
-        super().__init__(parent)
-        self.rank = rank
-        row = QHBoxLayout(self)
-        row.setContentsMargins(2, 2, 2, 2)
-        self.thumbnail = QLabel(self)
-        self.thumbnail.setPixmap(pixmap)
-        self.thumbnail.setFixedSize(THUMBNAIL_PX, THUMBNAIL_PX)
-        self.text_label = QLabel(text, self)
-        self.text_label.setTextFormat(Qt.TextFormat.PlainText)
-        self.up_button = self._thumb(up_icon, "Like the query: a positive example for Refine")
-        self.down_button = self._thumb(down_icon, "Not like the query: a negative example for Refine")
-        self.up_button.toggled.connect(lambda on: self._on_toggled(self.up_button, on))
-        self.down_button.toggled.connect(lambda on: self._on_toggled(self.down_button, on))
-        thumbs = QVBoxLayout()
-        thumbs.addStretch(1)
-        thumbs.addWidget(self.up_button)
-        thumbs.addWidget(self.down_button)
-        thumbs.addStretch(1)
-        row.addWidget(self.thumbnail)
-        row.addWidget(self.text_label, 1)
-        row.addLayout(thumbs)
-
-    def label(self) -> str:
-        if self.up_button.isChecked():
-            return POSITIVE
-        return NEGATIVE if self.down_button.isChecked() else UNLABELLED
-
-    def set_label(self, label: str) -> None:
-        """Show a label without emitting labelChanged (the controller already knows it)."""
-        for button, value in ((self.up_button, POSITIVE), (self.down_button, NEGATIVE)):
-            button.blockSignals(True)
-            button.setChecked(label == value)
-            button.blockSignals(False)
-
-    def _thumb(self, icon: QIcon, tip: str) -> QToolButton:
-        button = QToolButton(self)
-        button.setIcon(icon)
-        button.setIconSize(QSize(22, 22))
-        button.setCheckable(True)
-        button.setAutoRaise(True)
-        button.setToolTip(tip)
-        return button
-
-    def _on_toggled(self, button: QToolButton, on: bool) -> None:
-        other = self.down_button if button is self.up_button else self.up_button
-        if on and other.isChecked():
-            other.blockSignals(True)
-            other.setChecked(False)
-            other.blockSignals(False)
-        self.labelChanged.emit(self.rank, self.label())
 
 
 class ResultsDock(QgsDockWidget):
@@ -153,6 +64,7 @@ class ResultsDock(QgsDockWidget):
         self.setObjectName("rsirResultsDock")
         body = QWidget(self)
         layout = QVBoxLayout(body)
+        layout.setContentsMargins(4, 4, 4, 4)
 
         self.index_widget = QgsFileWidget(body)
         self.index_widget.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
@@ -179,8 +91,12 @@ class ResultsDock(QgsDockWidget):
         self.score_spin.setSingleStep(0.05)
         self.score_spin.setDecimals(2)
         self.score_spin.setSpecialValueText("none")
-        self.tta_check = QCheckBox("Rotation TTA (query 4x slower, rotation-robust)", body)
-        self.overlap_check = QCheckBox("Exclude tiles overlapping the query box", body)
+        # Short texts, the rest in tooltips: the dock must fit a narrow panel (its minimum width).
+        self.tta_check = QCheckBox("Rotation TTA (4x slower)", body)
+        self.tta_check.setToolTip("Embed the query as the mean of its four 90° rotations: "
+                                  "4x slower, finds places whatever their orientation")
+        self.overlap_check = QCheckBox("Exclude the query area", body)
+        self.overlap_check.setToolTip("Exclude tiles overlapping the query box from the hits")
         form = QFormLayout()
         form.addRow("Index", self.index_widget)
         form.addRow("", self.index_label)
@@ -198,12 +114,14 @@ class ResultsDock(QgsDockWidget):
         # Long raster names keep their start and end, elided to the width instead of scrolling.
         self.hit_list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.hit_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.hit_list.setMinimumHeight(THUMBNAIL_PX + 16)  # one hit, however short the panel
         self.hit_list.itemClicked.connect(self._on_item_clicked)
         self.hit_list.itemActivated.connect(self._on_item_clicked)
         self._up_icon, self._down_icon = thumb_icon(True), thumb_icon(False)
 
         feedback = QGroupBox("Relevance feedback", body)
         feedback_layout = QVBoxLayout(feedback)
+        feedback_layout.setContentsMargins(6, 6, 6, 6)
         self.labels_label = QLabel("No labels yet.", feedback)
         self.labels_label.setWordWrap(True)
         self.refine_button = QPushButton("Refine", feedback)
@@ -224,15 +142,19 @@ class ResultsDock(QgsDockWidget):
         feedback_buttons = QHBoxLayout()
         feedback_buttons.addWidget(self.refine_button)
         feedback_buttons.addStretch(1)
-        feedback_buttons.addWidget(self.save_labels_button)
-        feedback_buttons.addWidget(self.load_labels_button)
+        file_buttons = QHBoxLayout()
+        file_buttons.addWidget(self.save_labels_button)
+        file_buttons.addWidget(self.load_labels_button)
+        file_buttons.addStretch(1)
         feedback_layout.addWidget(self.labels_label)
         feedback_layout.addLayout(feedback_buttons)
+        feedback_layout.addLayout(file_buttons)
         feedback_layout.addWidget(self.feedback_help)
 
         self.clear_button = QPushButton("Clear", body)
         self.clear_button.clicked.connect(self.clearRequested)
-        self.save_button = QPushButton("Save to GeoPackage...", body)
+        self.save_button = QPushButton("Save hits...", body)
+        self.save_button.setToolTip("Save the hits and the query box to a GeoPackage")
         self.save_button.clicked.connect(self._on_save_clicked)
         buttons = QHBoxLayout()
         buttons.addWidget(self.clear_button)
@@ -245,7 +167,14 @@ class ResultsDock(QgsDockWidget):
         layout.addWidget(self.hit_list, 1)
         layout.addLayout(buttons)
         layout.addWidget(feedback)
-        self.setWidget(body)
+        # The content scrolls instead of asking the main window for its whole height: beside other
+        # panels the dock may be short (and QMainWindow grows past the screen for a tall minimum).
+        self.scroll = QScrollArea(self)
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll.setWidget(body)
+        self.scroll.setMinimumHeight(MIN_HEIGHT_PX)
+        self.setWidget(self.scroll)
 
         self._load_settings()
         for signal in (self.k_spin.valueChanged, self.score_spin.valueChanged,
@@ -283,21 +212,25 @@ class ResultsDock(QgsDockWidget):
         labels = labels or {}
         # A refined search with enough labels ranks by a classifier's probability, not by cosine.
         score_name = "p" if getattr(outcome.result, "scoring", "cosine") == "probability" else "score"
-        placeholder = QPixmap(THUMBNAIL_PX, THUMBNAIL_PX)
-        placeholder.fill(Qt.GlobalColor.lightGray)
+        problems = thumbnail_problems(outcome.result.hits, outcome.thumbnails)
         for hit in outcome.result.hits:
             rgb = outcome.thumbnails.get(hit.rank)
-            pixmap = QPixmap.fromImage(to_qimage(rgb)) if rgb is not None else placeholder
+            pixmap = QPixmap.fromImage(to_qimage(rgb)) if rgb is not None else QPixmap()
             text = f"#{hit.rank}   {score_name} {hit.score:.3f}\n{Path(hit.raster).name}"
             row = HitRow(hit.rank, pixmap, text, self._up_icon, self._down_icon)
             row.set_label(labels.get(hit.rank, UNLABELLED))
             row.labelChanged.connect(self.hitLabelled)
+            tip = (f"{hit.raster}\nwindow col {hit.window[0]}, row {hit.window[1]}, "
+                   f"{hit.window[2]} x {hit.window[3]} px")
+            if hit.rank in problems:
+                row.show_problem(problems[hit.rank])
+                tip = f"{problems[hit.rank].capitalize()}: {tip}"
             item = QListWidgetItem()
             item.setData(Qt.ItemDataRole.AccessibleTextRole, text)
-            item.setToolTip(f"{hit.raster}\nwindow col {hit.window[0]}, row {hit.window[1]}, "
-                            f"{hit.window[2]} x {hit.window[3]} px")
+            item.setToolTip(tip)
             item.setData(RANK_ROLE, hit.rank)
-            item.setSizeHint(row.sizeHint())
+            # As narrow as the row can be: the list lays it out to its own width (no sideways scroll).
+            item.setSizeHint(QSize(row.minimumSizeHint().width(), row.sizeHint().height()))
             self.hit_list.addItem(item)
             self.hit_list.setItemWidget(item, row)
         self._set_has_results(bool(outcome.result.hits))
@@ -335,17 +268,17 @@ class ResultsDock(QgsDockWidget):
         self.hitActivated.emit(int(item.data(RANK_ROLE)))
 
     def _on_save_clicked(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save hits", "rsir_hits.gpkg", "GeoPackage (*.gpkg)")
+        path = ask_save_gpkg(self, "Save hits", "rsir_hits.gpkg")
         if path:
-            self.saveRequested.emit(path if path.lower().endswith(".gpkg") else path + ".gpkg")
+            self.saveRequested.emit(path)
 
     def _on_save_labels_clicked(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save labels", "rsir_labels.gpkg", "GeoPackage (*.gpkg)")
+        path = ask_save_gpkg(self, "Save labels", "rsir_labels.gpkg")
         if path:
-            self.saveLabelsRequested.emit(path if path.lower().endswith(".gpkg") else path + ".gpkg")
+            self.saveLabelsRequested.emit(path)
 
     def _on_load_labels_clicked(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Load labels", "", "GeoPackage (*.gpkg)")
+        path = ask_open_gpkg(self, "Load labels")
         if path:
             self.loadLabelsRequested.emit(path)
 
