@@ -53,10 +53,13 @@ class SearchController(QObject):
         self.labels = LabelsController(iface, dock, self._warn)
         # Saving a new project moves the default index next to the project file (QgsProject.write(path)
         # emits projectSaved but not fileNameChanged).
-        self._project_signals = (self.project.readProject, self.project.cleared, self.project.fileNameChanged,
-                                 self.project.projectSaved)
+        self._project_signals = (self.project.fileNameChanged, self.project.projectSaved)
         for signal in self._project_signals:
             signal.connect(self._on_project_read)
+        # Project > New, Close and Open clear the project (and Open then reads one): the dock follows.
+        self._replaced_signals = (self.project.cleared, self.project.readProject)
+        for signal in self._replaced_signals:
+            signal.connect(self._on_project_replaced)
         self._on_project_read()
 
     # Index -------------------------------------------------------------------------------
@@ -70,10 +73,11 @@ class SearchController(QObject):
         self.refresh_index_info()
 
     def show_index(self, path: str | Path) -> None:
-        """Called after a build: search the index just built."""
+        """Called after a build: search the index just built (a 'no index' warning no longer holds)."""
         self.dock.set_index_dir(path)
         remember_index_dir(path, self.project)
         self.refresh_index_info()
+        self.dock.set_status(describe_outcome(self.outcome) if self.outcome is not None else "")
 
     def refresh_index_info(self) -> None:
         index_dir = self.index_dir()
@@ -93,6 +97,17 @@ class SearchController(QObject):
         self.dock.set_index_dir(project_index_dir(self.project))
         self.refresh_index_info()
         self.labels.refresh()
+
+    def _on_project_replaced(self, *_args) -> None:
+        """Another project (or none): the hits, their thumbs and the status line belonged to the old one."""
+        if self._task is not None:
+            self._task.cancel()  # its hits would land in the new project
+            self._task = None
+        self.outcome = None
+        self.labels.show_result(None)
+        self.dock.clear_hits()
+        self.dock.set_status("")
+        self._on_project_read()
 
     # Search ------------------------------------------------------------------------------
 
@@ -216,6 +231,8 @@ class SearchController(QObject):
     def disconnect_project(self) -> None:
         for signal in self._project_signals:
             signal.disconnect(self._on_project_read)
+        for signal in self._replaced_signals:
+            signal.disconnect(self._on_project_replaced)
         self.labels.disconnect_project()
 
     def _map_crs(self) -> QgsCoordinateReferenceSystem:
