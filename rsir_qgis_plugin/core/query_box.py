@@ -35,7 +35,8 @@ def too_small(path: str, what: str) -> RasterError:
 
 def size_px(width_px: float, height_px: float) -> str:
     """'2 x 2', '0.4 x 0.4': a size in pixels as a user reads it."""
-    return " x ".join(f"{v:.0f}" if abs(v - round(v)) < PIXEL_SNAP else f"{v:.2g}" for v in (width_px, height_px))
+    return " x ".join(f"{v:.0f}" if abs(v - round(v)) < PIXEL_SNAP else f"{v:.2g}"
+                      for v in (width_px, height_px))
 
 
 def checked_box(bbox) -> tuple[float, float, float, float]:
@@ -97,8 +98,10 @@ def _pixel_span(source, bbox, bbox_crs: str | None) -> tuple[tuple[int, int, int
     cols, rows = [c[0] for c in corners], [c[1] for c in corners]
     left, right = max(0.0, min(cols)), min(float(source.width), max(cols))
     top, bottom = max(0.0, min(rows)), min(float(source.height), max(rows))
-    col0, col1 = max(0, int(np.floor(min(cols) + PIXEL_SNAP))), min(source.width, int(np.ceil(max(cols) - PIXEL_SNAP)))
-    row0, row1 = max(0, int(np.floor(min(rows) + PIXEL_SNAP))), min(source.height, int(np.ceil(max(rows) - PIXEL_SNAP)))
+    col0 = max(0, int(np.floor(min(cols) + PIXEL_SNAP)))
+    col1 = min(source.width, int(np.ceil(max(cols) - PIXEL_SNAP)))
+    row0 = max(0, int(np.floor(min(rows) + PIXEL_SNAP)))
+    row1 = min(source.height, int(np.ceil(max(rows) - PIXEL_SNAP)))
     if col1 - col0 < 1 or row1 - row0 < 1:
         extent = fmt_box(window_bounds(source.transform, (0, 0, source.width, source.height)))
         where = f" (= {fmt_box(box)} in the raster's CRS)" if box != bbox else ""
