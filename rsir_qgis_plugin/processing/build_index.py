@@ -9,6 +9,7 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsProcessingOutputLayerDefinition,
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
     QgsProcessingParameterBoolean,
@@ -18,16 +19,26 @@ from qgis.core import (
     QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
     QgsProcessingParameterString,
+    QgsProcessingUtils,
+    QgsProject,
 )
 
+from ..core.errors import BuildFailed
 from ..core.params import DEVICES, BuildParams, TilingParams
-from ..settings import band_problem, parse_bands
+from ..settings import band_problem, default_index_dir, parse_bands
 from .common import engine_errors, layer_file, require_engine
+
+TEMPORARY_INDEX = ("INDEX: an index in a temporary folder is deleted when QGIS exits; choose a folder for it "
+                   "(for instance next to the project file)")
 
 
 class BuildIndexAlgorithm(QgsProcessingAlgorithm):
-    RASTERS, INDEX, MODEL, TILE_SIZE, STRIDE, BANDS, DEVICE, TTA = (
-        "RASTERS", "INDEX", "MODEL", "TILE_SIZE", "STRIDE", "BANDS", "DEVICE", "TTA")
+    RASTERS, INDEX, MODEL, TILE_SIZE, STRIDE, TILE_METRES, STRIDE_METRES, BANDS, DEVICE, TTA = (
+        "RASTERS", "INDEX", "MODEL", "TILE_SIZE", "STRIDE", "TILE_METRES", "STRIDE_METRES", "BANDS", "DEVICE",
+        "TTA")
+    FAILED = "FAILED"
+    # Tile size and stride: each in pixels or in metres, never both.
+    PAIRS = ((TILE_SIZE, TILE_METRES, "the tile size"), (STRIDE, STRIDE_METRES, "the stride"))
 
     def name(self) -> str:
         return "build_index"
@@ -37,9 +48,12 @@ class BuildIndexAlgorithm(QgsProcessingAlgorithm):
 
     def shortHelpString(self) -> str:  # noqa: N802
         return ("Cuts the rasters into tiles, embeds each tile with the ONNX model and stores the vectors in "
-                "an index folder. Re-running on the same folder only embeds new or changed rasters; "
-                "cancelling leaves the previous index in use. Tile size 0 = the model's input size, "
-                "stride 0 = half a tile (both in pixels). Bands: e.g. 4,3,2; empty = RGB.")
+                "an index folder (not a temporary one: the index is kept for later searches). Re-running on "
+                "the same folder only embeds new or changed rasters; cancelling leaves the previous index in "
+                "use. Tile size and stride in pixels or in metres on the ground (not both); 0 or empty = the "
+                "model's input size and half a tile. Bands: e.g. 4,3,2; empty = RGB. Rasters that fail are "
+                "listed by name with the reason in the log and in the FAILED output; the algorithm fails when "
+                "no raster could be indexed.")
 
     def createInstance(self) -> "BuildIndexAlgorithm":  # noqa: N802
         return BuildIndexAlgorithm()
@@ -47,17 +61,25 @@ class BuildIndexAlgorithm(QgsProcessingAlgorithm):
     def initAlgorithm(self, config=None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterMultipleLayers(
             self.RASTERS, "Raster layers", QgsProcessing.SourceType.TypeRaster))
-        self.addParameter(QgsProcessingParameterFolderDestination(self.INDEX, "Index folder"))
+        project_file = QgsProject.instance().fileName()
+        self.addParameter(QgsProcessingParameterFolderDestination(
+            self.INDEX, "Index folder (kept: not a temporary folder)",
+            defaultValue=str(default_index_dir()) if project_file else None))
         self.addParameter(QgsProcessingParameterFile(
             self.MODEL, "ONNX model (empty: bundled default)", QgsProcessingParameterFile.Behavior.File,
             extension="onnx", optional=True))
         self.addParameter(QgsProcessingParameterNumber(
             self.TILE_SIZE, "Tile size in pixels (0: model input size)",
-            QgsProcessingParameterNumber.Type.Integer,
-            defaultValue=0, minValue=0))
+            QgsProcessingParameterNumber.Type.Integer, defaultValue=0, minValue=0))
         self.addParameter(QgsProcessingParameterNumber(
             self.STRIDE, "Stride in pixels (0: half a tile)", QgsProcessingParameterNumber.Type.Integer,
             defaultValue=0, minValue=0))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.TILE_METRES, "Tile size in metres on the ground (instead of pixels)",
+            QgsProcessingParameterNumber.Type.Double, optional=True, minValue=0.0))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.STRIDE_METRES, "Stride in metres on the ground (instead of pixels)",
+            QgsProcessingParameterNumber.Type.Double, optional=True, minValue=0.0))
         self.addParameter(QgsProcessingParameterString(
             self.BANDS, "Bands, comma separated (empty: RGB)", optional=True))
         self.addParameter(QgsProcessingParameterEnum(
@@ -67,6 +89,38 @@ class BuildIndexAlgorithm(QgsProcessingAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("TILES_TOTAL", "Tiles in the index"))
         self.addOutput(QgsProcessingOutputNumber("TILES_INDEXED", "Tiles embedded by this run"))
         self.addOutput(QgsProcessingOutputString("SUMMARY", "Summary"))
+        self.addOutput(QgsProcessingOutputString(self.FAILED, "Rasters that failed (one 'raster: reason' a line)"))
+
+    def checkParameterValues(self, parameters, context: QgsProcessingContext):  # noqa: N802
+        """Checked before the run (the dialog shows the message; processing.run and qgis_process raise it)."""
+        ok, message = super().checkParameterValues(parameters, context)
+        if not ok:
+            return ok, message
+        problem = self._tiling_problem(parameters, context) or self._index_problem(parameters, context)
+        return (False, problem) if problem else (True, "")
+
+    def _tiling_problem(self, parameters, context: QgsProcessingContext) -> str:
+        for pixels, metres, what in self.PAIRS:
+            if self.parameterAsInt(parameters, pixels, context) and self._metres(parameters, metres, context):
+                return f"Give {what} in pixels ({pixels}) or in metres ({metres}), not both"
+        return ""
+
+    def _index_problem(self, parameters, context: QgsProcessingContext) -> str:
+        value = parameters.get(self.INDEX)
+        if isinstance(value, QgsProcessingOutputLayerDefinition):
+            value = value.sink.staticValue()
+        if value in (None, "", QgsProcessing.TEMPORARY_OUTPUT):
+            return TEMPORARY_INDEX
+        folder = Path(self.parameterAsFileOutput(parameters, self.INDEX, context)).absolute()
+        if Path(QgsProcessingUtils.tempFolder()).absolute() in (folder, *folder.parents):
+            return TEMPORARY_INDEX
+        return ""
+
+    def _metres(self, parameters, name: str, context: QgsProcessingContext) -> float | None:
+        """An optional size in metres: None when empty or 0."""
+        if parameters.get(name) in (None, ""):
+            return None
+        return self.parameterAsDouble(parameters, name, context) or None
 
     def processAlgorithm(self, parameters, context: QgsProcessingContext,  # noqa: N802
                          feedback: QgsProcessingFeedback) -> dict:
@@ -79,6 +133,8 @@ class BuildIndexAlgorithm(QgsProcessingAlgorithm):
         stride = self.parameterAsInt(parameters, self.STRIDE, context)
         try:
             tiling = TilingParams(tile_px=tile or None, stride_px=stride or None,
+                                  tile_m=self._metres(parameters, self.TILE_METRES, context),
+                                  stride_m=self._metres(parameters, self.STRIDE_METRES, context),
                                   bands=parse_bands(self.parameterAsString(parameters, self.BANDS, context)))
         except ValueError as exc:
             raise QgsProcessingException(str(exc)) from exc
@@ -95,13 +151,33 @@ class BuildIndexAlgorithm(QgsProcessingAlgorithm):
             feedback.setProgress(percent)
             feedback.setProgressText(message)
 
-        with engine_errors():
-            summary = build_index(params, progress=progress, is_cancelled=feedback.isCanceled)
-        for path, reason in summary.failed:
-            feedback.reportError(f"{path}: {reason}")
-        feedback.pushInfo(summary.describe())
+        try:
+            with engine_errors():
+                summary = build_index(params, progress=progress, is_cancelled=feedback.isCanceled)
+        except QgsProcessingException as exc:
+            failure = exc.__cause__
+            if not isinstance(failure, BuildFailed):
+                raise
+            raise QgsProcessingException(self._report_failures(str(failure), feedback)) from failure
+        failed = [f"{path}: {reason}" for path, reason in summary.failed]
+        for line in failed:
+            feedback.pushWarning(line)
+        headline = summary.describe().splitlines()[0].rstrip(":")
+        feedback.pushInfo(headline + (" (listed above)" if failed else ""))
         return {self.INDEX: index_dir, "TILES_TOTAL": summary.tiles_total,
-                "TILES_INDEXED": summary.tiles_indexed, "SUMMARY": summary.describe()}
+                "TILES_INDEXED": summary.tiles_indexed, "SUMMARY": headline, self.FAILED: "\n".join(failed)}
+
+    @staticmethod
+    def _report_failures(message: str, feedback: QgsProcessingFeedback) -> str:
+        """Every raster of a build that indexed none, once each in the log; the exception's one line.
+
+        QGIS prints an algorithm's exception more than once (qgis_process: three times) and an error
+        twice (also through the message log), so the reasons go to the log as warnings, printed once,
+        and the exception only says what happened."""
+        first, *rasters = message.splitlines()
+        for line in rasters:
+            feedback.pushWarning(line.strip())
+        return f"{first.rstrip(':')} ({len(rasters)} raster(s) failed: reasons above)" if rasters else first
 
     @staticmethod
     def _check_bands(bands: tuple[int, ...] | None, layers, model: str) -> None:
