@@ -1,0 +1,69 @@
+"""The rsir algorithms through the real qgis_process, started by scripts/run-qgis --process (as the
+README tells a user on Debian), in a throw-away profile with the plugin linked from this checkout."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .conftest import TOWN
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN_QGIS = ROOT / "scripts" / "run-qgis"
+
+pytestmark = pytest.mark.skipif(not (shutil.which("qgis_process.bin") or shutil.which("qgis_process")),
+                                reason="qgis_process is not installed")
+
+
+def run_qgis_process(*args: str, profiles: Path | None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    env.pop("RSIR_QGIS_PROFILES", None)
+    if profiles is not None:
+        env["RSIR_QGIS_PROFILES"] = str(profiles)
+    return subprocess.run([str(RUN_QGIS), "--process", *args], capture_output=True, text=True, env=env,
+                          timeout=600, cwd=ROOT)
+
+
+def test_qgis_process_names_failed_rasters_and_fails_when_nothing_was_indexed(tmp_path, town_half, tiny_model):
+    """Issue 19 item 6 with the real qgis_process: a truncated TIFF beside a good raster exits 0 with
+    the raster and its reason in FAILED; only broken rasters exit 1, each reason printed once."""
+    broken = []
+    for name, fraction in (("cut_a.tif", 2), ("cut_b.tif", 3)):
+        path = tmp_path / name
+        shutil.copy(TOWN, path)
+        os.truncate(path, path.stat().st_size // fraction)
+        broken.append(path)
+    common = [f"MODEL={tiny_model}", "TILE_SIZE=128", "STRIDE=128", "DEVICE=1"]
+    profiles = tmp_path / "profiles"
+
+    some = run_qgis_process("run", "rsir:build_index", "--", f"RASTERS={town_half}", f"RASTERS={broken[0]}",
+                            f"INDEX={tmp_path / 'index'}", *common, profiles=profiles)
+    output = some.stdout + some.stderr
+    assert some.returncode == 0, output
+    failed_lines = [line for line in some.stdout.splitlines() if line.startswith("FAILED:")]
+    assert len(failed_lines) == 1 and f"{broken[0]}: pixels in window" in failed_lines[0], output
+    assert output.count(f"{broken[0]}: pixels in window") == 2, "once in the log, once in FAILED"
+
+    none = run_qgis_process("run", "rsir:build_index", "--", *(f"RASTERS={p}" for p in broken),
+                            f"INDEX={tmp_path / 'none'}", *common, profiles=profiles)
+    output = none.stdout + none.stderr
+    assert none.returncode == 1, output
+    assert "no raster could be indexed" in output and "2 raster(s) failed" in output
+    for path in broken:
+        assert output.count(f"{path}: pixels in window") == 1, output
+    assert not (tmp_path / "none" / "manifest.json").exists()
+
+
+def test_run_qgis_keeps_its_profile_in_the_checkout():
+    """Issue 19 item 17: by default the profile is .qgis-profile/ in this checkout (ignored by git),
+    not a folder under /tmp that every clone on the machine shares."""
+    listed = run_qgis_process("plugins", profiles=None)
+    assert listed.returncode == 0, listed.stderr
+    assert "* rsir_qgis_plugin" in listed.stdout  # loaded, and it brings a Processing provider
+    assert (ROOT / ".qgis-profile" / "profiles" / "default" / "python" / "plugins" / "rsir_qgis_plugin"
+            / "metadata.txt").exists()
+    ignored = subprocess.run(["git", "check-ignore", "-q", ".qgis-profile/"], cwd=ROOT)
+    assert ignored.returncode == 0, ".qgis-profile/ must be in .gitignore"
