@@ -1,4 +1,4 @@
-"""rsir pip-installed into a fresh virtualenv, as a user installs it, for tests that run the installed commands.
+"""rsir pip-installed into a fresh virtualenv, as a user installs it, for tests of the installed commands.
 
 The venv is made like the project's own: the base interpreter of the one running the tests (Debian's
 /usr/bin/python3) with `-m venv --system-site-packages`, so it sees QGIS's rasterio. rsir goes in with

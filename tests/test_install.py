@@ -66,12 +66,12 @@ def test_an_editable_install_runs_the_source_folder(tmp_path):
     pip_install(bin_dir, source, editable=True)
     work = tmp_path / "work"
     work.mkdir()
-    where = run([bin_dir / "python", "-c", "from rsir_qgis_plugin.core.model import MODELS_DIR; print(MODELS_DIR)"],
-                work)
+    probe = "from rsir_qgis_plugin.core.model import MODELS_DIR; print(MODELS_DIR)"
+    where = run([bin_dir / "python", "-c", probe], work)
     assert Path(where.stdout.strip()) == source / "rsir_qgis_plugin" / "models"
     assert run([bin_dir / "rsir", "--help"], work).stdout.startswith("usage: rsir ")
     package = source / "rsir_qgis_plugin" / "__init__.py"
     package.write_text(package.read_text() + "\nEDITED_IN_PLACE = True\n")
-    edited = run([bin_dir / "python", "-c", "import rsir_qgis_plugin; print(rsir_qgis_plugin.EDITED_IN_PLACE)"],
-                 work)
+    probe = "import rsir_qgis_plugin; print(rsir_qgis_plugin.EDITED_IN_PLACE)"
+    edited = run([bin_dir / "python", "-c", probe], work)
     assert edited.stdout.strip() == "True"  # no reinstall needed

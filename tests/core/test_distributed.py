@@ -203,8 +203,9 @@ class Cluster:
         from tests.installed import clean_env
 
         log = (self.home / f"{name}.log").open("w")
-        process = subprocess.Popen([str(bin_dir / "python"), "-m", f"distributed.cli.{module}", *map(str, args)],
-                                   cwd=self.home, env=clean_env(), stdout=log, stderr=subprocess.STDOUT)
+        command = [str(bin_dir / "python"), "-m", f"distributed.cli.{module}", *map(str, args)]
+        process = subprocess.Popen(command, cwd=self.home, env=clean_env(), stdout=log,
+                                   stderr=subprocess.STDOUT)
         log.close()
         self.processes.append(process)
         return process
@@ -265,7 +266,8 @@ def crops(folder: Path, n: int) -> list[Path]:
     folder.mkdir(exist_ok=True)
     corners = [(256, 512), (320, 64), (640, 320), (576, 640), (128, 192), (448, 448)][:n]
     return [write_raster(folder / f"crop{i}.tif", pixels[:, row:row + 384, col:col + 384].copy(),
-                         crs=profile["crs"], transform=transform(Window(col, row, 384, 384), profile["transform"]))
+                         crs=profile["crs"],
+                         transform=transform(Window(col, row, 384, 384), profile["transform"]))
             for i, (row, col) in enumerate(corners)]
 
 
@@ -307,8 +309,8 @@ def test_a_worker_killed_mid_build_loses_nothing(tmp_path, installed, cluster):
     from tests.installed import clean_env
 
     index = tmp_path / "dask"
-    build = subprocess.Popen([str(installed / "rsir"), "index", "build", str(index), *map(str, rasters), "--dask",
-                              address], cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE,
+    command = [str(installed / "rsir"), "index", "build", str(index), *map(str, rasters), "--dask", address]
+    build = subprocess.Popen(command, cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     try:
         doomed_task = _kill_while_it_works(cluster, doomed, "w0", index / "shards", build)
@@ -352,8 +354,8 @@ def test_a_build_whose_last_worker_dies_is_one_line_and_the_next_build_resumes(t
     killer.join(timeout=CLUSTER_WAIT_S)
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert killed and code == 1
-    assert err == (f"rsir: error: the Dask cluster at {address} lost all its workers; the rasters finished so "
-                   f"far will be reused by the next build")
+    assert err == (f"rsir: error: the Dask cluster at {address} lost all its workers; the rasters finished "
+                   f"so far will be reused by the next build")
     assert not (index / MANIFEST).exists()
     cluster.worker(installed, "w1")
     cluster.wait_for_workers(1)
