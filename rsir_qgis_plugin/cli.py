@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from .core.errors import RsirError
-from .core.params import DEVICES, BuildParams, SearchParams, TilingParams
+from .core.params import DEVICES, MIN_TILE_PX, BuildParams, SearchParams, TilingParams
 
 EXIT_OK, EXIT_ERROR, EXIT_PARTIAL, EXIT_INTERRUPTED = 0, 1, 3, 130
 
@@ -39,7 +39,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                        help="ONNX model, or a bundled one by name: default, default-int8 (default: the index's own, "
                             "else default)")
     size = build.add_mutually_exclusive_group()
-    size.add_argument("--tile-size", type=int, metavar="PX", help="tile size in pixels (default: model input)")
+    size.add_argument("--tile-size", type=_tile_px, metavar="PX",
+                      help=f"tile size in pixels, at least {MIN_TILE_PX} (default: model input)")
     size.add_argument("--tile-metres", type=float, metavar="M", help="tile size in ground metres")
     stride = build.add_mutually_exclusive_group()
     stride.add_argument("--stride", type=int, metavar="PX", help="stride in pixels (default: half a tile)")
@@ -106,6 +107,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     search.add_argument("--out", type=Path, help="write hits to .gpkg or .geojson instead of stdout")
     search.add_argument("--out-crs", help="CRS of the output (default: the query's)")
     return parser
+
+
+def _tile_px(text: str) -> int:
+    """A tile size in pixels: smaller tiles hold too little to compare (core/params.py, MIN_TILE_PX)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a tile size is a whole number of pixels, got '{text}'") from None
+    if value < MIN_TILE_PX:
+        raise argparse.ArgumentTypeError(f"tiles need at least {MIN_TILE_PX} px, got {value}")
+    return value
 
 
 def _bands(text: str) -> tuple[int, ...]:

@@ -5,6 +5,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEVICES = ("auto", "cpu", "cuda")
+# The smallest tile, in source pixels, worth embedding. A tile is resampled to the model's input
+# (64-224 px): below 8 px that is a 8-28x blow-up of a handful of pixels, a blur with no texture or shape
+# left to compare, and the tile count grows as 1/size^2 (1 px tiles of a 697x377 raster: 262,769 tiles).
+# 8 px still holds a small object at its own resolution (a building in 10 m Sentinel-2 pixels).
+MIN_TILE_PX = 8
 
 
 @dataclass(frozen=True)

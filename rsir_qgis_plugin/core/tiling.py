@@ -8,7 +8,7 @@ from typing import Iterator
 import numpy as np
 
 from .errors import RasterError
-from .params import TilingParams
+from .params import MIN_TILE_PX, TilingParams
 from .raster import RasterSource, first_line, to_uint8
 
 EMPTY_TILE_STD = 1.0  # a tile flatter than this (uint8 scale) in every band holds nothing to find
@@ -53,9 +53,11 @@ def resolve_grid(source: RasterSource, tiling: TilingParams, input_size: int) ->
     if tiling.tile_px is not None:
         tile = tiling.tile_px
     elif tiling.tile_m is not None:
-        tile = max(1, round(tiling.tile_m / metres))
+        tile = round(tiling.tile_m / metres)
     else:
         tile = input_size
+    if tile < MIN_TILE_PX:
+        raise RasterError(source.path, _too_small(tile, tiling, metres))
     if tiling.stride_px is not None:
         stride = tiling.stride_px
     elif tiling.stride_m is not None:
@@ -63,6 +65,16 @@ def resolve_grid(source: RasterSource, tiling: TilingParams, input_size: int) ->
     else:
         stride = max(1, tile // 2)
     return Grid(tile_px=tile, stride_px=stride)
+
+
+def _too_small(tile: int, tiling: TilingParams, metres: float | None) -> str:
+    """Why a tile size is refused, with the raster's pixel size and the smallest sensible tile."""
+    if tiling.tile_m is None:
+        return f"tiles of {tile} px are too small to describe a place; tiles need at least {MIN_TILE_PX} px"
+    smallest = MIN_TILE_PX * metres
+    shown = f"{math.ceil(smallest)}" if smallest >= 100 else f"{smallest:.3g}"
+    return (f"a {tiling.tile_m:g} m tile is {tiling.tile_m / metres:.2g} px of its {metres:.3g} m pixels; tiles "
+            f"need at least {MIN_TILE_PX} px, so the smallest sensible tile here is {shown} m")
 
 
 def axis_offsets(length: int, tile: int, stride: int) -> list[int]:
