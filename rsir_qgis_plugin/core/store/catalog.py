@@ -86,7 +86,7 @@ def open_catalog(path: Path, **options) -> sqlite3.Connection:
     path = Path(path)
     if not path.is_file():
         raise IndexStoreError(f"{path}: missing; the index is damaged, run `index build` to rebuild it")
-    connection = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, **options)
+    connection = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, **options)
     try:
         connection.execute("SELECT count(*) FROM rasters").fetchone()
     except sqlite3.DatabaseError as exc:

@@ -34,7 +34,7 @@ _MODEL_REQUIRED = {"name": str, "sha256": str, "embedding_dim": int}
 
 
 def recovery_advice(index_dir: Path) -> str:
-    return (f"run `python -m rsir_qgis_plugin index repair {index_dir}` to rebuild it from its shards, "
+    return (f"run `rsir index repair {index_dir}` to rebuild it from its shards, "
             "or `index build --force` to start a new index in this folder")
 
 
