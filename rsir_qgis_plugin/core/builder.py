@@ -28,7 +28,7 @@ from .params import BuildParams, TilingParams
 from .raster import RasterSource, describe, resolve_raster_path
 from .store import (LiveRaster, Shard, ShardError, WriterLock, check_model, choose_kind, commit_changes,
                     live_rasters, read_manifest, shard_path, verify_generation, write_generation)
-from .store.files import os_error_message
+from .store.files import make_index_folder, os_error_message
 from .store.repair import collect_shards
 from .tiling import resolve_grid, tile_windows
 
@@ -100,12 +100,7 @@ def build_index(params: BuildParams, progress: Progress | None = None,
     progress = progress or (lambda percent, message: None)
     is_cancelled = is_cancelled or (lambda: False)
     index_dir = Path(params.index_dir).expanduser().resolve()
-    if index_dir.exists() and not index_dir.is_dir():
-        raise IndexStoreError(f"{index_dir}: not a folder; give a folder for the index")
-    try:
-        (index_dir / "shards").mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise os_error_message(exc, index_dir, "cannot create the index folder") from None
+    make_index_folder(index_dir)
     model = _model_for_build(params.model_path, index_dir)
     summary = BuildSummary(index_dir=str(index_dir))
 

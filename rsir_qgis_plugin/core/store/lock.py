@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 
 from ..errors import IndexLockedError
-from .files import os_error_message
+from .files import folder_error
 
 
 class WriterLock:
@@ -19,7 +19,7 @@ class WriterLock:
         try:
             self._handle = open(self.path, "a+")
         except OSError as exc:
-            raise os_error_message(exc, self.path.parent, "cannot write to the index folder") from None
+            raise folder_error(exc, self.path.parent, "cannot write in the index folder") from None
         try:
             _lock_file(self._handle)
         except OSError:
