@@ -150,6 +150,9 @@ def build_index(params: BuildParams, progress: Progress | None = None,
             summary.embed_seconds = time.perf_counter() - embed_started
             summary.tiles_indexed, summary.tiles_skipped = counts.indexed, counts.skipped
             summary.tiles_non_finite = counts.non_finite
+            if params.dask:  # the client's own session only checked the model: the workers embedded
+                summary.provider = ("Dask workers: " + ", ".join(sorted(counts.where) or ["none finished"])
+                                    + (" with 4-rotation TTA" if params.tta else ""))
 
         if summary.failed and not summary.rasters_succeeded:
             raise BuildFailed(_failure_text(index_dir, summary))

@@ -221,6 +221,7 @@ def _outcome(future, job: Job, model: ModelInfo, index_dir: Path, counts: JobCou
     counts.indexed += result["indexed"]
     counts.skipped += result["skipped"]
     counts.non_finite += result["non_finite"]
+    counts.where.update(result["where"])
     if result["error"] is not None:
         return job, None, result["error"]
     path = shard_path(index_dir, job.key)
@@ -266,6 +267,7 @@ def _embed_on_worker(job: Job, model: ModelInfo, model_data: bytes, settings: _S
     result = {"error": None, "worker": worker.address}
     try:
         embedder = _worker_embedder(worker, model, model_data, settings)
+        counts.where.add(embedder.describe())
         job = resumable(job, index_dir, model.contract.embedding_dim)
         report = _Reporter(worker, settings, job.key)
         for _, shard, error in embed_jobs([job], embedder, settings.tta, settings.batch_size, index_dir,
@@ -278,7 +280,8 @@ def _embed_on_worker(job: Job, model: ModelInfo, model_data: bytes, settings: _S
         result["error"] = str(os_error_message(exc, index_dir, f"cannot save embeddings on {worker.address}"))
     except RsirError as exc:
         result["error"] = f"{exc} (on Dask worker {worker.address})"
-    return {**result, "indexed": counts.indexed, "skipped": counts.skipped, "non_finite": counts.non_finite}
+    return {**result, "indexed": counts.indexed, "skipped": counts.skipped, "non_finite": counts.non_finite,
+            "where": sorted(counts.where)}
 
 
 def _worker_embedder(worker, model: ModelInfo, model_data: bytes, settings: _Settings) -> Embedder:

@@ -45,6 +45,7 @@ class JobCounts:
     indexed: int = 0
     skipped: int = 0
     non_finite: int = 0  # tiles whose embedding held NaN/inf, dropped
+    where: set[str] = field(default_factory=set)  # Dask workers' Embedder.describe(): where inference ran
 
 
 @dataclass

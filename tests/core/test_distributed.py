@@ -59,6 +59,8 @@ def test_dask_local_build_from_the_cli_gives_the_same_index_as_a_local_build(tmp
     dask_seconds = time.perf_counter() - started
     out = capsys.readouterr()
     assert code == 0, out.err
+    # Where inference ran is the workers' sessions, not the client's probe.
+    assert "tiles/s on Dask workers: CPU" in out.out
     print(f"local build {local_seconds:.1f} s, --dask local {dask_seconds:.1f} s")
     assert local.tiles_total == 64
     local_tiles, local_vectors = contents(tmp_path / "local")
