@@ -1,11 +1,12 @@
-"""Headless command line: build and inspect indexes, run queries.
+"""Headless command line: build and inspect indexes, run queries (`rsir`, or `python -m rsir_qgis_plugin`).
 
-    python -m rsir_qgis_plugin index build INDEX_DIR RASTER... [options]
-    python -m rsir_qgis_plugin index info INDEX_DIR
-    python -m rsir_qgis_plugin index export INDEX_DIR --geoparquet FILE.parquet
-    python -m rsir_qgis_plugin search INDEX_DIR (--raster R --bbox XMIN YMIN XMAX YMAX [--crs C] | --image F)
-    python -m rsir_qgis_plugin search INDEX_DIR --positive R:XMIN,YMIN,XMAX,YMAX... [--negative ...]
-                                                [--labels FILE] [--crs C] [--save-labels FILE]
+    rsir index build INDEX_DIR RASTER... [options]
+    rsir index info|compact|repair INDEX_DIR
+    rsir index export INDEX_DIR --geoparquet FILE.parquet
+    rsir search INDEX_DIR (--raster R --bbox XMIN YMIN XMAX YMAX [--crs C] | --image F)
+    rsir search INDEX_DIR --positive R:XMIN,YMIN,XMAX,YMAX... [--negative ...]
+                          [--labels FILE] [--crs C] [--save-labels FILE]
+    rsir doctor
 
 Exit status: 0 success; 1 error (nothing changed; a build in which every raster failed included);
 2 bad command line; 3 the build was committed but some rasters failed; 130 interrupted.
