@@ -1,4 +1,8 @@
-"""The message-bar entry that names missing packages and installs them when the user asks."""
+"""The message-bar entry that names missing packages and installs them when the user asks.
+
+The message bar shows one or two lines of text beside its buttons: the entry names the packages
+and nothing more, and Details (and the rsir log) holds what each is for and how to get it.
+"""
 from __future__ import annotations
 
 import importlib
@@ -9,8 +13,26 @@ from qgis.PyQt.QtWidgets import QPushButton
 
 from ..dependencies import add_private_site, describe_missing, missing_requirements, pip_installable, private_site
 from ..tasks import InstallPackagesTask, is_active, log
+from .text_viewer import TextViewer
 
 MESSAGE_TITLE = "rsir"
+LINE_CHARS = 100  # longer first lines are cut; Details has the whole text
+
+
+def short_line(missing) -> str:
+    """'Missing Python packages: onnxruntime, faiss-cpu.' (after the title 'rsir'). The Install button
+    names those pip may install; Details says what each is for and how to get the others (rasterio)."""
+    return f"Missing Python packages: {', '.join(r.pip_name or r.module for r in missing)}."
+
+
+def details_text(missing) -> str:
+    return (describe_missing(missing) + "\n\nInstall puts pip packages into " + str(private_site())
+            + " (QGIS's own packages keep priority). Nothing is installed without that click.")
+
+
+def first_line(text: str) -> str:
+    first = (text.strip().splitlines() or [""])[0]
+    return first if len(first) <= LINE_CHARS else first[:LINE_CHARS - 3].rstrip() + "..."
 
 
 class DependencyPrompt:
@@ -20,6 +42,7 @@ class DependencyPrompt:
         self.iface = iface
         self.task: InstallPackagesTask | None = None
         self._item = None
+        self.details_viewer: TextViewer | None = None
 
     def ready(self) -> bool:
         missing = missing_requirements()
@@ -32,14 +55,15 @@ class DependencyPrompt:
         if not missing or self._item_visible():
             return
         bar = self.iface.messageBar()
-        item = bar.createMessage(MESSAGE_TITLE, describe_missing(missing))
+        item = bar.createMessage(MESSAGE_TITLE, short_line(missing))
         installable = pip_installable(missing)
         if installable:
             button = QPushButton(f"Install {', '.join(installable)}", item)
             button.setObjectName("rsirInstallButton")
             button.clicked.connect(lambda: self.install(installable))
             item.layout().addWidget(button)
-        log(describe_missing(missing), Qgis.MessageLevel.Warning)
+        self._add_details(item, details_text(missing))
+        log(details_text(missing), Qgis.MessageLevel.Warning)
         self._item = bar.pushWidget(item, Qgis.MessageLevel.Warning)
 
     def install(self, packages: list[str]) -> InstallPackagesTask | None:
@@ -48,8 +72,7 @@ class DependencyPrompt:
         self._close_item()
         task = InstallPackagesTask(packages, private_site())
         task.succeeded.connect(self._on_installed)
-        task.failed.connect(
-            lambda error: self._report(f"Installing failed: {error}", Qgis.MessageLevel.Critical))
+        task.failed.connect(self._on_failed)
         task.cancelled.connect(lambda: self._report("Installation cancelled.", Qgis.MessageLevel.Info))
         self.task = task
         self.iface.messageBar().pushMessage(MESSAGE_TITLE, f"Installing {', '.join(packages)} with pip "
@@ -68,10 +91,33 @@ class DependencyPrompt:
         else:
             self._report("Python packages installed: rsir is ready.", Qgis.MessageLevel.Success)
 
-    def _report(self, text: str, level: Qgis.MessageLevel) -> None:
+    def _on_failed(self, error: str) -> None:
+        details = (getattr(self.task, "error_details", None) if self.task and not sip.isdeleted(self.task)
+                   else None) or error
+        self._report(f"Installing failed: {first_line(error)}", Qgis.MessageLevel.Critical, details)
+
+    def _report(self, text: str, level: Qgis.MessageLevel, details: str | None = None) -> None:
         duration = 0 if level == Qgis.MessageLevel.Critical else 10
-        self.iface.messageBar().pushMessage(MESSAGE_TITLE, text, level, duration)
-        log(text, level)
+        bar = self.iface.messageBar()
+        item = bar.createMessage(MESSAGE_TITLE, text)
+        if details and details.strip() != text.strip():
+            self._add_details(item, details)
+        bar.pushWidget(item, level, duration)
+        log(details or text, level)
+
+    def _add_details(self, item, text: str) -> None:
+        button = QPushButton("Details", item)
+        button.setObjectName("rsirDetailsButton")
+        button.setToolTip("The whole message (also in the rsir tab of the log panel)")
+        button.clicked.connect(lambda: self.show_details(text))
+        item.layout().addWidget(button)
+
+    def show_details(self, text: str) -> TextViewer:
+        if self.details_viewer is not None and not sip.isdeleted(self.details_viewer):
+            self.details_viewer.close()
+        self.details_viewer = TextViewer("rsir: Python packages", text, self.iface.mainWindow())
+        self.details_viewer.show()
+        return self.details_viewer
 
     def _item_visible(self) -> bool:
         return self._item is not None and not sip.isdeleted(self._item) and self._item in self.iface.messageBar().items()
@@ -83,5 +129,8 @@ class DependencyPrompt:
 
     def close(self) -> None:
         self._close_item()
+        if self.details_viewer is not None and not sip.isdeleted(self.details_viewer):
+            self.details_viewer.close()
+        self.details_viewer = None
         if is_active(self.task):
             self.task.cancel()
