@@ -33,7 +33,7 @@ from .core.params import BuildParams, SearchParams
 LOG_TAG = "rsir"
 LOG_EVERY_S = 10.0  # progress lines in the log panel; the task manager shows every percent
 # rsir reports every outcome itself; QGIS's own "Task complete"/"Task failed" notifications would
-# cover those messages (and call a cancel a failure). QgsTask.Silent is newer than QGIS 3.22.
+# cover those messages. QgsTask.Silent is newer than QGIS 3.22 (see EngineTask.run for 3.22).
 TASK_FLAGS = (QgsTask.Flag.CanCancel | QgsTask.Flag.Silent if hasattr(QgsTask.Flag, "Silent")
               else QgsTask.Flag.CanCancel)
 
@@ -68,11 +68,18 @@ class EngineTask(QgsTask):
         raise NotImplementedError
 
     def run(self) -> bool:
+        """True unless the work failed: a cancel that stopped cleanly is no failure.
+
+        QGIS announces a task that returns False as "Task failed" (QGIS 3.22, which has no
+        QgsTask.Silent: QgisApp::onTaskCompleteShowNotify, a desktop notification or, without one, a
+        message-bar line, for every task that ran 5 s or more) and one that returns True as "Task
+        complete", each with the task's description; a cancelled build retitles itself "rsir: build
+        cancelled; the previous index is unchanged" (gui/build_controller.py), so the pair reads true."""
         try:
             self.result_value = self.work()
         except Cancelled:
             self.was_cancelled = True
-            return False
+            return True
         except RsirError as exc:  # a problem the user can act on: its message says what to do
             self.error = self.error_details = str(exc)
             return False
@@ -83,14 +90,13 @@ class EngineTask(QgsTask):
             return False
         if self.isCanceled():
             self.was_cancelled = True
-            return False
         return True
 
     def finished(self, ok: bool) -> None:  # UI thread
-        if ok:
-            self.succeeded.emit(self.result_value)
-        elif self.was_cancelled or self.isCanceled():
+        if self.was_cancelled or (not ok and self.isCanceled()):  # also a task cancelled before it ran
             self.cancelled.emit()
+        elif ok:
+            self.succeeded.emit(self.result_value)
         else:
             self.failed.emit(self.error or "stopped")
 
@@ -113,11 +119,10 @@ class BuildIndexTask(EngineTask):
 
     def run(self) -> bool:
         ok = super().run()
-        if not ok and self.was_cancelled and self.result_value is not None:
+        if self.was_cancelled and self.result_value is not None:
             # build_index returned, so the new index is committed: a cancel that came after its
             # last check changed nothing, and reporting "cancelled, previous index kept" would be false.
             self.was_cancelled = False
-            return True
         return ok
 
     def _progress(self, percent: float, message: str) -> None:

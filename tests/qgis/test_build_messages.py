@@ -114,11 +114,14 @@ def test_a_failed_build_says_so_in_one_line_with_the_whole_error_in_details(plug
 
 
 def test_cancel_reads_as_cancelled_not_failed(plugin, town_full, tiny_model, tmp_path, qgis_iface, qtbot):
+    """Issue 19 item 16: QGIS 3.22 titles a task that ends Terminated "Task failed" (and one that ends
+    Complete "Task complete"), with its description: a clean cancel ends Complete, retitled."""
     descriptions = []
 
     def qgis_notification(task_id, status):
-        if status == QgsTask.TaskStatus.Terminated:
-            descriptions.append(QgsApplication.taskManager().task(task_id).description())
+        if status in (QgsTask.TaskStatus.Complete, QgsTask.TaskStatus.Terminated):
+            title = "Task complete" if status == QgsTask.TaskStatus.Complete else "Task failed"
+            descriptions.append((title, QgsApplication.taskManager().task(task_id).description()))
 
     QgsApplication.taskManager().statusChanged.connect(qgis_notification)
     try:
@@ -133,7 +136,7 @@ def test_cancel_reads_as_cancelled_not_failed(plugin, town_full, tiny_model, tmp
     assert item.level() == Qgis.MessageLevel.Info
     assert "cancelled; the previous index is unchanged" in item.text()
     assert "fail" not in item.text().lower()
-    assert descriptions == ["rsir: build cancelled; the previous index is unchanged"]
+    assert descriptions == [("Task complete", "rsir: build cancelled; the previous index is unchanged")]
 
 
 def test_a_cancel_after_the_index_was_committed_is_a_success(plugin, town_half, tiny_model, tmp_path, qtbot):
