@@ -28,6 +28,13 @@ def test_pip_install_gives_an_rsir_command_that_indexes_and_searches_with_the_bu
         shipped = installed / "models" / model
         assert shipped.stat().st_size == (ROOT / "rsir_qgis_plugin" / "models" / model).stat().st_size
     assert (installed / "icon.png").is_file() and len(list((installed / "gui" / "icons").glob("*.png"))) == 2
+    # pyproject.toml lists its packages (gui/ is a namespace package): a new subpackage left off the list
+    # would be missing from every pip install.
+    purelib = site_packages_of(bin_dir)
+    for package in ("rsir_qgis_plugin", "training", "export"):
+        sources = {p.relative_to(ROOT) for p in (ROOT / package).rglob("*.py") if "__pycache__" not in p.parts}
+        shipped = {p.relative_to(purelib) for p in (purelib / package).rglob("*.py")}
+        assert sources - shipped == set(), "pyproject.toml's packages leave these out of the install"
 
     usage = run([bin_dir / "rsir", "--help"], work).stdout
     assert usage.startswith("usage: rsir ") and "index" in usage and "search" in usage
