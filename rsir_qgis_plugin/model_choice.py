@@ -60,13 +60,21 @@ def speed_text(info) -> str:
     return ""
 
 
+def speed_short(info) -> str:
+    """'CPU speed 2.1x' (against the bundled default), '' when the card does not say."""
+    text = speed_text(info)
+    return f"CPU speed {text.split('x ')[0]}x" if text else ""
+
+
 def bundled_label(path: Path, info) -> str:
-    """One line for the bundled-model list: name, headline quality and speed, file size."""
+    """One short line for the bundled-model list: name, headline quality, speed against the default
+    (1x for the default itself), file size."""
     from .core.model import DEFAULT_MODEL_PATH
 
     facts = dict(model_facts(info))
-    quality = next((f"{label} {value}" for label, value in facts.items() if label.endswith("test mAP")), "")
-    speed = speed_text(info) or ("CPU speed 1x (reference)" if path == DEFAULT_MODEL_PATH else "")
+    quality = next((f"{label.replace(' test ', ' ')} {value}" for label, value in facts.items()
+                    if label.endswith("test mAP")), "")
+    speed = speed_short(info) or ("CPU speed 1x" if path == DEFAULT_MODEL_PATH else "")
     parts = [part for part in (quality, speed, f"{path.stat().st_size / 1e6:.0f} MB") if part]
     return f"{path.name} — " + ", ".join(parts)
 
@@ -106,3 +114,92 @@ def bundled_index(bundled: list[Path], saved: str) -> int:
         if (path.is_file() and path.resolve() == candidate) or moved:
             return index
     return -1
+
+
+# What each figure of a model card means, by the key's suffix after "<data>_" (readable_card).
+FIGURE_MEANINGS = (
+    ("test_map", "mAP", "mean average precision: how near the top the test images of the query's class "
+                        "rank (1 = all of them first)"),
+    ("test_p@10", "P@10", "share of the 10 best hits that are of the query's class"),
+    ("test_anmrr", "ANMRR", "average normalised modified retrieval rank (MPEG-7): 0 is perfect, 1 is worst"),
+    ("test_map_queries_rotated_90", "mAP, queries turned 90°", "mAP with every query image rotated by 90° "
+                                                               "(how well it matches across orientations)"),
+    ("test_map_queries_rotated_45", "mAP, queries turned 45°", "the same with a 45° rotation"),
+    ("test_vs_train_map", "mAP among the training images", "test images querying the training images"),
+)
+# Evaluation sets by the prefix of their metric keys.
+DATASETS = {"aid": "AID aerial scenes", "ucm": "UC Merced land use", "ucmerced": "UC Merced land use"}
+
+
+def readable_card(info) -> str:
+    """A model card for a user: name, what it takes, what it was trained on, its figures with their
+    meaning and its licence (the raw JSON stays available for Details)."""
+    c = info.contract
+    card = c.training if isinstance(c.training, dict) else {}
+    lines = [c.name, "",
+             f"Input: {c.input_size} px tiles, {c.bands} band{'s' if c.bands != 1 else ''}; "
+             f"embedding: {c.embedding_dim} numbers per tile."]
+    backbone = (card.get("config") or {}).get("backbone") if isinstance(card.get("config"), dict) else None
+    if backbone:
+        lines.append(f"Network: {backbone}.")
+    lines += ["", "Trained on", "  " + _training_text(card)]
+    metrics = card.get("metrics") if isinstance(card.get("metrics"), dict) else {}
+    figures = _figures(metrics)
+    if figures:
+        lines += ["", "Figures (each test image queries the other test images)"]
+        lines += figures
+    for key, title in (("licence", "Licence"), ("source", "Provenance")):
+        if isinstance(card.get(key), str) and card[key]:
+            lines += ["", title, "  " + card[key]]
+    if not card:
+        lines += ["", "This model carries no model card."]
+    return "\n".join(lines)
+
+
+def _training_text(card: dict) -> str:
+    data = card.get("data")
+    if isinstance(data, str):
+        return data
+    if not isinstance(data, dict):
+        return "not stated in the model card"
+    root = str(data.get("root", "")).rstrip("/").split("/")[-1]
+    parts = [_dataset_name(root) if root else "a labelled scene dataset"]
+    classes = data.get("classes")
+    if isinstance(classes, list) and classes:
+        parts.append(f"{len(classes)} scene classes")
+    if isinstance(data.get("n_train"), int):
+        parts.append(f"{data['n_train']} training and {data.get('n_test', '?')} test images")
+    text = ", ".join(parts)
+    loss, epochs = card.get("loss"), card.get("epochs")
+    loss_name = loss.get("name") if isinstance(loss, dict) else loss
+    if loss_name:
+        text += f"; loss {loss_name}" + (f", {epochs} epochs" if epochs else "")
+    return text + "."
+
+
+def _dataset_name(key: str) -> str:
+    letters = "".join(ch for ch in key.lower() if ch.isalpha())
+    name = DATASETS.get(letters)
+    return f"{name} ({key})" if name else key
+
+
+def _figures(metrics: dict) -> list[str]:
+    """Each evaluation set's figures ('    mAP  0.905'), then what each figure shown means, once."""
+    lines, shown = [], []
+    sets = sorted({k[:-len(suffix)].rstrip("_") for k in metrics for suffix, _, _ in FIGURE_MEANINGS
+                   if k.endswith(suffix)})
+    for data in sets:
+        rows = []
+        for suffix, label, meaning in FIGURE_MEANINGS:
+            value = metrics.get(f"{data}_{suffix}" if data else suffix)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                rows.append(f"    {label}: {value:.3f}")
+                shown += [(label, meaning)] if (label, meaning) not in shown else []
+        if rows:
+            lines += [f"  on {_dataset_name(data) if data else 'its test set'}"] + rows
+    speedup = metrics.get(SPEEDUP_KEY)
+    if isinstance(speedup, (int, float)) and not isinstance(speedup, bool):
+        lines.append(f"  CPU speed: {speedup:.1f}x the bundled default's")
+    if shown:
+        lines += ["", "What the figures mean"] + [f"  {label}: {meaning}" for label, meaning in shown]
+    return lines

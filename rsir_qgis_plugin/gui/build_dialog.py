@@ -2,15 +2,17 @@
 
 Reading the model's metadata (it opens an onnxruntime session and hashes the file) and
 listing inference devices run as tasks, so opening the dialog never freezes QGIS. The form
-scrolls, and the dialog opens no taller than the screen (768 px laptops included).
+scrolls, the raster list takes the height the dialog has, the index folder stays below the form
+(never scrolled away), and the dialog opens no taller than the screen (768 px laptops included), at
+the size the user left it last time.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from qgis.core import QgsApplication, QgsProject
+from qgis.core import QgsApplication, QgsProject, QgsSettings
 from qgis.gui import QgsFileWidget
-from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtCore import Qt, QTimer
 from qgis.PyQt.QtGui import QGuiApplication
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
@@ -28,6 +30,7 @@ from qgis.PyQt.QtWidgets import (
     QListWidgetItem,
     QPushButton,
     QScrollArea,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
@@ -51,8 +54,9 @@ NAME_ROLE = Qt.ItemDataRole.UserRole + 2
 BAND_COUNT_ROLE = Qt.ItemDataRole.UserRole + 3
 DEVICES = (("auto", "Auto (CUDA when it works, else CPU)"), ("cpu", "CPU"), ("cuda", "CUDA"))
 UNITS = (("px", "pixels"), ("m", "metres"))
-LIST_ROWS = 4  # rasters visible without scrolling the list
+LIST_ROWS = 3  # rasters visible at least; the list takes whatever height the dialog has beyond that
 SCREEN_MARGIN = 80  # title bar, task bar
+GEOMETRY_KEY = "rsir/build_dialog_geometry"
 
 
 class BuildIndexDialog(QDialog):
@@ -72,13 +76,11 @@ class BuildIndexDialog(QDialog):
         self.form = QWidget()
         form_layout = QVBoxLayout(self.form)
         form_layout.setContentsMargins(0, 0, 0, 0)
-        form_layout.addWidget(self._rasters_box())
+        form_layout.addWidget(self._rasters_box(), 1)
         self.model_box = ModelBox(saved.model_path, self._start, self.form)
         self.model_box.changed.connect(self._model_described)
         form_layout.addWidget(self.model_box)
         form_layout.addWidget(self._tiling_box(saved))
-        form_layout.addLayout(self._output_rows())
-        form_layout.addStretch(1)
         self.scroll = QScrollArea(self)
         self.scroll.setWidgetResizable(True)
         self.scroll.setFrameShape(QFrame.Shape.NoFrame)
@@ -87,6 +89,7 @@ class BuildIndexDialog(QDialog):
 
         layout = QVBoxLayout(self)
         layout.addWidget(self.scroll, 1)
+        layout.addLayout(self._output_rows())
         self.error_label = QLabel("", self)
         self.error_label.setStyleSheet("color: #b00020")
         self.error_label.setWordWrap(True)
@@ -97,12 +100,20 @@ class BuildIndexDialog(QDialog):
         buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Build")
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
-        layout.addWidget(buttons)
+        bottom = QHBoxLayout()  # the note beside the buttons costs no height
+        note = QLabel("Rebuilding an index only embeds new or changed rasters.", self)
+        note.setWordWrap(True)
+        note.setStyleSheet("color: palette(mid)")
+        bottom.addWidget(note, 1)
+        bottom.addWidget(buttons)
+        layout.addLayout(bottom)
         self.setMinimumWidth(560)
         self.bands_edit.textChanged.connect(self._check_bands_live)
         self.raster_list.itemChanged.connect(self._check_bands_live)
         self._check_bands_live()
         self._fit()
+        # The size the user left it at last time; then text arriving later no longer resizes it.
+        self._sized_by_user = bool(self.restoreGeometry(QgsSettings().value(GEOMETRY_KEY, b"")))
         if engine_ready:
             self.model_box.watch()
             self._describe_devices()
@@ -122,13 +133,19 @@ class BuildIndexDialog(QDialog):
             item.setData(PATH_ROLE, raster_file_path(layer))
             item.setData(NAME_ROLE, layer.name())
             item.setData(BAND_COUNT_ROLE, count)
-            item.setToolTip(raster_file_path(layer))
+            item.setToolTip(f"{item.text()}\n{raster_file_path(layer)}")
             self.raster_list.addItem(item)
         if self.raster_list.count() == 0:
             self.raster_list.addItem(QListWidgetItem("The project has no file-based raster layers."))
+        # Long names are elided in the middle (the tooltip has all), never scrolled sideways.
+        self.raster_list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.raster_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        # Its preferred height is its minimum: the form's stretch gives it the rest, and the form (whose
+        # word-wrapped labels make the scroll area ask its height for the width) never scrolls for it.
+        self.raster_list.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Ignored)
         rows = min(self.raster_list.count(), LIST_ROWS)
-        self.raster_list.setFixedHeight(rows * max(self.raster_list.sizeHintForRow(0), 16)
-                                        + 2 * self.raster_list.frameWidth() + 4)
+        self.raster_list.setMinimumHeight(rows * max(self.raster_list.sizeHintForRow(0), 16)
+                                          + 2 * self.raster_list.frameWidth() + 4)
         all_button, none_button = QPushButton("All", box), QPushButton("None", box)
         all_button.clicked.connect(lambda: self._check_all(Qt.CheckState.Checked))
         none_button.clicked.connect(lambda: self._check_all(Qt.CheckState.Unchecked))
@@ -174,15 +191,12 @@ class BuildIndexDialog(QDialog):
         return box
 
     def _output_rows(self) -> QFormLayout:
-        self.index_widget = QgsFileWidget(self.form)
+        self.index_widget = QgsFileWidget(self)
         self.index_widget.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
         self.index_widget.setFilePath(str(project_index_dir(self.project)))
-        note = QLabel("Rebuilding an index only embeds new or changed rasters.", self.form)
-        note.setWordWrap(True)
         form = QFormLayout()
-        form.setContentsMargins(6, 6, 6, 0)
+        form.setContentsMargins(6, 0, 6, 0)
         form.addRow("Index folder", self.index_widget)
-        form.addRow("", note)
         return form
 
     # Values ------------------------------------------------------------------------------
@@ -254,13 +268,16 @@ class BuildIndexDialog(QDialog):
         for task in self._tasks:  # a description nobody will read
             if is_active(task):
                 task.cancel()
+        QgsSettings().setValue(GEOMETRY_KEY, self.saveGeometry())
         super().done(result)
 
     # Background look-ups -----------------------------------------------------------------
 
     def _model_described(self) -> None:
         self._check_bands_live()
-        self._fit()
+        # After the layouts took the new text in (their requests are queued events): the model list's
+        # longest line can widen the form.
+        QTimer.singleShot(0, self._fit)
 
     def _describe_devices(self) -> None:
         self.device_label.setText("Looking for inference devices...")
@@ -289,7 +306,8 @@ class BuildIndexDialog(QDialog):
         return self.form.sizeHint().height() + 2 * self.scroll.frameWidth() + around
 
     def _fit(self) -> None:
-        """Tall enough for the form (text arrives after the layout), never taller than the screen."""
+        """Tall enough for the form (text arrives after the layout), never taller than the screen;
+        a size the user chose (restored from last time) is kept, only widened for wider content."""
         screen = (self.parentWidget() or self).screen() if hasattr(self, "screen") else None
         screen = screen or QGuiApplication.primaryScreen()
         available = screen.availableGeometry().height() - SCREEN_MARGIN if screen else 700
@@ -297,7 +315,10 @@ class BuildIndexDialog(QDialog):
         margins = self.layout().contentsMargins()
         width = max(self.width(), self.minimumWidth(), self.form.minimumSizeHint().width()
                     + self.scroll.verticalScrollBar().sizeHint().width() + margins.left() + margins.right())
-        if wanted > self.height() or self.height() > available or width > self.width():
+        if getattr(self, "_sized_by_user", False):
+            if width > self.width():
+                self.resize(width, self.height())
+        elif wanted > self.height() or self.height() > available or width > self.width():
             self.resize(width, wanted)
 
     def _start(self, task: InfoTask) -> None:

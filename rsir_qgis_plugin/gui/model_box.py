@@ -9,23 +9,27 @@ from pathlib import Path
 from typing import Callable
 
 from qgis.gui import QgsFileWidget
-from qgis.PyQt.QtCore import Qt, pyqtSignal
+from qgis.PyQt.QtCore import QSize, Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import (
     QButtonGroup,
     QComboBox,
     QGridLayout,
     QGroupBox,
-    QHBoxLayout,
     QLabel,
     QPushButton,
     QRadioButton,
+    QStyle,
+    QStyleOptionComboBox,
     QVBoxLayout,
     QWidget,
 )
 
-from ..model_choice import bundled_index, bundled_models, model_facts, read_bundled
+from ..model_choice import bundled_index, bundled_models, model_facts, read_bundled, readable_card
 from ..tasks import InfoTask
 from .text_viewer import TextViewer
+
+
+BUNDLED_TIP = "Models shipped with rsir: quality (mAP on the AID test split) against CPU speed"
 
 
 class ModelBox(QGroupBox):
@@ -39,7 +43,8 @@ class ModelBox(QGroupBox):
         self.bands: int | None = None
         self.error: str | None = None
         self.facts: list[tuple[str, str]] = []
-        self._card = ""
+        self._card = ""  # readable model card; the raw JSON is in _card_json
+        self._card_json = ""
         self.viewer: TextViewer | None = None
 
         self.default_model_radio = QRadioButton("Bundled", self)
@@ -49,17 +54,15 @@ class ModelBox(QGroupBox):
         group.addButton(self.file_model_radio)
         # The bundled models (float32 default, int8 ...): their names now, their figures once read.
         self.bundled_combo = QComboBox(self)
-        # The list shows each model's figures in full; the closed box stays narrow enough for one row.
-        self.bundled_combo.setSizeAdjustPolicy(
-            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.bundled_combo.setMinimumContentsLength(16)
-        self.bundled_combo.setToolTip("Models shipped with rsir: quality (mAP on the AID test split) "
-                                      "against CPU speed")
+        # Wide enough for each model's short line (name, mAP, speed, size): nothing is cut.
         bundled = bundled_models()
         for path in bundled:
             self.bundled_combo.addItem(path.name, str(path))
         saved_bundled = bundled_index(bundled, saved_model_path)
         self.bundled_combo.setCurrentIndex(max(0, saved_bundled))
+        # The closed box elides a long name: the tooltip has it whole.
+        self.bundled_combo.currentIndexChanged.connect(self._show_combo_tip)
+        self._show_combo_tip()
         from_file = bool(saved_model_path) and saved_bundled < 0
         self.model_widget = QgsFileWidget(self)
         self.model_widget.setFilter("ONNX models (*.onnx)")
@@ -73,23 +76,23 @@ class ModelBox(QGroupBox):
         self.model_label.setWordWrap(True)
         self.model_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.card_button = QPushButton("Model card...", self)
-        self.card_button.setToolTip("Training data, loss, every metric and its protocol, licence")
+        self.card_button.setToolTip("What the model was trained on, its figures and what they mean, "
+                                    "its licence; the whole record under Details")
         self.card_button.setEnabled(False)
         self.card_button.clicked.connect(self.show_card)
         self.facts_grid = QGridLayout()
         self.facts_grid.setHorizontalSpacing(12)
         self.facts_grid.setVerticalSpacing(2)
         layout = QVBoxLayout(self)
-        row = QHBoxLayout()
-        row.addWidget(self.default_model_radio)
-        row.addWidget(self.bundled_combo, 1)
-        row.addWidget(self.file_model_radio)
-        row.addWidget(self.model_widget, 1)
-        layout.addLayout(row)
-        row = QHBoxLayout()
-        row.addWidget(self.model_label, 1)
-        row.addWidget(self.card_button, 0, Qt.AlignmentFlag.AlignTop)
-        layout.addLayout(row)
+        choice = QGridLayout()  # one row each, so that the bundled models' names show in full
+        choice.addWidget(self.default_model_radio, 0, 0)
+        choice.addWidget(self.bundled_combo, 0, 1, 1, 2)
+        choice.addWidget(self.file_model_radio, 1, 0)
+        choice.addWidget(self.model_widget, 1, 1)
+        choice.addWidget(self.card_button, 1, 2)  # beside the file box, which can give up the room
+        choice.setColumnStretch(1, 1)
+        layout.addLayout(choice)
+        layout.addWidget(self.model_label)
         layout.addLayout(self.facts_grid)
 
     def watch(self) -> None:
@@ -111,7 +114,7 @@ class ModelBox(QGroupBox):
     def describe(self, *_args) -> None:
         from ..core.model import read_model  # light: onnxruntime is imported inside read_model, in the task
 
-        self.bands, self.error, self._card = None, None, ""
+        self.bands, self.error, self._card, self._card_json = None, None, "", ""
         self._show_facts([])
         path = self.current_model()
         if self.file_model_radio.isChecked() and not (path and Path(path).is_file()):
@@ -126,7 +129,8 @@ class ModelBox(QGroupBox):
     def show_card(self) -> TextViewer:
         if self.viewer is not None and self.viewer.isVisible():
             self.viewer.close()
-        self.viewer = TextViewer(f"rsir: model card of {self.model_label.text()}", self._card, self.window())
+        self.viewer = TextViewer(f"rsir: model card of {self.model_label.text()}", self._card, self.window(),
+                                 details=self._card_json)
         self.viewer.show()
         return self.viewer
 
@@ -145,15 +149,29 @@ class ModelBox(QGroupBox):
             if index >= 0:
                 self.bundled_combo.setItemText(index, label)
                 self.bundled_combo.setItemData(index, label, Qt.ItemDataRole.ToolTipRole)
+        self._show_combo_tip()
         self.changed.emit()
+
+    def _show_combo_tip(self, *_args) -> None:
+        """The current model's whole line in the tooltip; the box no narrower than the longest line
+        (QComboBox caches its minimum size from the first texts, the names before their figures)."""
+        combo = self.bundled_combo
+        combo.setToolTip(f"{combo.currentText()}\n\n{BUNDLED_TIP}")
+        widest = max((combo.fontMetrics().horizontalAdvance(combo.itemText(i)) for i in range(combo.count())),
+                     default=0)
+        option = QStyleOptionComboBox()
+        option.initFrom(combo)
+        size = combo.style().sizeFromContents(QStyle.ContentsType.CT_ComboBox, option,
+                                              QSize(widest, combo.fontMetrics().height()), combo)
+        combo.setMinimumWidth(size.width())
 
     def _show_model(self, asked: str | None, info) -> None:
         if self.current_model() != asked:  # an answer for a model the user has since replaced is dropped
             return
         self.bands = info.contract.bands
-        self._card = info.card()
+        self._card, self._card_json = readable_card(info), info.card()
         self.model_label.setText(info.contract.name)
-        self.model_label.setToolTip(str(info.path))
+        self.model_label.setToolTip(f"{info.contract.name}\n{info.path}")
         self._show_facts(model_facts(info))
         self.changed.emit()
 
