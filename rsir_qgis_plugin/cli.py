@@ -86,6 +86,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     search.add_argument("--bbox", type=float, nargs=4, metavar=("XMIN", "YMIN", "XMAX", "YMAX"))
     search.add_argument("--crs", help="CRS of --bbox, e.g. EPSG:4326 (default: the raster's)")
     search.add_argument("--image", type=Path, help="an image file as the query")
+    search.add_argument("--image-gsd", type=float, metavar="METRES",
+                        help="metres a pixel of --image (default: from its georeferencing); the image is "
+                             "then embedded at the indexed tiles' ground scale")
     search.add_argument("-k", type=int, default=20, help="number of hits (default 20)")
     search.add_argument("--tta", action="store_true", help="embed the query as the mean of 4 rotations")
     search.add_argument("--positive", action="append", default=[], metavar="RASTER:XMIN,YMIN,XMAX,YMAX",
@@ -308,18 +311,22 @@ def search(args) -> int:
                           min_score=args.min_score, device=args.device, model_path=args.model)
     if args.out_crs:
         crs_from(args.out_crs)  # refused before the index and the model are loaded
+    if args.image_gsd is not None and args.image is None:
+        raise RsirError("--image-gsd gives the ground scale of --image; give --image too")
     if args.positive or args.negative or args.labels or args.save_labels:
         result = _search_feedback(args, params)
     elif args.image is not None:
         if args.raster or args.bbox:
             raise RsirError("give either --image or --raster with --bbox, not both")
-        result = search_image(args.index_dir, args.image, params)
+        result = search_image(args.index_dir, args.image, params, image_gsd=args.image_gsd)
     elif args.raster is not None and args.bbox is not None:
         if args.crs:
             _require_crs(args.raster, args.crs)
         result = search_box(args.index_dir, args.raster, tuple(args.bbox), args.crs, params)
     else:
         raise RsirError("a query needs --raster and --bbox, --image, or labelled boxes (--positive, --labels)")
+    for note in result.notes:
+        print(f"rsir: note: {note}", file=sys.stderr)
     if not result.query_indexed:
         print(f"rsir: note: {result.query_raster} is not in the index; its box was embedded with the bands "
               "chosen by colour interpretation (R, G, B, else 1-3)", file=sys.stderr)

@@ -24,7 +24,8 @@ from .params import SearchParams
 from .query_box import checked_box as _checked_box
 from .query_box import fmt_box as _fmt
 from .query_box import pixel_window as _pixel_window  # noqa: F401 (feedback.py finds indexed tiles with it)
-from .query_box import box_big_enough, query_window, size_px, too_small
+from .query_box import query_window
+from .query_image import plan_image_query
 from .raster import RasterSource, describe, open_dataset, resolve_raster_path
 from .store import IndexReader, TileEntry, check_model, shared_reader
 from .tiling import read_window, window_corners
@@ -70,6 +71,7 @@ class SearchResult:
     query_indexed: bool = True  # False: the query raster is not in the index (its bands were chosen afresh)
     scoring: str = "cosine"  # what Hit.score is: "cosine" similarity, or "probability" (feedback classifier)
     feedback: "Feedback | None" = None  # the labelled examples of a feedback search (core/feedback.py)
+    notes: tuple[str, ...] = ()  # what a user should know about how the query was taken (image scale)
 
 
 @dataclass(frozen=True)
@@ -105,21 +107,26 @@ def search_box(index_dir: str | Path, raster_path: str | Path, bbox: tuple[float
 
 
 def search_image(index_dir: str | Path, image_path: str | Path, params: SearchParams,
-                 is_cancelled: Callable[[], bool] | None = None) -> SearchResult:
-    """Find the tiles most like a whole image file (any format GDAL reads: JPEG, PNG, GeoTIFF)."""
+                 is_cancelled: Callable[[], bool] | None = None,
+                 image_gsd: float | None = None) -> SearchResult:
+    """Find the tiles most like an image file (any format GDAL reads: JPEG, PNG, GeoTIFF).
+
+    The image is seen at the tiles' ground scale where its scale is known (`image_gsd`, metres a pixel,
+    else its georeferencing): a larger image is embedded by its centre, one tile's ground size;
+    SearchResult.notes say when the scales are far apart or the image's is unknown (core/query_image.py).
+    """
     started = time.perf_counter()
     reader = _reader(index_dir)
     model = _model_for(reader, params)
     source = describe(_query_raster_path(image_path), None, model.contract.bands)
-    if not box_big_enough(source.width, source.height):
-        raise too_small(source.path, f"the image is {size_px(source.width, source.height)} pixels")
+    plan = plan_image_query(reader, source, image_gsd)
     with open_dataset(source.path) as dataset:
-        tile, _ = read_window(dataset, source, (0, 0, source.width, source.height), model.contract.input_size)
+        tile, _ = read_window(dataset, source, plan.window, model.contract.input_size)
     embedder = shared_embedder(model, params.device)
     query = (embedder.embed_tta if params.tta else embedder.embed)(tile[None])[0]
     hits, _ = _rank(reader, _nearest(reader, query), params, [], is_cancelled)
     return SearchResult(hits=hits, query_polygon=None, query_crs_wkt="", query_raster=None,
-                        provider=embedder.describe(), seconds=time.perf_counter() - started)
+                        provider=embedder.describe(), seconds=time.perf_counter() - started, notes=plan.notes)
 
 
 def _reader(index_dir: str | Path) -> IndexReader:
