@@ -11,7 +11,7 @@ from typing import Callable
 from qgis.core import Qgis, QgsApplication, QgsProject
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QObject, QTimer, pyqtSignal
-from qgis.PyQt.QtWidgets import QDialog, QLabel, QProgressBar, QPushButton
+from qgis.PyQt.QtWidgets import QDialog, QLabel, QProgressBar, QPushButton, QSizePolicy
 
 from ..core.params import BuildParams
 from ..tasks import BuildIndexTask, is_active, log
@@ -77,6 +77,9 @@ class BuildProgress(QObject):
         self.progress.setRange(0, 100)
         self.progress.setMaximumWidth(220)
         self.status = QLabel("", item)
+        # Ignored: a long raster name in the text must not widen the message bar, which would take the
+        # width from QGIS's side panels (the label shows what fits; its tooltip has the whole line).
+        self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.cancel_button = QPushButton("Cancel", item)
         self.cancel_button.clicked.connect(self._cancel)
         for widget in (self.progress, self.status, self.cancel_button):
@@ -95,6 +98,7 @@ class BuildProgress(QObject):
     def _on_message(self, text: str) -> None:
         if self.shown():
             self.status.setText(text[:80])
+            self.status.setToolTip(text)
 
     def _cancel(self) -> None:
         if is_active(self.task):

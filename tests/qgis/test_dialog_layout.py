@@ -6,6 +6,7 @@ import pytest
 from qgis.core import QgsProject, QgsRasterLayer
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtTest import QTest
+from qgis.PyQt.QtWidgets import QWidget
 
 from rsir_qgis_plugin.gui.build_dialog import BuildIndexDialog
 
@@ -101,3 +102,28 @@ def test_dialog_size_is_remembered(described_dialog):
     dialog.reject()
     again = described_dialog()
     assert (again.width(), again.height()) == (820, 500)
+
+
+def test_build_progress_item_stays_narrow(plugin, town_full, tiny_model, tmp_path, qtbot):
+    """The progress item lives in the message bar above the map: a wide minimum there makes QGIS's
+    main window take the width from the side panels (Browser and Layers shrank from 255 to 105 px)."""
+    import shutil
+
+    from rsir_qgis_plugin.core.params import BuildParams, TilingParams
+
+    raster = tmp_path / ("m_3807708_ne_18_060_20181110_20190212_naip_four_band_orthophoto_of_the_"
+                         "whole_study_area.tif")
+    shutil.copy(town_full, raster)
+    params = BuildParams(index_dir=tmp_path / "index", rasters=(raster,), model_path=tiny_model,
+                         tiling=TilingParams(tile_px=64, stride_px=32))
+    with qtbot.waitSignal(plugin.build.buildEnded, timeout=120_000):
+        plugin.build.start(params)
+        progress = plugin.build.progress
+        qtbot.waitUntil(lambda: raster.name[:20] in progress.status.toolTip() + progress.status.text(),
+                        timeout=60_000)
+        item = progress.item
+        assert item.minimumSizeHint().width() <= 420, (
+            f"the progress item needs {item.minimumSizeHint().width()} px: "
+            f"{[(type(w).__name__, w.minimumSizeHint().width()) for w in item.findChildren(QWidget)]}")
+        assert plugin.iface.messageBar().minimumSizeHint().width() <= 420
+        assert raster.name in progress.status.toolTip()  # the whole line, for whom wants it
