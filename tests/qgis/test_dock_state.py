@@ -5,7 +5,7 @@ folder. Real QGIS projects, real builds and searches with the tiny model, real d
 from __future__ import annotations
 
 import pytest
-from qgis.core import QgsProject, QgsRasterLayer, QgsSettings
+from qgis.core import QgsProject, QgsSettings
 from qgis.PyQt.QtCore import QTimer
 from qgis.PyQt.QtWidgets import QApplication, QFileDialog
 
@@ -125,7 +125,7 @@ def test_hits_of_a_deleted_raster_say_raster_not_found(plugin, town_layer, town_
         assert row.thumbnail.text() == "" and not row.thumbnail.pixmap().isNull()
 
 
-def answer_file_dialog(seen: list, qtbot):
+def answer_file_dialog(seen: list):
     """When the dock's file dialog is up: note the folder it shows, then cancel it (a real dialog)."""
 
     def look():
@@ -140,7 +140,7 @@ def answer_file_dialog(seen: list, qtbot):
 
 
 @pytest.mark.parametrize("button", ["save_button", "save_labels_button", "load_labels_button"])
-def test_file_dialogs_start_in_the_project_folder(searched, tmp_path, monkeypatch, qtbot, button):
+def test_file_dialogs_start_in_the_project_folder(searched, tmp_path, monkeypatch, button):
     plugin, _ = searched
     dock, project = plugin.dock, QgsProject.instance()
     dock.hit_row(1).up_button.click()  # so that Save labels... is enabled
@@ -150,13 +150,12 @@ def test_file_dialogs_start_in_the_project_folder(searched, tmp_path, monkeypatc
     assert project.write(str(project_dir / "work.qgz"))
 
     seen: list = []
-    answer_file_dialog(seen, qtbot)
+    answer_file_dialog(seen)
     getattr(dock, button).click()
     assert seen == [str(project_dir)]
 
 
-def test_file_dialogs_without_a_project_folder_use_the_last_folder_then_home(plugin, tmp_path, monkeypatch,
-                                                                            qtbot):
+def test_file_dialogs_without_a_project_folder_use_the_last_folder_then_home(plugin, tmp_path, monkeypatch):
     from pathlib import Path
 
     from rsir_qgis_plugin.gui.file_dialogs import LAST_FOLDER_KEY
@@ -165,9 +164,9 @@ def test_file_dialogs_without_a_project_folder_use_the_last_folder_then_home(plu
     assert QgsProject.instance().homePath() == ""
     dock = plugin.dock
     seen: list = []
-    answer_file_dialog(seen, qtbot)
+    answer_file_dialog(seen)
     dock.load_labels_button.click()
     QgsSettings().setValue(LAST_FOLDER_KEY, str(tmp_path))
-    answer_file_dialog(seen, qtbot)
+    answer_file_dialog(seen)
     dock.load_labels_button.click()
     assert seen == [str(Path.home()), str(tmp_path)]
