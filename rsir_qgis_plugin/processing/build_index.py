@@ -51,9 +51,9 @@ class BuildIndexAlgorithm(QgsProcessingAlgorithm):
                 "an index folder (not a temporary one: the index is kept for later searches). Re-running on "
                 "the same folder only embeds new or changed rasters; cancelling leaves the previous index in "
                 "use. Tile size and stride in pixels or in metres on the ground (not both); 0 or empty = the "
-                "model's input size and half a tile. Bands: e.g. 4,3,2; empty = RGB. Rasters that fail are "
-                "listed by name with the reason in the log and in the FAILED output; the algorithm fails when "
-                "no raster could be indexed.")
+                "model's input size and half a tile. Bands: e.g. 4,3,2; empty = RGB. Rasters that fail "
+                "are listed by name with the reason in the log and in the FAILED output; the algorithm "
+                "fails when no raster could be indexed.")
 
     def createInstance(self) -> "BuildIndexAlgorithm":  # noqa: N802
         return BuildIndexAlgorithm()
@@ -89,7 +89,8 @@ class BuildIndexAlgorithm(QgsProcessingAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("TILES_TOTAL", "Tiles in the index"))
         self.addOutput(QgsProcessingOutputNumber("TILES_INDEXED", "Tiles embedded by this run"))
         self.addOutput(QgsProcessingOutputString("SUMMARY", "Summary"))
-        self.addOutput(QgsProcessingOutputString(self.FAILED, "Rasters that failed (one 'raster: reason' a line)"))
+        self.addOutput(QgsProcessingOutputString(self.FAILED,
+                                                 "Rasters that failed (one 'raster: reason' a line)"))
 
     def checkParameterValues(self, parameters, context: QgsProcessingContext):  # noqa: N802
         """Checked before the run (the dialog shows the message; processing.run and qgis_process raise it)."""

@@ -195,7 +195,8 @@ def test_build_index_needs_a_lasting_folder(provider, raster, tiny_model, tmp_pa
 
     for index in ("TEMPORARY_OUTPUT", str(Path(QgsProcessingUtils.tempFolder()) / "INDEX")):
         with pytest.raises(QgsProcessingException, match="temporary folder is deleted when QGIS exits"):
-            processing.run("rsir:build_index", {"RASTERS": [raster], "INDEX": index, "MODEL": str(tiny_model)})
+            processing.run("rsir:build_index",
+                           {"RASTERS": [raster], "INDEX": index, "MODEL": str(tiny_model)})
     with pytest.raises(QgsProcessingException, match="INDEX"):
         processing.run("rsir:build_index", {"RASTERS": [raster], "MODEL": str(tiny_model)})
 
@@ -219,11 +220,13 @@ def test_build_index_takes_tile_size_and_stride_in_metres(provider, raster, tiny
                                                 "MODEL": str(tiny_model), **both})
 
     index_dir = tmp_path / "index"
-    processing.run("rsir:build_index", {"RASTERS": [raster], "INDEX": str(index_dir), "MODEL": str(tiny_model),
-                                        "TILE_METRES": 12.8, "STRIDE_METRES": 12.8, "DEVICE": 1})
+    processing.run("rsir:build_index", {"RASTERS": [raster], "INDEX": str(index_dir),
+                                        "MODEL": str(tiny_model), "TILE_METRES": 12.8,
+                                        "STRIDE_METRES": 12.8, "DEVICE": 1})
     manifest = json.loads((index_dir / "manifest.json").read_text())
     with sqlite3.connect(index_dir / manifest["segments"][0]["catalog"]) as catalog:
-        tiling, tile_px, stride_px = catalog.execute("SELECT tiling, tile_px, stride_px FROM rasters").fetchone()
+        row = catalog.execute("SELECT tiling, tile_px, stride_px FROM rasters").fetchone()
+    tiling, tile_px, stride_px = row
     assert (json.loads(tiling)["tile_m"], json.loads(tiling)["stride_m"]) == (12.8, 12.8)
     grid = resolve_grid(describe(town_half, None, 3), TilingParams(tile_m=12.8, stride_m=12.8), 64)
     assert (tile_px, stride_px) == (grid.tile_px, grid.stride_px) and tile_px > 100  # 0.1 m pixels

@@ -27,7 +27,8 @@ def run_qgis_process(*args: str, profiles: Path | None) -> subprocess.CompletedP
                           timeout=600, cwd=ROOT)
 
 
-def test_qgis_process_names_failed_rasters_and_fails_when_nothing_was_indexed(tmp_path, town_half, tiny_model):
+def test_qgis_process_names_failed_rasters_and_fails_when_nothing_was_indexed(tmp_path, town_half,
+                                                                              tiny_model):
     """Issue 19 item 6 with the real qgis_process: a truncated TIFF beside a good raster exits 0 with
     the raster and its reason in FAILED; only broken rasters exit 1, each reason printed once."""
     broken = []

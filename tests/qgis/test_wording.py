@@ -19,11 +19,14 @@ def fits(item) -> bool:
     """Whether QGIS's message-bar item shows all of its text (no line scrolled out of sight)."""
     browsers = item.findChildren(QTextBrowser)
     assert browsers, "QgsMessageBarItem shows its text in a QTextBrowser"
-    return all(b.verticalScrollBar().maximum() == 0 and b.horizontalScrollBar().maximum() == 0 for b in browsers)
+    return all(b.verticalScrollBar().maximum() == 0 and b.horizontalScrollBar().maximum() == 0
+               for b in browsers)
 
 
-@pytest.mark.parametrize("absent", [("faiss",), ("onnxruntime", "faiss"), ("onnxruntime", "faiss", "rasterio")])
-def test_missing_packages_message_fits_the_bar_and_details_has_the_rest(qgis_iface, project, monkeypatch, absent):
+@pytest.mark.parametrize("absent", [("faiss",), ("onnxruntime", "faiss"),
+                                    ("onnxruntime", "faiss", "rasterio")])
+def test_missing_packages_message_fits_the_bar_and_details_has_the_rest(qgis_iface, project, monkeypatch,
+                                                                        absent):
     real = dependencies.is_installed
     monkeypatch.setattr(dependencies, "is_installed", lambda module: module not in absent and real(module))
     bar = qgis_iface.messageBar()
@@ -36,7 +39,8 @@ def test_missing_packages_message_fits_the_bar_and_details_has_the_rest(qgis_ifa
         QgsApplication.processEvents()
         (item,) = bar.items()
         text = item.text()
-        assert "\n" not in text and all(pip in text for pip in ("faiss-cpu",) + (("rasterio",) * ("rasterio" in absent)))
+        named = ["faiss-cpu"] + (["rasterio"] if "rasterio" in absent else [])
+        assert "\n" not in text and all(name in text for name in named)
         assert fits(item), f"cut off at {BAR_WIDTH} px: {text!r}"
         details = [b for b in item.findChildren(QPushButton) if b.objectName() == "rsirDetailsButton"]
         assert len(details) == 1
