@@ -163,7 +163,17 @@ def _draw_map(raster: Path, hits: Path, png: Path, note: MapNote) -> None:
         exporter = QgsLayoutExporter(layout)
         settings = QgsLayoutExporter.ImageExportSettings()
         settings.dpi = 120
-        status = exporter.exportToImage(str(png), settings)
+        settings.exportMetadata = False
+        # QGIS >= 3.40 then reopens the PNG with GDAL for update to georeference it, which GDAL's PNG
+        # driver refuses ("ERROR 6: ... does not support update access"): the picture is written all
+        # the same, so that one GDAL complaint is kept off the console.
+        from osgeo import gdal
+
+        gdal.PushErrorHandler("CPLQuietErrorHandler")
+        try:
+            status = exporter.exportToImage(str(png), settings)
+        finally:
+            gdal.PopErrorHandler()
         if status != QgsLayoutExporter.ExportResult.Success:
             raise RuntimeError(f"{png}: QGIS could not write the PNG ({exporter.errorMessage()})")
     finally:
@@ -222,7 +232,7 @@ def _style_boxes(layer, colour: str, width_mm: float, label: str, priority: str 
 
 def _text(layout, text: str, rect: tuple[float, float, float, float], size: float,
           bold: bool = False) -> None:
-    from qgis.core import QgsLayoutItemLabel, QgsLayoutPoint, QgsLayoutSize, QgsUnitTypes
+    from qgis.core import QgsLayoutItemLabel, QgsLayoutPoint, QgsLayoutSize, QgsTextFormat, QgsUnitTypes
     from qgis.PyQt.QtCore import Qt
     from qgis.PyQt.QtGui import QFont
 
@@ -231,7 +241,12 @@ def _text(layout, text: str, rect: tuple[float, float, float, float], size: floa
     font = QFont()
     font.setPointSizeF(size)
     font.setBold(bold)
-    label.setFont(font)  # QGIS 3.22 has no setTextFormat on layout labels
+    if hasattr(label, "setTextFormat"):  # QGIS >= 3.24; setFont is deprecated there
+        text_format = QgsTextFormat.fromQFont(font)
+        text_format.setSize(size)
+        label.setTextFormat(text_format)
+    else:
+        label.setFont(font)
     label.setMode(QgsLayoutItemLabel.Mode.ModeFont)
     label.setHAlign(Qt.AlignmentFlag.AlignLeft)
     x, y, width, height = rect
