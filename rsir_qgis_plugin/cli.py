@@ -427,6 +427,6 @@ def _require_crs(raster: Path, crs: str) -> None:
         raise RsirError(f"{raster}: has no CRS, so a box in {crs} cannot be placed on it; give --bbox in "
                         "the raster's own coordinates and leave out --crs")
     if not reaches_lonlat(crs_wkt) and crs_from(crs) != crs_from(crs_wkt):
-        raise RsirError(f"{raster}: has a local CRS ({crs_name(crs_wkt)}) that no other CRS converts to, so a "
-                        f"box in {crs} cannot be placed on it; give --bbox in the raster's own coordinates and "
-                        "leave out --crs")
+        raise RsirError(f"{raster}: has a local CRS ({crs_name(crs_wkt)}) that no other CRS converts to, "
+                        f"so a box in {crs} cannot be placed on it; give --bbox in the raster's own "
+                        "coordinates and leave out --crs")

@@ -37,7 +37,8 @@ def crs_name(crs_wkt: str) -> str:
 
 
 def _osr(crs_wkt: str):
-    """An OGR spatial reference in x/y (lon/lat) order; rasterio's CRS offers no name or transformer check."""
+    """An OGR spatial reference in x/y (lon/lat) order (rasterio's CRS tells neither its name nor whether it
+    is local)."""
     from osgeo import osr
 
     srs = osr.SpatialReference()
@@ -48,25 +49,15 @@ def _osr(crs_wkt: str):
 
 @functools.lru_cache(maxsize=256)
 def reaches_lonlat(crs: str) -> bool:
-    """Whether PROJ knows a way from this CRS (WKT, EPSG:n) to longitude/latitude (EPSG:4326).
+    """Whether a CRS (WKT, EPSG:n) has a way to longitude/latitude: every CRS but a local (engineering)
+    one, such as a site grid or a CAD drawing.
 
-    A local (engineering) CRS, such as a site grid or a CAD drawing, or another planet's has none: its
-    rasters are indexed without lon/lat and compared only with themselves, as rasters without a CRS are.
-    Whether the way then works at a given point (a broken projection's does not) is lonlat_points' answer.
+    A local CRS's rasters are indexed without lon/lat and compared only with themselves, as rasters without
+    a CRS are. Whether the way works at a given point (a broken projection's does not) is lonlat_points'
+    answer. The test reads the CRS's kind rather than asking PROJ for a transformation: that would print
+    GDAL errors, and quieting them around osgeo calls crashes GDAL 3.6's bindings under a Python handler.
     """
-    if not crs:
-        return False
-    from osgeo import gdal, osr
-
-    gdal.PushErrorHandler("CPLQuietErrorHandler")  # "Cannot find coordinate operations" is the answer here
-    try:
-        wgs84 = osr.SpatialReference()
-        wgs84.ImportFromEPSG(4326)
-        return osr.CreateCoordinateTransformation(_osr(crs_from(crs).to_wkt()), wgs84) is not None
-    except RuntimeError:  # where osgeo's exceptions are on (QGIS turns them on), failure raises instead
-        return False
-    finally:
-        gdal.PopErrorHandler()
+    return bool(crs) and not _osr(crs_from(crs).to_wkt()).IsLocal()
 
 
 def lonlat_points(crs: str, xs, ys) -> tuple[np.ndarray, np.ndarray, str]:

@@ -198,7 +198,8 @@ def describe(path: str | Path, requested_bands: tuple[int, ...] | None, model_ba
                             transform=transform, bands=bands, stretch=stretch)
 
 
-def check_georeferencing(path: str, crs_wkt: str, transform: tuple[float, ...], width: int, height: int) -> None:
+def check_georeferencing(path: str, crs_wkt: str, transform: tuple[float, ...], width: int,
+                         height: int) -> None:
     """Refuse georeferencing that no tile position can come from, by name, before anything is embedded.
 
     A NaN or infinite geotransform would index tiles with NaN bounds (and break every search that meets
@@ -209,17 +210,20 @@ def check_georeferencing(path: str, crs_wkt: str, transform: tuple[float, ...], 
     fix = "fix its georeferencing (e.g. gdal_edit.py -a_ullr XMIN YMAX XMAX YMIN, or -unsetgt)"
     values = ", ".join(f"{v:.10g}" for v in transform)
     if not all(math.isfinite(v) for v in transform):
-        raise RasterError(path, f"its geotransform ({values}) holds a value that is not a finite number; {fix}")
+        raise RasterError(path, f"its geotransform ({values}) holds a value that is not a finite number; "
+                                f"{fix}")
     a, b, _, d, e, _ = transform
     if a * e - b * d == 0:
         raise RasterError(path, f"its geotransform ({values}) gives a zero pixel size; {fix}")
     if crs_wkt and reaches_lonlat(crs_wkt):
-        centre = (a * width / 2 + b * height / 2 + transform[2], d * width / 2 + e * height / 2 + transform[5])
-        lon, lat, reason = lonlat_points(crs_wkt, [centre[0]], [centre[1]])
+        x = a * width / 2 + b * height / 2 + transform[2]
+        y = d * width / 2 + e * height / 2 + transform[5]
+        lon, lat, reason = lonlat_points(crs_wkt, [x], [y])
         if not (np.isfinite(lon).all() and np.isfinite(lat).all()):
-            raise RasterError(path, f"its CRS ({crs_name(crs_wkt)}) cannot be transformed to longitude/latitude "
-                                    f"at the raster's centre ({reason or 'PROJ gives no position'}); give it a "
-                                    "valid CRS (e.g. gdal_edit.py -a_srs EPSG:n)")
+            why = reason or "PROJ gives no position"
+            raise RasterError(path, f"its CRS ({crs_name(crs_wkt)}) cannot be transformed to longitude/"
+                                    f"latitude at the raster's centre ({why}); give it a valid CRS "
+                                    "(e.g. gdal_edit.py -a_srs EPSG:n)")
 
 
 def to_uint8(pixels: np.ndarray, stretch: tuple[tuple[float, float], ...] | None) -> np.ndarray:

@@ -73,8 +73,8 @@ def _too_small(tile: int, tiling: TilingParams, metres: float | None) -> str:
         return f"tiles of {tile} px are too small to describe a place; tiles need at least {MIN_TILE_PX} px"
     smallest = MIN_TILE_PX * metres
     shown = f"{math.ceil(smallest)}" if smallest >= 100 else f"{smallest:.3g}"
-    return (f"a {tiling.tile_m:g} m tile is {tiling.tile_m / metres:.2g} px of its {metres:.3g} m pixels; tiles "
-            f"need at least {MIN_TILE_PX} px, so the smallest sensible tile here is {shown} m")
+    return (f"a {tiling.tile_m:g} m tile is {tiling.tile_m / metres:.2g} px of its {metres:.3g} m pixels; "
+            f"tiles need at least {MIN_TILE_PX} px, so the smallest sensible tile here is {shown} m")
 
 
 def axis_offsets(length: int, tile: int, stride: int) -> list[int]:

@@ -26,21 +26,23 @@ LOCAL_CS = ('LOCAL_CS["site grid",LOCAL_DATUM["site",0],UNIT["metre",1],AXIS["Ea
 # Transverse Mercator with scale factor 0: every point is outside the projection's domain (PROJ err 4098).
 TM_SCALE_0 = ('PROJCS["bad tm",GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.257223563]],'
               'PRIMEM["Greenwich",0],UNIT["degree",0.0174532925199433]],PROJECTION["Transverse_Mercator"],'
-              'PARAMETER["latitude_of_origin",0],PARAMETER["central_meridian",121],PARAMETER["scale_factor",0],'
-              'PARAMETER["false_easting",500000],PARAMETER["false_northing",0],UNIT["metre",1]]')
+              'PARAMETER["latitude_of_origin",0],PARAMETER["central_meridian",121],'
+              'PARAMETER["scale_factor",0],PARAMETER["false_easting",500000],PARAMETER["false_northing",0],'
+              'UNIT["metre",1]]')
 TILE = ("--tile-size", 96, "--stride", 96)  # 16 tiles per 384 px crop
 
 
-def crop(path: Path, crs, transform=None, rows: slice = slice(256, 640), cols: slice = slice(512, 896)) -> Path:
+def crop(path: Path, crs, transform=None) -> Path:
     """A 384x384 crop of the real sample raster, written as a GeoTIFF with the CRS and transform given."""
     pixels, profile = town_pixels()
+    rows, cols = slice(256, 640), slice(512, 896)
     window = Window(cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start)
     transform = transform or window_transform(window, profile["transform"])
     return write_raster(path, pixels[:, rows, cols].copy(), crs=crs, transform=transform)
 
 
 def with_local_crs(path: Path) -> Path:
-    """The same crop without a CRS in the file, given LOCAL_CS["site grid"] by its .aux.xml (as a GIS would)."""
+    """The same crop without a CRS in the file, given LOCAL_CS["site grid"] by its .aux.xml (as GIS do)."""
     crop(path, None)
     Path(f"{path}.aux.xml").write_text(f"<PAMDataset><SRS>{escape(LOCAL_CS)}</SRS></PAMDataset>")
     return path
@@ -69,7 +71,7 @@ def test_a_broken_projection_is_refused_by_name_and_the_rest_indexed(tmp_path, t
                            "--model", tiny_model), "tm0.tif", "cannot be transformed to longitude/latitude")
 
 
-def test_a_local_crs_raster_is_indexed_without_lonlat_and_searched_in_its_own_coordinates(tmp_path, tiny_model):
+def test_a_local_crs_raster_is_indexed_without_lonlat_and_searched_on_its_own_grid(tmp_path, tiny_model):
     good = crop(tmp_path / "good.tif", "EPSG:3395")
     local = with_local_crs(tmp_path / "site.tif")
     index = tmp_path / "idx"
@@ -99,10 +101,12 @@ def test_a_local_crs_raster_is_indexed_without_lonlat_and_searched_in_its_own_co
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
     # Exported with a null geometry for its tiles, as a raster without a CRS.
     done = run_cli("index", "export", index, "--geoparquet", tmp_path / "tiles.parquet")
-    assert done.returncode == 0 and "16 tile(s) have corners that do not reproject" in done.stderr, done.stderr
+    assert done.returncode == 0, done.stderr
+    assert "16 tile(s) have corners that do not reproject" in done.stderr, done.stderr
     # A box in another CRS cannot be placed on a local grid: one line, no traceback.
     one_line_error(run_cli("search", index, "--raster", local, "--bbox", 121.0, 14.0, 121.001, 14.001,
-                           "--crs", "EPSG:4326", "--model", tiny_model), "site.tif", "local CRS ('site grid')")
+                           "--crs", "EPSG:4326", "--model", tiny_model),
+                   "site.tif", "local CRS ('site grid')")
 
 
 def nan_origin(path: Path) -> Path:
@@ -115,7 +119,8 @@ def zero_pixel_size(path: Path) -> Path:
 
 def test_a_non_finite_or_degenerate_geotransform_is_refused_by_name(tmp_path, tiny_model):
     good = crop(tmp_path / "good.tif", "EPSG:3395")
-    nan_raster, zero_raster = nan_origin(tmp_path / "nan_origin.tif"), zero_pixel_size(tmp_path / "zero_px.tif")
+    nan_raster = nan_origin(tmp_path / "nan_origin.tif")
+    zero_raster = zero_pixel_size(tmp_path / "zero_px.tif")
     index = tmp_path / "idx"
     done = run_cli("index", "build", index, good, nan_raster, zero_raster, "--model", tiny_model, *TILE)
     assert done.returncode == 3 and "Traceback" not in done.stderr, done.stdout + done.stderr
