@@ -18,7 +18,6 @@ from .errors import RasterError, RsirError
 from .query_box import MIN_QUERY_BOX_PX, box_big_enough, size_px, too_small
 from .raster import RasterSource
 from .store import IndexReader
-from .store.catalog import raster_tile_ranges
 from .tiling import pixel_size_metres
 
 SCALE_NOTE_RATIO = 2.0  # a note when the image's and the tiles' ground sizes are further apart than this
@@ -64,16 +63,10 @@ def image_gsd(source: RasterSource) -> float | None:
 def tile_scale(reader: IndexReader) -> TileScale | None:
     """The ground size of the index's tiles, from one real tile of each raster with a CRS, weighted by its
     tile count; None when no raster has a ground size (rasters without a CRS or in a local grid)."""
-    firsts = {}
-    for segment in reader.segments:
-        with reader._db_lock:  # the reader's catalog connections are shared by search threads
-            ranges = raster_tile_ranges(segment.db, segment.catalog_path)
-        for raster_id, raster in segment.rasters.items():
-            first, count = ranges.get(raster_id, (0, 0))
-            if count and raster.crs_wkt:
-                firsts[first] = raster
     sizes, weights = [], []
-    for tile in reader.tiles(list(firsts)):
+    for tile in reader.tiles(reader.first_tile_ids()):
+        if not tile.raster.crs_wkt:
+            continue
         try:
             pixel = pixel_size_metres(tile.raster)
         except RasterError:

@@ -11,7 +11,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import IndexStoreError
-from .catalog import RasterEntry, TileEntry, catalog_error, open_catalog
+from .catalog import RasterEntry, TileEntry, catalog_error, open_catalog, raster_tile_ranges
 from .segments import SegmentReader
 from .manifest import MANIFEST, require_manifest
 
@@ -109,6 +109,15 @@ class IndexReader:
             return [found[i] for i in ids]
         except KeyError as exc:
             raise IndexStoreError(f"{self.index_dir}: tile {exc} is not in the index") from None
+
+    def first_tile_ids(self) -> list[int]:
+        """The id of the first tile of each live raster that has tiles (a raster's tiles are consecutive)."""
+        firsts = []
+        for segment in self.segments:
+            with self._db_lock:
+                ranges = raster_tile_ranges(segment.db, segment.catalog_path)
+            firsts += [first for raster_id, (first, count) in ranges.items() if count and raster_id in segment.rasters]
+        return firsts
 
     def tile_at(self, raster: RasterEntry, window: tuple[int, int, int, int]) -> int | None:
         """The id of the live tile of `raster` whose pixel window is exactly `window`, if any."""
