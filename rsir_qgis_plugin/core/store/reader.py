@@ -116,7 +116,8 @@ class IndexReader:
         for segment in self.segments:
             with self._db_lock:
                 ranges = raster_tile_ranges(segment.db, segment.catalog_path)
-            firsts += [first for raster_id, (first, count) in ranges.items() if count and raster_id in segment.rasters]
+            firsts += [first for raster_id, (first, count) in ranges.items()
+                       if count and raster_id in segment.rasters]
         return firsts
 
     def tile_at(self, raster: RasterEntry, window: tuple[int, int, int, int]) -> int | None:
