@@ -82,7 +82,7 @@ class SearchController(QObject):
     def refresh_index_info(self) -> None:
         index_dir = self.index_dir()
         if not (index_dir / "manifest.json").is_file():
-            self.dock.set_index_info("No index here yet: build one with 'Build index...'.")
+            self.dock.set_index_info("No index here yet: build one with Raster > rsir > Build index...")
             return
         if not self.engine_ready():
             return
@@ -130,7 +130,7 @@ class SearchController(QObject):
             return None
         index_dir = self.index_dir()
         if not (index_dir / "manifest.json").is_file():
-            self._warn(f"No index in {index_dir}: build one first (rsir > Build index...).")
+            self._warn(f"No index in {index_dir}: build one first (Raster > rsir > Build index...).")
             return None
         return index_dir
 
