@@ -303,6 +303,7 @@ def info(args) -> int:
 
 
 def search(args) -> int:
+    from .core.atomic import output_target
     from .core.geometry import crs_from
     from .core.hits_io import hits_to_geojson, write_hits
     from .core.search import search_box, search_image
@@ -311,6 +312,8 @@ def search(args) -> int:
                           min_score=args.min_score, device=args.device, model_path=args.model)
     if args.out_crs:
         crs_from(args.out_crs)  # refused before the index and the model are loaded
+    if args.out:
+        output_target(args.out, args.index_dir)  # a device, a FIFO or the index's own files: refused now
     if args.image_gsd is not None and args.image is None:
         raise RsirError("--image-gsd gives the ground scale of --image; give --image too")
     if args.positive or args.negative or args.labels or args.save_labels:
@@ -334,7 +337,7 @@ def search(args) -> int:
         print("rsir: warning: every indexed tile overlaps the query box, so none is left once the query "
               "area is excluded; use --keep-overlap to see them, or index more rasters", file=sys.stderr)
     if args.out:
-        path = write_hits(result, args.out, args.out_crs)
+        path = write_hits(result, args.out, args.out_crs, index_dir=args.index_dir)
         print(f"{len(result.hits)} hits written to {path} ({result.seconds:.2f} s on {result.provider})",
               file=sys.stderr)
     else:
@@ -345,11 +348,13 @@ def search(args) -> int:
 
 def _search_feedback(args, params: SearchParams):
     """A search by labelled boxes: --raster/--bbox (a positive), --labels files, --positive/--negative."""
+    from .core.atomic import output_target
     from .core.feedback import Feedback, LabelledBox, search_feedback
     from .core.labels_io import labels_format, load_labels, write_labels
 
     if args.save_labels:
         labels_format(args.save_labels)  # refused before anything is searched
+        output_target(args.save_labels, args.index_dir)
     if args.image is not None:
         raise RsirError("give either --image or labelled boxes (--positive, --negative, --labels), not both")
     if (args.raster is None) != (args.bbox is None):
@@ -380,7 +385,7 @@ def _search_feedback(args, params: SearchParams):
     print(f"rsir: note: ranked by {how} of {len(used.positives())} positive and {len(used.negatives())} "
           "negative example(s)", file=sys.stderr)
     if args.save_labels:
-        path = write_labels(used, args.save_labels)
+        path = write_labels(used, args.save_labels, index_dir=args.index_dir)
         print(f"{len(used.boxes)} labelled boxes written to {path}", file=sys.stderr)
     return result
 

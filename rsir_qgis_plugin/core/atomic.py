@@ -1,12 +1,17 @@
-"""Writing files so that a crash leaves either the old file or the new one, never half of one."""
+"""Writing files so that a crash leaves either the old file or the new one, never half of one; and where a
+user's output file (hits, labels, an export) may go at all."""
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+from .errors import RsirError
 
 TMP_MARK = ".tmp"
 _UMASK_LOCK = threading.Lock()
@@ -62,3 +67,77 @@ def atomic_path(final: Path) -> Iterator[Path]:
 def write_bytes_atomic(final: Path, data: bytes) -> None:
     with atomic_path(final) as tmp:
         tmp.write_bytes(data)
+
+
+# What an existing non-regular path is, for the line that refuses to write over it.
+_KINDS = ((stat.S_ISDIR, "is a folder"), (stat.S_ISCHR, "is a device"), (stat.S_ISBLK, "is a device"),
+          (stat.S_ISFIFO, "is a named pipe (FIFO)"), (stat.S_ISSOCK, "is a socket"))
+
+
+def output_target(path: str | Path, index_dir: str | Path | None = None, what: str = "file") -> Path:
+    """The file a user's output (hits, labels, an export) is written to, or one line saying why not.
+
+    The atomic rename replaces whatever is at the path: a device node (/dev/null, as root), a FIFO or a
+    symbolic link would become a regular file. So an existing path must be a regular file; a symbolic
+    link is followed when it ends at a regular file (that file is replaced, the link is kept) and refused
+    otherwise (a dangling link could create a file anywhere). A path inside `index_dir` (its manifest,
+    a segment's catalog) is refused: overwriting it would destroy the index. `what` names the file
+    wanted in the advice ("the .parquet file").
+    """
+    path = Path(path)
+    target = path
+    if path.is_symlink():
+        target = Path(os.path.realpath(path))
+        try:
+            mode = os.stat(target).st_mode
+        except OSError as exc:  # dangling, a loop, or a folder on the way refuses us
+            raise RsirError(f"{path}: is a symbolic link to {target}, which cannot be written "
+                            f"({exc.strerror}); give the path of the {what} to write") from None
+        if not stat.S_ISREG(mode):
+            raise RsirError(f"{path}: is a symbolic link to {target}, which {_kind(mode)}; give the path "
+                            f"of the {what} to write")
+    else:
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            mode = None
+        except OSError as exc:
+            raise output_error(exc, path) from None
+        if mode is not None and not stat.S_ISREG(mode):
+            raise RsirError(f"{path}: {_kind(mode)}; give the path of the {what} to write")
+    if index_dir is not None:
+        index = Path(os.path.realpath(index_dir))
+        real = Path(os.path.realpath(target))
+        if real == index or index in real.parents:
+            raise RsirError(f"{path}: is inside the index folder {index_dir}; writing there would damage "
+                            "the index, choose a path outside it")
+    return target
+
+
+def _kind(mode: int) -> str:
+    return next((text for test, text in _KINDS if test(mode)), "is not a regular file")
+
+
+def output_error(exc: OSError, path: str | Path) -> RsirError:
+    """An OS refusal to write an output file as one line naming the file the user gave."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return RsirError(f"disk full: {path} (free some space or choose another disk; a file already there "
+                         "is unchanged)")
+    if exc.errno == errno.EROFS:
+        return RsirError(f"{path}: read-only file system; choose a folder on a writable disk")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return RsirError(f"{path}: no permission to write here; choose a folder you may write in")
+    return RsirError(f"{path}: cannot write ({exc.strerror or exc})")
+
+
+@contextmanager
+def atomic_output(final: Path, shown: str | Path | None = None) -> Iterator[Path]:
+    """atomic_path for a user's output file (checked by output_target first): its parent folder is made,
+    and OS errors (a full disk above all) become one line naming `shown` (default: `final`)."""
+    final = Path(final)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(final) as tmp:
+            yield tmp
+    except OSError as exc:
+        raise output_error(exc, shown or final) from None

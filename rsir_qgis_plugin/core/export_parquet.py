@@ -28,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 
-from .atomic import atomic_path
+from .atomic import atomic_output, output_target
 from .errors import Cancelled, MissingDependencyError, RsirError
 from .geometry import crs_from, lonlat_points, reaches_lonlat
 
@@ -91,23 +91,19 @@ def export_geoparquet(index_dir: str | Path, out_path: str | Path, batch: int = 
 
     pa, pq = load_pyarrow()
     out_path = Path(out_path)
-    if out_path.is_dir():
-        raise RsirError(f"{out_path}: is a folder; give the path of the .parquet file to write")
     if not out_path.parent.is_dir():
         raise RsirError(f"{out_path.parent}: no such folder for the export")
+    target = output_target(out_path, index_dir, ".parquet file")  # a regular file (or a link to one) outside the index
     started = time.perf_counter()
     with IndexReader(index_dir) as reader:
         dim = int(reader.manifest["model"]["embedding_dim"])
         places = _RasterPlaces()
-        try:
-            with atomic_path(out_path) as tmp:
-                done = _write(pa, pq, tmp, reader, export_schema(pa, dim), places, batch, progress, cancelled)
-        except OSError as exc:  # a full disk, no permission (pyarrow's IO errors are OSErrors too)
-            raise RsirError(f"{out_path}: cannot write the export ({exc.strerror or exc}); "
-                            "no file was written") from exc
+        # A full disk, no permission (pyarrow's IO errors are OSErrors too): one line naming out_path.
+        with atomic_output(target, out_path) as tmp:
+            done = _write(pa, pq, tmp, reader, export_schema(pa, dim), places, batch, progress, cancelled)
     return ExportSummary(path=str(out_path), tiles=done, embedding_dim=dim,
                          rasters_without_crs=tuple(sorted(places.without_crs.items())),
-                         unplaced=places.unplaced, size_bytes=out_path.stat().st_size,
+                         unplaced=places.unplaced, size_bytes=target.stat().st_size,
                          seconds=time.perf_counter() - started)
 
 

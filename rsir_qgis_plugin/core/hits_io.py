@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
+from typing import Callable
 
-from .atomic import atomic_path
+from .atomic import atomic_output, output_target
 from .errors import RsirError
 from .geometry import Ring, crs_from, reproject_ring
 from .search import SearchResult
@@ -45,21 +47,48 @@ def hits_to_geojson(result: SearchResult, crs: str | None = None) -> dict:
     return collection
 
 
-def write_hits(result: SearchResult, path: str | Path, crs: str | None = None) -> Path:
-    """Write hits (and the query box) to .geojson or .gpkg, atomically; returns the path."""
+def write_hits(result: SearchResult, path: str | Path, crs: str | None = None,
+               index_dir: str | Path | None = None) -> Path:
+    """Write hits (and the query box) to .geojson or .gpkg, atomically; returns the path.
+
+    The path must be a new or regular file (a link to one is followed) outside `index_dir`
+    (core.atomic.output_target); a full disk is one line, "disk full: PATH".
+    """
     path = Path(path)
     suffix = path.suffix.lower()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if suffix in (".geojson", ".json"):
-        with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(hits_to_geojson(result, crs)))
-    elif suffix == ".gpkg":
-        with atomic_path(path) as tmp:
-            tmp.unlink()
-            _write_gpkg(result, tmp, output_crs(result, crs))
-    else:
+    if suffix not in (".geojson", ".json", ".gpkg"):
         raise RsirError(f"{path}: unsupported output format '{suffix}' (use .gpkg or .geojson)")
+    target = output_target(path, index_dir)
+    if suffix == ".gpkg":
+        data = gpkg_bytes(lambda name: _write_gpkg(result, name, output_crs(result, crs)))
+    else:
+        data = json.dumps(hits_to_geojson(result, crs)).encode("utf-8")
+    with atomic_output(target, path) as tmp:
+        tmp.write_bytes(data)
     return path
+
+
+def gpkg_bytes(write: Callable[[str], None]) -> bytes:
+    """The bytes of a GeoPackage that `write(name)` creates with OGR, made in GDAL's memory file system.
+
+    Python then writes them, so a full disk is a plain OSError (ENOSPC) naming no temporary file, where
+    GDAL's SQLite would raise a RuntimeError whose text a Python error handler (the CLI's) has taken.
+    """
+    from osgeo import gdal
+
+    name = f"/vsimem/rsir-{uuid.uuid4().hex}.gpkg"
+    try:
+        write(name)
+        handle = gdal.VSIFOpenL(name, "rb")
+        try:
+            size = gdal.VSIStatL(name).size
+            return bytes(gdal.VSIFReadL(1, size, handle))
+        finally:
+            gdal.VSIFCloseL(handle)
+    finally:
+        for leftover in gdal.ReadDir("/vsimem/") or ():  # the file, and SQLite's journal if any
+            if leftover.startswith(name[len("/vsimem/"):]):
+                gdal.Unlink(f"/vsimem/{leftover}")
 
 
 def _ogr_srs(crs_wkt: str):
@@ -74,12 +103,12 @@ def _ogr_srs(crs_wkt: str):
     return srs
 
 
-def _write_gpkg(result: SearchResult, path: Path, crs_wkt: str) -> None:
+def _write_gpkg(result: SearchResult, path: str, crs_wkt: str) -> None:
     from osgeo import ogr
 
     ogr.UseExceptions()
     srs = _ogr_srs(crs_wkt)
-    source = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    source = ogr.GetDriverByName("GPKG").CreateDataSource(path)
     try:
         hits = source.CreateLayer(HITS_LAYER, srs, ogr.wkbPolygon)
         hits.CreateField(ogr.FieldDefn("rank", ogr.OFTInteger))

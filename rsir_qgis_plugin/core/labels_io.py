@@ -13,11 +13,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .atomic import atomic_path
+from .atomic import atomic_output, output_target
 from .errors import RsirError
 from .feedback import Feedback, LabelledBox
 from .geometry import Ring, crs_from, reproject_ring
-from .hits_io import _closed, _ogc_urn, _ogr_srs, _polygon
+from .hits_io import _closed, _ogc_urn, _ogr_srs, _polygon, gpkg_bytes
 
 LABELS_LAYER = "rsir_labels"
 POSITIVE, NEGATIVE = "positive", "negative"
@@ -32,13 +32,15 @@ class LabelsRead:
     skipped: list[str] = field(default_factory=list)
 
 
-def write_labels(feedback: Feedback, path: str | Path) -> Path:
+def write_labels(feedback: Feedback, path: str | Path, index_dir: str | Path | None = None) -> Path:
     """Write the labelled boxes to .gpkg (layer rsir_labels) or .geojson, atomically; returns the path.
 
-    A box without a CRS is in its raster's CRS, which is read from the raster's file.
+    A box without a CRS is in its raster's CRS, which is read from the raster's file. The path must be
+    a new or regular file outside `index_dir` (core.atomic.output_target); a full disk is one line.
     """
     path = Path(path)
     driver = labels_format(path)
+    target = output_target(path, index_dir)
     crs_of = _RasterCrs()
     raster_crss, box_crss = [], []
     for number, box in enumerate(feedback.boxes, start=1):
@@ -48,21 +50,20 @@ def write_labels(feedback: Feedback, path: str | Path) -> Path:
                             "is given; give the box's CRS")
         raster_crss.append(raster_crs if raster_crs is not None else box.crs)
         box_crss.append(box.crs or raster_crs)
-    target = _layer_crs(raster_crss)
-    if any(bool(crs) != bool(target) for crs in box_crss):
+    layer_crs = _layer_crs(raster_crss)
+    if any(bool(crs) != bool(layer_crs) for crs in box_crss):
         raise RsirError(f"{path}: labels on a raster without a CRS cannot be saved together with labels "
                         "placed on the ground; save them to separate files")
-    rings = [_closed(reproject_ring(_box_ring(box.bbox), crs, target))
+    rings = [_closed(reproject_ring(_box_ring(box.bbox), crs, layer_crs))
              for box, crs in zip(feedback.boxes, box_crss)]
-    path.parent.mkdir(parents=True, exist_ok=True)
     rasters = [os.path.abspath(os.path.expanduser(box.raster)) for box in feedback.boxes]
     labels = [POSITIVE if box.positive else NEGATIVE for box in feedback.boxes]
-    with atomic_path(path) as tmp:
-        if driver == "GeoJSON":
-            tmp.write_text(json.dumps(_geojson(rings, rasters, labels, target)))
-        else:
-            tmp.unlink()
-            _write_gpkg(tmp, rings, rasters, labels, target)
+    if driver == "GeoJSON":
+        data = json.dumps(_geojson(rings, rasters, labels, layer_crs)).encode("utf-8")
+    else:
+        data = gpkg_bytes(lambda name: _write_gpkg(name, rings, rasters, labels, layer_crs))
+    with atomic_output(target, path) as tmp:
+        tmp.write_bytes(data)
     return path
 
 
@@ -181,12 +182,12 @@ def _geojson(rings, rasters, labels, crs_wkt: str) -> dict:
     return collection
 
 
-def _write_gpkg(path: Path, rings, rasters, labels, crs_wkt: str) -> None:
+def _write_gpkg(path: str, rings, rasters, labels, crs_wkt: str) -> None:
     from osgeo import ogr
 
     ogr.UseExceptions()
     srs = _ogr_srs(crs_wkt)
-    source = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    source = ogr.GetDriverByName("GPKG").CreateDataSource(path)
     try:
         layer = source.CreateLayer(LABELS_LAYER, srs, ogr.wkbPolygon)
         layer.CreateField(ogr.FieldDefn("raster", ogr.OFTString))
