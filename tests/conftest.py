@@ -77,11 +77,16 @@ def write_raster(path: Path, pixels: np.ndarray, crs="EPSG:3395", transform=None
     return path
 
 
-@pytest.fixture
-def town_crop(tmp_path) -> Path:
-    """A 384x384 real RGB crop: small enough for fast builds (with 64 px tiles, 121 windows)."""
+def write_town_crop(folder: Path) -> Path:
+    """folder/town_crop.tif: a 384x384 real RGB crop of the town raster, georeferenced like it."""
     from rasterio.windows import Window, transform
 
     pixels, profile = town_pixels()
-    return write_raster(tmp_path / "town_crop.tif", pixels[:, 256:640, 512:896].copy(), crs=profile["crs"],
+    return write_raster(folder / "town_crop.tif", pixels[:, 256:640, 512:896].copy(), crs=profile["crs"],
                         transform=transform(Window(512, 256, 384, 384), profile["transform"]))
+
+
+@pytest.fixture
+def town_crop(tmp_path) -> Path:
+    """A 384x384 real RGB crop: small enough for fast builds (with 64 px tiles, 121 windows)."""
+    return write_town_crop(tmp_path)

@@ -22,14 +22,10 @@ from rsir_qgis_plugin.core.store import shared_reader
 
 @pytest.fixture(scope="module")
 def index(tmp_path_factory, tiny_model):
-    from rasterio.windows import Window, transform
-
-    from tests.conftest import town_pixels, write_raster
+    from tests.conftest import write_town_crop
 
     folder = tmp_path_factory.mktemp("feedback")
-    pixels, profile = town_pixels()
-    raster = write_raster(folder / "town_crop.tif", pixels[:, 256:640, 512:896].copy(), crs=profile["crs"],
-                          transform=transform(Window(512, 256, 384, 384), profile["transform"]))
+    raster = write_town_crop(folder)
     build_index(BuildParams(index_dir=folder / "idx", rasters=(raster,), model_path=tiny_model,
                             tiling=TilingParams(tile_px=96, stride_px=48)))
     return folder / "idx", raster
