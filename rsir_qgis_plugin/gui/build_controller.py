@@ -16,7 +16,7 @@ from qgis.PyQt.QtWidgets import QDialog, QLabel, QProgressBar, QPushButton, QSiz
 from ..core.params import BuildParams
 from ..tasks import BuildIndexTask, is_active, log
 from .build_dialog import BuildIndexDialog
-from .text_viewer import TextViewer
+from .text_viewer import DetailsWindow
 
 MESSAGE_TITLE = "rsir"
 LINE_CHARS = 160  # longer first lines of an error are cut; Details has the whole text
@@ -125,7 +125,7 @@ class BuildController(QObject):
         self.summary = None
         self.progress: BuildProgress | None = None
         self.outcome_item = None  # the message-bar item of the last outcome
-        self.details_viewer: TextViewer | None = None
+        self.details = DetailsWindow("rsir: index build", iface.mainWindow())
 
     def open_dialog(self) -> None:
         if not self.engine_ready():
@@ -203,15 +203,6 @@ class BuildController(QObject):
         bar = self.iface.messageBar()
         item = bar.createMessage(MESSAGE_TITLE, line)
         if details and details.strip() != line.strip():
-            button = QPushButton("Details", item)
-            button.setToolTip("The whole report (also in the rsir tab of the log panel)")
-            button.clicked.connect(lambda: self.show_details(details))
-            item.layout().addWidget(button)
+            self.details.add_button(item, details, "The whole report (also in the rsir tab of the log panel)")
         return bar.pushWidget(item, level, duration)
 
-    def show_details(self, text: str) -> TextViewer:
-        if self.details_viewer is not None and not sip.isdeleted(self.details_viewer):
-            self.details_viewer.close()
-        self.details_viewer = TextViewer("rsir: index build", text, self.iface.mainWindow())
-        self.details_viewer.show()
-        return self.details_viewer

@@ -13,9 +13,10 @@ from qgis.PyQt.QtWidgets import QPushButton
 
 from ..dependencies import add_private_site, describe_missing, missing_requirements, pip_installable, private_site
 from ..tasks import InstallPackagesTask, is_active, log
-from .text_viewer import TextViewer
+from .text_viewer import DetailsWindow
 
 MESSAGE_TITLE = "rsir"
+DETAILS_TIP = "The whole message (also in the rsir tab of the log panel)"
 LINE_CHARS = 100  # longer first lines are cut; Details has the whole text
 
 
@@ -42,7 +43,7 @@ class DependencyPrompt:
         self.iface = iface
         self.task: InstallPackagesTask | None = None
         self._item = None
-        self.details_viewer: TextViewer | None = None
+        self.details = DetailsWindow("rsir: Python packages", iface.mainWindow())
 
     def ready(self) -> bool:
         missing = missing_requirements()
@@ -62,7 +63,7 @@ class DependencyPrompt:
             button.setObjectName("rsirInstallButton")
             button.clicked.connect(lambda: self.install(installable))
             item.layout().addWidget(button)
-        self._add_details(item, details_text(missing))
+        self.details.add_button(item, details_text(missing), DETAILS_TIP)
         log(details_text(missing), Qgis.MessageLevel.Warning)
         self._item = bar.pushWidget(item, Qgis.MessageLevel.Warning)
 
@@ -101,23 +102,9 @@ class DependencyPrompt:
         bar = self.iface.messageBar()
         item = bar.createMessage(MESSAGE_TITLE, text)
         if details and details.strip() != text.strip():
-            self._add_details(item, details)
+            self.details.add_button(item, details, DETAILS_TIP)
         bar.pushWidget(item, level, duration)
         log(details or text, level)
-
-    def _add_details(self, item, text: str) -> None:
-        button = QPushButton("Details", item)
-        button.setObjectName("rsirDetailsButton")
-        button.setToolTip("The whole message (also in the rsir tab of the log panel)")
-        button.clicked.connect(lambda: self.show_details(text))
-        item.layout().addWidget(button)
-
-    def show_details(self, text: str) -> TextViewer:
-        if self.details_viewer is not None and not sip.isdeleted(self.details_viewer):
-            self.details_viewer.close()
-        self.details_viewer = TextViewer("rsir: Python packages", text, self.iface.mainWindow())
-        self.details_viewer.show()
-        return self.details_viewer
 
     def _item_visible(self) -> bool:
         return self._item is not None and not sip.isdeleted(self._item) and self._item in self.iface.messageBar().items()
@@ -129,8 +116,6 @@ class DependencyPrompt:
 
     def close(self) -> None:
         self._close_item()
-        if self.details_viewer is not None and not sip.isdeleted(self.details_viewer):
-            self.details_viewer.close()
-        self.details_viewer = None
+        self.details.close()
         if is_active(self.task):
             self.task.cancel()

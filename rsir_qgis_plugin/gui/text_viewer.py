@@ -2,6 +2,7 @@
 details (a model card's raw JSON) hidden behind a "Details" toggle."""
 from __future__ import annotations
 
+from qgis.PyQt import sip
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import QDialog, QDialogButtonBox, QPlainTextEdit, QPushButton, QVBoxLayout, QWidget
 
@@ -38,3 +39,32 @@ def _reader(text: str, parent: QWidget) -> QPlainTextEdit:
     edit.setReadOnly(True)
     edit.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)
     return edit
+
+
+class DetailsWindow:
+    """The one window of details a message-bar source keeps: new details replace the window of the old."""
+
+    def __init__(self, title: str, parent: QWidget):
+        self.title = title
+        self.parent = parent
+        self.viewer: TextViewer | None = None
+
+    def add_button(self, item: QWidget, text: str, tooltip: str) -> QPushButton:
+        """A Details button at the end of a message-bar item, showing `text`."""
+        button = QPushButton("Details", item)
+        button.setObjectName("rsirDetailsButton")
+        button.setToolTip(tooltip)
+        button.clicked.connect(lambda: self.show(text))
+        item.layout().addWidget(button)
+        return button
+
+    def show(self, text: str) -> TextViewer:
+        self.close()
+        self.viewer = TextViewer(self.title, text, self.parent)
+        self.viewer.show()
+        return self.viewer
+
+    def close(self) -> None:
+        if self.viewer is not None and not sip.isdeleted(self.viewer):
+            self.viewer.close()
+        self.viewer = None

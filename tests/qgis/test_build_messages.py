@@ -88,7 +88,7 @@ def test_outcome_is_one_line_with_details_above_qgis_task_notification(plugin, t
     button = _details_button(item)
     assert button is not None
     button.click()
-    viewer = plugin.build.details_viewer
+    viewer = plugin.build.details.viewer
     assert viewer.isVisible() and viewer.text_edit.toPlainText() == summary.describe()
     viewer.close()
 
@@ -108,9 +108,9 @@ def test_a_failed_build_says_so_in_one_line_with_the_whole_error_in_details(plug
     assert "\n" not in item.text() and len(item.text()) <= 180
     assert qgis_iface.messageBar().currentItem() is item
     _details_button(item).click()
-    assert plugin.build.details_viewer.text_edit.toPlainText() == errors[0]
+    assert plugin.build.details.viewer.text_edit.toPlainText() == errors[0]
     assert "bad.onnx" in errors[0]
-    plugin.build.details_viewer.close()
+    plugin.build.details.viewer.close()
 
 
 def test_cancel_reads_as_cancelled_not_failed(plugin, town_full, tiny_model, tmp_path, qgis_iface, qtbot):
@@ -168,8 +168,8 @@ def test_a_build_where_one_raster_fails_warns_in_one_line(plugin, town_half, tin
     assert item.text().startswith(f"{summary.tiles_indexed} tiles indexed in ")
     assert item.text().endswith(", 1 raster failed") and "\n" not in item.text()
     _details_button(item).click()
-    assert "broken.tif" in plugin.build.details_viewer.text_edit.toPlainText()
-    plugin.build.details_viewer.close()
+    assert "broken.tif" in plugin.build.details.viewer.text_edit.toPlainText()
+    plugin.build.details.viewer.close()
 
 
 def test_summary_line_reads_the_core_summary_with_and_without_kept_rasters():

@@ -45,7 +45,7 @@ def test_missing_packages_message_fits_the_bar_and_details_has_the_rest(qgis_ifa
         details = [b for b in item.findChildren(QPushButton) if b.objectName() == "rsirDetailsButton"]
         assert len(details) == 1
         details[0].click()
-        viewer = plugin.dependencies.details_viewer
+        viewer = plugin.dependencies.details.viewer
         whole = viewer.text_edit.toPlainText()
         assert "the similarity index" in whole and "Nothing is installed without that click" in whole
         if "rasterio" in absent:
