@@ -151,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         except (RsirError, ValueError) as exc:
             print(f"rsir: error: {_with_gdal_reason(exc, gdal)}", file=sys.stderr)
             return EXIT_ERROR
+        except MemoryError:  # numpy's, where no memory was left even to name the array
+            print("rsir: error: out of memory; use a smaller --batch-size, or free memory", file=sys.stderr)
+            return EXIT_ERROR
         except KeyboardInterrupt:
             if args.command == "index" and args.index_command in ("build", "compact"):
                 print("rsir: interrupted; the previous index is unchanged, run the build again to resume",
@@ -223,10 +226,15 @@ def _words(text: str) -> str:
 
 
 def build(args) -> int:
+    from .core.memory import build_batch_size
+
+    batch_size, note = build_batch_size(args.index_dir, args.model, args.batch_size)  # past memory: a crash
+    if note:
+        print(f"rsir: note: {note}", file=sys.stderr)
     tiling = TilingParams(tile_px=args.tile_size, tile_m=args.tile_metres, stride_px=args.stride,
                           stride_m=args.stride_metres, bands=args.bands)
     params = BuildParams(index_dir=args.index_dir, rasters=tuple(args.rasters), model_path=args.model,
-                         tiling=tiling, device=args.device, batch_size=args.batch_size,
+                         tiling=tiling, device=args.device, batch_size=batch_size,
                          approximate=args.approximate, tta=args.tta, force=args.force,
                          dask=args.dask)
     return _run_build(params)

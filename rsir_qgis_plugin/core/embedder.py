@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import MissingDependencyError, ModelError, RuntimeUnavailableError
+from .memory import run_rows_within_memory
 from .model import ModelInfo
 
 CUDA = "CUDAExecutionProvider"
@@ -43,7 +44,13 @@ class DeviceReport:
 
 
 USABLE_PROVIDERS = (CUDA, CPU)  # what rsir can run on; onnxruntime also lists e.g. Azure, which cannot embed
-PROBE_TILES = 2  # one tile, then a batch of two: enough to see dtype, batch and output-size faults
+# Distinct test tiles, each run alone, then as batches of 2 and of PROBE_TILES: dtype, batch and
+# output-size faults show on the first runs, and a layer that mixes the tiles of a batch only from some
+# size on (N >= 3) shows when every row of the larger batch is compared with its tile run alone.
+PROBE_TILES = 4
+# onnxruntime logs a failing run itself (a coloured "[E:onnxruntime:...]" line on stderr) before raising;
+# rsir reports every failure in its own line, so only fatal messages are left to onnxruntime's log.
+ORT_LOG_FATAL = 4
 # 1 - cosine allowed between a tile's embedding alone and within a batch (GPU kernels vary by batch size)
 PROBE_TOLERANCE = 1e-3
 
@@ -65,6 +72,13 @@ def apply_thread_budget(options) -> None:
     ran the bundled model 15-19 % faster at 20 % less CPU time per image (benchmarks/index_throughput.py).
     """
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+
+
+def quiet_session_options(ort):
+    """Session options whose failures reach the user only through rsir's own message."""
+    options = ort.SessionOptions()
+    options.log_severity_level = ORT_LOG_FATAL
+    return options
 
 
 def usable_providers(ort) -> tuple[str, ...]:
@@ -92,8 +106,9 @@ class Embedder:
         self._scale = (1.0 / (255.0 * std))[None, :, None, None]
         self._shift = (-mean / std)[None, :, None, None]
         self.provider_note = ""
-        self._options = ort.SessionOptions()
-        self._options.log_severity_level = 3
+        # The most tiles one run holds: a larger batch is run in parts, so its activations fit in memory.
+        self.run_rows = run_rows_within_memory(self.bands, self.input_size)
+        self._options = quiet_session_options(ort)
         self._options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             self._options.intra_op_num_threads = threads
@@ -159,24 +174,33 @@ class Embedder:
             raise ModelError(f"{self.model.path}: {problem}")
 
     def _probe_problem(self) -> str:
-        tiles = probe_tiles(self.bands, self.input_size)
-        alone = None
-        for count, what in ((1, "one test tile"), (PROBE_TILES, f"a batch of {PROBE_TILES} test tiles")):
+        tiles = probe_tiles(self.bands, self.input_size, PROBE_TILES)
+        alone = []
+        runs = [(tiles[i:i + 1], "one test tile") for i in range(PROBE_TILES)]
+        runs += [(tiles[:count], f"a batch of {count} test tiles") for count in (2, PROBE_TILES)]
+        for batch, what in runs:
             try:
-                raw = self._forward(self.preprocess(tiles[:count]))
+                raw = self._forward(self.preprocess(batch))
             except _BadOutput as exc:
                 return f"{exc} (on {what})"
             except Exception as exc:  # onnxruntime raises its own types (InvalidArgument, Fail, ...)
                 return f"onnxruntime fails on {what} ({_first_line(exc)})"
             if not np.isfinite(raw).all():
                 return f"outputs NaN or infinite values on {what}"
+            # Finite values whose squares overflow float32 make an infinite embedding length: the model
+            # overflows float32, which is not its tiles mixing (their directions compare as zero then).
+            with np.errstate(over="ignore"):  # the overflow is the finding, not a warning to print
+                lengths = np.linalg.norm(raw, axis=1)
+            if not np.isfinite(lengths).all():
+                return (f"outputs values too large for float32 on {what} (largest {np.abs(raw).max():.3g}: "
+                        "the embedding's length overflows to infinity)")
             if not np.abs(raw).max(axis=1).all():
                 return f"outputs an all-zero embedding on {what}"
-            if alone is None:
-                alone = l2_normalize(raw)[0]
-            elif float(l2_normalize(raw)[0] @ alone) < 1.0 - PROBE_TOLERANCE:
+            if len(alone) < PROBE_TILES:
+                alone.append(l2_normalize(raw)[0])
+            elif (np.sum(l2_normalize(raw) * np.stack(alone[:len(raw)]), axis=1) < 1.0 - PROBE_TOLERANCE).any():
                 return ("a tile's embedding changes with the other tiles of its batch (a layer that mixes "
-                        "the batch, such as BatchNorm exported in training mode)")
+                        f"the batch, such as BatchNorm exported in training mode; on {what})")
         return ""
 
     def describe(self) -> str:
@@ -208,7 +232,18 @@ class Embedder:
             out = self._forward(self.preprocess(tiles))
         except _BadOutput as exc:
             raise ModelError(f"{self.model.path}: {exc}") from exc
+        except MemoryError as exc:
+            raise ModelError(self._out_of_memory(len(tiles), "numpy could not allocate it")) from exc
+        except Exception as exc:  # onnxruntime's own types (Fail, RuntimeException, ...)
+            if "Failed to allocate memory" in str(exc):
+                raise ModelError(self._out_of_memory(len(tiles), _first_line(exc))) from exc
+            raise ModelError(f"{self.model.path}: onnxruntime fails on a batch of {len(tiles)} tile(s) "
+                             f"({_first_line(exc)})") from exc
         return l2_normalize(out)
+
+    def _out_of_memory(self, count: int, detail: str) -> str:
+        return (f"{self.model.path}: not enough memory to embed {count} tile(s) of {self.input_size} px at "
+                f"once ({detail}); use a smaller batch size (--batch-size)")
 
     def embed_tta(self, tiles: np.ndarray) -> np.ndarray:
         """Mean of the embeddings of the 0/90/180/270 degree rotations, re-normalised."""
@@ -219,6 +254,9 @@ class Embedder:
     def _forward(self, batch: np.ndarray) -> np.ndarray:
         """Raw (N, D) output for a preprocessed batch; padded chunks for a graph with a fixed batch size."""
         fixed = self.model.fixed_batch
+        if fixed is None and self.run_rows and len(batch) > self.run_rows:
+            step = self.run_rows  # the probe showed that rows do not depend on their batch
+            return np.concatenate([self._run(batch[i:i + step]) for i in range(0, len(batch), step)])
         if fixed is None or fixed == len(batch):
             return self._run(batch)
         chunks = []
@@ -254,18 +292,25 @@ class _BadOutput(Exception):
     """The model ran but its output does not have one embedding per tile (message without the path)."""
 
 
-def probe_tiles(bands: int, size: int) -> np.ndarray:
-    """PROBE_TILES (two) reproducible uint8 test tiles (N, bands, size, size): a textured gradient, and the
-    same turned, dimmed and lifted, unlike enough that a model mixing the tiles of a batch shows it."""
+def probe_tiles(bands: int, size: int, count: int = 2) -> np.ndarray:
+    """`count` (2 to 4) reproducible uint8 test tiles (N, bands, size, size): a textured gradient; the same
+    turned, dimmed and lifted; flipped and inverted; and coarse noise: unlike enough that a model mixing
+    the tiles of a batch shows it."""
     ramp = np.linspace(0, 200, size, dtype=np.float32)
-    noise = np.random.default_rng(0).normal(0, 20, (bands, size, size))
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 20, (bands, size, size))
     base = ramp[None, :] * 0.5 + ramp[:, None] * 0.5 + noise
     tile = np.clip(base, 0, 255).astype(np.uint8)
-    return np.stack([tile, np.rot90(tile, 1, axes=(1, 2)) // 2 + 100])
+    blocks = rng.integers(0, 256, (bands, (size + 3) // 4, (size + 3) // 4), dtype=np.uint8)
+    coarse = np.repeat(np.repeat(blocks, 4, axis=1), 4, axis=2)[:, :size, :size]
+    tiles = [tile, np.rot90(tile, 1, axes=(1, 2)) // 2 + 100, 255 - tile[:, ::-1, :], coarse]
+    return np.ascontiguousarray(np.stack(tiles[:count]))
 
 
 def l2_normalize(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    """Rows scaled to unit length; the length is taken in float64, so a finite row whose squares
+    overflow float32 still gets its direction (not a zero vector); rows with NaN/inf stay non-finite."""
+    norms = np.linalg.norm(np.asarray(vectors, dtype=np.float64), axis=1, keepdims=True)
     return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,11 @@ FLOAT_TENSOR = "tensor(float)"  # onnxruntime's name for the float32 input rsir 
 FLOAT_OUTPUTS = (FLOAT_TENSOR, "tensor(float16)", "tensor(double)")
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL_PATH = MODELS_DIR / "default.onnx"
+# The largest input side accepted. Embedding nets take 64-1024 px; the probe and every batch hold
+# bands x S x S float32 values per tile (and the model's activations, many times that), so a 60,000 px
+# claim in a model's metadata would ask for tens of GB at the first test tile. 4096 px is 4x the largest
+# input of common vision backbones and still fits a 3-band tile in 200 MB.
+MAX_INPUT_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,10 @@ class ModelContract:
             raise ModelError(f"model '{self.name}': std values must be positive")
         if self.embedding_dim < 1 or self.input_size < 1 or self.bands < 1:
             raise ModelError(f"model '{self.name}': embedding_dim, input_size and bands must be positive")
+        if self.input_size > MAX_INPUT_SIZE:
+            raise ModelError(f"model '{self.name}': input size {self.input_size} px is more than rsir takes "
+                             f"({MAX_INPUT_SIZE} px): one tile alone would need "
+                             f"{_gigabytes(self.bands * self.input_size ** 2 * 4)} of memory")
 
     def to_metadata(self) -> dict[str, str]:
         """The ONNX metadata_props that describe this model (rsir keys and Deepness keys)."""
@@ -119,6 +129,9 @@ class ModelContract:
                 )
         except (KeyError, ValueError, TypeError) as exc:
             raise ModelError(f"{source}: malformed model metadata ({exc!r})") from exc
+        except ModelError as exc:  # the contract's own checks name the model, not its file
+            text = str(exc)
+            raise (exc if text.startswith(f"{source}: ") else ModelError(f"{source}: {text}")) from None
         raise ModelError(f"{source}: not an rsir or Deepness recognition model "
                          "(its ONNX metadata has neither 'rsir.format_version' nor model_type=Recognition)")
 
@@ -189,28 +202,81 @@ def find_model(sha256: str, hint: str | Path | None) -> ModelInfo | None:
 def read_model(path: str | Path | None = None) -> ModelInfo:
     """Open an ONNX model's metadata and check it against the contract (None: the bundled default).
 
-    Results are kept per file version (path, size, mtime): each query reads the model's identity,
-    and hashing and parsing a large model every time would cost a user noticeable latency.
+    Results are kept per file version (path, size, mtime, and those of its external-data files): each
+    query reads the model's identity, and hashing and parsing a large model every time would cost a
+    user noticeable latency.
     """
     path = bundled_model_path(path) if path is not None else DEFAULT_MODEL_PATH
     if not path.is_file():
         hint = " (the bundled default model is missing: reinstall the plugin)" if path == DEFAULT_MODEL_PATH else ""
         raise ModelError(f"{path}: model file not found{hint}")
+    path = path.resolve()
     stat = path.stat()
-    return _read_model_version(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    externals = _external_files(str(path), stat.st_size, stat.st_mtime_ns)
+    versions = tuple((name, *_file_version(path.parent / name)) for name in externals)
+    return _read_model_version(str(path), stat.st_size, stat.st_mtime_ns, versions)
+
+
+def external_data_files(model: ModelInfo) -> tuple[Path, ...]:
+    """The files beside the model that hold its external-data weights (none for most models)."""
+    stat = model.path.stat()
+    return tuple(model.path.parent / name
+                 for name in _external_files(str(model.path), stat.st_size, stat.st_mtime_ns))
 
 
 @functools.lru_cache(maxsize=8)
-def _read_model_version(path_text: str, size: int, mtime_ns: int) -> ModelInfo:
+def _external_files(path_text: str, size: int, mtime_ns: int) -> tuple[str, ...]:
+    """The external-data locations the model names, each checked to be a regular file in its folder.
+
+    A location is refused outside the model's folder: a model file must not make rsir read (hash,
+    and onnxruntime load) any file of the user's, nor hang on a device or a FIFO.
+    """
+    from .onnx_external import external_data_locations
+
     path = Path(path_text)
-    from .embedder import _onnxruntime  # imported here so that reading a settings file never needs it
+    try:
+        names = external_data_locations(path)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: not a readable ONNX model ({exc})") from exc
+    folder = path.parent
+    for name in names:
+        target = Path(os.path.normpath(folder / name))
+        if Path(name).is_absolute() or folder not in target.parents:
+            raise ModelError(f"{path}: names external data '{name}' outside its folder; rsir reads a "
+                             "model's weights only from files beside it")
+        if not target.is_file():
+            raise ModelError(f"{path}: its external data file '{name}' is missing or not a regular file "
+                             f"(it must lie beside the model, in {folder})")
+    return names
+
+
+def _file_version(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+def model_sha256(path: Path, externals: tuple[str, ...]) -> str:
+    """The model's identity: the file's sha256, or with external data, a hash over it and every data
+    file (name and sha256), so changed weights beside an unchanged .onnx make another model."""
+    own = file_sha256(path)
+    if not externals:
+        return own  # as before external data was covered: indexes built earlier keep their identity
+    digest = hashlib.sha256(own.encode())
+    for name in sorted(externals):
+        digest.update(f"\0{name}\0{file_sha256(path.parent / name)}".encode())
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=8)
+def _read_model_version(path_text: str, size: int, mtime_ns: int, externals: tuple) -> ModelInfo:
+    path = Path(path_text)
+    from .embedder import _onnxruntime, quiet_session_options  # so reading a settings file never needs it
 
     ort = _onnxruntime()
 
     try:
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), quiet_session_options(ort),
+                                       providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types for every parse failure
         raise ModelError(f"{path}: not a loadable ONNX model ({exc})") from exc
     inputs, outputs = session.get_inputs(), session.get_outputs()
@@ -237,7 +303,8 @@ def _read_model_version(path_text: str, size: int, mtime_ns: int) -> ModelInfo:
         if isinstance(in_shape[axis], int) and in_shape[axis] != contract.input_size:
             raise ModelError(f"{path}: metadata says {contract.input_size} px input, graph input is {in_shape}")
     fixed_batch = in_shape[0] if isinstance(in_shape[0], int) else None
-    return ModelInfo(path=path.resolve(), contract=contract, sha256=file_sha256(path),
+    return ModelInfo(path=path.resolve(), contract=contract,
+                     sha256=model_sha256(path, tuple(name for name, *_ in externals)),
                      input_name=inputs[0].name, output_name=outputs[0].name, fixed_batch=fixed_batch)
 
 
@@ -251,3 +318,7 @@ def _optional_float(text: str | None) -> float | None:
     if text in (None, "", "null"):
         return None
     return float(json.loads(text))
+
+
+def _gigabytes(size: int) -> str:
+    return f"{size / 2 ** 30:.1f} GB"
