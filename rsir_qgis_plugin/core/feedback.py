@@ -60,9 +60,14 @@ class LabelledBox:
     def label(self) -> str:
         return "positive" if self.positive else "negative"
 
+    @property
+    def place_key(self) -> tuple:
+        """What two labels of the same box share (whatever their labels)."""
+        return self.raster, tuple(self.bbox), self.crs
+
     def same_place(self, other: "LabelledBox") -> bool:
         """Whether two labels are for the same box (whatever their labels)."""
-        return (self.raster, tuple(self.bbox), self.crs) == (other.raster, tuple(other.bbox), other.crs)
+        return self.place_key == other.place_key
 
 
 @dataclass(frozen=True)
@@ -82,11 +87,17 @@ class Feedback:
         return Feedback(tuple(b for b in self.boxes if not b.same_place(box)) + (box,))
 
     def merged(self, other: "Feedback") -> "Feedback":
-        """These examples, then `other`'s (whose labels win where both label the same box)."""
-        merged = self
+        """These examples, then `other`'s (whose labels win where both label the same box).
+
+        What with_box() box by box gives, in one pass: with_box rebuilt the whole tuple for each box,
+        so a labels file of 8,000 features took minutes and one of 200,000 never finished.
+        """
+        latest: dict[tuple, LabelledBox] = {}
         for box in other.boxes:
-            merged = merged.with_box(box)
-        return merged
+            latest.pop(box.place_key, None)  # a box given again moves to where it was given last
+            latest[box.place_key] = box
+        kept = tuple(box for box in self.boxes if box.place_key not in latest)
+        return Feedback(kept + tuple(latest.values()))
 
     def latest(self) -> "Feedback":
         """One label per box, the latest given."""

@@ -8,20 +8,28 @@ so a tile (a marked hit) comes back as exactly that tile.
 """
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from .atomic import atomic_output, output_target
 from .errors import RsirError
 from .feedback import Feedback, LabelledBox
-from .geometry import Ring, crs_from, reproject_ring
+from .geometry import Ring, crs_from, crs_name, densify, reaches_lonlat, reproject_ring
 from .hits_io import _closed, _ogc_urn, _ogr_srs, _polygon, gpkg_bytes
+from .untrusted_paths import local_raster_reason, network_reason
 
 LABELS_LAYER = "rsir_labels"
 POSITIVE, NEGATIVE = "positive", "negative"
 FORMATS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON"}
+# Labels in one file: far more than an analyst marks by hand, or a whole index's tiles marked from a
+# script; beyond it a search would embed more example boxes than it ranks tiles.
+MAX_LABELS = 100_000
 
 
 @dataclass(frozen=True)
@@ -73,8 +81,13 @@ def read_labels(path: str | Path) -> Feedback:
 
 
 def load_labels(path: str | Path) -> LabelsRead:
-    """read_labels, also saying which features were left out and why (no geometry, label neither
-    'positive' nor 'negative', no raster), as the plugin's labels layer does."""
+    """read_labels, also saying which features were left out and why (no geometry, a coordinate that is
+    not finite, label neither 'positive' nor 'negative', no raster, a raster that is not a local file,
+    a polygon PROJ cannot place in its raster's CRS), as the plugin's labels layer does.
+
+    Linear in the features: each raster's CRS is read once, and the polygons of each raster CRS are
+    reprojected in one PROJ call. A file of more than MAX_LABELS features is refused in one line.
+    """
     from osgeo import ogr, osr
 
     ogr.UseExceptions()
@@ -90,43 +103,162 @@ def load_labels(path: str | Path) -> LabelsRead:
         raise RsirError(f"{path}: not a readable GeoPackage/GeoJSON file")
     try:
         layer = _labels_layer(source, path)
+        if layer.GetFeatureCount() > MAX_LABELS:
+            raise _too_many(path, layer.GetFeatureCount())
         srs = layer.GetSpatialRef()
         if srs is not None:
             srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
         layer_crs = srs.ExportToWkt() if srs is not None else ""
-        crs_of = _RasterCrs()
-        boxes, skipped = [], []
-        base = path.resolve().parent
-        layer.ResetReading()
-        for feature in layer:
-            fid = feature.GetFID()
-            label = _text(feature.GetField("label"))
-            if label.lower() not in (POSITIVE, NEGATIVE):
-                skipped.append(f"feature {fid}: label '{label}' is neither '{POSITIVE}' nor '{NEGATIVE}'")
-                continue
-            raster = _text(feature.GetField("raster"))
-            if not raster:
-                skipped.append(f"feature {fid}: no raster given")
-                continue
-            if not os.path.isabs(os.path.expanduser(raster)):
-                raster = str(base / raster)  # relative to the labels file, which may have been moved with it
-            ring = _ring(feature.GetGeometryRef())
-            if ring is None:
-                skipped.append(f"feature {fid}: no polygon geometry")
-                continue
-            bbox, crs = _bounds(ring), layer_crs or None
-            raster_crs = crs_of(raster)
-            if layer_crs and raster_crs:
-                local = _bounds(reproject_ring(ring, layer_crs, raster_crs))
-                if all(map(_finite, local)):
-                    bbox, crs = local, raster_crs
-            if not (bbox[0] < bbox[2] and bbox[1] < bbox[3]) or not all(map(_finite, bbox)):
-                skipped.append(f"feature {fid}: its box has no area")
-                continue
-            boxes.append(LabelledBox(raster=raster, bbox=bbox, crs=crs, positive=label.lower() == POSITIVE))
+        rows, skipped = _rows(layer, path)
     finally:
         source = None  # closes the file
-    return LabelsRead(Feedback(tuple(boxes)), skipped)
+    boxes = _placed(rows, layer_crs, skipped)
+    return LabelsRead(Feedback(tuple(boxes)), [line for _, line in sorted(skipped, key=lambda s: s[0])])
+
+
+def _too_many(path: Path, count: int) -> RsirError:
+    return RsirError(f"{path}: holds {count:,} features; a labels file may hold at most {MAX_LABELS:,} "
+                     "(keep the labels that matter, or split the file)")
+
+
+@dataclass(frozen=True)
+class _Row:
+    """A feature that named a usable label, a local raster and a finite polygon."""
+
+    fid: int
+    raster: str
+    ring: Ring
+    positive: bool
+
+
+def _rows(layer, path: Path) -> tuple[list[_Row], list[tuple[int, str]]]:
+    """The layer's usable features, and (fid, reason) for each one left out."""
+    rows: list[_Row] = []
+    skipped: list[tuple[int, str]] = []
+    base = path.resolve().parent
+    local_reasons: dict[str, str | None] = {}  # a raster's file read once, however many labels name it
+    definition = layer.GetLayerDefn()  # fields by index: by name, OGR looks each one up again
+    label_field, raster_field = (_field_index(definition, name) for name in ("label", "raster"))
+    layer.ResetReading()
+    for feature in layer:
+        if len(rows) + len(skipped) >= MAX_LABELS:  # GetFeatureCount may have been an estimate
+            raise _too_many(path, layer.GetFeatureCount())
+        fid = feature.GetFID()
+        label = _text(feature.GetField(label_field))
+        if label.lower() not in (POSITIVE, NEGATIVE):
+            skipped.append((fid, f"feature {fid}: label '{label[:40]}' is neither '{POSITIVE}' nor '{NEGATIVE}'"))
+            continue
+        raster = _text(feature.GetField(raster_field))
+        if not raster:
+            skipped.append((fid, f"feature {fid}: no raster given"))
+            continue
+        reason = network_reason(raster)  # before any GDAL call sees the path
+        if reason is None:
+            if not os.path.isabs(os.path.expanduser(raster)):
+                raster = str(base / raster)  # relative to the labels file, which may have been moved with it
+            if raster not in local_reasons:
+                local_reasons[raster] = local_raster_reason(os.path.expanduser(raster))
+            reason = local_reasons[raster]
+        if reason:
+            skipped.append((fid, f"feature {fid}: raster {raster[:160]!r} {reason}; a labels file may name "
+                                 "local raster files only"))
+            continue
+        ring = _ring(feature.GetGeometryRef())
+        if ring is None:
+            skipped.append((fid, f"feature {fid}: no polygon geometry"))
+            continue
+        if not all(map(math.isfinite, itertools.chain.from_iterable(ring))):
+            skipped.append((fid, f"feature {fid}: its polygon has a coordinate that is not a finite number"))
+            continue
+        rows.append(_Row(fid=fid, raster=raster, ring=ring, positive=label.lower() == POSITIVE))
+    return rows, skipped
+
+
+def _placed(rows: list[_Row], layer_crs: str, skipped: list[tuple[int, str]]) -> list[LabelledBox]:
+    """Each row's box in its raster's CRS where both CRSs are known, else as given; rows PROJ cannot
+    place, or whose box has no area, are added to `skipped`."""
+    crs_of = _RasterCrs()
+    places: list[tuple | str | None] = [None] * len(rows)
+    by_crs: dict[str, list[int]] = {}  # raster CRS -> the rows to reproject to it, in one call
+    for i, row in enumerate(rows):
+        raster_crs = crs_of(row.raster)
+        if layer_crs and raster_crs:
+            by_crs.setdefault(raster_crs, []).append(i)
+        else:  # a raster without a CRS, or one that cannot be opened (the search names what is wrong)
+            places[i] = (_bounds(row.ring), layer_crs or None)
+    for raster_crs, numbers in by_crs.items():
+        for i, place in zip(numbers, _reprojected([rows[i].ring for i in numbers], layer_crs, raster_crs)):
+            places[i] = place
+    boxes = []
+    for row, place in zip(rows, places):
+        if isinstance(place, str):
+            skipped.append((row.fid, f"feature {row.fid}: {place}"))
+            continue
+        bbox, crs = place
+        if not (bbox[0] < bbox[2] and bbox[1] < bbox[3]):
+            skipped.append((row.fid, f"feature {row.fid}: its box has no area"))
+            continue
+        boxes.append(LabelledBox(raster=row.raster, bbox=bbox, crs=crs, positive=row.positive))
+    return boxes
+
+
+def _reprojected(rings: list[Ring], src: str, dst: str) -> list[tuple | str]:
+    """(bbox, dst) of each ring reprojected from `src` to `dst` (densified as geometry.reproject_ring does
+    it, with numpy, and one PROJ call for all), or the reason a ring cannot be placed there."""
+    from rasterio.warp import transform
+
+    if crs_from(src) == crs_from(dst) or not (reaches_lonlat(src) and reaches_lonlat(dst)):
+        return [(_bounds(ring), dst) for ring in rings]  # the same CRS, or a local one linked to no other
+    source, target = crs_from(src), crs_from(dst)
+    dense = _densified(rings)
+
+    def unplaced(detail: str = "") -> str:
+        return f"its polygon does not reproject to its raster's CRS ({crs_name(dst)}){detail}; is the " \
+               "layer's CRS right?"
+
+    def place(xs: np.ndarray, ys: np.ndarray) -> tuple | str:
+        bbox = (float(np.min(xs)), float(np.min(ys)), float(np.max(xs)), float(np.max(ys)))
+        return (bbox, dst) if all(map(_finite, bbox)) else unplaced()
+
+    try:
+        xs, ys = transform(source, target, np.concatenate(dense)[:, 0], np.concatenate(dense)[:, 1])
+    except Exception:  # rasterio fails the whole call for one point PROJ refuses: then ring by ring
+        results: list[tuple | str] = []
+        for points in dense:
+            try:
+                results.append(place(*map(np.asarray, transform(source, target, points[:, 0], points[:, 1]))))
+            except Exception as exc:  # CPLE_AppDefinedError: "PROJ: utm: Invalid latitude" and the like
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                results.append(unplaced(f" (PROJ: {reason.removeprefix('PROJ: ')})"))
+        return results
+    starts = np.concatenate([[0], np.cumsum([len(points) for points in dense])[:-1]])
+    xs, ys = np.asarray(xs, np.float64), np.asarray(ys, np.float64)
+    boxes = np.stack([np.minimum.reduceat(xs, starts), np.minimum.reduceat(ys, starts),
+                      np.maximum.reduceat(xs, starts), np.maximum.reduceat(ys, starts)], axis=1)
+    finite = np.isfinite(boxes).all(axis=1)  # min/max carry a NaN or an infinity through
+    return [(tuple(map(float, box)), dst) if ok else unplaced() for box, ok in zip(boxes.tolist(), finite)]
+
+
+def _densified(rings: list[Ring], points_per_edge: int = 8) -> list[np.ndarray]:
+    """geometry.densify of each ring as an (n, 2) array, computed for all rings of one length at once."""
+    out: list[np.ndarray | None] = [None] * len(rings)
+    by_length: dict[int, list[int]] = {}
+    for i, ring in enumerate(rings):
+        by_length.setdefault(len(ring), []).append(i)
+    steps = np.arange(points_per_edge) / points_per_edge
+    for length, numbers in by_length.items():
+        start = np.asarray([rings[i] for i in numbers], dtype=np.float64)  # (m, length, 2)
+        end = np.roll(start, -1, axis=1)
+        points = start[:, :, None, :] + (end - start)[:, :, None, :] * steps[None, None, :, None]
+        for i, ring_points in zip(numbers, points.reshape(len(numbers), -1, 2)):
+            out[i] = ring_points
+    return out
+
+
+def _field_index(definition, name: str) -> int:
+    """The index of a field, matched without regard to case (as _labels_layer found it)."""
+    names = [definition.GetFieldDefn(i).GetName().lower() for i in range(definition.GetFieldCount())]
+    return names.index(name)
 
 
 def labels_format(path: str | Path) -> str:
@@ -246,7 +378,7 @@ def _ring(geometry) -> Ring | None:
     for part in parts:
         if part.GetGeometryCount():
             exterior = part.GetGeometryRef(0)
-            points += [exterior.GetPoint_2D(i) for i in range(exterior.GetPointCount())]
+            points += [(p[0], p[1]) for p in exterior.GetPoints() or ()]  # one call, not one per point
     return points or None
 
 
