@@ -20,6 +20,20 @@ import logging
 import sys
 from pathlib import Path
 
+from .cli_numbers import (
+    MAX_PX,
+    Parser,
+    band,
+    batch_size,
+    coordinate,
+    coordinate_problem,
+    ground_metres,
+    hits,
+    image_gsd,
+    score,
+    short,
+    stride_px,
+)
 from .core.errors import RsirError
 from .core.params import DEVICES, MIN_TILE_PX, BuildParams, SearchParams, TilingParams
 
@@ -27,7 +41,7 @@ EXIT_OK, EXIT_ERROR, EXIT_PARTIAL, EXIT_INTERRUPTED = 0, 1, 3, 130
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rsir",  # also python -m rsir_qgis_plugin
+    parser = Parser(prog="rsir",  # also python -m rsir_qgis_plugin
                                      description="rsir: remote-sensing image retrieval (headless)")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -42,13 +56,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     size = build.add_mutually_exclusive_group()
     size.add_argument("--tile-size", type=_tile_px, metavar="PX",
                       help=f"tile size in pixels, at least {MIN_TILE_PX} (default: model input)")
-    size.add_argument("--tile-metres", type=float, metavar="M", help="tile size in ground metres")
+    size.add_argument("--tile-metres", type=ground_metres, metavar="M", help="tile size in ground metres")
     stride = build.add_mutually_exclusive_group()
-    stride.add_argument("--stride", type=int, metavar="PX", help="stride in pixels (default: half a tile)")
-    stride.add_argument("--stride-metres", type=float, metavar="M", help="stride in ground metres")
+    stride.add_argument("--stride", type=stride_px, metavar="PX",
+                        help="stride in pixels (default: half a tile)")
+    stride.add_argument("--stride-metres", type=ground_metres, metavar="M", help="stride in ground metres")
     build.add_argument("--bands", type=_bands, help="1-based bands, e.g. 4,3,2 (default: RGB)")
     build.add_argument("--device", choices=DEVICES, default="auto")
-    build.add_argument("--batch-size", type=int, default=32)
+    build.add_argument("--batch-size", type=batch_size, default=32)
     kind = build.add_mutually_exclusive_group()
     kind.add_argument("--approximate", dest="approximate", action="store_true", default=None,
                       help="approximate (IVF) search (default: above 250,000 tiles)")
@@ -83,13 +98,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     search = commands.add_parser("search", help="find tiles like a box of a raster or an image")
     search.add_argument("index_dir", type=Path)
     search.add_argument("--raster", type=Path, help="raster holding the query box")
-    search.add_argument("--bbox", type=float, nargs=4, metavar=("XMIN", "YMIN", "XMAX", "YMAX"))
+    search.add_argument("--bbox", type=coordinate, nargs=4, metavar=("XMIN", "YMIN", "XMAX", "YMAX"))
     search.add_argument("--crs", help="CRS of --bbox, e.g. EPSG:4326 (default: the raster's)")
     search.add_argument("--image", type=Path, help="an image file as the query")
-    search.add_argument("--image-gsd", type=float, metavar="METRES",
+    search.add_argument("--image-gsd", type=image_gsd, metavar="METRES",
                         help="metres a pixel of --image (default: from its georeferencing); the image is "
                              "then embedded at the indexed tiles' ground scale")
-    search.add_argument("-k", type=int, default=20, help="number of hits (default 20)")
+    search.add_argument("-k", type=hits, default=20, help="number of hits (default 20)")
     search.add_argument("--tta", action="store_true", help="embed the query as the mean of 4 rotations")
     search.add_argument("--positive", action="append", default=[], metavar="RASTER:XMIN,YMIN,XMAX,YMAX",
                         help="a box like what is sought (relevance feedback; repeat for more; in --crs)")
@@ -100,7 +115,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "label (positive/negative); repeat for more")
     search.add_argument("--save-labels", type=Path, metavar="FILE",
                         help="write the labelled boxes used to .gpkg (layer rsir_labels) or .geojson")
-    search.add_argument("--min-score", type=float,
+    search.add_argument("--min-score", type=score,
                         help="drop hits scoring below this (cosine similarity; with 2+ positive and 2+ "
                              "negative examples, the classifier's probability)")
     search.add_argument("--keep-overlap", action="store_true",
@@ -121,14 +136,17 @@ def _tile_px(text: str) -> int:
         raise argparse.ArgumentTypeError(f"a tile size is a whole number of pixels, got '{text}'") from None
     if value < MIN_TILE_PX:
         raise argparse.ArgumentTypeError(f"tiles need at least {MIN_TILE_PX} px, got {value}")
+    if value > MAX_PX:
+        raise argparse.ArgumentTypeError(f"a tile size must be at most {MAX_PX:,} px, got {short(value)}")
     return value
 
 
 def _bands(text: str) -> tuple[int, ...]:
     try:
-        return tuple(int(b) for b in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bands are comma-separated numbers, got '{text}'") from None
+        return tuple(int(band(b)) for b in text.split(","))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"bands are comma-separated numbers from 1 to 65535, got "
+                                         f"'{text[:80]}'") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -411,10 +429,14 @@ def _labelled_box(option: str, text: str) -> tuple[str, tuple[float, ...]]:
         raise RsirError(f"{option} '{text}': expected 4 numbers XMIN,YMIN,XMAX,YMAX after the raster, "
                         f"got {len(values)}")
     try:
-        return raster, tuple(float(v) for v in values)
+        numbers = tuple(float(v) for v in values)
     except ValueError:
         bad = next(v for v in values if not _is_number(v))
         raise RsirError(f"{option} '{text}': '{bad}' is not a number (expected {form})") from None
+    problem = next(filter(None, map(coordinate_problem, numbers)), None)
+    if problem:
+        raise RsirError(f"{option} '{text[:120]}': {problem}")
+    return raster, numbers
 
 
 def _is_number(text: str) -> bool:
