@@ -35,7 +35,8 @@ class Config:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--features", type=int, nargs="+", default=[8000, 100_000, 200_000])
     parser.add_argument("--crs", type=int, choices=(4326, 3857), default=4326,
                         help="the labels layer's CRS (4326: reprojected to the raster's EPSG:3857)")

@@ -100,7 +100,8 @@ def export_geoparquet(index_dir: str | Path, out_path: str | Path, batch: int = 
         places = _RasterPlaces()
         # A full disk, no permission (pyarrow's IO errors are OSErrors too): one line naming out_path.
         with atomic_output(target, out_path) as tmp:
-            done = _write(pa, pq, tmp, reader, export_schema(pa, dim), places, batch, progress, cancelled)
+            done = _write(pa, pq, tmp, reader, export_schema(pa, dim), places, batch, progress,
+                          cancelled)
     return ExportSummary(path=str(out_path), tiles=done, embedding_dim=dim,
                          rasters_without_crs=tuple(sorted(places.without_crs.items())),
                          unplaced=places.unplaced, size_bytes=target.stat().st_size,

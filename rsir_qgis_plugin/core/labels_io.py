@@ -20,7 +20,7 @@ import numpy as np
 from .atomic import atomic_output, output_target
 from .errors import RsirError
 from .feedback import Feedback, LabelledBox
-from .geometry import Ring, crs_from, crs_name, densify, reaches_lonlat, reproject_ring
+from .geometry import Ring, crs_from, crs_name, reaches_lonlat, reproject_ring
 from .hits_io import _closed, _ogc_urn, _ogr_srs, _polygon, gpkg_bytes
 from .untrusted_paths import local_raster_reason, network_reason
 
@@ -146,7 +146,8 @@ def _rows(layer, path: Path) -> tuple[list[_Row], list[tuple[int, str]]]:
         fid = feature.GetFID()
         label = _text(feature.GetField(label_field))
         if label.lower() not in (POSITIVE, NEGATIVE):
-            skipped.append((fid, f"feature {fid}: label '{label[:40]}' is neither '{POSITIVE}' nor '{NEGATIVE}'"))
+            skipped.append((fid, f"feature {fid}: label '{label[:40]}' is neither '{POSITIVE}' nor "
+                                 f"'{NEGATIVE}'"))
             continue
         raster = _text(feature.GetField(raster_field))
         if not raster:

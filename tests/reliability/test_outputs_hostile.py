@@ -62,7 +62,8 @@ def hostile_targets(folder: Path, suffix: str) -> dict[str, Path]:
     dangling = folder / f"dangling{suffix}"
     dangling.symlink_to(folder / "nowhere" / f"planted{suffix}")
     return {"device": device, "fifo": fifo, "folder": subfolder, "link to a device": link_to_device,
-            "link to a folder": link_to_folder, "dangling link": dangling, "socket": folder / f"socket{suffix}"}
+            "link to a folder": link_to_folder, "dangling link": dangling,
+            "socket": folder / f"socket{suffix}"}
 
 
 def kinds(paths: dict[str, Path]) -> dict[str, int]:
