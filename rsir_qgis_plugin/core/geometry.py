@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 
 import numpy as np
 
@@ -32,16 +33,23 @@ def crs_name(crs_wkt: str) -> str:
     authority = crs.to_authority()
     if authority:
         return ":".join(authority)
-    name = _osr(crs.to_wkt()).GetName()  # 'site grid', not the first 60 characters of a WKT
+    name = ogr_srs(crs.to_wkt()).GetName()  # 'site grid', not the first 60 characters of a WKT
     return f"'{name}'" if name and name != "unknown" else crs.to_string()[:60]
 
 
-def _osr(crs_wkt: str):
-    """An OGR spatial reference in x/y (lon/lat) order (rasterio's CRS tells neither its name nor whether it
-    is local)."""
+def ogr_srs(crs_wkt: str):
+    """An OGR spatial reference in x/y (lon/lat) order, None for no CRS: what GeoPackages are written with,
+    and what tells a CRS's name and whether it is local (rasterio's CRS tells neither)."""
     from osgeo import osr
 
-    srs = osr.SpatialReference()
+    if not crs_wkt:
+        return None
+    with warnings.catch_warnings():
+        # GDAL >= 3.9 warns on stderr when a process has chosen neither osr.UseExceptions() nor
+        # DontUseExceptions(), a line that would break the command line's one-line errors; choosing
+        # exceptions would also take GDAL's error messages from the command line's handler.
+        warnings.simplefilter("ignore", FutureWarning)
+        srs = osr.SpatialReference()
     srs.ImportFromWkt(crs_wkt)
     srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
     return srs
@@ -57,7 +65,7 @@ def reaches_lonlat(crs: str) -> bool:
     answer. The test reads the CRS's kind rather than asking PROJ for a transformation: that would print
     GDAL errors, and quieting them around osgeo calls crashes GDAL 3.6's bindings under a Python handler.
     """
-    return bool(crs) and not _osr(crs_from(crs).to_wkt()).IsLocal()
+    return bool(crs) and not ogr_srs(crs_from(crs).to_wkt()).IsLocal()
 
 
 def lonlat_points(crs: str, xs, ys) -> tuple[np.ndarray, np.ndarray, str]:

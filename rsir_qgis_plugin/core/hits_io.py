@@ -8,7 +8,7 @@ from typing import Callable
 
 from .atomic import atomic_output, output_target
 from .errors import RsirError
-from .geometry import Ring, crs_from, reproject_ring
+from .geometry import Ring, crs_from, ogr_srs, reproject_ring
 from .search import SearchResult
 
 HITS_LAYER = "rsir_hits"
@@ -91,23 +91,11 @@ def gpkg_bytes(write: Callable[[str], None]) -> bytes:
                 gdal.Unlink(f"/vsimem/{leftover}")
 
 
-def _ogr_srs(crs_wkt: str):
-    """An OGR spatial reference for a WKT in x/y (lon/lat) order; None for no CRS."""
-    from osgeo import osr
-
-    if not crs_wkt:
-        return None
-    srs = osr.SpatialReference()
-    srs.ImportFromWkt(crs_wkt)
-    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    return srs
-
-
 def _write_gpkg(result: SearchResult, path: str, crs_wkt: str) -> None:
     from osgeo import ogr
 
     ogr.UseExceptions()
-    srs = _ogr_srs(crs_wkt)
+    srs = ogr_srs(crs_wkt)
     source = ogr.GetDriverByName("GPKG").CreateDataSource(path)
     try:
         hits = source.CreateLayer(HITS_LAYER, srs, ogr.wkbPolygon)

@@ -20,8 +20,8 @@ import numpy as np
 from .atomic import atomic_output, output_target
 from .errors import RsirError
 from .feedback import Feedback, LabelledBox
-from .geometry import Ring, crs_from, crs_name, reaches_lonlat, reproject_ring
-from .hits_io import _closed, _ogc_urn, _ogr_srs, _polygon, gpkg_bytes
+from .geometry import Ring, crs_from, crs_name, ogr_srs, reaches_lonlat, reproject_ring
+from .hits_io import _closed, _ogc_urn, _polygon, gpkg_bytes
 from .untrusted_paths import local_raster_reason, network_reason
 
 LABELS_LAYER = "rsir_labels"
@@ -319,7 +319,7 @@ def _write_gpkg(path: str, rings, rasters, labels, crs_wkt: str) -> None:
     from osgeo import ogr
 
     ogr.UseExceptions()
-    srs = _ogr_srs(crs_wkt)
+    srs = ogr_srs(crs_wkt)
     source = ogr.GetDriverByName("GPKG").CreateDataSource(path)
     try:
         layer = source.CreateLayer(LABELS_LAYER, srs, ogr.wkbPolygon)
