@@ -116,6 +116,7 @@ def test_build_progress_item_stays_narrow(plugin, town_full, tiny_model, tmp_pat
     shutil.copy(town_full, raster)
     params = BuildParams(index_dir=tmp_path / "index", rasters=(raster,), model_path=tiny_model,
                          tiling=TilingParams(tile_px=64, stride_px=32))
+    plugin.iface.messageBar().clearWidgets()  # items earlier tests left would widen the bar's own buttons
     with qtbot.waitSignal(plugin.build.buildEnded, timeout=120_000):
         plugin.build.start(params)
         progress = plugin.build.progress
