@@ -144,7 +144,8 @@ def problems(checks: list[Check]) -> list[str]:
 # Checks --------------------------------------------------------------------------------------------
 
 def _rsir_check() -> Check:
-    version = "?"
+    """The plugin's version from its metadata.txt (the plugin zip, a checkout), else the pip package's."""
+    version = _distribution_version("rsir")
     for metadata in (PLUGIN_DIR / "metadata.txt", PLUGIN_DIR.parent / "metadata.txt"):
         if metadata.is_file():
             for line in metadata.read_text(encoding="utf-8", errors="replace").splitlines():

@@ -36,6 +36,13 @@ def test_pip_install_gives_an_rsir_command_that_indexes_and_searches_with_the_bu
         shipped = {p.relative_to(purelib) for p in (purelib / package).rglob("*.py")}
         assert sources - shipped == set(), "pyproject.toml's packages leave these out of the install"
 
+    # The plugin's version (metadata.txt, for QGIS) and the pip package's (pyproject.toml) are one.
+    version = next(line.split("=", 1)[1].strip() for line in (ROOT / "metadata.txt").read_text().splitlines()
+                   if line.startswith("version="))
+    assert f'\nversion = "{version}"\n' in (ROOT / "pyproject.toml").read_text()
+    doctor = run([bin_dir / "rsir", "doctor"], work).stdout  # exit 0: indexing and search can run
+    assert f"[ok]       rsir: {version} ({installed})" in doctor and "model default.onnx: opset 17" in doctor
+
     usage = run([bin_dir / "rsir", "--help"], work).stdout
     assert usage.startswith("usage: rsir ") and "index" in usage and "search" in usage
     assert run([bin_dir / "python", "-m", "rsir_qgis_plugin", "--help"], work).stdout == usage  # the alias
