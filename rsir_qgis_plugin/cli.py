@@ -23,7 +23,6 @@ from pathlib import Path
 from .cli_numbers import (
     MAX_PX,
     Parser,
-    band,
     batch_size,
     coordinate,
     coordinate_problem,
@@ -35,7 +34,7 @@ from .cli_numbers import (
     stride_px,
 )
 from .core.errors import RsirError
-from .core.params import DEVICES, MIN_TILE_PX, BuildParams, SearchParams, TilingParams
+from .core.params import DEVICES, MIN_TILE_PX, BuildParams, SearchParams, TilingParams, parse_bands
 
 EXIT_OK, EXIT_ERROR, EXIT_PARTIAL, EXIT_INTERRUPTED = 0, 1, 3, 130
 
@@ -61,7 +60,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     stride.add_argument("--stride", type=stride_px, metavar="PX",
                         help="stride in pixels (default: half a tile)")
     stride.add_argument("--stride-metres", type=ground_metres, metavar="M", help="stride in ground metres")
-    build.add_argument("--bands", type=_bands, help="1-based bands, e.g. 4,3,2 (default: RGB)")
+    build.add_argument("--bands", type=_bands, help="1-based bands, e.g. 4,3,2 or '4 3 2' (default: RGB)")
     build.add_argument("--device", choices=DEVICES, default="auto")
     build.add_argument("--batch-size", type=batch_size, default=32)
     kind = build.add_mutually_exclusive_group()
@@ -143,10 +142,12 @@ def _tile_px(text: str) -> int:
 
 def _bands(text: str) -> tuple[int, ...]:
     try:
-        return tuple(int(band(b)) for b in text.split(","))
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"bands are comma-separated numbers from 1 to 65535, got "
-                                         f"'{text[:80]}'") from None
+        bands = parse_bands(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if bands is None:  # an empty --bands is a slip, not a request for RGB (leave the option out for that)
+        raise argparse.ArgumentTypeError(f"give band numbers, e.g. 4,3,2 or '4 3 2', got '{text[:80]}'")
+    return bands
 
 
 def main(argv: list[str] | None = None) -> int:

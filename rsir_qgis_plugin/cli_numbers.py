@@ -15,7 +15,6 @@ MAX_PX = 1_000_000  # a tile or stride in pixels
 MAX_GSD_M = 1e6  # metres a pixel of a query image
 MAX_K = 100_000  # hits a search returns
 MAX_BATCH = 65_536  # tiles an inference call takes (memory bounds it further: core/embedder.py)
-MAX_BAND = 65_535  # GDAL's limit on bands in a raster
 
 # argparse reads an argument that starts with '-' as an option unless it matches its negative-number
 # pattern, '^-\d+$|^-\d*\.\d+$', which has no exponent: `--bbox -1.5e1 ...` failed with "expected 4
@@ -90,4 +89,3 @@ batch_size = bounded("a batch size", 1, MAX_BATCH, integer=True)
 hits = bounded("k (the number of hits)", 1, MAX_K, integer=True)
 score = bounded("a minimum score", -1.0, 1.0)
 image_gsd = bounded("metres a pixel", 0.0, MAX_GSD_M, low_open=True)
-band = bounded("a band number", 1, MAX_BAND, integer=True)

@@ -11,7 +11,7 @@ from typing import Iterable
 
 from qgis.core import QgsProject, QgsSettings
 
-from .core.params import BuildParams, SearchParams, TilingParams
+from .core.params import BuildParams, SearchParams, TilingParams, parse_bands
 
 PREFIX = "rsir/"
 PROJECT_SCOPE = "rsir"
@@ -61,20 +61,6 @@ class BuildSettings:
         return BuildParams(index_dir=Path(index_dir), rasters=tuple(Path(r) for r in rasters),
                            model_path=Path(self.model_path) if self.model_path else None,
                            tiling=self.tiling(), device=self.device, tta=self.tta)
-
-
-def parse_bands(text: str) -> tuple[int, ...] | None:
-    """'1, 2,3' -> (1, 2, 3); '' -> None. Raises ValueError with a readable message."""
-    parts = [p for p in text.replace(";", ",").replace(" ", ",").split(",") if p]
-    if not parts:
-        return None
-    try:
-        bands = tuple(int(p) for p in parts)
-    except ValueError:
-        raise ValueError(f"bands must be band numbers separated by commas, e.g. 1,2,3 (got '{text}')") from None
-    if min(bands) < 1:
-        raise ValueError(f"band numbers start at 1 (got '{text}')")
-    return bands
 
 
 def band_problem(bands: tuple[int, ...] | None, rasters: Iterable[tuple[str, int]],

@@ -10,6 +10,26 @@ DEVICES = ("auto", "cpu", "cuda")
 # left to compare, and the tile count grows as 1/size^2 (1 px tiles of a 697x377 raster: 262,769 tiles).
 # 8 px still holds a small object at its own resolution (a building in 10 m Sentinel-2 pixels).
 MIN_TILE_PX = 8
+MAX_BAND = 65_535  # GDAL's limit on bands in a raster
+
+
+def parse_bands(text: str) -> tuple[int, ...] | None:
+    """'4,3,2', '4 3 2' or '4, 3; 2' -> (4, 3, 2); '' -> None (RGB by colour interpretation).
+
+    One parser for the command line, the build dialog, the saved settings and Processing, so a band
+    list typed in one of them means the same in all. Raises ValueError with one line for a user.
+    """
+    parts = [p for p in text.replace(";", ",").replace(" ", ",").split(",") if p]
+    if not parts:
+        return None
+    try:
+        bands = tuple(int(p) for p in parts)
+    except ValueError:
+        bands = ()
+    if not bands or min(bands) < 1 or max(bands) > MAX_BAND:
+        raise ValueError(f"bands are band numbers from 1 to {MAX_BAND} separated by commas or spaces, "
+                         f"e.g. 4,3,2 or 4 3 2 (got '{text[:80]}')")
+    return bands
 
 
 @dataclass(frozen=True)

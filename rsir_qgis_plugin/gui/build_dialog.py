@@ -35,12 +35,11 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from ..core.params import BuildParams
+from ..core.params import BuildParams, parse_bands
 from ..settings import (
     BuildSettings,
     band_problem,
     load_build_settings,
-    parse_bands,
     project_index_dir,
     save_build_settings,
 )

@@ -24,8 +24,8 @@ from qgis.core import (
 )
 
 from ..core.errors import BuildFailed
-from ..core.params import DEVICES, BuildParams, TilingParams
-from ..settings import band_problem, default_index_dir, parse_bands
+from ..core.params import DEVICES, BuildParams, TilingParams, parse_bands
+from ..settings import band_problem, default_index_dir
 from .common import engine_errors, layer_file, require_engine
 
 TEMPORARY_INDEX = ("INDEX: an index in a temporary folder is deleted when QGIS exits; choose a folder for it "
@@ -51,8 +51,8 @@ class BuildIndexAlgorithm(QgsProcessingAlgorithm):
                 "an index folder (not a temporary one: the index is kept for later searches). Re-running on "
                 "the same folder only embeds new or changed rasters; cancelling leaves the previous index in "
                 "use. Tile size and stride in pixels or in metres on the ground (not both); 0 or empty = the "
-                "model's input size and half a tile. Bands: e.g. 4,3,2; empty = RGB. Rasters that fail "
-                "are listed by name with the reason in the log and in the FAILED output; the algorithm "
+                "model's input size and half a tile. Bands: e.g. 4,3,2 or 4 3 2; empty = RGB. Rasters that "
+                "fail are listed by name with the reason in the log and in the FAILED output; the algorithm "
                 "fails when no raster could be indexed.")
 
     def createInstance(self) -> "BuildIndexAlgorithm":  # noqa: N802
@@ -81,7 +81,7 @@ class BuildIndexAlgorithm(QgsProcessingAlgorithm):
             self.STRIDE_METRES, "Stride in metres on the ground (instead of pixels)",
             QgsProcessingParameterNumber.Type.Double, optional=True, minValue=0.0))
         self.addParameter(QgsProcessingParameterString(
-            self.BANDS, "Bands, comma separated (empty: RGB)", optional=True))
+            self.BANDS, "Bands, e.g. 4,3,2 or 4 3 2 (empty: RGB)", optional=True))
         self.addParameter(QgsProcessingParameterEnum(
             self.DEVICE, "Device", options=list(DEVICES), defaultValue=0))
         self.addParameter(QgsProcessingParameterBoolean(
