@@ -25,6 +25,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import safe_json
 from .errors import ModelError
 
 FORMAT_VERSION = 1
@@ -105,21 +106,22 @@ class ModelContract:
                     embedding_dim=int(props[PREFIX + "embedding_dim"]),
                     input_size=int(props[PREFIX + "input_size"]),
                     bands=int(props[PREFIX + "bands"]),
-                    mean=tuple(float(v) for v in json.loads(props[PREFIX + "mean"])),
-                    std=tuple(float(v) for v in json.loads(props[PREFIX + "std"])),
-                    normalized=bool(json.loads(props.get(PREFIX + "normalized", "false"))),
-                    training=json.loads(props.get(PREFIX + "training", "{}")),
+                    mean=tuple(float(v) for v in safe_json.loads(props[PREFIX + "mean"])),
+                    std=tuple(float(v) for v in safe_json.loads(props[PREFIX + "std"])),
+                    normalized=bool(safe_json.loads(props.get(PREFIX + "normalized", "false"))),
+                    training=safe_json.loads(props.get(PREFIX + "training", "{}")),
                     resolution_cm=_optional_float(props.get("resolution")),
                 )
             if props.get("model_type", "").strip('"').lower() == "recognition":
                 if output_dim is None:
                     raise ModelError(f"{source}: Deepness recognition model with no fixed output size")
-                mean = tuple(float(v) for v in json.loads(props.get("standardization_mean", "[0, 0, 0]")))
-                std = tuple(float(v) for v in json.loads(props.get("standardization_std", "[1, 1, 1]")))
+                mean = tuple(float(v) for v in safe_json.loads(props.get("standardization_mean",
+                                                                          "[0, 0, 0]")))
+                std = tuple(float(v) for v in safe_json.loads(props.get("standardization_std", "[1, 1, 1]")))
                 return cls(
                     name=Path(source).stem,
                     embedding_dim=output_dim,
-                    input_size=int(json.loads(props["tile_size"])),
+                    input_size=int(safe_json.loads(props["tile_size"])),
                     bands=len(mean),
                     mean=mean,
                     std=std,
@@ -317,7 +319,7 @@ def _element_type(onnx_type: str) -> str:
 def _optional_float(text: str | None) -> float | None:
     if text in (None, "", "null"):
         return None
-    return float(json.loads(text))
+    return float(safe_json.loads(text))
 
 
 def _gigabytes(size: int) -> str:
