@@ -29,6 +29,7 @@ from .raster import RasterSource, describe, resolve_raster_path
 from .store import (LiveRaster, Shard, ShardError, WriterLock, check_model, choose_kind, commit_changes,
                     live_rasters, read_manifest, shard_path, verify_generation, write_generation)
 from .store.files import make_index_folder, os_error_message
+from .store.manifest import model_not_found
 from .store.repair import collect_shards
 from .tiling import resolve_grid, tile_windows
 
@@ -198,6 +199,7 @@ def _model_for_build(model_path: Path | None, index_dir: Path) -> ModelInfo:
         model = find_model(manifest["model"]["sha256"], manifest["model"].get("path"))
         if model is not None:
             return model
+        raise model_not_found(index_dir, manifest)  # not the bundled default: that would be another model
     return read_model(None)
 
 

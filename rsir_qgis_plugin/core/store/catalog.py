@@ -12,17 +12,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import IndexStoreError
-from .shards import Shard
+from ..safe_json import check_record, is_int, is_number, list_of, loads, optional
+from .integrity import raster_row_check, seed_of, tile_row_checks
+from .shards import Shard, tiling_problems
+
+COLUMN_MAX_BYTES = 1 << 20  # a transform, band list, stretch or tiling record is a few hundred bytes
 
 CATALOG_SCHEMA = """
 CREATE TABLE rasters (id INTEGER PRIMARY KEY, path TEXT UNIQUE NOT NULL, size INTEGER, mtime_ns INTEGER,
     crs_wkt TEXT, width INTEGER, height INTEGER, transform TEXT, bands TEXT, stretch TEXT, tiling TEXT,
-    tile_px INTEGER, stride_px INTEGER, shard TEXT, tile_count INTEGER, skipped INTEGER, first_tile INTEGER);
+    tile_px INTEGER, stride_px INTEGER, shard TEXT, tile_count INTEGER, skipped INTEGER, first_tile INTEGER,
+    row_check TEXT);
 CREATE TABLE tiles (id INTEGER PRIMARY KEY, raster_id INTEGER NOT NULL REFERENCES rasters(id),
     col INTEGER, row INTEGER, width INTEGER, height INTEGER,
-    xmin REAL, ymin REAL, xmax REAL, ymax REAL, lon_min REAL, lat_min REAL, lon_max REAL, lat_max REAL);
+    xmin REAL, ymin REAL, xmax REAL, ymax REAL, lon_min REAL, lat_min REAL, lon_max REAL, lat_max REAL,
+    row_check INTEGER);
 CREATE INDEX tiles_raster ON tiles(raster_id);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# The identity stamp and the row checks are core/store/integrity.py's: catalogs of earlier rsir have neither.
 RASTER_COLUMNS = ("id, path, size, mtime_ns, crs_wkt, width, height, transform, bands, stretch, tiling, "
                   "shard, tile_count, skipped")
 
@@ -54,28 +62,41 @@ class TileEntry:
     bounds_4326: tuple[float, float, float, float]
 
 
-def write_catalog(path: Path, ordered: list[tuple[str, Shard]], first_tile: int = 0, first_raster: int = 1) -> None:
+def write_catalog(path: Path, ordered: list[tuple[str, Shard]], first_tile: int = 0, first_raster: int = 1,
+                  meta: dict | None = None) -> None:
     """A new catalog at `path` (which must not exist) from shards in FAISS order.
 
     Tile and raster ids are index-wide: a segment's ids start where the previous segment's ended.
+    `meta` is the segment's identity stamp (uid, base, tiles, first_raster, rasters); rows get check
+    values seeded by its uid.
     """
+    meta = {key: str(value) for key, value in (meta or {}).items()}
+    seed = seed_of(meta.get("uid", ""))
     connection = sqlite3.connect(path)
     try:
         connection.executescript(CATALOG_SCHEMA)
+        connection.executemany("INSERT INTO meta VALUES (?, ?)", sorted(meta.items()))
         next_tile = first_tile
         for raster_id, (key, shard) in enumerate(ordered, start=first_raster):
             r = shard.record
             connection.execute(
-                "INSERT INTO rasters VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO rasters VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,NULL)",
                 (raster_id, r["path"], r["size"], r["mtime_ns"], r["crs_wkt"], r["width"], r["height"],
                  json.dumps(r["transform"]), json.dumps(r["bands"]), json.dumps(r["stretch"]),
                  json.dumps(r["tiling"]), r["tile_px"], r["stride_px"], key, len(shard.vectors),
                  r["skipped"], next_tile))
             n = len(shard.vectors)
-            rows = zip(range(next_tile, next_tile + n), [raster_id] * n, *shard.windows.T.tolist(),
-                       *shard.bounds.T.tolist(), *shard.bounds_4326.T.tolist())
-            connection.executemany("INSERT INTO tiles VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            ids = range(next_tile, next_tile + n)
+            checks = tile_row_checks(seed, ids, [raster_id] * n, shard.windows, shard.bounds,
+                                     shard.bounds_4326)
+            rows = zip(ids, [raster_id] * n, *shard.windows.T.tolist(), *shard.bounds.T.tolist(),
+                       *shard.bounds_4326.T.tolist(), checks.tolist())
+            connection.executemany("INSERT INTO tiles VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
             next_tile += n
+        # Raster checks from the rows as SQLite gives them back, which is what a reader will hash.
+        for row in connection.execute("SELECT * FROM rasters").fetchall():
+            connection.execute("UPDATE rasters SET row_check = ? WHERE id = ?",
+                               (raster_row_check(meta.get("uid", ""), row[:-1]), row[0]))
         connection.commit()
     finally:
         connection.close()
@@ -114,12 +135,30 @@ def tile_count(connection: sqlite3.Connection, path: Path) -> int:
         raise catalog_error(path, exc) from exc
 
 
+_COLUMN_CHECKS = {"transform": list_of(is_number), "bands": list_of(is_int),
+                  "stretch": optional(list_of(list_of(is_number, 2))),
+                  "tiling": lambda value: isinstance(value, dict)}
+
+
+def parse_column(name: str, text) -> object:
+    """A JSON column of the rasters table, parsed with limits and checked; ValueError says what is wrong."""
+    value = loads(text if isinstance(text, (str, bytes)) else "", max_bytes=COLUMN_MAX_BYTES)
+    problems = check_record({name: value}, {name: _COLUMN_CHECKS[name]})
+    if not problems and name == "tiling":
+        problems = tiling_problems(value)
+    if problems:
+        raise ValueError(f"column {problems[0]}")
+    return value
+
+
 def raster_entry(row) -> RasterEntry:
-    stretch = json.loads(row[9])
+    stretch = parse_column("stretch", row[9])
     return RasterEntry(id=row[0], path=row[1], size=row[2], mtime_ns=row[3], crs_wkt=row[4], width=row[5],
-                       height=row[6], transform=tuple(json.loads(row[7])), bands=tuple(json.loads(row[8])),
+                       height=row[6], transform=tuple(parse_column("transform", row[7])),
+                       bands=tuple(parse_column("bands", row[8])),
                        stretch=tuple(tuple(s) for s in stretch) if stretch else None,
-                       tiling=json.loads(row[10]), shard=row[11], tile_count=row[12], skipped=row[13])
+                       tiling=parse_column("tiling", row[10]), shard=row[11], tile_count=row[12],
+                       skipped=row[13])
 
 
 def raster_tile_ranges(connection: sqlite3.Connection, path: Path) -> dict[int, tuple[int, int]]:

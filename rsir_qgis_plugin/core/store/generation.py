@@ -6,7 +6,6 @@ before a commit can still open what it names.
 """
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import sqlite3
@@ -16,7 +15,8 @@ from pathlib import Path
 
 from ..atomic import fsync_dir, is_temporary
 from ..model import ModelInfo
-from .catalog import catalog_error, open_catalog, raster_tile_ranges
+from .catalog import catalog_error, open_catalog, parse_column, raster_tile_ranges
+from .integrity import manifest_problems
 from .files import os_error_message
 from .manifest import FORMAT, FORMAT_VERSION, MANIFEST, SEGMENT_DIR, index_kind, write_manifest
 from .segments import verify_segment, write_segment
@@ -44,8 +44,9 @@ def live_rasters(index_dir: Path, manifest: dict) -> dict[str, LiveRaster]:
         connection = open_catalog(path)
         try:
             ranges = raster_tile_ranges(connection, path)
-            rows = connection.execute("SELECT id, path, tiling, shard FROM rasters").fetchall()
-        except sqlite3.DatabaseError as exc:
+            rows = [(i, p, parse_column("tiling", t), k)
+                    for i, p, t, k in connection.execute("SELECT id, path, tiling, shard FROM rasters")]
+        except (sqlite3.DatabaseError, ValueError) as exc:
             raise catalog_error(path, exc) from exc
         finally:
             connection.close()
@@ -53,7 +54,7 @@ def live_rasters(index_dir: Path, manifest: dict) -> dict[str, LiveRaster]:
         for raster_id, raster_path, tiling, key in rows:
             if raster_id not in dead:
                 first, count = ranges.get(raster_id, (0, 0))
-                found[raster_path] = LiveRaster(raster_path, key, json.loads(tiling), segment["name"], raster_id,
+                found[raster_path] = LiveRaster(raster_path, key, tiling, segment["name"], raster_id,
                                                 first, count)
     return found
 
@@ -129,7 +130,8 @@ def _next_number(index_dir: Path, previous: dict | None) -> int:
 def verify_generation(index_dir: Path, manifest: dict) -> str | None:
     """What is wrong with the live segments' files, or None when they are whole."""
     dim = manifest["model"]["embedding_dim"]
-    problems = [p for p in (verify_segment(index_dir, s, dim) for s in manifest["segments"]) if p]
+    problems = [f"{MANIFEST}: {p}" for p in manifest_problems(manifest)]
+    problems += [p for p in (verify_segment(index_dir, s, dim) for s in manifest["segments"]) if p]
     live = sum(s["tiles"] - s["dead_tiles"] for s in manifest["segments"])
     if live != manifest["tile_count"]:
         problems.append(f"the segments hold {live} live tiles where the manifest records {manifest['tile_count']}")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..atomic import write_bytes_atomic
 from ..errors import IndexStoreError
+from ..safe_json import is_int, list_of, loads
 
 FORMAT = "rsir-index"
 FORMAT_VERSION = 3  # 2: checksums and sizes; 3: segments with tombstones
@@ -31,6 +32,10 @@ _SEGMENT_REQUIRED = {"name": str, "catalog": str, "vectors": str, "kind": str, "
                      "first_raster": int, "rasters": int, "dead_rasters": list, "dead_ranges": list,
                      "dead_tiles": int}
 _MODEL_REQUIRED = {"name": str, "sha256": str, "embedding_dim": int}
+# Optional in a segment (absent from those of earlier rsir): its identity stamp and file digests.
+_SEGMENT_OPTIONAL = {"uid": str, "vectors_sample": str, "f16_sample": str, "f16_sha256": str,
+                     "catalog_sha256": str, "vectors_sha256": str, "vectors_bytes": int}
+_dead_ranges = list_of(list_of(is_int, 2))
 
 
 def recovery_advice(index_dir: Path) -> str:
@@ -53,7 +58,7 @@ def read_manifest(index_dir: Path) -> dict | None:
                                   f"({', '.join(p.name for p in leftovers[:3])}); {recovery_advice(index_dir)}")
         return None
     try:
-        manifest = json.loads(path.read_text())
+        manifest = loads(path.read_bytes())
     except (OSError, ValueError) as exc:
         raise IndexStoreError(f"{path}: unreadable index manifest ({exc}); {recovery_advice(index_dir)}") from exc
     validate(manifest, path)
@@ -82,6 +87,11 @@ def validate(manifest, path: Path) -> None:
                 problems.append(f"segment {number} is not an object")
                 continue
             problems += _type_problems(segment, _SEGMENT_REQUIRED, f"segments[{number}].")
+            present = {key: kind for key, kind in _SEGMENT_OPTIONAL.items() if segment.get(key) is not None}
+            problems += _type_problems(segment, present, f"segments[{number}].")
+            if not problems and not (list_of(is_int)(segment["dead_rasters"])
+                                     and _dead_ranges(segment["dead_ranges"])):
+                problems.append(f"segments[{number}] tombstones should be ids and [start, end] pairs")
             if problems:
                 break
             problems += [f"segments[{number}].{key} is '{segment[key]}', not a segment file"
@@ -89,6 +99,8 @@ def validate(manifest, path: Path) -> None:
                          if segment.get(key) is not None and not _SEGMENT_FILE.fullmatch(str(segment[key]))]
             if segment["kind"] not in INDEX_KINDS:
                 problems.append(f"segments[{number}].kind is '{segment['kind']}'")
+    if not problems and version >= 3:
+        problems = _type_problems(manifest, {"next_tile": int, "next_raster": int})
     if not problems and min(manifest["tile_count"], manifest["raster_count"], manifest["generation"]) < 0:
         problems.append("negative counts")
     if problems:
@@ -146,6 +158,15 @@ def committed_files(index_dir: Path) -> list[Path]:
     segments = index_dir / SEGMENT_DIR
     inside = sorted(segments.glob("s*/catalog.sqlite")) if segments.is_dir() else []
     return sorted(legacy) + inside
+
+
+def model_not_found(index_dir: Path, manifest: dict) -> IndexStoreError:
+    """No model was given and the index's own is neither at its recorded path nor among the bundled ones."""
+    built_with = manifest["model"]
+    return IndexStoreError(
+        f"{index_dir}: the index's model '{built_with['name']}' was not found at "
+        f"{built_with.get('path', '?')} (moved or deleted; sha256 {built_with['sha256'][:12]}); "
+        "pass it with --model PATH")
 
 
 def check_model(manifest: dict, model, index_dir: Path) -> None:

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..errors import IndexStoreError
 from .catalog import RasterEntry, TileEntry, catalog_error, open_catalog, raster_tile_ranges
+from .integrity import check_manifest
 from .segments import SegmentReader
 from .manifest import MANIFEST, require_manifest
 
@@ -37,6 +38,7 @@ class IndexReader:
                     raise
 
     def _open(self, manifest: dict) -> None:
+        check_manifest(self.index_dir, manifest)  # its numbers agree with each other (a flipped digit)
         dim = manifest["model"]["embedding_dim"]
         segments: list[SegmentReader] = []
         try:

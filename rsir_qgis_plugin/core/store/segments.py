@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,8 @@ from ..atomic import atomic_path, fsync_dir, umask_mode
 from ..model import ModelInfo
 from .catalog import TileEntry, catalog_error, open_catalog, read_rasters, tile_count, write_catalog
 from .files import file_sha256
+from .integrity import (check_catalog, check_norms, check_sample, check_scores, file_sample, seed_of,
+                        verify_tile_rows)
 from .manifest import SEGMENT_DIR
 from .shards import Shard
 from .vectors import RERANK_FACTOR, choose_kind, make_faiss_index, open_f16, read_vectors, write_f16, write_index
@@ -45,10 +48,14 @@ def write_segment(index_dir: Path, number: int, shards: dict[str, Shard], model:
     chunks = [s.vectors for _, s in ordered if len(s.vectors)] or [np.zeros((0, dim), np.float32)]
     count = sum(len(c) for c in chunks)
     kind = choose_kind(count, approximate)
+    # The identity stamp: the manifest record and the catalog both hold it, so a catalog of another
+    # segment or index is refused when opened (integrity.check_catalog).
+    stamp = {"uid": uuid.uuid4().hex, "base": base, "tiles": count, "first_raster": first_raster,
+             "rasters": len(ordered)}
     try:
         with atomic_path(building / "catalog.sqlite") as tmp:
             tmp.unlink()
-            write_catalog(tmp, ordered, first_tile=base, first_raster=first_raster)
+            write_catalog(tmp, ordered, first_tile=base, first_raster=first_raster, meta=stamp)
             os.chmod(tmp, umask_mode())  # SQLite creates its files 0644 whatever the umask
         vector_bytes = write_index(make_faiss_index(chunks, kind), building / "vectors.faiss")
         if kind == "ivfpq":
@@ -60,32 +67,37 @@ def write_segment(index_dir: Path, number: int, shards: dict[str, Shard], model:
         shutil.rmtree(building, ignore_errors=True)
         raise
     prefix = f"{SEGMENT_DIR}/{name}"
-    return {"name": name, "catalog": f"{prefix}/catalog.sqlite", "vectors": f"{prefix}/vectors.faiss",
-            "f16": f"{prefix}/vectors.f16" if kind == "ivfpq" else None, "kind": kind, "base": base,
-            "tiles": count, "first_raster": first_raster, "rasters": len(ordered),
-            "catalog_sha256": file_sha256(final / "catalog.sqlite"), "vectors_bytes": vector_bytes,
-            "vectors_sha256": file_sha256(final / "vectors.faiss"), "dead_rasters": [], "dead_ranges": [], "dead_tiles": 0}
+    record = {"name": name, "catalog": f"{prefix}/catalog.sqlite", "vectors": f"{prefix}/vectors.faiss",
+              "f16": f"{prefix}/vectors.f16" if kind == "ivfpq" else None, "kind": kind, **stamp,
+              "catalog_sha256": file_sha256(final / "catalog.sqlite"), "vectors_bytes": vector_bytes,
+              "vectors_sha256": file_sha256(final / "vectors.faiss"),
+              "vectors_sample": file_sample(final / "vectors.faiss"),
+              "dead_rasters": [], "dead_ranges": [], "dead_tiles": 0}
+    if kind == "ivfpq":
+        f16 = final / "vectors.f16"
+        record |= {"f16_sha256": file_sha256(f16), "f16_sample": file_sample(f16)}
+    return record
 
 
 SQL_VARIABLES = 30_000  # ids a catalog query takes at once (SQLite's lowest default limit is 32766)
-CHECKSUM_MAX_TILES = 1_000_000  # larger segments are checked by size and counts only on every build
+SEGMENT_FILES = (("catalog", "catalog_sha256"), ("vectors", "vectors_sha256"), ("f16", "f16_sha256"))
 
 
 def verify_segment(index_dir: Path, segment: dict, dim: int) -> str | None:
     """What is wrong with a segment's files, or None when they are whole.
 
-    Small segments are read through and checked against their checksums; reading a 10^8-tile
-    index through on every refresh would take minutes, so large ones get the cheap checks
-    (sizes, counts, a readable FAISS header) that opening does.
+    Every file the segment holds is read through (in 1 MiB blocks) and checked against its recorded
+    checksum, at any size: a build must never carry damage forward. Opening, which every search
+    does, only checks sizes, counts and identity stamps (SegmentReader).
     """
     index_dir = Path(index_dir)
-    catalog, vectors = index_dir / segment["catalog"], index_dir / segment["vectors"]
-    for path in (catalog, vectors):
+    for name, key in SEGMENT_FILES:
+        if segment.get(name) is None:
+            continue
+        path = index_dir / segment[name]
         if not path.is_file():
             return f"{segment['catalog'].rsplit('/', 1)[0]}: {path.name} is missing"
-    checksums = segment["tiles"] <= CHECKSUM_MAX_TILES
-    for path, key in ((catalog, "catalog_sha256"), (vectors, "vectors_sha256")):
-        if checksums and segment.get(key) and file_sha256(path) != segment[key]:
+        if segment.get(key) and file_sha256(path) != segment[key]:
             return f"{path.relative_to(index_dir)} does not match the checksum the manifest recorded"
     try:
         SegmentReader(index_dir, segment, dim).close()
@@ -100,6 +112,7 @@ class SegmentReader:
     def __init__(self, index_dir: Path, segment: dict, dim: int):
         self.segment, self.base, self.count = segment, segment["base"], segment["tiles"]
         self.catalog_path = Path(index_dir) / segment["catalog"]
+        self.vectors_path = Path(index_dir) / segment["vectors"]
         self.db = open_catalog(self.catalog_path, check_same_thread=False)
         try:
             dead = set(segment["dead_rasters"])
@@ -107,9 +120,19 @@ class SegmentReader:
             tiles = tile_count(self.db, self.catalog_path)
             if tiles != segment["tiles"] or len(self.rasters) + len(dead) != segment["rasters"]:
                 raise _count_mismatch(self.catalog_path, tiles, len(self.rasters) + len(dead), segment)
-            self.index = read_vectors(Path(index_dir) / segment["vectors"], segment.get("vectors_bytes"),
-                                      segment["tiles"], dim)
+            try:
+                meta = check_catalog(index_dir, segment, self.db, self.catalog_path)
+                self._row_checks = meta is not None and "row_check" in {
+                    r[1] for r in self.db.execute("PRAGMA table_info(tiles)")}
+            except sqlite3.DatabaseError as exc:
+                raise catalog_error(self.catalog_path, exc) from exc
+            self._seed = seed_of((meta or {}).get("uid", ""))
+            self.index = read_vectors(self.vectors_path, segment.get("vectors_bytes"), segment["tiles"], dim)
+            check_sample(self.vectors_path, segment.get("vectors_sample"))
             self.f16 = open_f16(Path(index_dir) / segment["f16"], self.count, dim) if segment.get("f16") else None
+            self.f16_path = Path(index_dir) / segment["f16"] if segment.get("f16") else None
+            if self.f16 is not None:
+                check_sample(self.f16_path, segment.get("f16_sample"))
         except BaseException:
             self.db.close()
             raise
@@ -155,17 +178,20 @@ class SegmentReader:
         fetch = min(self.count, wanted * RERANK_FACTOR) if self.f16 is not None else wanted
         scores, local = self.index.search(queries, fetch)
         if self.f16 is not None:  # re-score the PQ candidates exactly from the float16 vectors
+            check_scores(self.vectors_path, queries, np.zeros_like(scores), local, self.count)  # ids only
             safe = np.maximum(local, 0)
             exact = np.einsum("qkd,qd->qk", self.f16[safe.ravel()].reshape(*safe.shape, -1).astype(np.float32),
                               queries)
             scores = np.where(local >= 0, exact, -np.inf).astype(np.float32)
             order = np.argsort(-scores, axis=1, kind="stable")
             scores, local = np.take_along_axis(scores, order, 1), np.take_along_axis(local, order, 1)
+        check_scores(self.f16_path or self.vectors_path, queries, scores, local, self.count)
         valid = (local >= 0) & ~self._is_dead(local.ravel()).reshape(local.shape)
         return scores, local, valid
 
     def tiles(self, ids: list[int], lock) -> dict[int, TileEntry]:
         rows = []
+        check = "row_check" if self._row_checks else "0"
         try:
             with lock:
                 # In chunks: SQLite builds allow as few as 32766 variables a statement.
@@ -173,7 +199,10 @@ class SegmentReader:
                     chunk = ids[start:start + SQL_VARIABLES]
                     rows += self.db.execute(
                         f"SELECT id, raster_id, col, row, width, height, xmin, ymin, xmax, ymax, lon_min, lat_min, "
-                        f"lon_max, lat_max FROM tiles WHERE id IN ({','.join('?' * len(chunk))})", chunk).fetchall()
+                        f"lon_max, lat_max, {check} FROM tiles WHERE id IN ({','.join('?' * len(chunk))})",
+                        chunk).fetchall()
+            if self._row_checks:  # a hit's row must be the row written for its vector (integrity.py)
+                verify_tile_rows(self.catalog_path, self._seed, rows)
             return {row[0]: TileEntry(id=row[0], raster=self.rasters[row[1]], window=tuple(row[2:6]),
                                       bounds=tuple(row[6:10]), bounds_4326=tuple(row[10:14])) for row in rows}
         except (sqlite3.DatabaseError, KeyError) as exc:
@@ -192,13 +221,16 @@ class SegmentReader:
     def vectors(self, local: np.ndarray) -> np.ndarray:
         """Stored embeddings by local id: exact for flat and ivf, float16-exact for ivfpq."""
         if self.f16 is not None:
-            return np.asarray(self.f16[local], dtype=np.float32)
-        if self.segment["kind"] == "ivf" and not self._direct_map:
-            self.index.make_direct_map()
-            self._direct_map = True
-        if not len(local):
+            stored = np.asarray(self.f16[local], dtype=np.float32)
+        elif not len(local):
             return np.zeros((0, self.index.d), np.float32)
-        return self.index.reconstruct_batch(np.ascontiguousarray(local, dtype=np.int64))
+        else:
+            if self.segment["kind"] == "ivf" and not self._direct_map:
+                self.index.make_direct_map()
+                self._direct_map = True
+            stored = self.index.reconstruct_batch(np.ascontiguousarray(local, dtype=np.int64))
+        check_norms(self.f16_path or self.vectors_path, stored)
+        return stored
 
     def live_local_ids(self) -> np.ndarray:
         ids = np.arange(self.count)
