@@ -67,13 +67,6 @@ class BuildSummary:
     def rasters_succeeded(self) -> int:
         return self.rasters_indexed + self.rasters_unchanged + self.rasters_resumed
 
-    def headline(self) -> str:
-        """One line: what the index holds now and what went wrong, if anything."""
-        text = f"{self.tiles_total} tiles indexed ({self.tiles_indexed} new) in {self.seconds:.0f} s"
-        if self.failed:
-            text += f"; {len(self.failed)} raster(s) failed"
-        return text
-
     def describe(self) -> str:
         text = (f"{self.tiles_total} tiles in {self.index_dir} ({self.index_kind}); this build embedded "
                 f"{self.tiles_indexed} tiles from {self.rasters_indexed} raster(s)")

@@ -28,6 +28,8 @@ CANCELLED_TEXT = ("Build cancelled; the previous index is unchanged "
 def summary_line(summary) -> str:
     """One line for the message bar: 'rsir: 993 tiles indexed in 12 s, 1 raster failed'.
 
+    The one short form of a BuildSummary (its details are BuildSummary.describe(), which the CLI prints).
+
     Works with summaries that have no `rasters_kept` (failed rasters that keep their previous tiles).
     """
     if summary.tiles_indexed:
