@@ -28,6 +28,7 @@ from .params import BuildParams, TilingParams
 from .raster import RasterSource, describe, resolve_raster_path
 from .store import (LiveRaster, Shard, ShardError, WriterLock, check_model, choose_kind, commit_changes,
                     live_rasters, read_manifest, shard_path, verify_generation, write_generation)
+from .store.generation import shard_identities
 from .store.files import make_index_folder, os_error_message
 from .store.manifest import model_not_found
 from .store.repair import collect_shards
@@ -103,7 +104,7 @@ def build_index(params: BuildParams, progress: Progress | None = None,
         if previous is not None:
             check_model(previous, model, index_dir)
             summary.repaired = verify_generation(index_dir, previous) or ""
-        previous_rasters = _previous_rasters(index_dir, previous, model, bool(summary.repaired))
+        previous_rasters = _previous_rasters(index_dir, previous, model, summary)
         wanted = _wanted_rasters(params, previous_rasters, summary)
         if not wanted and previous is None:
             if summary.failed:
@@ -163,14 +164,19 @@ def _commit(index_dir: Path, previous: dict | None, model: ModelInfo, params: Bu
             progress: Progress) -> dict:
     """Write what changed: a segment of the new shards and tombstones, or (rewrite) everything as one."""
     live_keys = plan.live_keys | set(plan.shards)
+    # Only the shards of rasters this build replaced or dropped are deleted: never one it knows
+    # nothing of (after a lost manifest, --force with one raster leaves the others' to `index repair`).
+    dropped = frozenset(plan.previous_keys - live_keys)
     if plan.rewrite or previous is None:
         progress(99.0, "writing the index")
-        return write_generation(index_dir, plan.shards, model, params.approximate, previous)
+        return write_generation(index_dir, plan.shards, model, params.approximate, previous,
+                                drop_shards=dropped)
     retired = [raster for raster in plan.previous_rasters.values() if raster.key not in live_keys]
     if not plan.shards and not retired:
         return previous  # nothing changed
     progress(99.0, "writing the index")
-    return commit_changes(index_dir, previous, model, plan.shards, retired, live_keys, params.approximate)
+    return commit_changes(index_dir, previous, model, plan.shards, retired, live_keys, params.approximate,
+                          drop_shards=dropped)
 
 
 def _kind_changes(previous: dict | None, approximate: bool | None) -> bool:
@@ -229,9 +235,18 @@ def _gone_from_disk(path: str) -> bool:
     """A raster file deleted from a folder that is still there.
 
     A folder that vanished too is more likely a network share or drive that is not mounted now:
-    its rasters fail this time and keep their tiles.
+    its rasters fail this time and keep their tiles (and shards).
     """
     return not os.path.lexists(path) and Path(path).parent.is_dir()
+
+
+def _missing_problem(path: str, exc: RasterError) -> tuple[str, bool]:
+    """(the reason to report, whether the raster is gone) for a raster that could not be described."""
+    if not isinstance(exc, RasterMissingError):
+        return exc.problem, False
+    if _gone_from_disk(path):
+        return exc.problem, True
+    return f"its folder {Path(path).parent} is not there (a share or drive that is not mounted?)", False
 
 
 class _Plan:
@@ -257,7 +272,7 @@ class _Plan:
             source = describe(path, tiling.bands, model.contract.bands)
             grid = resolve_grid(source, tiling, model.contract.input_size)
         except RasterError as exc:
-            self.fail(path, exc.problem, gone=isinstance(exc, RasterMissingError))
+            self.fail(path, *_missing_problem(path, exc))
             return
         key = shard_key(source, tiling, model, self.params.tta)
         if key in self.previous_keys and not self.rewrite:
@@ -310,9 +325,34 @@ def _failure_text(index_dir: Path, summary: BuildSummary) -> str:
 def shard_key(source: RasterSource, tiling: TilingParams, model: ModelInfo, tta: bool) -> str:
     """Everything that changes a raster's embeddings: the file, the tiling, the model, TTA."""
     fp = source.fingerprint
-    identity = json.dumps([fp.path, fp.size, fp.mtime_ns, tiling.as_record(), list(source.bands),
-                           model.sha256, tta], sort_keys=True)
+    return _key(fp.path, fp.size, fp.mtime_ns, tiling.as_record(), source.bands, model.sha256, tta)
+
+
+def _key(path: str, size: int, mtime_ns: int, tiling_record: dict, bands, model_sha256: str,
+         tta: bool) -> str:
+    identity = json.dumps([path, size, mtime_ns, tiling_record, list(bands), model_sha256, tta],
+                          sort_keys=True)
     return hashlib.sha256(identity.encode()).hexdigest()[:24]
+
+
+def _row_mismatch(index_dir: Path, manifest: dict, model: ModelInfo) -> str | None:
+    """The first catalog row whose shard key is not the hash of the row's own raster, tiling and model.
+
+    A bit flipped in a row's path (or size, tiling, key...) would otherwise be acted on: the raster
+    taken for one deleted from disk and dropped with its shard. Two hashes a row: checked on every build,
+    at every segment size.
+    """
+    for catalog, raster_id, path, key, size, mtime_ns, tiling, bands in shard_identities(index_dir,
+                                                                                          manifest):
+        try:
+            made = {_key(path, size, mtime_ns, json.loads(tiling), json.loads(bands), model.sha256, tta)
+                    for tta in (False, True)}
+        except (ValueError, TypeError, RecursionError):
+            made = set()
+        if key not in made:
+            return (f"{catalog}: the row of raster {raster_id} ({str(path)[-80:]}) does not match its "
+                    "shard key")
+    return None
 
 
 def _bands(tiling_record: dict):
@@ -320,19 +360,25 @@ def _bands(tiling_record: dict):
 
 
 def _previous_rasters(index_dir: Path, manifest: dict | None, model: ModelInfo,
-                      damaged: bool) -> dict[str, LiveRaster]:
+                      summary: BuildSummary) -> dict[str, LiveRaster]:
     """path -> LiveRaster for every raster of the live index.
 
-    From the catalogs; where the index is damaged and a catalog unreadable, from the shards on
-    disk that verify (the index is then rewritten from them).
+    From the catalogs when the index is whole; where it is damaged (a file that fails its checksum,
+    a catalog row that does not match its shard key), from the shards on disk that verify, and
+    the index is rewritten from them: a damaged catalog's rows are never acted on (a flipped bit
+    in a path would drop that raster; another index's catalog would index its rasters here).
     """
     if manifest is None:
         return {}
-    try:
-        return live_rasters(index_dir, manifest)
-    except (IndexStoreError, sqlite3.DatabaseError, ValueError, TypeError):
-        if not damaged:
-            raise
-        return {shard.record["path"]: LiveRaster(shard.record["path"], key, shard.record["tiling"], "", 0, 0,
-                                                 len(shard.vectors))
-                for key, shard in collect_shards(index_dir, model).chosen.items()}
+    if not summary.repaired:
+        try:
+            rasters = live_rasters(index_dir, manifest)
+        except (IndexStoreError, sqlite3.DatabaseError, ValueError, TypeError) as exc:
+            summary.repaired = str(exc).split("; run `", 1)[0]  # damage this build repairs: no advice
+        else:
+            summary.repaired = _row_mismatch(index_dir, manifest, model) or ""
+            if not summary.repaired:
+                return rasters
+    return {shard.record["path"]: LiveRaster(shard.record["path"], key, shard.record["tiling"], "", 0, 0,
+                                             len(shard.vectors))
+            for key, shard in collect_shards(index_dir, model).chosen.items()}

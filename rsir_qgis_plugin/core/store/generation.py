@@ -6,21 +6,25 @@ before a commit can still open what it names.
 """
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from ..atomic import fsync_dir, is_temporary
 from ..model import ModelInfo
 from .catalog import catalog_error, open_catalog, parse_column, raster_tile_ranges
 from .integrity import manifest_problems
-from .files import os_error_message
-from .manifest import FORMAT, FORMAT_VERSION, MANIFEST, SEGMENT_DIR, index_kind, write_manifest
+from .files import faiss_write_error, os_error_message
+from .manifest import FIRST_COMMIT, FORMAT, FORMAT_VERSION, MANIFEST, SEGMENT_DIR, index_kind, write_manifest
 from .segments import verify_segment, write_segment
 from .shards import SHARD_DIR, Shard
+
+_SHARD_FILE = re.compile(r"([0-9a-f]{24})(\.partial)?\.npz")  # the names builder.shard_key gives
 
 
 @dataclass(frozen=True)
@@ -59,12 +63,29 @@ def live_rasters(index_dir: Path, manifest: dict) -> dict[str, LiveRaster]:
     return found
 
 
+def shard_identities(index_dir: Path, manifest: dict) -> Iterator[tuple]:
+    """(catalog, raster id, path, shard key, size, mtime_ns, tiling JSON, bands JSON) of every catalog row:
+    what each row's shard key was made of, for the build to check the rows against their keys."""
+    for segment in manifest["segments"]:
+        path = Path(index_dir) / segment["catalog"]
+        connection = open_catalog(path)
+        try:
+            rows = connection.execute(
+                "SELECT id, path, shard, size, mtime_ns, tiling, bands FROM rasters").fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise catalog_error(path, exc) from exc
+        finally:
+            connection.close()
+        yield from ((segment["catalog"], *row) for row in rows)
+
+
 def commit_changes(index_dir: Path, previous: dict | None, model: ModelInfo, new_shards: dict[str, Shard],
                    retired: list[LiveRaster], live_keys: set[str], approximate: bool | None,
-                   replace_all: bool = False) -> dict:
+                   replace_all: bool = False, drop_shards: frozenset[str] = frozenset()) -> dict:
     """Tombstone the retired rasters, add a segment of the new shards, and commit (the manifest).
 
-    With `replace_all` the new segment replaces every segment (compaction, repair).
+    With `replace_all` the new segment replaces every segment (compaction, repair). `drop_shards`
+    are the shard files this commit replaced or dropped: the only shards it deletes.
     """
     segments = [dict(s) for s in previous["segments"]] if previous and not replace_all else []
     by_name = {s["name"]: s for s in segments}
@@ -78,7 +99,10 @@ def commit_changes(index_dir: Path, previous: dict | None, model: ModelInfo, new
     segments = [s for s in segments if len(s["dead_rasters"]) < s["rasters"]]  # wholly dead: retired
     next_tile = previous["next_tile"] if previous else 0
     next_raster = previous["next_raster"] if previous else 1
+    marker, added = Path(index_dir) / FIRST_COMMIT, None
     try:
+        if previous is None:
+            _create_marker(marker)
         if new_shards:
             added = write_segment(index_dir, _next_number(index_dir, previous), new_shards, model, approximate,
                                   next_tile, next_raster)
@@ -86,20 +110,41 @@ def commit_changes(index_dir: Path, previous: dict | None, model: ModelInfo, new
             next_tile, next_raster = next_tile + added["tiles"], next_raster + added["rasters"]
         manifest = _manifest(previous, model, segments, next_tile, next_raster)
         write_manifest(index_dir, manifest)
-    except (OSError, sqlite3.OperationalError) as exc:
+    except (OSError, sqlite3.OperationalError, RuntimeError) as exc:
+        if added is not None:  # renamed in, never committed: no manifest names it
+            _remove_segment(Path(index_dir) / SEGMENT_DIR / added["name"])
         if isinstance(exc, sqlite3.OperationalError):
             exc = OSError(28, str(exc), str(index_dir))  # SQLite reports a full disk as 'disk is full'
+        elif isinstance(exc, RuntimeError):  # FAISS's write_index: a C++ exception naming the failed write
+            cause = faiss_write_error(exc)
+            if cause is None:
+                raise
+            exc = cause
         raise os_error_message(exc, index_dir, "cannot write the new index segment") from None
-    remove_stale_files(index_dir, manifest, previous, live_keys)
+    if previous is None and not marker.is_symlink():
+        marker.unlink(missing_ok=True)
+    remove_stale_files(index_dir, manifest, previous, live_keys, drop_shards)
     return manifest
+
+
+def _remove_segment(folder: Path) -> None:
+    if folder.is_dir() and not folder.is_symlink():
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _create_marker(marker: Path) -> None:
+    """The first-commit marker (manifest.FIRST_COMMIT), durable before any segment is renamed in."""
+    fd = os.open(marker, os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    os.close(fd)
+    fsync_dir(marker.parent)
 
 
 def write_generation(index_dir: Path, shards: dict[str, Shard], model: ModelInfo,
                      approximate: bool | None, previous: dict | None,
-                     keep_shards: frozenset[str] = frozenset()) -> dict:
+                     drop_shards: frozenset[str] = frozenset()) -> dict:
     """Commit an index of exactly these shards, as one new segment (compaction, repair, first build)."""
-    return commit_changes(index_dir, previous, model, shards, [], set(shards) | keep_shards, approximate,
-                          replace_all=True)
+    return commit_changes(index_dir, previous, model, shards, [], set(shards), approximate, replace_all=True,
+                          drop_shards=drop_shards)
 
 
 def _manifest(previous: dict | None, model: ModelInfo, segments: list[dict], next_tile: int,
@@ -138,8 +183,15 @@ def verify_generation(index_dir: Path, manifest: dict) -> str | None:
     return "; ".join(problems) or None
 
 
-def remove_stale_files(index_dir: Path, manifest: dict, previous: dict | None, live_shards: set[str]) -> None:
-    """After a commit: files of neither this nor the previous state, shards no raster uses, temporaries."""
+def remove_stale_files(index_dir: Path, manifest: dict, previous: dict | None, live_shards: set[str],
+                       drop_shards: frozenset[str] = frozenset()) -> None:
+    """After a commit: files of neither this nor the previous state, the shards this commit replaced or
+    dropped, checkpoints of rasters now finished, temporaries.
+
+    Other shards are never deleted: a shard no manifest names (left by a killed build, or by rasters
+    that `--force` was not given) is still a raster's embeddings that `index repair` can recover.
+    Nothing is deleted inside a folder that is a link (refused before, see files.refuse_links).
+    """
     keep = {MANIFEST, ".lock"}
     for state in (manifest, previous):
         for segment in (state or {}).get("segments", []):
@@ -148,15 +200,21 @@ def remove_stale_files(index_dir: Path, manifest: dict, previous: dict | None, l
         if path.name not in keep and (path.name.startswith(("catalog-", "vectors-")) or is_temporary(path)):
             _remove_if_possible(path)
     segments = index_dir / SEGMENT_DIR
-    if segments.is_dir():
+    if segments.is_dir() and not segments.is_symlink():
         for path in segments.iterdir():
             if f"{SEGMENT_DIR}/{path.name}" not in keep and path.is_dir() and not path.is_symlink() and (
                     re.fullmatch(r"\.?s\d+(\.tmp)?", path.name)):
                 shutil.rmtree(path, ignore_errors=True)
     shard_dir = index_dir / SHARD_DIR
-    if shard_dir.is_dir():
+    if shard_dir.is_dir() and not shard_dir.is_symlink():
         for path in shard_dir.iterdir():
-            if path.name.endswith(".npz") and (path.name[:-4] not in live_shards or is_temporary(path)):
+            name = _SHARD_FILE.fullmatch(path.name)
+            if name is None:
+                if is_temporary(path) and path.name.endswith(".npz"):
+                    _remove_if_possible(path)  # a shard writer's temporary, killed before its rename
+            elif name.group(2) and (name.group(1) in live_shards or name.group(1) in drop_shards):
+                _remove_if_possible(path)  # the checkpoint of a raster finished (or dropped) since
+            elif not name.group(2) and name.group(1) in drop_shards and name.group(1) not in live_shards:
                 _remove_if_possible(path)
     fsync_dir(index_dir)
 

@@ -38,6 +38,16 @@ _SEGMENT_OPTIONAL = {"uid": str, "vectors_sample": str, "f16_sample": str, "f16_
 _dead_ranges = list_of(list_of(is_int, 2))
 
 
+# Present from before a build's first commit (no manifest yet) until its manifest is written: segments
+# found beside it were never committed, so the next build starts afresh instead of refusing the folder.
+FIRST_COMMIT = ".first-commit"
+
+
+def first_commit_pending(index_dir: Path) -> bool:
+    marker = Path(index_dir) / FIRST_COMMIT
+    return marker.is_file() and not marker.is_symlink()
+
+
 def recovery_advice(index_dir: Path) -> str:
     return (f"run `rsir index repair {index_dir}` to rebuild it from its shards, "
             "or `index build --force` to start a new index in this folder")
@@ -53,7 +63,7 @@ def read_manifest(index_dir: Path) -> dict | None:
     path = index_dir / MANIFEST
     if not path.exists() and not path.is_symlink():
         leftovers = committed_files(index_dir)
-        if leftovers:
+        if leftovers and not first_commit_pending(index_dir):
             raise IndexStoreError(f"{path}: missing, but the folder holds an index "
                                   f"({', '.join(p.name for p in leftovers[:3])}); {recovery_advice(index_dir)}")
         return None

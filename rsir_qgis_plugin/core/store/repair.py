@@ -94,8 +94,10 @@ def repair_index(index_dir: str | Path, model_path: str | Path | None = None) ->
                 f"({len(found.rejected)} damaged, {len(found.other_model)} of another model); nothing "
                 "was changed. Pass the model the index was built with (--model), or rebuild with "
                 "`index build --force` and the rasters")
-        others = frozenset(Path(p).name[:-4] for p in found.other_model)
-        manifest = write_generation(index_dir, found.chosen, model, None, previous, keep_shards=others)
+        # The older shards of rasters that have a current one are replaced; any other shard (of
+        # another model, or that fails verification) is left where it is.
+        superseded = frozenset(found.superseded)  # shard keys
+        manifest = write_generation(index_dir, found.chosen, model, None, previous, drop_shards=superseded)
     return RepairSummary(index_dir=str(index_dir), rasters=manifest["raster_count"],
                          tiles=manifest["tile_count"], generation=manifest["generation"],
                          rejected=found.rejected, other_model=found.other_model,

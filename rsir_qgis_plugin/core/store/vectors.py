@@ -109,8 +109,12 @@ def write_index(index, path: Path) -> int:
     """Write a FAISS index atomically; its size in bytes."""
     from ..atomic import atomic_path
 
+    faiss = faiss_module()
     with atomic_path(path) as tmp:
-        faiss_module().write_index(index, str(tmp))
+        # Through Python's file: a full disk is an OSError (ENOSPC), where FAISS's own file writer
+        # raises a RuntimeError and prints a "close error" line on stderr from its destructor.
+        with open(tmp, "wb") as handle:
+            faiss.write_index(index, faiss.PyCallbackIOWriter(handle.write))
         size = tmp.stat().st_size
     return size
 
