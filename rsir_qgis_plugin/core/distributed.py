@@ -1,7 +1,7 @@
 """Embedding rasters on a Dask cluster: one task per raster, each worker with its own onnxruntime session.
 
     embed_on_dask(jobs, ...)    the client: submits the jobs, yields each raster as it finishes
-    _embed_on_worker(job, ...)  the task: jobs.embed_jobs on a one-job list; the worker saves the shard
+    _embed_on_worker(job, ...)  the task (core/dask_worker.py): jobs.embed_jobs on one job; the worker saves the shard
 
 Workers write each finished shard (and the checkpoints inside a large raster) straight into the
 index folder, which the client and every worker must see at the same path, as they must see the
@@ -14,47 +14,36 @@ any other value is the address of a running scheduler.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
-import os
+import signal
 import threading
-import time
 import uuid
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .embedder import Embedder
+from .dask_worker import _embed_on_worker, _Settings
 from .errors import BuildCancelled, MissingDependencyError, RsirError
-from .jobs import Job, JobCounts, embed_jobs, resumable
-from .model import ModelInfo
+from .jobs import Job, JobCounts
+from .model import ModelInfo, external_data_files
 from .params import BuildParams
 from .store import Shard, ShardError, shard_path
-from .store.files import os_error_message
 
 LOCAL = "local"
 LOCAL_WORKERS = 2  # worker processes of `--dask local`, one task thread each
 CONNECT_TIMEOUT_S = 5  # a scheduler that does not answer within this is reported unreachable
 WORKER_WAIT_S = 30  # how long a reachable scheduler may take to have a worker
 POLL_S = 0.2  # how often the client looks at cancellation and progress while tasks run
-WORKER_REPORT_S = 0.5  # how often a task reports progress and looks for a cancel
 IMPORT_PROBE = "import rsir_qgis_plugin.core.distributed"  # run on the scheduler and each worker first
 INSTALL_HINT = "install rsir with pip (pip install PATH_TO_RSIR) on the scheduler and on every worker"
+# distributed logs each lost worker, lost data and closed link as ERROR lines and tracebacks; rsir
+# reports what a user must know (a raster failed, the cluster was lost) in one line of its own.
+LIBRARY_LOG_LEVEL = logging.CRITICAL + 1
 
 
 class ClusterError(RsirError):
     """A Dask cluster cannot be used: scheduler unreachable, no workers, workers without rsir, lost."""
-
-
-@dataclasses.dataclass(frozen=True)
-class _Settings:
-    """What a task needs besides its job and the model (small, sent with every task)."""
-
-    device: str
-    tta: bool
-    batch_size: int
-    host_threads: dict  # host -> task threads of all its workers, to share the host's cores
-    topic: str  # progress events go to this topic
-    cancel: str  # name of the distributed.Event the client sets when it cancels
 
 
 def embed_on_dask(jobs: list[Job], model: ModelInfo, params: BuildParams, index_dir: Path, counts: JobCounts,
@@ -65,50 +54,124 @@ def embed_on_dask(jobs: list[Job], model: ModelInfo, params: BuildParams, index_
     Unlike there, each shard is already saved at shard_path(index_dir, job.key) by its worker.
     """
     distributed = _import_distributed()
-    cluster, client = _connect(distributed, params.dask)
+    if params.dask == LOCAL and hasattr(signal, "pthread_sigmask"):
+        # Started now, not at the first worker's spawn: starting it unblocks SIGINT in the spawning
+        # thread, which would undo _sigint_held for the workers.
+        from multiprocessing import resource_tracker
+
+        resource_tracker.ensure_running()
+    cluster = client = None
+    with _library_logs_silenced():
+        try:
+            with _sigint_held():  # a cluster half started is closed again at exit, with a traceback
+                cluster, client = _connect(distributed, params.dask)
+            _check_workers(client, params.dask)
+            yield from _run_tasks(distributed, client, jobs, model, params, index_dir, counts, progress,
+                                  is_cancelled)
+        finally:
+            if client is not None:
+                with _sigint_held():
+                    _close(cluster, client)
+
+
+def _run_tasks(distributed, client, jobs: list[Job], model: ModelInfo, params: BuildParams, index_dir: Path,
+               counts: JobCounts, progress: Callable[[float, str], None], is_cancelled: Callable[[], bool]
+               ) -> Iterator[tuple[Job, Shard | None, str | None]]:
+    """Submit one task per raster and yield each outcome as it finishes."""
+    token = uuid.uuid4().hex[:12]
+    cancel = distributed.Event(f"rsir-cancel-{token}", client=client)
+    windows = {job.key: len(job.windows) - job.start for job in jobs}
+    total = sum(windows.values()) or 1
+    percents: dict[str, float] = {}  # job key -> percent embedded, reported by the workers
+    settings = _Settings(device=params.device, tta=params.tta, batch_size=params.batch_size,
+                         host_threads=_threads_per_host(client), topic=f"rsir-progress-{token}",
+                         cancel=cancel.name)
+    client.subscribe_topic(settings.topic, lambda event: _note_progress(percents, *event[1]))
+    where = _describe_cluster(client, params.dask)
+    # The model travels as bytes (with its external-data files): a remote worker's copy of rsir (and of
+    # the bundled model) may lie elsewhere. Every worker gets a copy now (workers that join later fetch
+    # one from them), so losing a worker does not lose the model and, with it, every task still to run.
+    model_files = client.scatter(_model_files(model), hash=False, broadcast=True)
+    futures = {}
+    # Largest rasters first, so the cluster is not left waiting on one big raster at the end.
+    for job in sorted(jobs, key=lambda j: -windows[j.key]):
+        future = client.submit(_embed_on_worker, _without_checkpoint(job), model, model_files, settings,
+                               str(index_dir), key=f"rsir-embed-{job.key}-{token}", pure=False)
+        futures[future] = job
+    pending, finished, reported = set(futures), 0, None
+    while pending:
+        if is_cancelled():
+            cancel.set()
+            client.cancel(list(pending))
+            raise BuildCancelled(f"{index_dir}: build cancelled; the previous index is unchanged and "
+                                 f"the rasters the workers finished will be reused by the next build")
+        for future in _wait_some(distributed, client, pending, params.dask):
+            pending.discard(future)
+            job = futures[future]
+            percents[job.key] = 100.0
+            finished += 1
+            yield _outcome(future, job, model, index_dir, counts)
+        done = sum(windows[key] * min(percent, 100.0) / 100.0 for key, percent in list(percents.items()))
+        if (round(done), finished) != reported:
+            reported = round(done), finished
+            progress(min(98.0, 100.0 * done / total),
+                     f"{round(done)}/{total} tiles, {finished}/{len(jobs)} rasters done on Dask ({where})")
+
+
+def _model_files(model: ModelInfo) -> dict[str, bytes]:
+    """The model file and its external-data files, by their paths relative to the model's folder."""
+    folder = Path(model.path).parent
+    files = {Path(model.path).name: Path(model.path).read_bytes()}
+    for path in external_data_files(model):
+        files[path.relative_to(folder).as_posix()] = path.read_bytes()
+    return files
+
+
+@contextlib.contextmanager
+def _library_logs_silenced() -> Iterator[None]:
+    """distributed's own log lines (in this process: the client, and a local cluster's scheduler and
+    nannies) held back while a build uses the cluster; rsir reports each event in one line."""
+    library = logging.getLogger("distributed")
+    handlers = [handler for handler in library.handlers if isinstance(handler, logging.StreamHandler)]
+    saved = [handler.level for handler in handlers], library.propagate
+    for handler in handlers:
+        handler.setLevel(LIBRARY_LOG_LEVEL)
+    library.propagate = False  # nor through the root logger's handlers (a QGIS or notebook console)
     try:
-        _check_workers(client, params.dask)
-        token = uuid.uuid4().hex[:12]
-        cancel = distributed.Event(f"rsir-cancel-{token}", client=client)
-        windows = {job.key: len(job.windows) - job.start for job in jobs}
-        total = sum(windows.values()) or 1
-        percents: dict[str, float] = {}  # job key -> percent embedded, reported by the workers
-        settings = _Settings(device=params.device, tta=params.tta, batch_size=params.batch_size,
-                             host_threads=_threads_per_host(client), topic=f"rsir-progress-{token}",
-                             cancel=cancel.name)
-        client.subscribe_topic(settings.topic, lambda event: _note_progress(percents, *event[1]))
-        where = _describe_cluster(client, params.dask)
-        # The model travels as bytes: a remote worker's copy of rsir (and of the bundled model) may
-        # lie elsewhere. Every worker gets a copy now (workers that join later fetch one from them), so
-        # losing a worker does not lose the model and, with it, every task still to run.
-        model_data = client.scatter(Path(model.path).read_bytes(), hash=False, broadcast=True)
-        futures = {}
-        # Largest rasters first, so the cluster is not left waiting on one big raster at the end.
-        for job in sorted(jobs, key=lambda j: -windows[j.key]):
-            future = client.submit(_embed_on_worker, _without_checkpoint(job), model, model_data, settings,
-                                   str(index_dir), key=f"rsir-embed-{job.key}-{token}", pure=False)
-            futures[future] = job
-        pending, finished, reported = set(futures), 0, None
-        while pending:
-            if is_cancelled():
-                cancel.set()
-                client.cancel(list(pending))
-                raise BuildCancelled(f"{index_dir}: build cancelled; the previous index is unchanged and "
-                                     f"the rasters the workers finished will be reused by the next build")
-            for future in _wait_some(distributed, client, pending, params.dask):
-                pending.discard(future)
-                job = futures[future]
-                percents[job.key] = 100.0
-                finished += 1
-                yield _outcome(future, job, model, index_dir, counts)
-            done = sum(windows[key] * min(percent, 100.0) / 100.0 for key, percent in list(percents.items()))
-            if (round(done), finished) != reported:
-                reported = round(done), finished
-                progress(min(98.0, 100.0 * done / total),
-                         f"{round(done)}/{total} tiles, {finished}/{len(jobs)} rasters done on Dask "
-                         f"({where})")
+        yield
     finally:
-        _close(cluster, client)
+        for handler, level in zip(handlers, saved[0]):
+            handler.setLevel(level)
+        library.propagate = saved[1]
+
+
+@contextlib.contextmanager
+def _sigint_held() -> Iterator[None]:
+    """Hold back Ctrl-C (SIGINT) while a cluster starts or closes; it is raised right after.
+
+    Interrupted inside LocalCluster() or Client.close(), distributed leaves objects that its exit
+    handlers close again once the event loop is gone, printing "IOLoop is closed" and assertion
+    tracebacks after rsir's own line. Python runs signal handlers in the main thread, whichever thread
+    the signal reaches, so the main thread's handler only notes it meanwhile. The signal is also blocked
+    in this thread, so threads started meanwhile inherit it blocked for good: the cluster's event loop
+    and the worker processes it spawns, at start and on restart. A Ctrl-C at the terminal, which
+    reaches the whole process group, then interrupts the client alone, which closes the workers,
+    instead of each worker printing its own KeyboardInterrupt traceback.
+    """
+    caught: list[int] = []
+    handler = None
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not None:
+        handler = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if hasattr(signal, "pthread_sigmask") else None
+    try:
+        yield
+    finally:
+        if held is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        if handler is not None:
+            signal.signal(signal.SIGINT, handler)
+        if caught:
+            raise KeyboardInterrupt
 
 
 def _import_distributed():
@@ -128,15 +191,55 @@ def _connect(distributed, address: str | None):
         # passes it on), so they import rsir from wherever the client did, a checkout included.
         try:
             cluster = distributed.LocalCluster(n_workers=LOCAL_WORKERS, threads_per_worker=1, processes=True,
-                                               dashboard_address=None, silence_logs=logging.ERROR)
+                                               dashboard_address=None, silence_logs=LIBRARY_LOG_LEVEL)
         except Exception as exc:  # a worker process that cannot start raises whatever it met
             raise ClusterError(f"cannot start a local Dask cluster ({_first_line(exc)})") from exc
         return cluster, distributed.Client(cluster, set_as_default=False)
+    _probe_scheduler(address)
     try:
         return None, distributed.Client(address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
     except (OSError, TimeoutError, ValueError, TypeError) as exc:
         raise ClusterError(f"cannot reach the Dask scheduler at {address} ({_first_line(exc)}); start one "
                            f"(dask scheduler) or build with --dask local") from exc
+
+
+def _probe_scheduler(address: str) -> None:
+    """Refuse a malformed address, or a scheduler that does not answer within CONNECT_TIMEOUT_S.
+
+    distributed's Client waits for the scheduler's handshake without a time limit (a listener that
+    accepts and never answers hangs it for good), and a Client that failed to start blocks 10 s more
+    at exit, closing itself, with a traceback. So the handshake is tried here first, bounded, in a
+    thread with its own event loop (the caller's thread may be running one).
+    """
+    import asyncio
+
+    from distributed.comm import connect
+
+    async def handshake() -> None:
+        comm = await asyncio.wait_for(connect(address, timeout=CONNECT_TIMEOUT_S), CONNECT_TIMEOUT_S)
+        await comm.close()
+
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(handshake())
+        except BaseException as exc:  # handed to the caller's thread
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, name="rsir-dask-probe", daemon=True)
+    thread.start()
+    thread.join(CONNECT_TIMEOUT_S + 5)
+    problem = outcome[0] if outcome else (TimeoutError() if thread.is_alive() else None)
+    if isinstance(problem, ValueError):
+        raise ClusterError(f"'{address}' is not a Dask scheduler address ({_first_line(problem)}); give "
+                           "tcp://HOST:PORT of a running scheduler, or local")
+    if isinstance(problem, (OSError, TimeoutError, asyncio.TimeoutError)):
+        raise ClusterError(f"cannot reach the Dask scheduler at {address} (no answer within {CONNECT_TIMEOUT_S} s); "
+                           "start one (dask scheduler) or build with --dask local")
+    if problem is not None:
+        raise ClusterError(f"cannot reach the Dask scheduler at {address} ({type(problem).__name__}: "
+                           f"{_first_line(problem)})")
 
 
 def _check_workers(client, address: str) -> None:
@@ -248,85 +351,3 @@ def _close(cluster, client) -> None:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:300] if text else type(exc).__name__
-
-
-# --- on the worker ---------------------------------------------------------------------------
-
-_EMBEDDERS: dict[tuple, Embedder] = {}  # one session per model version, device and thread count
-_EMBEDDERS_LOCK = threading.Lock()
-
-
-def _embed_on_worker(job: Job, model: ModelInfo, model_data: bytes, settings: _Settings,
-                     index_dir: str) -> dict:
-    """Embed one raster on this worker and save its shard on the shared path; return the counts."""
-    import distributed
-
-    worker = distributed.get_worker()
-    index_dir = Path(index_dir)
-    counts = JobCounts()
-    result = {"error": None, "worker": worker.address}
-    try:
-        embedder = _worker_embedder(worker, model, model_data, settings)
-        counts.where.add(embedder.describe())
-        job = resumable(job, index_dir, model.contract.embedding_dim)
-        report = _Reporter(worker, settings, job.key)
-        for _, shard, error in embed_jobs([job], embedder, settings.tta, settings.batch_size, index_dir,
-                                          counts, report.progress, report.cancelled):
-            if error is not None:
-                result["error"] = error
-            else:
-                shard.save(shard_path(index_dir, job.key))
-    except OSError as exc:
-        result["error"] = str(os_error_message(exc, index_dir, f"cannot save embeddings on {worker.address}"))
-    except RsirError as exc:
-        result["error"] = f"{exc} (on Dask worker {worker.address})"
-    return {**result, "indexed": counts.indexed, "skipped": counts.skipped, "non_finite": counts.non_finite,
-            "where": sorted(counts.where)}
-
-
-def _worker_embedder(worker, model: ModelInfo, model_data: bytes, settings: _Settings) -> Embedder:
-    """This worker process's session for the model (made once; 'auto' takes CUDA where it works)."""
-    threads = _session_threads(worker, settings.host_threads)
-    key = (model.sha256, settings.device, threads)
-    with _EMBEDDERS_LOCK:
-        if key not in _EMBEDDERS:
-            local = Path(worker.local_directory) / f"rsir-model-{model.sha256[:16]}.onnx"
-            if not local.is_file() or local.stat().st_size != len(model_data):
-                partial = local.with_suffix(f".{os.getpid()}.tmp")
-                partial.write_bytes(model_data)
-                os.replace(partial, local)
-            _EMBEDDERS.clear()  # an earlier build's model: one session per process is enough
-            _EMBEDDERS[key] = Embedder(dataclasses.replace(model, path=local), settings.device, threads)
-        return _EMBEDDERS[key]
-
-
-def _session_threads(worker, host_threads: dict) -> int:
-    """onnxruntime threads for one session: the host's cores shared by all task threads on the host."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    sharing = host_threads.get(worker.ip) or worker.state.nthreads
-    return max(1, cores // max(1, sharing))
-
-
-class _Reporter:
-    """A task's progress events and cancel checks, each at most every WORKER_REPORT_S."""
-
-    def __init__(self, worker, settings: _Settings, key: str):
-        import distributed
-
-        self.worker, self.topic, self.key = worker, settings.topic, key
-        self.event = distributed.Event(settings.cancel)
-        self.last_report = self.last_check = 0.0
-        self.was_cancelled = False
-
-    def progress(self, percent: float, message: str) -> None:
-        now = time.monotonic()
-        if now - self.last_report >= WORKER_REPORT_S:
-            self.last_report = now
-            self.worker.log_event(self.topic, [self.key, float(percent)])
-
-    def cancelled(self) -> bool:
-        now = time.monotonic()
-        if not self.was_cancelled and now - self.last_check >= WORKER_REPORT_S:
-            self.last_check = now
-            self.was_cancelled = self.event.is_set()
-        return self.was_cancelled
