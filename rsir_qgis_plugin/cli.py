@@ -33,6 +33,7 @@ from .cli_numbers import (
     short,
     stride_px,
 )
+from .cli_progress import progress_bar
 from .core.errors import RsirError
 from .core.params import DEVICES, MIN_TILE_PX, BuildParams, SearchParams, TilingParams, parse_bands
 
@@ -265,16 +266,9 @@ def compact(args) -> int:
 
 def _run_build(params: BuildParams) -> int:
     """A build with a progress bar on stderr and its summary on stdout; the exit status says how it went."""
-    from tqdm import tqdm
-
     from .core.builder import build_index
 
-    with tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}",
-              file=sys.stderr, disable=None) as bar:
-        def progress(percent: float, message: str) -> None:
-            bar.update(percent - bar.n)
-            bar.set_postfix_str(message, refresh=False)
-
+    with progress_bar() as progress:
         summary = build_index(params, progress)
     print(summary.describe())
     if summary.failed:
@@ -293,16 +287,9 @@ def repair(args) -> int:
 
 
 def export(args) -> int:
-    from tqdm import tqdm
-
     from .core.export_parquet import export_geoparquet
 
-    with tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}",
-              file=sys.stderr, disable=None) as bar:
-        def progress(percent: float, message: str) -> None:
-            bar.update(percent - bar.n)
-            bar.set_postfix_str(message, refresh=False)
-
+    with progress_bar() as progress:
         summary = export_geoparquet(args.index_dir, args.geoparquet, progress=progress)
     for line in summary.warnings():
         print(f"rsir: warning: {line}", file=sys.stderr)
