@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
-from typing import Callable
 
 from .atomic import atomic_output, output_target
 from .errors import RsirError
 from .geometry import Ring, crs_from, ogr_srs, reproject_ring
+from .ogr_files import closed, geojson_crs, geojson_polygon, gpkg_bytes, write_polygon_layer
 from .search import SearchResult
 
 HITS_LAYER = "rsir_hits"
@@ -23,7 +22,7 @@ def output_crs(result: SearchResult, crs: str | None) -> str:
 
 
 def hit_rings(result: SearchResult, crs_wkt: str) -> list[Ring]:
-    return [_closed(reproject_ring(hit.polygon, hit.crs_wkt, crs_wkt)) for hit in result.hits]
+    return [closed(reproject_ring(hit.polygon, hit.crs_wkt, crs_wkt)) for hit in result.hits]
 
 
 def hits_to_geojson(result: SearchResult, crs: str | None = None) -> dict:
@@ -33,17 +32,15 @@ def hits_to_geojson(result: SearchResult, crs: str | None = None) -> dict:
     rides along as the foreign member `query`.
     """
     target = output_crs(result, crs)
-    features = [{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
-                 "properties": {"rank": hit.rank, "score": round(hit.score, 6), "raster": hit.raster}}
+    features = [geojson_polygon(ring, {"rank": hit.rank, "score": round(hit.score, 6), "raster": hit.raster})
                 for hit, ring in zip(result.hits, hit_rings(result, target))]
     collection: dict = {"type": "FeatureCollection", "features": features}
-    authority = crs_from(target).to_string()
-    if crs_from(target) != crs_from("EPSG:4326"):
-        collection["crs"] = {"type": "name", "properties": {"name": _ogc_urn(authority)}}
+    crs_member = geojson_crs(target)
+    if crs_member:
+        collection["crs"] = crs_member
     if result.query_polygon:
-        ring = _closed(reproject_ring(result.query_polygon, result.query_crs_wkt, target))
-        collection["query"] = {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
-                               "properties": {"raster": result.query_raster}}
+        ring = reproject_ring(result.query_polygon, result.query_crs_wkt, target)
+        collection["query"] = geojson_polygon(ring, {"raster": result.query_raster})
     return collection
 
 
@@ -68,29 +65,6 @@ def write_hits(result: SearchResult, path: str | Path, crs: str | None = None,
     return path
 
 
-def gpkg_bytes(write: Callable[[str], None]) -> bytes:
-    """The bytes of a GeoPackage that `write(name)` creates with OGR, made in GDAL's memory file system.
-
-    Python then writes them, so a full disk is a plain OSError (ENOSPC) naming no temporary file, where
-    GDAL's SQLite would raise a RuntimeError whose text a Python error handler (the CLI's) has taken.
-    """
-    from osgeo import gdal
-
-    name = f"/vsimem/rsir-{uuid.uuid4().hex}.gpkg"
-    try:
-        write(name)
-        handle = gdal.VSIFOpenL(name, "rb")
-        try:
-            size = gdal.VSIStatL(name).size
-            return bytes(gdal.VSIFReadL(1, size, handle))
-        finally:
-            gdal.VSIFCloseL(handle)
-    finally:
-        for leftover in gdal.ReadDir("/vsimem/") or ():  # the file, and SQLite's journal if any
-            if leftover.startswith(name[len("/vsimem/"):]):
-                gdal.Unlink(f"/vsimem/{leftover}")
-
-
 def _write_gpkg(result: SearchResult, path: str, crs_wkt: str) -> None:
     from osgeo import ogr
 
@@ -98,48 +72,12 @@ def _write_gpkg(result: SearchResult, path: str, crs_wkt: str) -> None:
     srs = ogr_srs(crs_wkt)
     source = ogr.GetDriverByName("GPKG").CreateDataSource(path)
     try:
-        hits = source.CreateLayer(HITS_LAYER, srs, ogr.wkbPolygon)
-        hits.CreateField(ogr.FieldDefn("rank", ogr.OFTInteger))
-        hits.CreateField(ogr.FieldDefn("score", ogr.OFTReal))
-        hits.CreateField(ogr.FieldDefn("raster", ogr.OFTString))
-        for hit, ring in zip(result.hits, hit_rings(result, crs_wkt)):
-            feature = ogr.Feature(hits.GetLayerDefn())
-            feature.SetField("rank", hit.rank)
-            feature.SetField("score", hit.score)
-            feature.SetField("raster", hit.raster)
-            feature.SetGeometry(_polygon(ring))
-            hits.CreateFeature(feature)
+        write_polygon_layer(source, HITS_LAYER, srs, {"rank": "int", "score": "real", "raster": "string"},
+                            ((ring, {"rank": hit.rank, "score": hit.score, "raster": hit.raster})
+                             for hit, ring in zip(result.hits, hit_rings(result, crs_wkt))))
         if result.query_polygon:
-            query = source.CreateLayer(QUERY_LAYER, srs, ogr.wkbPolygon)
-            query.CreateField(ogr.FieldDefn("raster", ogr.OFTString))
-            feature = ogr.Feature(query.GetLayerDefn())
-            feature.SetField("raster", result.query_raster)
-            feature.SetGeometry(_polygon(_closed(reproject_ring(result.query_polygon, result.query_crs_wkt,
-                                                                crs_wkt))))
-            query.CreateFeature(feature)
+            ring = closed(reproject_ring(result.query_polygon, result.query_crs_wkt, crs_wkt))
+            write_polygon_layer(source, QUERY_LAYER, srs, {"raster": "string"},
+                                [(ring, {"raster": result.query_raster})])
     finally:
         source = None  # closing the data source flushes it to disk
-
-
-def _polygon(ring: Ring):
-    from osgeo import ogr
-
-    linear = ogr.Geometry(ogr.wkbLinearRing)
-    for x, y in ring:
-        linear.AddPoint_2D(float(x), float(y))
-    polygon = ogr.Geometry(ogr.wkbPolygon)
-    polygon.AddGeometry(linear)
-    return polygon
-
-
-def _closed(ring: Ring) -> list[list[float]]:
-    points = [[float(x), float(y)] for x, y in ring]
-    return points + [points[0]] if points and points[0] != points[-1] else points
-
-
-def _ogc_urn(authority: str) -> str:
-    """'EPSG:3395' to the URN form GeoJSON's crs member uses; WKT-only CRSs keep their text."""
-    if ":" in authority and authority.split(":")[0].isalpha() and " " not in authority:
-        name, code = authority.split(":", 1)
-        return f"urn:ogc:def:crs:{name}::{code}"
-    return authority

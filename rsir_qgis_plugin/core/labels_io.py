@@ -1,6 +1,7 @@
 """Relevance-feedback labels as a GeoPackage or GeoJSON polygon layer, so a session of marking survives.
 
-The layout (the plugin's `rsir labels` layer writes the same): one polygon per labelled box, a
+The OGR side of the labels layout (label_records holds its words and the one reading of its features;
+the plugin's `rsir labels` layer writes the same): one polygon per labelled box, a
 `raster` field (the raster's path) and a `label` field ('positive' or 'negative'). Written in the
 rasters' CRS when they share one, else in EPSG:4326; GeoPackage layer `rsir_labels`. Any polygon
 layer with these two fields reads back, in any CRS: each box is reprojected to its raster's CRS,
@@ -8,36 +9,37 @@ so a tile (a marked hit) comes back as exactly that tile.
 """
 from __future__ import annotations
 
-import itertools
 import json
-import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 from .atomic import atomic_output, output_target
 from .errors import RsirError
-from .feedback import Feedback, LabelledBox
-from .geometry import Ring, crs_from, crs_name, ogr_srs, reaches_lonlat, reproject_ring
-from .hits_io import _closed, _ogc_urn, _polygon, gpkg_bytes
-from .untrusted_paths import local_raster_reason, network_reason
+from .feedback import Feedback
+from .geometry import Ring, crs_from, ogr_srs, reproject_ring
+from .label_records import (
+    LABEL_FIELD,
+    LABELS_LAYER,
+    RASTER_FIELD,
+    LabelRecord,
+    LabelsRead,
+    label_text,
+    labelled_boxes,
+)
+from .ogr_files import (
+    closed,
+    exterior_points,
+    field_names,
+    geojson_crs,
+    geojson_polygon,
+    gpkg_bytes,
+    write_polygon_layer,
+)
 
-LABELS_LAYER = "rsir_labels"
-POSITIVE, NEGATIVE = "positive", "negative"
 FORMATS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON"}
 # Labels in one file: far more than an analyst marks by hand, or a whole index's tiles marked from a
 # script; beyond it a search would embed more example boxes than it ranks tiles.
 MAX_LABELS = 100_000
-
-
-@dataclass(frozen=True)
-class LabelsRead:
-    """What a labels file gave: the examples, and one line for each feature left out."""
-
-    feedback: Feedback
-    skipped: list[str] = field(default_factory=list)
 
 
 def write_labels(feedback: Feedback, path: str | Path, index_dir: str | Path | None = None) -> Path:
@@ -62,14 +64,14 @@ def write_labels(feedback: Feedback, path: str | Path, index_dir: str | Path | N
     if any(bool(crs) != bool(layer_crs) for crs in box_crss):
         raise RsirError(f"{path}: labels on a raster without a CRS cannot be saved together with labels "
                         "placed on the ground; save them to separate files")
-    rings = [_closed(reproject_ring(_box_ring(box.bbox), crs, layer_crs))
+    rings = [closed(reproject_ring(_box_ring(box.bbox), crs, layer_crs))
              for box, crs in zip(feedback.boxes, box_crss)]
-    rasters = [os.path.abspath(os.path.expanduser(box.raster)) for box in feedback.boxes]
-    labels = [POSITIVE if box.positive else NEGATIVE for box in feedback.boxes]
+    values = [{RASTER_FIELD: os.path.abspath(os.path.expanduser(box.raster)),
+               LABEL_FIELD: label_text(box.positive)} for box in feedback.boxes]
     if driver == "GeoJSON":
-        data = json.dumps(_geojson(rings, rasters, labels, layer_crs)).encode("utf-8")
+        data = json.dumps(_geojson(rings, values, layer_crs)).encode("utf-8")
     else:
-        data = gpkg_bytes(lambda name: _write_gpkg(name, rings, rasters, labels, layer_crs))
+        data = gpkg_bytes(lambda name: _write_gpkg(name, rings, values, layer_crs))
     with atomic_output(target, path) as tmp:
         tmp.write_bytes(data)
     return path
@@ -109,11 +111,10 @@ def load_labels(path: str | Path) -> LabelsRead:
         if srs is not None:
             srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
         layer_crs = srs.ExportToWkt() if srs is not None else ""
-        rows, skipped = _rows(layer, path)
+        records = _records(layer, path)
     finally:
         source = None  # closes the file
-    boxes = _placed(rows, layer_crs, skipped)
-    return LabelsRead(Feedback(tuple(boxes)), [line for _, line in sorted(skipped, key=lambda s: s[0])])
+    return labelled_boxes(records, layer_crs, raster_crs=_RasterCrs(), base_dir=path.resolve().parent)
 
 
 def _too_many(path: Path, count: int) -> RsirError:
@@ -121,145 +122,19 @@ def _too_many(path: Path, count: int) -> RsirError:
                      "(keep the labels that matter, or split the file)")
 
 
-@dataclass(frozen=True)
-class _Row:
-    """A feature that named a usable label, a local raster and a finite polygon."""
-
-    fid: int
-    raster: str
-    ring: Ring
-    positive: bool
-
-
-def _rows(layer, path: Path) -> tuple[list[_Row], list[tuple[int, str]]]:
-    """The layer's usable features, and (fid, reason) for each one left out."""
-    rows: list[_Row] = []
-    skipped: list[tuple[int, str]] = []
-    base = path.resolve().parent
-    local_reasons: dict[str, str | None] = {}  # a raster's file read once, however many labels name it
-    definition = layer.GetLayerDefn()  # fields by index: by name, OGR looks each one up again
-    label_field, raster_field = (_field_index(definition, name) for name in ("label", "raster"))
+def _records(layer, path: Path) -> list[LabelRecord]:
+    """The layer's features as records (label_records decides which are usable)."""
+    names = field_names(layer)  # fields by index: by name, OGR looks each one up again
+    label_field, raster_field = names.index(LABEL_FIELD), names.index(RASTER_FIELD)
+    records: list[LabelRecord] = []
     layer.ResetReading()
     for feature in layer:
-        if len(rows) + len(skipped) >= MAX_LABELS:  # GetFeatureCount may have been an estimate
+        if len(records) >= MAX_LABELS:  # GetFeatureCount may have been an estimate
             raise _too_many(path, layer.GetFeatureCount())
-        fid = feature.GetFID()
-        label = _text(feature.GetField(label_field))
-        if label.lower() not in (POSITIVE, NEGATIVE):
-            skipped.append((fid, f"feature {fid}: label '{label[:40]}' is neither '{POSITIVE}' nor "
-                                 f"'{NEGATIVE}'"))
-            continue
-        raster = _text(feature.GetField(raster_field))
-        if not raster:
-            skipped.append((fid, f"feature {fid}: no raster given"))
-            continue
-        reason = network_reason(raster)  # before any GDAL call sees the path
-        if reason is None:
-            if not os.path.isabs(os.path.expanduser(raster)):
-                raster = str(base / raster)  # relative to the labels file, which may have been moved with it
-            if raster not in local_reasons:
-                local_reasons[raster] = local_raster_reason(os.path.expanduser(raster))
-            reason = local_reasons[raster]
-        if reason:
-            skipped.append((fid, f"feature {fid}: raster {raster[:160]!r} {reason}; a labels file may name "
-                                 "local raster files only"))
-            continue
-        ring = _ring(feature.GetGeometryRef())
-        if ring is None:
-            skipped.append((fid, f"feature {fid}: no polygon geometry"))
-            continue
-        if not all(map(math.isfinite, itertools.chain.from_iterable(ring))):
-            skipped.append((fid, f"feature {fid}: its polygon has a coordinate that is not a finite number"))
-            continue
-        rows.append(_Row(fid=fid, raster=raster, ring=ring, positive=label.lower() == POSITIVE))
-    return rows, skipped
-
-
-def _placed(rows: list[_Row], layer_crs: str, skipped: list[tuple[int, str]]) -> list[LabelledBox]:
-    """Each row's box in its raster's CRS where both CRSs are known, else as given; rows PROJ cannot
-    place, or whose box has no area, are added to `skipped`."""
-    crs_of = _RasterCrs()
-    places: list[tuple | str | None] = [None] * len(rows)
-    by_crs: dict[str, list[int]] = {}  # raster CRS -> the rows to reproject to it, in one call
-    for i, row in enumerate(rows):
-        raster_crs = crs_of(row.raster)
-        if layer_crs and raster_crs:
-            by_crs.setdefault(raster_crs, []).append(i)
-        else:  # a raster without a CRS, or one that cannot be opened (the search names what is wrong)
-            places[i] = (_bounds(row.ring), layer_crs or None)
-    for raster_crs, numbers in by_crs.items():
-        for i, place in zip(numbers, _reprojected([rows[i].ring for i in numbers], layer_crs, raster_crs)):
-            places[i] = place
-    boxes = []
-    for row, place in zip(rows, places):
-        if isinstance(place, str):
-            skipped.append((row.fid, f"feature {row.fid}: {place}"))
-            continue
-        bbox, crs = place
-        if not (bbox[0] < bbox[2] and bbox[1] < bbox[3]):
-            skipped.append((row.fid, f"feature {row.fid}: its box has no area"))
-            continue
-        boxes.append(LabelledBox(raster=row.raster, bbox=bbox, crs=crs, positive=row.positive))
-    return boxes
-
-
-def _reprojected(rings: list[Ring], src: str, dst: str) -> list[tuple | str]:
-    """(bbox, dst) of each ring reprojected from `src` to `dst` (densified as geometry.reproject_ring does
-    it, with numpy, and one PROJ call for all), or the reason a ring cannot be placed there."""
-    from rasterio.warp import transform
-
-    if crs_from(src) == crs_from(dst) or not (reaches_lonlat(src) and reaches_lonlat(dst)):
-        return [(_bounds(ring), dst) for ring in rings]  # the same CRS, or a local one linked to no other
-    source, target = crs_from(src), crs_from(dst)
-    dense = _densified(rings)
-
-    def unplaced(detail: str = "") -> str:
-        return f"its polygon does not reproject to its raster's CRS ({crs_name(dst)}){detail}; is the " \
-               "layer's CRS right?"
-
-    def place(xs: np.ndarray, ys: np.ndarray) -> tuple | str:
-        bbox = (float(np.min(xs)), float(np.min(ys)), float(np.max(xs)), float(np.max(ys)))
-        return (bbox, dst) if all(map(_finite, bbox)) else unplaced()
-
-    try:
-        xs, ys = transform(source, target, np.concatenate(dense)[:, 0], np.concatenate(dense)[:, 1])
-    except Exception:  # rasterio fails the whole call for one point PROJ refuses: then ring by ring
-        results: list[tuple | str] = []
-        for points in dense:
-            try:
-                results.append(place(*map(np.asarray, transform(source, target, points[:, 0], points[:, 1]))))
-            except Exception as exc:  # CPLE_AppDefinedError: "PROJ: utm: Invalid latitude" and the like
-                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-                results.append(unplaced(f" (PROJ: {reason.removeprefix('PROJ: ')})"))
-        return results
-    starts = np.concatenate([[0], np.cumsum([len(points) for points in dense])[:-1]])
-    xs, ys = np.asarray(xs, np.float64), np.asarray(ys, np.float64)
-    boxes = np.stack([np.minimum.reduceat(xs, starts), np.minimum.reduceat(ys, starts),
-                      np.maximum.reduceat(xs, starts), np.maximum.reduceat(ys, starts)], axis=1)
-    finite = np.isfinite(boxes).all(axis=1)  # min/max carry a NaN or an infinity through
-    return [(tuple(map(float, box)), dst) if ok else unplaced() for box, ok in zip(boxes.tolist(), finite)]
-
-
-def _densified(rings: list[Ring], points_per_edge: int = 8) -> list[np.ndarray]:
-    """geometry.densify of each ring as an (n, 2) array, computed for all rings of one length at once."""
-    out: list[np.ndarray | None] = [None] * len(rings)
-    by_length: dict[int, list[int]] = {}
-    for i, ring in enumerate(rings):
-        by_length.setdefault(len(ring), []).append(i)
-    steps = np.arange(points_per_edge) / points_per_edge
-    for length, numbers in by_length.items():
-        start = np.asarray([rings[i] for i in numbers], dtype=np.float64)  # (m, length, 2)
-        end = np.roll(start, -1, axis=1)
-        points = start[:, :, None, :] + (end - start)[:, :, None, :] * steps[None, None, :, None]
-        for i, ring_points in zip(numbers, points.reshape(len(numbers), -1, 2)):
-            out[i] = ring_points
-    return out
-
-
-def _field_index(definition, name: str) -> int:
-    """The index of a field, matched without regard to case (as _labels_layer found it)."""
-    names = [definition.GetFieldDefn(i).GetName().lower() for i in range(definition.GetFieldCount())]
-    return names.index(name)
+        records.append(LabelRecord(fid=feature.GetFID(), raster=_text(feature.GetField(raster_field)),
+                                   label=_text(feature.GetField(label_field)),
+                                   ring=exterior_points(feature.GetGeometryRef())))
+    return records
 
 
 def labels_format(path: str | Path) -> str:
@@ -305,32 +180,23 @@ def _box_ring(bbox) -> Ring:
     return [(xmin, ymax), (xmax, ymax), (xmax, ymin), (xmin, ymin)]
 
 
-def _geojson(rings, rasters, labels, crs_wkt: str) -> dict:
-    features = [{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
-                 "properties": {"raster": raster, "label": label}}
-                for ring, raster, label in zip(rings, rasters, labels)]
+def _geojson(rings: list[list[list[float]]], values: list[dict], crs_wkt: str) -> dict:
+    features = [geojson_polygon(ring, properties) for ring, properties in zip(rings, values)]
     collection: dict = {"type": "FeatureCollection", "name": LABELS_LAYER, "features": features}
-    if crs_wkt and crs_from(crs_wkt) != crs_from("EPSG:4326"):
-        collection["crs"] = {"type": "name", "properties": {"name": _ogc_urn(crs_from(crs_wkt).to_string())}}
+    crs_member = geojson_crs(crs_wkt)
+    if crs_member:
+        collection["crs"] = crs_member
     return collection
 
 
-def _write_gpkg(path: str, rings, rasters, labels, crs_wkt: str) -> None:
+def _write_gpkg(path: str, rings: list[list[list[float]]], values: list[dict], crs_wkt: str) -> None:
     from osgeo import ogr
 
     ogr.UseExceptions()
-    srs = ogr_srs(crs_wkt)
     source = ogr.GetDriverByName("GPKG").CreateDataSource(path)
     try:
-        layer = source.CreateLayer(LABELS_LAYER, srs, ogr.wkbPolygon)
-        layer.CreateField(ogr.FieldDefn("raster", ogr.OFTString))
-        layer.CreateField(ogr.FieldDefn("label", ogr.OFTString))
-        for ring, raster, label in zip(rings, rasters, labels):
-            feature = ogr.Feature(layer.GetLayerDefn())
-            feature.SetField("raster", raster)
-            feature.SetField("label", label)
-            feature.SetGeometry(_polygon(ring))
-            layer.CreateFeature(feature)
+        write_polygon_layer(source, LABELS_LAYER, ogr_srs(crs_wkt),
+                            {RASTER_FIELD: "string", LABEL_FIELD: "string"}, zip(rings, values))
     finally:
         source = None  # closing the data source flushes it to disk
 
@@ -343,11 +209,9 @@ def _labels_layer(source, path: Path):
     named = [layer for layer in layers if layer.GetName() == LABELS_LAYER]
 
     def fits(layer) -> bool:
-        definition = layer.GetLayerDefn()
-        names = {definition.GetFieldDefn(i).GetName().lower() for i in range(definition.GetFieldCount())}
         polygonal = ogr.GT_Flatten(layer.GetGeomType()) in (ogr.wkbPolygon, ogr.wkbMultiPolygon,
                                                             ogr.wkbUnknown)
-        return {"raster", "label"} <= names and polygonal
+        return {RASTER_FIELD, LABEL_FIELD} <= set(field_names(layer)) and polygonal
 
     candidates = named or [layer for layer in layers if fits(layer)]
     if len(candidates) == 1 and fits(candidates[0]):
@@ -360,36 +224,6 @@ def _labels_layer(source, path: Path):
         raise RsirError(f"{path}: no polygon layer with 'raster' and 'label' fields (layers: {found})")
     names = ", ".join(f"'{layer.GetName()}'" for layer in candidates)
     raise RsirError(f"{path}: several label layers ({names}); name the one to use '{LABELS_LAYER}'")
-
-
-def _ring(geometry) -> Ring | None:
-    """All exterior-ring points of a (multi)polygon, or None for no geometry or another kind."""
-    from osgeo import ogr
-
-    if geometry is None or geometry.IsEmpty():
-        return None
-    kind = ogr.GT_Flatten(geometry.GetGeometryType())
-    if kind == ogr.wkbPolygon:
-        parts = [geometry]
-    elif kind == ogr.wkbMultiPolygon:
-        parts = [geometry.GetGeometryRef(i) for i in range(geometry.GetGeometryCount())]
-    else:
-        return None
-    points = []
-    for part in parts:
-        if part.GetGeometryCount():
-            exterior = part.GetGeometryRef(0)
-            points += [(p[0], p[1]) for p in exterior.GetPoints() or ()]  # one call, not one per point
-    return points or None
-
-
-def _bounds(ring: Ring) -> tuple[float, float, float, float]:
-    xs, ys = [p[0] for p in ring], [p[1] for p in ring]
-    return min(xs), min(ys), max(xs), max(ys)
-
-
-def _finite(value: float) -> bool:
-    return value == value and abs(value) != float("inf")
 
 
 def _text(value) -> str:

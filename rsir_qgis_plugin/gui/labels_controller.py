@@ -22,7 +22,7 @@ from qgis.PyQt.QtCore import QObject, pyqtSignal
 
 from ..labels.convert import box_geometry
 from ..labels.edit import add_label, count_labels, hit_labels, label_query_box, mark_hit
-from ..labels.files import GPKG_LAYER_NAME, open_labels_file, write_labels
+from ..labels.files import GPKG_LAYER_NAME, open_labels_file, write_label_layer
 from ..labels.layer import adopt, find_labels_layer, insert_in_place_of, label_text, make_labels_layer, retire
 from ..tasks import InfoTask, is_active
 from .dock import ResultsDock
@@ -108,7 +108,7 @@ class LabelsController(QObject):
             return None
         features = list(layer.getFeatures())  # copies, with the user's unsaved edits
         revision = self._revision
-        task = InfoTask(f"rsir: saving labels to {Path(path).name}", write_labels, features,
+        task = InfoTask(f"rsir: saving labels to {Path(path).name}", write_label_layer, features,
                         layer.crs(), Path(path), self.project.transformContext())
         task.succeeded.connect(lambda written: self._on_saved(layer.id(), Path(written), revision))
         task.failed.connect(

@@ -3,7 +3,7 @@ label features to the engine's Feedback (in a task's worker thread: values only)
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 
@@ -15,14 +15,16 @@ from qgis.core import (
     QgsGeometry,
     QgsRectangle,
     QgsVectorLayer,
+    QgsWkbTypes,
 )
 
 from ..layers import HitFeatureFactory, box_in_crs, crs_for_engine, raster_file_path
 from .files import labels_dir
-from .layer import NEGATIVE, POSITIVE, attribute_text, label_fields, label_text, parse_label
+from .layer import LABEL_FIELD, RASTER_FIELD, attribute_text, label_fields, label_text
 
 if TYPE_CHECKING:  # the engine is imported when labels become a query, not when QGIS loads the plugin
     from ..core.feedback import Feedback, LabelledBox
+    from ..core.label_records import LabelRecord, LabelsRead
 
 
 # Hits and drawn boxes -> labels --------------------------------------------------------------
@@ -102,86 +104,51 @@ def raster_under(box: QgsRectangle, crs: QgsCoordinateReferenceSystem, rasters: 
     return None
 
 
-@dataclass
-class LabelsRead:
-    """What a labels layer gave: the engine's Feedback and a line for each feature left out."""
-
-    feedback: "Feedback"
-    skipped: list[str] = field(default_factory=list)
-
-    @property
-    def positives(self) -> int:
-        return sum(1 for box in self.feedback.boxes if box.positive)
-
-    @property
-    def negatives(self) -> int:
-        return sum(1 for box in self.feedback.boxes if not box.positive)
-
-
 def feedback_from_features(features: Iterable[QgsFeature], crs: QgsCoordinateReferenceSystem,
                            rasters: Sequence[RasterFootprint] = (),
                            context: QgsCoordinateTransformContext | None = None,
-                           base_dir: str | Path | None = None) -> LabelsRead:
-    """Label features (geometries in `crs`) as the engine's Feedback.
+                           base_dir: str | Path | None = None) -> "LabelsRead":
+    """Label features (geometries in `crs`) as the engine's Feedback, read by the rules the command line
+    reads a labels file with (core.label_records.labelled_boxes): this only adapts QGIS features.
 
-    Each box is its feature's bounding box in `crs`, or, when its raster is one of `rasters`, in
-    that raster's CRS: a hit's tile drawn in a map CRS that turns it (a geographic map over a UTM
-    raster) then comes back as exactly that tile, not as the larger box around it. A feature
-    without a raster gets the raster under it (as a drawn box would); one without a usable label
-    or geometry, or over no raster, is skipped and said why. A relative raster path is taken
-    relative to `base_dir` (the folder of the labels file), as core.labels_io reads it.
+    What the project adds: a box whose raster is one of `rasters` goes to the engine in that raster's
+    CRS, so a hit's tile drawn in a map CRS that turns it (a geographic map over a UTM raster) comes
+    back as exactly that tile, not as the larger box around it; a feature without a raster gets the
+    raster under it (as a drawn box would). A relative raster path starts at `base_dir` (the folder of
+    the labels file).
     """
-    from ..core.feedback import Feedback, LabelledBox
+    from ..core.label_records import labelled_boxes
 
     context = context or QgsCoordinateTransformContext()
-    crs_text = crs_for_engine(crs) if crs.isValid() else None
     by_path = {_real(r.path): r for r in rasters}
-    boxes, skipped = [], []
-    for feature in features:
-        fid = feature.id()
-        positive = parse_label(feature["label"])
-        if positive is None:
-            skipped.append(f"feature {fid}: label '{attribute_text(feature['label'])}' is neither "
-                           f"'{POSITIVE}' nor '{NEGATIVE}'")
-            continue
-        geometry = feature.geometry()
-        if geometry is None or geometry.isEmpty():
-            skipped.append(f"feature {fid}: no geometry")
-            continue
-        box = geometry.boundingBox()
-        if box.width() <= 0 or box.height() <= 0:
-            skipped.append(f"feature {fid}: its box has no area")
-            continue
-        raster = attribute_text(feature["raster"])
-        if raster and base_dir is not None and not os.path.isabs(os.path.expanduser(raster)):
-            raster = os.path.normpath(os.path.join(str(base_dir), raster))
-        if not raster:
-            raster = raster_under(box, crs, rasters, context) or ""
-            if not raster:
-                skipped.append(f"feature {fid}: no raster given and none of the project's rasters under it")
-                continue
-        box_crs = crs_text
-        footprint = by_path.get(_real(raster))
-        if footprint is not None and crs.isValid() and footprint.crs.isValid() and footprint.crs != crs:
-            local = _bounds_in(geometry, crs, footprint.crs, context)
-            if local is not None:
-                box, box_crs = local, crs_for_engine(footprint.crs)
-        boxes.append(LabelledBox(raster=raster, bbox=(box.xMinimum(), box.yMinimum(), box.xMaximum(),
-                                                      box.yMaximum()), crs=box_crs, positive=positive))
-    return LabelsRead(Feedback(boxes=tuple(boxes)), skipped)
+
+    def raster_crs(path: str) -> str | None:
+        footprint = by_path.get(_real(path))
+        return crs_for_engine(footprint.crs) if footprint is not None and footprint.crs.isValid() else None
+
+    def under(ring) -> str | None:
+        return raster_under(QgsRectangle(*ring_bounds(ring)), crs, rasters, context)
+
+    records = (_record(feature) for feature in features)
+    return labelled_boxes(records, crs_for_engine(crs) if crs.isValid() else "", raster_crs, base_dir, under)
 
 
-def _bounds_in(geometry: QgsGeometry, source: QgsCoordinateReferenceSystem,
-               target: QgsCoordinateReferenceSystem,
-               context: QgsCoordinateTransformContext) -> QgsRectangle | None:
-    """The bounding box of `geometry`'s vertices in `target` (None where they cannot be transformed)."""
-    moved = QgsGeometry(geometry)
-    try:
-        moved.transform(QgsCoordinateTransform(source, target, context))
-    except Exception:  # noqa: BLE001 - QgsCsException: then the box stays in the layer's CRS
+def _record(feature: QgsFeature) -> "LabelRecord":
+    from ..core.label_records import LabelRecord
+
+    return LabelRecord(fid=feature.id(), raster=attribute_text(feature[RASTER_FIELD]),
+                       label=attribute_text(feature[LABEL_FIELD]), ring=_exterior_points(feature.geometry()))
+
+
+def _exterior_points(geometry: QgsGeometry | None) -> list[tuple[float, float]] | None:
+    """All exterior-ring points of a (multi)polygon, or None for no geometry or another kind (as
+    core.ogr_files.exterior_points reads an OGR geometry)."""
+    if geometry is None or geometry.isEmpty() \
+            or geometry.type() != QgsWkbTypes.GeometryType.PolygonGeometry:
         return None
-    box = moved.boundingBox()
-    return box if box.width() > 0 and box.height() > 0 else None
+    polygons = geometry.asMultiPolygon() if geometry.isMultipart() else [geometry.asPolygon()]
+    points = [(point.x(), point.y()) for polygon in polygons if polygon for point in polygon[0]]
+    return points or None
 
 
 def _real(path: str) -> str:
@@ -189,7 +156,7 @@ def _real(path: str) -> str:
 
 
 def feedback_from_layer(layer: QgsVectorLayer, rasters: Sequence[RasterFootprint] = (),
-                        context: QgsCoordinateTransformContext | None = None) -> LabelsRead:
+                        context: QgsCoordinateTransformContext | None = None) -> "LabelsRead":
     """The labels layer's features (with the user's unsaved edits) as Feedback, in the layer's CRS."""
     return feedback_from_features(layer.getFeatures(), layer.crs(), rasters, context, labels_dir(layer))
 

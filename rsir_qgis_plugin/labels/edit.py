@@ -9,7 +9,7 @@ from typing import Iterable
 from qgis.core import QgsCoordinateTransformContext, QgsFeature, QgsGeometry, QgsRectangle, QgsVectorLayer
 
 from .convert import hit_geometry, ring_geometry
-from .layer import POSITIVE, attribute_text, label_text, parse_label
+from .layer import LABEL_FIELD, POSITIVE, RASTER_FIELD, attribute_text, label_text, parse_label
 
 SAME_BOX_TOLERANCE = 0.01  # of the box's size: a hit and a label this close are the same tile
 
@@ -30,7 +30,7 @@ def count_labels(layer: QgsVectorLayer | None) -> LabelCounts:
     if layer is None:
         return counts
     for feature in layer.getFeatures():
-        positive = parse_label(feature["label"])
+        positive = parse_label(feature[LABEL_FIELD])
         if positive is None:
             counts.other += 1
         elif positive:
@@ -45,8 +45,8 @@ def add_label(layer: QgsVectorLayer, geometry: QgsGeometry, raster: str, positiv
     the layer refused it."""
     feature = QgsFeature(layer.fields())
     feature.setGeometry(geometry)
-    feature["raster"] = raster
-    feature["label"] = label_text(positive)
+    feature[RASTER_FIELD] = raster
+    feature[LABEL_FIELD] = label_text(positive)
     if layer.isEditable():
         ok = layer.addFeature(feature)
         new_id = feature.id() if ok else None
@@ -59,7 +59,7 @@ def add_label(layer: QgsVectorLayer, geometry: QgsGeometry, raster: str, positiv
 
 
 def set_label(layer: QgsVectorLayer, feature_id: int, positive: bool) -> None:
-    index = layer.fields().indexOf("label")
+    index = layer.fields().indexOf(LABEL_FIELD)
     if layer.isEditable():
         layer.changeAttributeValue(feature_id, index, label_text(positive))
     else:
@@ -87,7 +87,8 @@ def find_label(layer: QgsVectorLayer, raster: str, geometry: QgsGeometry) -> Qgs
     """The label feature on `raster` whose box is `geometry`'s (both in the layer's CRS)."""
     box = geometry.boundingBox()
     for feature in layer.getFeatures(box):
-        if attribute_text(feature["raster"]) == raster and same_box(feature.geometry().boundingBox(), box):
+        on_raster = attribute_text(feature[RASTER_FIELD]) == raster
+        if on_raster and same_box(feature.geometry().boundingBox(), box):
             return feature
     return None
 
@@ -113,7 +114,7 @@ def hit_labels(layer: QgsVectorLayer, hits: Iterable,
         geometry = hit_geometry(hit, layer.crs(), context)
         feature = find_label(layer, str(hit.raster), geometry)
         if feature is not None:
-            positive = parse_label(feature["label"])
+            positive = parse_label(feature[LABEL_FIELD])
             if positive is not None:
                 found[hit.rank] = label_text(positive)
     return found

@@ -14,9 +14,11 @@ from qgis.core import (
     QgsWkbTypes,
 )
 
+from ..core.label_records import LABEL_FIELD, RASTER_FIELD
+from ..core.label_records import LABELS_LAYER as GPKG_LAYER_NAME
 from .layer import LABELS_LAYER_NAME, has_label_fields, label_fields
 
-GPKG_LAYER_NAME = "rsir_labels"
+__all__ = ["GPKG_LAYER_NAME", "labels_dir", "open_labels_file", "write_label_layer"]
 
 
 def open_labels_file(path: str | Path) -> QgsVectorLayer | None:
@@ -36,10 +38,15 @@ def labels_dir(layer: QgsVectorLayer) -> Path | None:
     return path.parent if path.is_file() else None
 
 
-def write_labels(features: Sequence[QgsFeature], crs: QgsCoordinateReferenceSystem, path: str | Path,
-                 context: QgsCoordinateTransformContext | None = None) -> Path:
-    """Write label features to the `rsir_labels` layer of a GeoPackage; other layers of an existing
-    file (saved hits, say) are kept. Values only: safe in a worker thread. Raises RsirError saying why."""
+def write_label_layer(features: Sequence[QgsFeature], crs: QgsCoordinateReferenceSystem, path: str | Path,
+                      context: QgsCoordinateTransformContext | None = None) -> Path:
+    """Write the labels layer's features, as the user left them, to the `rsir_labels` layer of a
+    GeoPackage; other layers of an existing file (saved hits, say) are kept. Values only: safe in a
+    worker thread. Raises RsirError saying why.
+
+    Not core.labels_io.write_labels, which writes the engine's boxes into a new file replaced
+    atomically: this file may be the live `rsir labels` layer, which QGIS holds open, so the layer is
+    rewritten in place, and features the engine would leave out (a label being typed) are kept."""
     from ..core.errors import RsirError
 
     path = Path(path)
@@ -61,7 +68,7 @@ def write_labels(features: Sequence[QgsFeature], crs: QgsCoordinateReferenceSyst
     for source in features:
         feature = QgsFeature(fields)
         feature.setGeometry(source.geometry())
-        feature.setAttributes([source["raster"], source["label"]])
+        feature.setAttributes([source[RASTER_FIELD], source[LABEL_FIELD]])
         out.append(feature)
     ok = writer.addFeatures(out)
     message = writer.errorMessage()

@@ -14,29 +14,29 @@ from qgis.core import (
     QgsWkbTypes,
 )
 
+# The layout's words come from the engine, which reads and writes the same layer in files.
+from ..core.label_records import LABEL_FIELD, NEGATIVE, POSITIVE, RASTER_FIELD, label_text
+from ..core.label_records import parse_label as parse_label_text
 from ..fields import field_type
 from ..layers import ROLE_PROPERTY, polygon_memory_layer
 
+__all__ = ["LABEL_FIELD", "NEGATIVE", "POSITIVE", "RASTER_FIELD", "label_text"]  # re-exported for labels/
+
 LABELS_LAYER_NAME = "rsir labels"
 LABELS_ROLE = "labels"
-POSITIVE, NEGATIVE = "positive", "negative"
 COLORS = {POSITIVE: "0,170,60", NEGATIVE: "220,30,30"}
 
 
 def label_fields() -> QgsFields:
     fields = QgsFields()
-    fields.append(QgsField("raster", field_type("string")))
-    fields.append(QgsField("label", field_type("string")))
+    fields.append(QgsField(RASTER_FIELD, field_type("string")))
+    fields.append(QgsField(LABEL_FIELD, field_type("string")))
     return fields
 
 
-def label_text(positive: bool) -> str:
-    return POSITIVE if positive else NEGATIVE
-
-
 def parse_label(value) -> bool | None:
-    """'positive' -> True, 'negative' -> False (any case, surrounding blanks ignored); else None."""
-    return {POSITIVE: True, NEGATIVE: False}.get(attribute_text(value).lower())
+    """An attribute as a label: True for 'positive', False for 'negative' (NULL or other text: None)."""
+    return parse_label_text(attribute_text(value))
 
 
 def attribute_text(value) -> str:
@@ -64,7 +64,7 @@ def has_label_fields(layer) -> bool:
     if layer.geometryType() != QgsWkbTypes.GeometryType.PolygonGeometry:
         return False
     names = set(layer.fields().names())
-    return {"raster", "label"} <= names
+    return {RASTER_FIELD, LABEL_FIELD} <= names
 
 
 def adopt(layer: QgsVectorLayer) -> None:
@@ -98,7 +98,7 @@ def style_labels(layer: QgsVectorLayer) -> None:
     other = QgsFillSymbol.createSimple({"color": "0,0,0,0", "outline_color": "128,128,128,255",
                                         "outline_width": "0.5", "outline_style": "dot"})
     categories.append(QgsRendererCategory(None, other, "other (ignored)"))
-    layer.setRenderer(QgsCategorizedSymbolRenderer("label", categories))
+    layer.setRenderer(QgsCategorizedSymbolRenderer(LABEL_FIELD, categories))
     layer.triggerRepaint()
 
 

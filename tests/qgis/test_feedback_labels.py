@@ -161,7 +161,7 @@ def test_geopackage_round_trip_in_a_fresh_project(project, hits, tmp_path):
     options = QgsVectorFileWriter.SaveVectorOptions()
     options.driverName, options.layerName = "GPKG", "rsir_hits"
     QgsVectorFileWriter.writeAsVectorFormatV3(other, str(path), QgsCoordinateTransformContext(), options)
-    assert files.write_labels(list(layer.getFeatures()), layer.crs(), path, context) == path
+    assert files.write_label_layer(list(layer.getFeatures()), layer.crs(), path, context) == path
     assert QgsVectorLayer(f"{path}|layername=rsir_hits", "h", "ogr").isValid()
 
     # A new session: the file added the way the Browser adds it is found, adopted and styled.
@@ -191,7 +191,7 @@ def test_relative_raster_paths_start_at_the_labels_file(project, hits, tmp_path)
     raster = str(hits[0].raster)
     relative = os.path.relpath(raster, tmp_path)
     edit.add_label(layer, convert.hit_geometry(hits[0], MAP, context), relative, True)
-    path = files.write_labels(list(layer.getFeatures()), MAP, tmp_path / "moved.gpkg", context)
+    path = files.write_label_layer(list(layer.getFeatures()), MAP, tmp_path / "moved.gpkg", context)
     opened = files.open_labels_file(path)
     assert files.labels_dir(opened) == tmp_path and files.labels_dir(layer) is None
     [box] = convert.feedback_from_layer(opened).feedback.boxes
@@ -200,11 +200,11 @@ def test_relative_raster_paths_start_at_the_labels_file(project, hits, tmp_path)
     assert as_given.raster == relative
 
 
-def test_write_labels_to_an_unwritable_place_says_so(project, tmp_path):
+def test_write_label_layer_to_an_unwritable_place_says_so(project, tmp_path):
     from rsir_qgis_plugin.core.errors import RsirError
 
     with pytest.raises(RsirError, match="cannot write"):
-        files.write_labels([], MAP, tmp_path / "no_such_folder" / "labels.gpkg")
+        files.write_label_layer([], MAP, tmp_path / "no_such_folder" / "labels.gpkg")
 
 
 def _raster_layer(project, path):
@@ -225,7 +225,7 @@ def test_the_plugin_and_the_cli_read_each_others_labels_files(project, hits, tow
     for hit, positive in zip(hits[:4], (True, False, True, False)):
         edit.add_label(layer, convert.hit_geometry(hit, MAP, context), str(hit.raster), positive)
     from_plugin = tmp_path / "plugin.gpkg"
-    files.write_labels(list(layer.getFeatures()), layer.crs(), from_plugin, context)
+    files.write_label_layer(list(layer.getFeatures()), layer.crs(), from_plugin, context)
     engine_read = read_labels(from_plugin)  # each ring back in its raster's CRS
     assert [b.positive for b in engine_read.boxes] == [True, False, True, False]
     for box, hit in zip(engine_read.boxes, hits):

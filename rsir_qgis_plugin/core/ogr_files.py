@@ -1,0 +1,125 @@
+"""GeoPackage and GeoJSON plumbing shared by the hits files (hits_io) and the labels files (labels_io).
+
+OGR only, no Qt: the command line, the Processing algorithms and the plugin's tasks all write through
+here. Spatial references come from geometry.ogr_srs (x/y order, whatever the CRS's axis order says).
+"""
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+if TYPE_CHECKING:
+    from .geometry import Ring
+
+# The OGR field type of each kind of value a layer holds (osgeo.ogr constants, looked up when writing).
+FIELD_TYPES = {"string": "OFTString", "int": "OFTInteger", "real": "OFTReal"}
+
+
+def gpkg_bytes(write: Callable[[str], None]) -> bytes:
+    """The bytes of a GeoPackage that `write(name)` creates with OGR, made in GDAL's memory file system.
+
+    Python then writes them, so a full disk is a plain OSError (ENOSPC) naming no temporary file, where
+    GDAL's SQLite would raise a RuntimeError whose text a Python error handler (the CLI's) has taken.
+    """
+    from osgeo import gdal
+
+    name = f"/vsimem/rsir-{uuid.uuid4().hex}.gpkg"
+    try:
+        write(name)
+        handle = gdal.VSIFOpenL(name, "rb")
+        try:
+            size = gdal.VSIStatL(name).size
+            return bytes(gdal.VSIFReadL(1, size, handle))
+        finally:
+            gdal.VSIFCloseL(handle)
+    finally:
+        for leftover in gdal.ReadDir("/vsimem/") or ():  # the file, and SQLite's journal if any
+            if leftover.startswith(name[len("/vsimem/"):]):
+                gdal.Unlink(f"/vsimem/{leftover}")
+
+
+def write_polygon_layer(source, name: str, srs, fields: dict[str, str],
+                        rows: Iterable[tuple[Ring, dict[str, Any]]]) -> None:
+    """A polygon layer `name` in the OGR data source, with `fields` (name -> 'string' | 'int' | 'real')
+    and one feature per (ring, values) row."""
+    from osgeo import ogr
+
+    layer = source.CreateLayer(name, srs, ogr.wkbPolygon)
+    for field, kind in fields.items():
+        layer.CreateField(ogr.FieldDefn(field, getattr(ogr, FIELD_TYPES[kind])))
+    definition = layer.GetLayerDefn()
+    for ring, values in rows:
+        feature = ogr.Feature(definition)
+        for field, value in values.items():
+            feature.SetField(field, value)
+        feature.SetGeometry(ogr_polygon(ring))
+        layer.CreateFeature(feature)
+
+
+def ogr_polygon(ring: Ring):
+    """An OGR polygon of one (closed) ring."""
+    from osgeo import ogr
+
+    linear = ogr.Geometry(ogr.wkbLinearRing)
+    for x, y in ring:
+        linear.AddPoint_2D(float(x), float(y))
+    polygon = ogr.Geometry(ogr.wkbPolygon)
+    polygon.AddGeometry(linear)
+    return polygon
+
+
+def exterior_points(geometry) -> Ring | None:
+    """All exterior-ring points of an OGR (multi)polygon, or None for no geometry or another kind."""
+    from osgeo import ogr
+
+    if geometry is None or geometry.IsEmpty():
+        return None
+    kind = ogr.GT_Flatten(geometry.GetGeometryType())
+    if kind == ogr.wkbPolygon:
+        parts = [geometry]
+    elif kind == ogr.wkbMultiPolygon:
+        parts = [geometry.GetGeometryRef(i) for i in range(geometry.GetGeometryCount())]
+    else:
+        return None
+    points = []
+    for part in parts:
+        if part.GetGeometryCount():
+            exterior = part.GetGeometryRef(0)
+            points += [(p[0], p[1]) for p in exterior.GetPoints() or ()]  # one call, not one per point
+    return points or None
+
+
+def field_names(layer) -> list[str]:
+    """An OGR layer's field names in lower case (labels files match them without regard to case)."""
+    definition = layer.GetLayerDefn()
+    return [definition.GetFieldDefn(i).GetName().lower() for i in range(definition.GetFieldCount())]
+
+
+def closed(ring: Ring) -> list[list[float]]:
+    """The ring as GeoJSON coordinates, its first point repeated at the end."""
+    points = [[float(x), float(y)] for x, y in ring]
+    return points + [points[0]] if points and points[0] != points[-1] else points
+
+
+def geojson_polygon(ring: Ring, properties: dict[str, Any]) -> dict:
+    """A GeoJSON polygon Feature of one ring."""
+    return {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [closed(ring)]},
+            "properties": properties}
+
+
+def geojson_crs(crs_wkt: str) -> dict | None:
+    """The `crs` member that names a CRS other than WGS 84 the way GDAL and QGIS read it (None for WGS 84
+    or no CRS: GeoJSON's default is WGS 84)."""
+    from .geometry import crs_from
+
+    if not crs_wkt or crs_from(crs_wkt) == crs_from("EPSG:4326"):
+        return None
+    return {"type": "name", "properties": {"name": ogc_urn(crs_from(crs_wkt).to_string())}}
+
+
+def ogc_urn(authority: str) -> str:
+    """'EPSG:3395' to the URN form GeoJSON's crs member uses; WKT-only CRSs keep their text."""
+    if ":" in authority and authority.split(":")[0].isalpha() and " " not in authority:
+        name, code = authority.split(":", 1)
+        return f"urn:ogc:def:crs:{name}::{code}"
+    return authority
