@@ -1,8 +1,9 @@
 """Which Python packages rsir needs, which are missing, and the pip call that installs them.
 
 Nothing here imports the packages themselves: `find_spec` only looks for them, so checking
-costs nothing at QGIS start-up. Installing happens in `tasks.InstallPackagesTask`, and only
-when the user presses the button in the message bar.
+costs nothing at QGIS start-up. Installing is `install_packages()`, plain Python with a log callback
+and a cancellation check, which `tasks.InstallPackagesTask` runs in a worker thread only when the user
+presses the button in the message bar (no Qt here, so the tests can drive it directly).
 
 pip installs into a private folder of the QGIS profile (`--target`), not into QGIS's own
 site-packages: that needs no administrator rights on Windows, is not refused by Debian's
@@ -18,9 +19,13 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import os
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
+
 
 @dataclass(frozen=True)
 class Requirement:
@@ -113,8 +118,6 @@ def find_qgis_python(executable: str = sys.executable, exec_prefix: str = sys.ex
 
 def interpreter_identity() -> str:
     """What `identity_probe` prints for the running interpreter: version and real exec_prefix."""
-    import os
-
     return f"{sys.version_info.major}.{sys.version_info.minor} {os.path.realpath(sys.exec_prefix)}"
 
 
@@ -151,3 +154,76 @@ def import_check_command(python: Path, target: Path, modules: list[str]) -> list
     code = ("import sys; sys.path.append(sys.argv[1]); import importlib; "
             f"[importlib.import_module(m) for m in {modules!r}]; print('ok')")
     return [str(python), "-c", code, str(target)]
+
+
+def install_packages(packages: list[str], target: Path, log: Callable[[str], None],
+                     is_cancelled: Callable[[], bool] = lambda: False) -> str:
+    """pip install `packages` into `target` with QGIS's own Python, then import them in a fresh one.
+
+    Each line pip prints goes to `log`; `is_cancelled()` turning true stops pip and raises Cancelled.
+    Returns a summary with the tail of pip's output; raises RsirError saying what went wrong.
+    """
+    from .core.errors import Cancelled, RsirError
+
+    python = find_qgis_python()
+    if python is None:
+        raise RsirError(f"cannot find the Python interpreter of this QGIS near {sys.executable}; "
+                        f"install {' '.join(packages)} with QGIS's pip yourself")
+    check_interpreter(python, packages)
+    target.mkdir(parents=True, exist_ok=True)
+    command = pip_command(python, target, packages, running_numpy_version())
+    log("Running " + " ".join(command))
+    output = run_streamed(command, log, is_cancelled)
+    if is_cancelled():
+        raise Cancelled(f"installing {', '.join(packages)} was cancelled")
+    # Installed is not importable: a wheel built for another numpy only fails on import.
+    modules = [r.module for r in REQUIREMENTS if r.pip_name in packages]
+    check = subprocess.run(import_check_command(python, target, modules), capture_output=True, text=True,
+                           timeout=300, **_no_console())
+    if check.returncode != 0:
+        reason = (check.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RsirError(f"pip installed {', '.join(packages)} but they do not import: {reason}")
+    return f"installed {', '.join(packages)} into {target}\n{output[-2000:]}"
+
+
+def check_interpreter(python: Path, packages: list[str]) -> None:
+    """Refuse a `python` that is not the one QGIS runs: pip of another Python (another version, or
+    another installation) installs wheels for the numpy and ABI of that Python, which this QGIS may not
+    be able to import."""
+    from .core.errors import RsirError
+
+    probe = subprocess.run([str(python), "-c", IDENTITY_PROBE], capture_output=True, text=True, timeout=120,
+                           **_no_console())
+    mine = interpreter_identity()
+    if probe.returncode != 0 or probe.stdout.strip() != mine:
+        found = probe.stdout.strip() or probe.stderr.strip()
+        raise RsirError(f"{python} is not the Python QGIS runs ({mine}; it is {found}); "
+                        f"install {' '.join(packages)} with QGIS's own pip")
+
+
+def run_streamed(command: list[str], log: Callable[[str], None], is_cancelled: Callable[[], bool]) -> str:
+    """Run `command`, each output line to `log` as it comes (pip takes minutes); stop it on cancel."""
+    from .core.errors import RsirError
+
+    lines: list[str] = []
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          **_no_console()) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line.rstrip())
+            log(line.rstrip())
+            if is_cancelled():
+                process.terminate()
+                break
+        code = process.wait()
+    if code != 0 and not is_cancelled():
+        tail = "\n".join(lines[-15:])
+        raise RsirError(f"pip failed (exit {code}); see the rsir log panel. Last lines:\n{tail}")
+    return "\n".join(lines)
+
+
+def _no_console() -> dict:
+    """On Windows a console window would flash up for every subprocess without this flag."""
+    if os.name == "nt":
+        return {"creationflags": getattr(subprocess, "CREATE_NO_WINDOW", 0)}
+    return {}

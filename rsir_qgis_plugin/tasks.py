@@ -1,5 +1,8 @@
 """QgsTask wrappers: each runs one engine call in QGIS's worker threads and reports back.
 
+Only the wrapping lives here: the requests and outcomes are search_requests.py's, thumbnails are read
+by thumbnail_pixels.py and the pip installer is dependencies.install_packages (all plain Python).
+
 `run()` executes in a worker thread and touches no widget; `finished()` runs on the UI thread
 and only emits `succeeded`, `cancelled` or `failed`, which the controllers turn into layers and
 messages. The engine is imported inside `work()`, so loading the plugin never imports
@@ -7,28 +10,18 @@ onnxruntime or faiss.
 """
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qgis.core import (
-    Qgis,
-    QgsCoordinateReferenceSystem,
-    QgsCoordinateTransformContext,
-    QgsFeature,
-    QgsMessageLog,
-    QgsTask,
-)
+from qgis.core import Qgis, QgsMessageLog, QgsTask
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import pyqtSignal
 
 from .core.errors import Cancelled, RsirError
-from .core.params import BuildParams, SearchParams
+from .core.params import BuildParams
+from .search_requests import FeedbackRequest, SearchOutcome, SearchRequest, search_outcome
 
 LOG_TAG = "rsir"
 LOG_EVERY_S = 10.0  # progress lines in the log panel; the task manager shows every percent
@@ -134,35 +127,6 @@ class BuildIndexTask(EngineTask):
             log(f"{percent:5.1f} % {message}")
 
 
-@dataclass
-class SearchOutcome:
-    """A search result plus what the UI shows of it, prepared off the UI thread."""
-
-    result: Any  # core.search.SearchResult
-    raster_name: str
-    crs: QgsCoordinateReferenceSystem  # of the features
-    hit_features: list[QgsFeature]
-    query_feature: QgsFeature | None
-    thumbnails: dict[int, Any] = field(default_factory=dict)  # rank -> (h, w, 3) uint8 numpy array
-    feedback: Any = None  # core.feedback.Feedback of a refined search; None for a box query
-    notes: list[str] = field(default_factory=list)  # labels left out of a refined search, and why
-
-
-@dataclass(frozen=True)
-class SearchRequest:
-    """Everything one box query needs; the box is in `box_crs` and the engine reprojects it."""
-
-    index_dir: Path
-    raster_path: str
-    raster_name: str
-    box: tuple[float, float, float, float]
-    box_crs: str  # EPSG:n or WKT
-    params: SearchParams
-    output_crs: QgsCoordinateReferenceSystem
-    transform_context: QgsCoordinateTransformContext
-    thumbnails: bool = True
-
-
 class SearchTask(EngineTask):
     """search_box(), then the hit polygons as features in the map CRS and their thumbnails."""
 
@@ -176,44 +140,8 @@ class SearchTask(EngineTask):
         req = self.request
         result = search_box(req.index_dir, req.raster_path, req.box, req.box_crs, req.params,
                             is_cancelled=self.isCanceled)
-        return _outcome(self, result, req.raster_name, req.output_crs, req.transform_context, req.thumbnails,
-                        query_raster=req.raster_path)
-
-
-def _outcome(task: EngineTask, result, name: str, output_crs: QgsCoordinateReferenceSystem,
-             context: QgsCoordinateTransformContext, thumbnails: bool, query_raster: str | None = None,
-             **extra) -> SearchOutcome:
-    """In the worker thread: a search result's hits (and query) as features in the map CRS, and thumbnails."""
-    from .layers import HitFeatureFactory, hit_fields, query_fields
-    from .thumbnail_pixels import read_thumbnails
-
-    factory = HitFeatureFactory(output_crs, context)
-    fields = hit_fields()
-    hits = [factory.hit_feature(hit, fields) for hit in result.hits]
-    query = None
-    if result.query_polygon:
-        query = QgsFeature(query_fields())
-        query.setGeometry(factory.geometry(result.query_polygon, result.query_crs_wkt))
-        query.setAttributes([query_raster or result.query_raster])
-    thumbs = read_thumbnails(result.hits, is_cancelled=task.isCanceled) if thumbnails else {}
-    return SearchOutcome(result, name, output_crs, hits, query, thumbs, **extra)
-
-
-@dataclass(frozen=True)
-class FeedbackRequest:
-    """A refined search: the labels as a feature source (made from the labels layer on the UI thread,
-    read here in the worker), their CRS, and where the project's rasters lie (for labels drawn
-    without a raster)."""
-
-    index_dir: Path
-    labels: Any  # QgsVectorLayerFeatureSource of the labels layer, or anything with getFeatures()
-    labels_crs: QgsCoordinateReferenceSystem
-    rasters: tuple  # labels.convert.RasterFootprint, topmost first
-    params: SearchParams
-    output_crs: QgsCoordinateReferenceSystem
-    transform_context: QgsCoordinateTransformContext
-    thumbnails: bool = True
-    labels_dir: Path | None = None  # folder of a labels GeoPackage: relative raster paths start there
+        return search_outcome(result, req.raster_name, req.output_crs, req.transform_context, req.thumbnails,
+                              self.isCanceled, query_raster=req.raster_path)
 
 
 class FeedbackSearchTask(EngineTask):
@@ -236,8 +164,8 @@ class FeedbackSearchTask(EngineTask):
                             f"box on the map{why}")
         result = search_feedback(req.index_dir, read.feedback, req.params, is_cancelled=self.isCanceled)
         name = f"{read.positives} positive and {read.negatives} negative label(s)"
-        return _outcome(self, result, name, req.output_crs, req.transform_context, req.thumbnails,
-                        feedback=read.feedback, notes=read.skipped)
+        return search_outcome(result, name, req.output_crs, req.transform_context, req.thumbnails,
+                              self.isCanceled, feedback=read.feedback, notes=read.skipped)
 
 
 class InfoTask(EngineTask):
@@ -253,7 +181,8 @@ class InfoTask(EngineTask):
 
 
 class InstallPackagesTask(EngineTask):
-    """pip install into the plugin's private folder with QGIS's own Python interpreter."""
+    """dependencies.install_packages() (pip with QGIS's own Python, into the plugin's private folder),
+    its output in the rsir log panel and the task's Cancel button stopping pip."""
 
     def __init__(self, packages: list[str], target: Path):
         super().__init__(f"rsir: installing {', '.join(packages)}")
@@ -261,67 +190,6 @@ class InstallPackagesTask(EngineTask):
         self.target = target
 
     def work(self) -> str:
-        from .dependencies import (
-            REQUIREMENTS,
-            find_qgis_python,
-            import_check_command,
-            pip_command,
-            running_numpy_version,
-        )
+        from .dependencies import install_packages
 
-        python = find_qgis_python()
-        if python is None:
-            raise RsirError(f"cannot find the Python interpreter of this QGIS near {sys.executable}; "
-                            f"install {' '.join(self.packages)} with QGIS's pip yourself")
-        self._check_interpreter(python)
-        self.target.mkdir(parents=True, exist_ok=True)
-        command = pip_command(python, self.target, self.packages, running_numpy_version())
-        log("Running " + " ".join(command))
-        output = self._stream(command)
-        if self.isCanceled():
-            return ""
-        # Installed is not importable: a wheel built for another numpy only fails on import.
-        modules = [r.module for r in REQUIREMENTS if r.pip_name in self.packages]
-        check = subprocess.run(import_check_command(python, self.target, modules), capture_output=True,
-                               text=True, timeout=300, **_no_console())
-        if check.returncode != 0:
-            reason = (check.stderr.strip().splitlines() or ["no output"])[-1]
-            raise RsirError(f"pip installed {', '.join(self.packages)} but they do not import: {reason}")
-        return f"installed {', '.join(self.packages)} into {self.target}\n{output[-2000:]}"
-
-    def _check_interpreter(self, python: Path) -> None:
-        """pip of another Python (another version, or another installation) installs wheels for
-        the numpy and ABI of that Python, which this QGIS may not be able to import."""
-        from .dependencies import IDENTITY_PROBE, interpreter_identity
-
-        probe = subprocess.run([str(python), "-c", IDENTITY_PROBE], capture_output=True, text=True,
-                               timeout=120, **_no_console())
-        mine = interpreter_identity()
-        if probe.returncode != 0 or probe.stdout.strip() != mine:
-            found = probe.stdout.strip() or probe.stderr.strip()
-            raise RsirError(f"{python} is not the Python QGIS runs ({mine}; it is {found}); "
-                            f"install {' '.join(self.packages)} with QGIS's own pip")
-
-    def _stream(self, command: list[str]) -> str:
-        lines: list[str] = []
-        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              **_no_console()) as process:
-            assert process.stdout is not None
-            for line in process.stdout:
-                lines.append(line.rstrip())
-                log(line.rstrip())
-                if self.isCanceled():
-                    process.terminate()
-                    break
-            code = process.wait()
-        if code != 0 and not self.isCanceled():
-            tail = "\n".join(lines[-15:])
-            raise RsirError(f"pip failed (exit {code}); see the rsir log panel. Last lines:\n{tail}")
-        return "\n".join(lines)
-
-
-def _no_console() -> dict:
-    """On Windows a console window would flash up for every subprocess without this flag."""
-    if os.name == "nt":
-        return {"creationflags": getattr(subprocess, "CREATE_NO_WINDOW", 0)}
-    return {}
+        return install_packages(self.packages, self.target, log, self.isCanceled)

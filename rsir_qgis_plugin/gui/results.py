@@ -6,7 +6,7 @@ from typing import Callable
 
 from qgis.core import QgsCoordinateReferenceSystem, QgsProject, QgsVectorLayer
 
-from ..tasks import SearchOutcome
+from ..search_requests import SearchOutcome
 from ..layers import (
     add_on_top,
     make_hits_layer,

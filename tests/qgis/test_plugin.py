@@ -4,7 +4,10 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 from qgis.core import QgsApplication
 from qgis.gui import QgsDockWidget
@@ -125,6 +128,34 @@ def test_import_check_runs_in_a_fresh_interpreter(tmp_path):
                          capture_output=True, text=True)
     assert good.returncode == 0 and good.stdout.strip() == "ok"
     assert bad.returncode != 0 and "_no_such_module" in bad.stderr
+
+
+def test_installer_streams_pip_output_to_the_log_and_stops_on_cancel():
+    """dependencies.run_streamed, which install_packages runs pip with: each line to the log callback as
+    it comes, the process stopped when the cancellation check turns true, a failure's last lines."""
+    from rsir_qgis_plugin.core.errors import RsirError
+
+    python = str(dependencies.find_qgis_python())
+    slow = [python, "-c", "import time\nfor i in range(200): print('line', i, flush=True); time.sleep(0.05)"]
+    logged: list[str] = []
+    started = time.monotonic()
+    output = dependencies.run_streamed(slow, logged.append, lambda: len(logged) >= 3)
+    assert logged == ["line 0", "line 1", "line 2"] and output.splitlines() == logged
+    assert time.monotonic() - started < 5, "the process was not stopped on cancel"
+    failing = [python, "-c", "import sys\nprint('resolving'); print('no matching wheel'); sys.exit(3)"]
+    with pytest.raises(RsirError, match=r"(?s)pip failed \(exit 3\).*no matching wheel"):
+        dependencies.run_streamed(failing, logged.append, lambda: False)
+
+
+def test_installer_refuses_another_python(tmp_path):
+    """pip of a Python that is not QGIS's would install wheels QGIS cannot import: refused before pip runs."""
+    from rsir_qgis_plugin.core.errors import RsirError
+
+    other = tmp_path / "python3"
+    other.write_text("#!/bin/sh\necho 3.0 /elsewhere\n")
+    other.chmod(0o755)
+    with pytest.raises(RsirError, match="is not the Python QGIS runs"):
+        dependencies.check_interpreter(other, ["faiss-cpu"])
 
 
 def test_qgis_python_found_beside_a_qgis_executable(tmp_path):
