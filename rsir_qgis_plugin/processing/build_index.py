@@ -5,7 +5,6 @@ from pathlib import Path
 
 from qgis.core import (
     QgsProcessing,
-    QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
@@ -26,13 +25,13 @@ from qgis.core import (
 from ..core.errors import BuildFailed
 from ..core.params import DEVICES, BuildParams, TilingParams, parse_bands
 from ..settings import band_problem, default_index_dir
-from .common import engine_errors, layer_file, require_engine
+from .common import RsirAlgorithm, engine_errors, layer_file
 
 TEMPORARY_INDEX = ("INDEX: an index in a temporary folder is deleted when QGIS exits; choose a folder for it "
                    "(for instance next to the project file)")
 
 
-class BuildIndexAlgorithm(QgsProcessingAlgorithm):
+class BuildIndexAlgorithm(RsirAlgorithm):
     RASTERS, INDEX, MODEL, TILE_SIZE, STRIDE, TILE_METRES, STRIDE_METRES, BANDS, DEVICE, TTA = (
         "RASTERS", "INDEX", "MODEL", "TILE_SIZE", "STRIDE", "TILE_METRES", "STRIDE_METRES", "BANDS", "DEVICE",
         "TTA")
@@ -54,9 +53,6 @@ class BuildIndexAlgorithm(QgsProcessingAlgorithm):
                 "model's input size and half a tile. Bands: e.g. 4,3,2 or 4 3 2; empty = RGB. Rasters that "
                 "fail are listed by name with the reason in the log and in the FAILED output; the algorithm "
                 "fails when no raster could be indexed.")
-
-    def createInstance(self) -> "BuildIndexAlgorithm":  # noqa: N802
-        return BuildIndexAlgorithm()
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterMultipleLayers(
@@ -123,9 +119,7 @@ class BuildIndexAlgorithm(QgsProcessingAlgorithm):
             return None
         return self.parameterAsDouble(parameters, name, context) or None
 
-    def processAlgorithm(self, parameters, context: QgsProcessingContext,  # noqa: N802
-                         feedback: QgsProcessingFeedback) -> dict:
-        require_engine()
+    def process(self, parameters, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:
         from ..core.builder import build_index
 
         layers = self.parameterAsLayerList(parameters, self.RASTERS, context)

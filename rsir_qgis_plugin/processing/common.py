@@ -1,14 +1,25 @@
-"""What both algorithms share: the dependency gate and engine errors as Processing errors."""
+"""What both algorithms share: a base class (icon, createInstance, the dependency gate) and engine errors
+as Processing errors."""
 from __future__ import annotations
 
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
-from qgis.core import QgsMapLayer, QgsProcessingException
+from qgis.core import (
+    QgsMapLayer,
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+)
+from qgis.PyQt.QtGui import QIcon
 
 from ..core.errors import Cancelled, RsirError
 from ..dependencies import describe_missing, missing_requirements
 from ..layers import raster_file_path
+
+ICON = Path(__file__).resolve().parent.parent / "icon.png"
 
 
 def require_engine() -> None:
@@ -34,3 +45,27 @@ def layer_file(layer: QgsMapLayer | None, parameter: str) -> str:
         name = layer.name() if layer is not None else "(none)"
         raise QgsProcessingException(f"{parameter}: '{name}' is not a raster stored in a local file")
     return path
+
+
+class RsirAlgorithm(QgsProcessingAlgorithm):
+    """The base of rsir's algorithms (as QuickOSM's): the plugin's icon, createInstance, and the engine
+    check before `process` runs.
+
+    No group: the provider's two algorithms are listed directly under it, as they always were.
+    """
+
+    def icon(self) -> QIcon:
+        return QIcon(str(ICON))
+
+    def createInstance(self) -> "RsirAlgorithm":  # noqa: N802
+        return type(self)()  # every algorithm here is made without arguments
+
+    def processAlgorithm(self, parameters, context: QgsProcessingContext,  # noqa: N802
+                         feedback: QgsProcessingFeedback) -> dict:
+        # Before `process` imports the engine: a missing package is one line naming it, not a traceback.
+        require_engine()
+        return self.process(parameters, context, feedback)
+
+    def process(self, parameters, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:
+        """The algorithm's work, once the engine's packages are known to be there."""
+        raise NotImplementedError

@@ -4,7 +4,6 @@ from __future__ import annotations
 from qgis.core import (
     QgsFeatureSink,
     QgsProcessing,
-    QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
@@ -20,10 +19,10 @@ from qgis.core import (
 
 from ..core.params import SearchParams
 from ..layers import HitFeatureFactory, crs_for_engine, hit_fields
-from .common import engine_errors, layer_file, require_engine
+from .common import RsirAlgorithm, engine_errors, layer_file
 
 
-class FindSimilarAlgorithm(QgsProcessingAlgorithm):
+class FindSimilarAlgorithm(RsirAlgorithm):
     INDEX, RASTER, EXTENT, K, TTA, EXCLUDE_OVERLAP, MIN_SCORE, OUTPUT = (
         "INDEX", "RASTER", "EXTENT", "K", "TTA", "EXCLUDE_OVERLAP", "MIN_SCORE", "OUTPUT")
 
@@ -37,9 +36,6 @@ class FindSimilarAlgorithm(QgsProcessingAlgorithm):
         return ("Embeds the extent of the raster (the extent may be in any CRS) and returns the K most similar "
                 "tiles of the index as polygons in the raster's CRS, with fields rank, score (cosine) and "
                 "raster. The index must have been built with rsir:build_index.")
-
-    def createInstance(self) -> "FindSimilarAlgorithm":  # noqa: N802
-        return FindSimilarAlgorithm()
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterFile(self.INDEX, "Index folder",
@@ -61,9 +57,7 @@ class FindSimilarAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterFeatureSink(
             self.OUTPUT, "Similar places", QgsProcessing.SourceType.TypeVectorPolygon))
 
-    def processAlgorithm(self, parameters, context: QgsProcessingContext,  # noqa: N802
-                         feedback: QgsProcessingFeedback) -> dict:
-        require_engine()
+    def process(self, parameters, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:
         from ..core.search import search_box
 
         raster = self.parameterAsRasterLayer(parameters, self.RASTER, context)

@@ -1,15 +1,12 @@
 """The `rsir` Processing provider: toolbox, graphical modeler, processing.run and qgis_process."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from .build_index import BuildIndexAlgorithm
+from .common import ICON
 from .find_similar import FindSimilarAlgorithm
-
-ICON = Path(__file__).resolve().parent.parent / "icon.png"
 
 
 class RsirProvider(QgsProcessingProvider):
