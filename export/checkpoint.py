@@ -1,10 +1,12 @@
-"""Training checkpoints: {"meta": {...}, "state_dict": {...}} files, loaded without unpickling code."""
+"""Training checkpoints as export reads them: training/checkpoint.py owns the format and reads the file;
+this module only turns its errors (and a missing training package) into ModelError lines for a user."""
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
-import torch
 from torch import nn
 
 from rsir_qgis_plugin.core.errors import ModelError
@@ -17,33 +19,32 @@ class Checkpoint:
     state_dict: dict
 
 
+def _training(module: str, path: Path, what: str) -> ModuleType:
+    """A training module, or a ModelError saying how to make it importable."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        if exc.name not in ("training", module, None):
+            raise  # a dependency of training itself is missing: its own message says which
+        raise ModelError(f"{path}: {what} needs {module}, which is not importable here ({exc}); run from the "
+                         "repository root with the training package present") from exc
+
+
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read a checkpoint with weights_only=True: a checkpoint from elsewhere cannot run code on load."""
     path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"{path}: checkpoint not found")
+    checkpoint = _training("training.checkpoint", path, "reading a checkpoint")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises pickle, zip and its own errors for unreadable files
-        raise ModelError(f"{path}: not a readable torch checkpoint ({exc})") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("meta"), dict) or not isinstance(
-            data.get("state_dict"), dict):
-        keys = sorted(data) if isinstance(data, dict) else type(data).__name__
-        raise ModelError(f"{path}: a checkpoint must be a dict with 'meta' and 'state_dict' dicts, found {keys}")
+        data = checkpoint.read(path)
+    except checkpoint.CheckpointError as exc:
+        raise ModelError(str(exc)) from exc
     return Checkpoint(path=path, meta=data["meta"], state_dict=data["state_dict"])
 
 
 def build_net(checkpoint: Checkpoint) -> nn.Module:
     """The checkpoint's network, rebuilt by training.models.build_from_meta, weights loaded strictly, eval mode."""
-    try:
-        from training.models import build_from_meta
-    except ImportError as exc:
-        if exc.name not in ("training", "training.models", None):
-            raise  # a dependency of training itself is missing: its own message says which
-        raise ModelError(f"{checkpoint.path}: rebuilding the network needs training.models.build_from_meta, "
-                         f"which is not importable here ({exc}); run from the repository root with the "
-                         "training package present") from exc
-    net = build_from_meta(checkpoint.meta)
+    models = _training("training.models", checkpoint.path, "rebuilding the network")
+    net = models.build_from_meta(checkpoint.meta)
     try:
         net.load_state_dict(checkpoint.state_dict, strict=True)
     except RuntimeError as exc:

@@ -1,7 +1,9 @@
-"""Checkpoint files: written atomically, read back with weights_only=True only.
+"""Checkpoint files: the format's one home. Written atomically, read back with weights_only=True only.
 
 A checkpoint is {"meta", "state_dict" (the RetrievalNet alone, what export loads), "criterion",
-"ema", "optimizer", "scheduler", "scaler", "epoch", "best_map"}.
+"ema", "optimizer", "scheduler", "scaler", "epoch", "best_map"}; `read` checks the two that every
+reader needs (fit's resume and --init, training.models.load_checkpoint, export), `load` reads any torch
+file (backbone weights too) under the same weights_only rule.
 """
 from __future__ import annotations
 
@@ -9,8 +11,13 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import torch
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable checkpoint; the message names the file and the problem."""
 
 
 def json_safe(obj):
@@ -36,5 +43,23 @@ def copy_atomic(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
-def load(path: Path, map_location: str | torch.device = "cpu") -> dict:
-    return torch.load(path, map_location=map_location, weights_only=True)
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """A torch file read with weights_only=True: a checkpoint from elsewhere cannot run code on load."""
+    return torch.load(Path(path), map_location=map_location, weights_only=True)
+
+
+def read(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """A checkpoint, checked to be a dict with 'meta' and 'state_dict' dicts; else CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        data = load(path, map_location)
+    except Exception as exc:  # torch raises pickle, zip and its own errors for unreadable files
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({exc})") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("meta"), dict) or not isinstance(
+            data.get("state_dict"), dict):
+        keys = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise CheckpointError(f"{path}: a checkpoint must be a dict with 'meta' and 'state_dict' dicts, "
+                              f"found {keys}")
+    return data

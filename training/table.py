@@ -18,14 +18,13 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-import torch
-
+from . import checkpoint
 from .config import FitConfig, read_toml
 
 
 def _finished(run: Path, epochs: int) -> bool:
     last = run / "last.pt"
-    return last.is_file() and torch.load(last, map_location="cpu", weights_only=True)["epoch"] >= epochs
+    return last.is_file() and checkpoint.load(last)["epoch"] >= epochs
 
 
 def run_all(configs: Sequence[Path], data: Path, runs: Path, minutes: float, python: str = sys.executable) -> bool:

@@ -16,6 +16,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .. import checkpoint
+
 
 class ResNetTrunk(nn.Module):
     """A torchvision ResNet without its average pooling and classifier."""
@@ -43,7 +45,7 @@ class EfficientNetTrunk(nn.Module):
 
 
 def _load_state(path: str | Path) -> dict:
-    state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    state = checkpoint.load(path)
     # Training checkpoints and some hubs wrap the weights; accept the plain dict or a "state_dict" entry.
     return state.get("state_dict", state) if isinstance(state, dict) else state
 

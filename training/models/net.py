@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .. import checkpoint
 from .attention import HEADS
 from .backbones import backbone_spec, build_backbone
 from .functional import l2n
@@ -68,7 +69,7 @@ def build_from_meta(meta: dict) -> RetrievalNet:
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[RetrievalNet, dict]:
     """(network in eval mode with the checkpoint's weights, meta), read with weights_only=True."""
-    ckpt = torch.load(Path(path), map_location=map_location, weights_only=True)
+    ckpt = checkpoint.read(path, map_location)
     net = build_from_meta(ckpt["meta"])
     net.load_state_dict(ckpt["state_dict"])
     return net.eval(), ckpt["meta"]
