@@ -63,9 +63,33 @@ class ResultsDock(QgsDockWidget):
         super().__init__("rsir: similar places", parent)
         self.setObjectName("rsirResultsDock")
         body = QWidget(self)
+        # Made in the order they are shown, which is also the keyboard focus order.
+        self._make_index_widgets(body)
+        draw_row = self._draw_row(body, find_action)
+        form = self._options_form(body)
+        self._make_hit_list(body)
+        feedback = self._feedback_box(body)
+        buttons = self._result_buttons(body)
         layout = QVBoxLayout(body)
         layout.setContentsMargins(4, 4, 4, 4)
+        layout.addLayout(draw_row)
+        layout.addLayout(form)
+        layout.addWidget(self.status_label)
+        layout.addWidget(self.hit_list, 1)
+        layout.addLayout(buttons)
+        layout.addWidget(feedback)
+        self.setWidget(self._scrolling(body))
 
+        self._load_settings()
+        for signal in (self.k_spin.valueChanged, self.score_spin.valueChanged,
+                       self.tta_check.toggled, self.overlap_check.toggled):
+            signal.connect(self._save_settings)
+        self._set_has_results(False)
+        self.set_labels_info("No labels yet.", has_labels=False, can_refine=False)
+
+    # Building the dock, a part each -------------------------------------------------------
+
+    def _make_index_widgets(self, body: QWidget) -> None:
         self.index_widget = QgsFileWidget(body)
         self.index_widget.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
         self.index_widget.setDialogTitle("Index folder")
@@ -74,6 +98,9 @@ class ResultsDock(QgsDockWidget):
         self.index_label.setWordWrap(True)
         self.index_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
+    @staticmethod
+    def _draw_row(body: QWidget, find_action: QAction) -> QHBoxLayout:
+        """The Find similar places button, with what to do next."""
         draw = QToolButton(body)
         draw.setDefaultAction(find_action)
         draw.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
@@ -83,7 +110,10 @@ class ResultsDock(QgsDockWidget):
         hint.setWordWrap(True)
         hint.setStyleSheet("color: palette(mid)")
         draw_row.addWidget(hint, 1)
+        return draw_row
 
+    def _options_form(self, body: QWidget) -> QFormLayout:
+        """The index folder and the search options (kept in QGIS settings)."""
         self.k_spin = QSpinBox(body)
         self.k_spin.setRange(1, 500)
         self.score_spin = QDoubleSpinBox(body)
@@ -104,7 +134,9 @@ class ResultsDock(QgsDockWidget):
         form.addRow("Min. score", self.score_spin)
         form.addRow(self.tta_check)
         form.addRow(self.overlap_check)
+        return form
 
+    def _make_hit_list(self, body: QWidget) -> None:
         self.status_label = QLabel("", body)
         self.status_label.setWordWrap(True)
         self.hit_list = QListWidget(body)
@@ -119,11 +151,26 @@ class ResultsDock(QgsDockWidget):
         self.hit_list.itemActivated.connect(self._on_item_clicked)
         self._up_icon, self._down_icon = thumb_icon(True), thumb_icon(False)
 
+    def _feedback_box(self, body: QWidget) -> QGroupBox:
+        """Relevance feedback: the labels so far, Refine, saving and loading labels, how to mark."""
         feedback = QGroupBox("Relevance feedback", body)
         feedback_layout = QVBoxLayout(feedback)
         feedback_layout.setContentsMargins(6, 6, 6, 6)
         self.labels_label = QLabel("No labels yet.", feedback)
         self.labels_label.setWordWrap(True)
+        feedback_buttons, file_buttons = self._feedback_buttons(feedback)
+        self.feedback_help = QLabel(FEEDBACK_HINT, feedback)
+        self.feedback_help.setToolTip(FEEDBACK_HELP)
+        self.feedback_help.setWordWrap(True)
+        self.feedback_help.setStyleSheet("color: palette(mid)")
+        feedback_layout.addWidget(self.labels_label)
+        feedback_layout.addLayout(feedback_buttons)
+        feedback_layout.addLayout(file_buttons)
+        feedback_layout.addWidget(self.feedback_help)
+        return feedback
+
+    def _feedback_buttons(self, feedback: QGroupBox) -> tuple[QHBoxLayout, QHBoxLayout]:
+        """(Refine, Save labels... and Load labels...) as two rows."""
         self.refine_button = QPushButton("Refine", feedback)
         self.refine_button.setToolTip("Search again in the background with every label of the "
                                       "'rsir labels' layer (at least one positive)")
@@ -135,10 +182,6 @@ class ResultsDock(QgsDockWidget):
         self.load_labels_button = QPushButton("Load labels...", feedback)
         self.load_labels_button.setToolTip("Make the labels of a saved GeoPackage the labels again")
         self.load_labels_button.clicked.connect(self._on_load_labels_clicked)
-        self.feedback_help = QLabel(FEEDBACK_HINT, feedback)
-        self.feedback_help.setToolTip(FEEDBACK_HELP)
-        self.feedback_help.setWordWrap(True)
-        self.feedback_help.setStyleSheet("color: palette(mid)")
         feedback_buttons = QHBoxLayout()
         feedback_buttons.addWidget(self.refine_button)
         feedback_buttons.addStretch(1)
@@ -146,11 +189,9 @@ class ResultsDock(QgsDockWidget):
         file_buttons.addWidget(self.save_labels_button)
         file_buttons.addWidget(self.load_labels_button)
         file_buttons.addStretch(1)
-        feedback_layout.addWidget(self.labels_label)
-        feedback_layout.addLayout(feedback_buttons)
-        feedback_layout.addLayout(file_buttons)
-        feedback_layout.addWidget(self.feedback_help)
+        return feedback_buttons, file_buttons
 
+    def _result_buttons(self, body: QWidget) -> QHBoxLayout:
         self.clear_button = QPushButton("Clear", body)
         self.clear_button.clicked.connect(self.clearRequested)
         self.save_button = QPushButton("Save hits...", body)
@@ -160,13 +201,9 @@ class ResultsDock(QgsDockWidget):
         buttons.addWidget(self.clear_button)
         buttons.addStretch(1)
         buttons.addWidget(self.save_button)
+        return buttons
 
-        layout.addLayout(draw_row)
-        layout.addLayout(form)
-        layout.addWidget(self.status_label)
-        layout.addWidget(self.hit_list, 1)
-        layout.addLayout(buttons)
-        layout.addWidget(feedback)
+    def _scrolling(self, body: QWidget) -> QScrollArea:
         # The content scrolls instead of asking the main window for its whole height: beside other
         # panels the dock may be short (and QMainWindow grows past the screen for a tall minimum).
         self.scroll = QScrollArea(self)
@@ -174,14 +211,7 @@ class ResultsDock(QgsDockWidget):
         self.scroll.setFrameShape(QFrame.Shape.NoFrame)
         self.scroll.setWidget(body)
         self.scroll.setMinimumHeight(MIN_HEIGHT_PX)
-        self.setWidget(self.scroll)
-
-        self._load_settings()
-        for signal in (self.k_spin.valueChanged, self.score_spin.valueChanged,
-                       self.tta_check.toggled, self.overlap_check.toggled):
-            signal.connect(self._save_settings)
-        self._set_has_results(False)
-        self.set_labels_info("No labels yet.", has_labels=False, can_refine=False)
+        return self.scroll
 
     # What the controller reads and shows -------------------------------------------------
 
