@@ -6,9 +6,7 @@ Multi-GPU: `torchrun --nproc-per-node N -m training.fit ...`.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -18,50 +16,22 @@ from typing import Sequence
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from . import checkpoint
 from .config import FitConfig, parse_config, write_toml
 from .data.augment import AugmentSettings, augment
 from .data.folder import load_images, scan_folder
-from .data.sampler import pk_batches, random_batches
 from .data.split import Split, read_split, stratified_split, subsample_train, write_split
 from .data.stats import band_stats
-from .eval.extract import embed, torch_embedder
-from .eval.report import mean_average_precision
 from .logger import MetricsLog
-from .losses import LossContext, LossSpec, loss_spec
-from .models import architecture_meta, build_net
-from .runtime import (Runtime, average_gradients, barrier, broadcast, gather, same_on_all_ranks,
-                      setup_runtime, shutdown)
-from .schedule import bank_momentum, lr_factor
-
-# Settings a criterion may read (LossContext.settings).
-LOSS_SETTINGS = ("sigma", "ri_lambda", "contrastive_margin", "triplet_margin", "softmax_temperature")
-
-
-@dataclass(frozen=True)
-class Decoded:
-    """The split, decoded: uint8 (N, C, S, S) images on the training device, int64 labels."""
-
-    split: Split
-    train: torch.Tensor
-    train_labels: torch.Tensor
-    test: torch.Tensor
-    test_labels: torch.Tensor
-
-
-def git_revision() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
-    """A generator determined by (seed, epoch, stream): resuming at any epoch replays the same numbers."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + epoch * 7_919 + stream) % (2 ** 63))
+from .losses import LossSpec, loss_spec
+from .meta import git_revision, make_meta
+from .models import architecture_meta
+from .parts import (Decoded, Parts, build_parts, copies_per_image, epoch_batches, epoch_generator,
+                    freeze_batchnorm, init_bank, test_map)
+from .runtime import (Runtime, average_gradients, barrier, gather, same_on_all_ranks, setup_runtime,
+                      shutdown)
+from .schedule import bank_momentum
 
 
 def prepare_split(cfg: FitConfig, run_dir: Path, rt: Runtime) -> Split:
@@ -91,38 +61,6 @@ def decode(cfg: FitConfig, split: Split, rt: Runtime) -> Decoded:
     return Decoded(split, train, train_labels, test, test_labels)
 
 
-def build_optimizer(cfg: FitConfig, net: nn.Module, criterion: nn.Module) -> torch.optim.Optimizer:
-    """Two groups: the backbone at lr * backbone_lr_scale, everything else (head, pooling, projection,
-    the loss's own parameters) at lr. Norm scales, biases and GeM's p get no weight decay."""
-    groups = {}
-    named = [("backbone." + n, p) for n, p in net.backbone.named_parameters()]
-    named += [(n, p) for n, p in net.named_parameters() if not n.startswith("backbone.")]
-    named += [("criterion." + n, p) for n, p in criterion.named_parameters()]
-    for name, param in named:
-        if not param.requires_grad:
-            continue
-        scale = cfg.backbone_lr_scale if name.startswith("backbone.") else 1.0
-        decay = 0.0 if param.ndim <= 1 else cfg.weight_decay
-        groups.setdefault((scale, decay), []).append(param)
-    params = [{"params": ps, "lr": cfg.lr * s, "weight_decay": d} for (s, d), ps in groups.items()]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True)
-    return torch.optim.AdamW(params, lr=cfg.lr)
-
-
-def epoch_batches(cfg: FitConfig, spec: LossSpec, labels: torch.Tensor, epoch: int, rt: Runtime) -> list[torch.Tensor]:
-    """This rank's batches of training-image indices for `epoch`."""
-    gen = epoch_generator(cfg.seed, epoch, 0)
-    images_per_batch = cfg.batch_size // copies_per_image(cfg, spec)
-    if spec.sampler == "pk":
-        return pk_batches(labels.cpu(), images_per_batch // cfg.pk_images, cfg.pk_images, gen, rt.world, rt.rank)
-    return random_batches(len(labels), images_per_batch, gen, rt.world, rt.rank)
-
-
-def copies_per_image(cfg: FitConfig, spec: LossSpec) -> int:
-    return min(cfg.ri_copies, spec.rotations) if spec.rotations > 1 else 1
-
-
 def rotation_slots(index: torch.Tensor, rotations: int, copies: int,
                    gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(bank slots, rotation angles) of the samples made from a batch of image indices.
@@ -138,62 +76,11 @@ def rotation_slots(index: torch.Tensor, rotations: int, copies: int,
 
 
 @torch.no_grad()
-def init_bank(bank: nn.Module, net: nn.Module, data: Decoded, mean, std, cfg: FitConfig, rt: Runtime,
-              rotations: int) -> None:
-    """Fill the bank with the untrained network's embeddings of every training image (and rotated copy),
-    so that SNCA's neighbourhoods are meaningful from the first step; rank 0's copy is shared."""
-    fn = torch_embedder(net, rt.amp_dtype, rt.channels_last)
-    for r in range(rotations):
-        feats = embed(data.train, fn, mean, std, cfg.eval_batch_size, rt.device, r * 360.0 / rotations)
-        slots = torch.arange(len(data.train), device=rt.device) * rotations + r
-        bank.replace(slots, torch.from_numpy(feats).to(rt.device))
-    broadcast(bank.vectors, rt)
-
-
-@torch.no_grad()
 def ema_update(ema: nn.Module, net: nn.Module, momentum: float) -> None:
     """ema <- momentum * ema + (1 - momentum) * net, parameters only (the EMA's BN statistics follow its own
     forward passes, as in MoCo and Kang's SNCA-CE code)."""
     for pe, p in zip(ema.parameters(), net.parameters()):
         pe.mul_(momentum).add_(p.detach(), alpha=1.0 - momentum)
-
-
-def test_map(net: nn.Module, data: Decoded, mean, std, cfg: FitConfig, rt: Runtime) -> float:
-    """Test-vs-test mAP (paper 000 eq. 9-12) on the test split."""
-    emb = embed(data.test, torch_embedder(net, rt.amp_dtype, rt.channels_last), mean, std,
-                cfg.eval_batch_size, rt.device)
-    return mean_average_precision(emb, data.test_labels.cpu().numpy())
-
-
-def init_lineage(init_meta: dict) -> dict:
-    """What a fine-tuned model started from, for its card: the starting model's name, origin and training."""
-    training = init_meta.get("training", {})
-    return {"name": init_meta.get("name"), "from_onnx": init_meta.get("from_onnx"),
-            "loss": training.get("loss", {}).get("name"), "epochs": training.get("epochs"),
-            "metrics": training.get("metrics"), "init": training.get("init")}
-
-
-def make_meta(cfg: FitConfig, arch: dict, mean, std, split: Split, rt: Runtime, metrics: dict,
-              epochs_done: int, seconds: float, init_meta: dict | None = None) -> dict:
-    """Everything to rebuild the network and fill the ONNX contract, plus the model card."""
-    loss = {"name": cfg.loss, **{k: getattr(cfg, k) for k in LOSS_SETTINGS}}
-    if cfg.loss.startswith("snca") or cfg.loss == "ri_snca":
-        loss.update(bank_update=cfg.bank_update, bank_momentum=cfg.bank_momentum,
-                    bank_milestones=cfg.bank_milestones, bank_init=cfg.bank_init)
-    return checkpoint.json_safe({
-        "format_version": 1, "name": cfg.run_name, **arch, "mean": mean, "std": std,
-        "band_indices": cfg.bands, "backbone_weights": cfg.weights,
-        "training": {
-            "data": {"root": Path(cfg.data).name, "band_indices": cfg.bands, **split.describe()},
-            "split": {"seed": split.seed, "test_fraction": split.test_fraction, "file": "split.json"},
-            "loss": loss, "epochs": epochs_done, "metrics": metrics,
-            "device": rt.describe(), "train_seconds": round(seconds, 1), "git": git_revision(),
-            "config": dataclasses.asdict(cfg),
-            **({"init": init_lineage(init_meta)} if init_meta else {}),
-        },
-        # Folded statistics stay folded while --freeze-bn keeps them: a further fine-tune needs it too.
-        **({"batchnorm_folded": True} if init_meta and init_meta.get("batchnorm_folded") else {}),
-    })
 
 
 def _progress(items: Sequence, enabled: bool, desc: str):
@@ -202,85 +89,6 @@ def _progress(items: Sequence, enabled: bool, desc: str):
     except ImportError:  # tqdm is optional on bare GPU images
         return items
     return tqdm(items, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
-
-
-@dataclass
-class Parts:
-    """What a run trains and saves: the net (also behind DDP as `model`), the loss with its bank, the
-    optional EMA encoder, the optimiser and its schedule."""
-
-    net: nn.Module
-    model: nn.Module
-    criterion: nn.Module
-    ema: nn.Module | None
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler
-
-    @property
-    def bank(self) -> nn.Module | None:
-        return getattr(self.criterion, "bank", None)
-
-    def state(self) -> dict:
-        return {"state_dict": self.net.state_dict(), "criterion": self.criterion.state_dict(),
-                "ema": self.ema.state_dict() if self.ema is not None else None,
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict()}
-
-    def restore(self, state: dict) -> None:
-        self.net.load_state_dict(state["state_dict"])
-        self.criterion.load_state_dict(state["criterion"])
-        if self.ema is not None:
-            self.ema.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-
-
-def initial_net(cfg: FitConfig, arch: dict, init: dict | None) -> nn.Module:
-    """The network training starts from: the backbone's --weights, or the whole --init checkpoint `init`."""
-    if init is None:
-        return build_net(arch, cfg.weights)
-    differ = checkpoint.architecture_differences(init["meta"], arch)
-    if differ:
-        raise SystemExit(f"{cfg.init}: another architecture than this run's (checkpoint, run): {differ}")
-    if init["meta"].get("batchnorm_folded") and not cfg.freeze_bn:
-        raise SystemExit(f"{cfg.init}: its BatchNorm statistics were folded into the convolutions by the "
-                         "ONNX export; fine-tune it with --freeze-bn")
-    net = build_net(arch, "none")
-    net.load_state_dict(init["state_dict"])
-    return net
-
-
-def freeze_batchnorm(net: nn.Module) -> None:
-    """BatchNorm layers in eval mode: they use and keep their running statistics."""
-    for module in net.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.eval()
-
-
-def build_parts(cfg: FitConfig, arch: dict, spec: LossSpec, data: Decoded, rt: Runtime,
-                init: dict | None = None) -> Parts:
-    net = initial_net(cfg, arch, init).to(rt.device)
-    if rt.channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    criterion = spec.build(LossContext(data.train_labels.cpu(), len(data.split.classes), arch["embedding_dim"],
-                                       {k: getattr(cfg, k) for k in LOSS_SETTINGS},
-                                       torch.Generator().manual_seed(cfg.seed))).to(rt.device)
-    ema = None
-    if getattr(criterion, "bank", None) is not None and cfg.bank_update == "ema_encoder":
-        ema = copy.deepcopy(net).requires_grad_(False)
-    optimizer = build_optimizer(cfg, net, criterion)
-    steps_per_epoch = len(epoch_batches(cfg, spec, data.train_labels, 0, rt))
-    if steps_per_epoch == 0 and cfg.epochs > 0:
-        raise SystemExit(f"batch size {cfg.batch_size} x {rt.world} process(es) exceeds the "
-                         f"{len(data.train)} training images: lower --batch-size")
-    warmup, total = round(cfg.warmup_epochs * steps_per_epoch), steps_per_epoch * cfg.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup))
-    scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
-    model = DistributedDataParallel(net, device_ids=[rt.device] if rt.device.type == "cuda" else None) \
-        if rt.distributed else net
-    return Parts(net, model, criterion, ema, optimizer, scheduler, scaler)
 
 
 def train_epoch(p: Parts, epoch: int, cfg: FitConfig, spec: LossSpec, data: Decoded, mean, std,
@@ -347,10 +155,46 @@ def train_epoch(p: Parts, epoch: int, cfg: FitConfig, spec: LossSpec, data: Deco
             **{k: v / max(1, len(batches)) for k, v in sums.items()}}
 
 
-def main(cfg: FitConfig) -> Path:
-    """Train as configured; returns the run folder."""
-    started = time.time()  # --time-limit counts everything, decoding included
-    rt = setup_runtime(cfg.device, cfg.amp, cfg.channels_last)
+@dataclass
+class Record:
+    """Where a run stands, as last.pt keeps it: epochs done, the best and the latest test mAP, training
+    seconds, and the normalisation the network is fed (the data's, --init's, or the resumed run's)."""
+
+    mean: list
+    std: list
+    epoch: int = 0
+    best: float = -1.0  # below any mAP: the first evaluation is the best so far
+    best_epoch: int = -1
+    last_map: float | None = None
+    seconds: float = 0.0
+
+    def restore(self, state: dict) -> None:
+        """Continue from a last.pt (its meta holds the normalisation and the card's metrics)."""
+        meta = state["meta"]
+        self.epoch, self.best, self.best_epoch = state["epoch"], state["best_map"], state["best_epoch"]
+        self.mean, self.std = meta["mean"], meta["std"]
+        self.last_map = meta["training"]["metrics"]["test_map"]
+        self.seconds = meta["training"]["train_seconds"]
+
+
+@dataclass
+class Run:
+    """The pieces every step of `main` shares, so each step takes one argument instead of a dozen."""
+
+    cfg: FitConfig
+    rt: Runtime
+    arch: dict
+    spec: LossSpec
+    split: Split
+    data: Decoded
+    parts: Parts
+    record: Record
+    init_meta: dict | None
+    log: MetricsLog | None = None
+
+
+def open_run_dir(cfg: FitConfig, rt: Runtime) -> None:
+    """Check the run folder against --resume, print the revision and configuration, save config.toml."""
     run_dir = cfg.run_dir
     if rt.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -363,8 +207,9 @@ def main(cfg: FitConfig) -> Path:
         write_toml(cfg, run_dir / "config.toml")
     barrier(rt)
 
-    torch.manual_seed(cfg.seed)
-    split = prepare_split(cfg, run_dir, rt)
+
+def load_data(cfg: FitConfig, split: Split, rt: Runtime) -> tuple[Decoded, Record]:
+    """The decoded split, and a record starting from the training images' band statistics."""
     t0 = time.time()
     data = decode(cfg, split, rt)
     mean, std = band_stats(data.train.cpu())
@@ -372,84 +217,125 @@ def main(cfg: FitConfig) -> Path:
         print(f"decoded {len(data.train)} training and {len(data.test)} test images of {len(split.classes)} "
               f"classes in {time.time() - t0:.1f} s; mean {np.round(mean, 4).tolist()}, "
               f"std {np.round(std, 4).tolist()}", flush=True)
+    return data, Record(mean, std)
 
-    arch = architecture_meta(cfg.backbone, cfg.head, cfg.pooling, cfg.embedding_dim, cfg.input_size,
+
+def run_architecture(cfg: FitConfig) -> dict:
+    return architecture_meta(cfg.backbone, cfg.head, cfg.pooling, cfg.embedding_dim, cfg.input_size,
                              len(cfg.bands), {"reduction": cfg.attention_reduction}
                              if cfg.head == "dual_attention" else {}, cfg.gem_p)
-    spec = loss_spec(cfg.loss)
-    init = checkpoint.load(Path(cfg.init)) if cfg.init else None
-    p = build_parts(cfg, arch, spec, data, rt, init)
+
+
+def resume(run: Run) -> None:
+    """Continue from the run folder's last.pt: parts, optimiser state and record."""
+    run_dir = run.cfg.run_dir
+    state = checkpoint.read(run_dir / "last.pt", run.rt.device)
+    differ = checkpoint.architecture_differences(state["meta"], run.arch)
+    if differ:
+        raise SystemExit(f"{run_dir}/last.pt was trained with another architecture (checkpoint, run): "
+                         f"{differ}")
+    run.parts.restore(state)
+    run.record.restore(state)
+    if run.rt.is_main:
+        print(f"resumed {run_dir}/last.pt at epoch {run.record.epoch}", flush=True)
+
+
+def save(run: Run, epoch: int) -> None:
+    """last.pt (and best.pt when this epoch holds the best test mAP), main process only."""
+    r = run.record
+    metrics = {"test_map": r.last_map, "best_test_map": r.best if r.best >= 0 else None,
+               "best_epoch": r.best_epoch if r.best >= 0 else None}
+    meta = make_meta(run.cfg, run.arch, r.mean, r.std, run.split, run.rt, metrics, epoch, r.seconds,
+                     run.init_meta)
+    state = {"meta": meta, **run.parts.state(), "epoch": epoch, "best_map": r.best,
+             "best_epoch": r.best_epoch}
+    checkpoint.save_atomic(state, run.cfg.run_dir / "last.pt")
+    if r.best_epoch == epoch and r.best >= 0:
+        checkpoint.copy_atomic(run.cfg.run_dir / "last.pt", run.cfg.run_dir / "best.pt")
+
+
+def evaluate_start(run: Run) -> None:
+    """Epoch 0: the starting network's test mAP, logged and saved (the only epoch of --epochs 0)."""
+    cfg, r = run.cfg, run.record
+    if run.rt.is_main:
+        r.last_map = test_map(run.parts.net, run.data, r.mean, r.std, cfg, run.rt)
+        start = f"from {Path(cfg.init).name}" if cfg.init else "untrained"
+        print(f"epoch 0 ({start}): test mAP {r.last_map:.4f}", flush=True)
+        run.log.epoch({"epoch": 0, "step": 0, "test_map": r.last_map})
+        if cfg.epochs == 0:
+            r.best, r.best_epoch = r.last_map, 0
+        save(run, 0)
+    barrier(run.rt)
+
+
+def finish_epoch(run: Run, row: dict) -> None:
+    """Evaluate when due, log the row, print a line and save: main process only."""
+    cfg, r, done = run.cfg, run.record, row["epoch"]
+    evaluate_now = done == cfg.epochs or (cfg.eval_every > 0 and done % cfg.eval_every == 0)
+    if evaluate_now:
+        r.last_map = row["test_map"] = test_map(run.parts.net, run.data, r.mean, r.std, cfg, run.rt)
+        if r.last_map > r.best:
+            r.best, r.best_epoch = r.last_map, done
+    run.log.epoch(row)
+    print(f"epoch {done}/{cfg.epochs}: loss {row.get('loss', float('nan')):.4f}"
+          + (f", test mAP {r.last_map:.4f}" if evaluate_now else "") + f", {row['seconds']:.1f} s",
+          flush=True)
+    save(run, done)
+
+
+def must_stop(cfg: FitConfig, done: int, started: float, cycle: float) -> bool:
+    """--stop-after is reached, or one more epoch as long as the last one (with a margin) would pass
+    --time-limit (which counts from `started`, decoding included)."""
+    out_of_time = cfg.time_limit > 0 and time.time() - started + 1.2 * cycle > cfg.time_limit * 60
+    return done < cfg.epochs and (bool(cfg.stop_after and done >= cfg.stop_after) or out_of_time)
+
+
+def train_epochs(run: Run, started: float) -> None:
+    """The epochs from the record's to --epochs, or until must_stop."""
+    cfg, r = run.cfg, run.record
+    for epoch in range(r.epoch, cfg.epochs):
+        t_epoch = time.time()
+        row = train_epoch(run.parts, epoch, cfg, run.spec, run.data, r.mean, r.std, run.rt, run.log)
+        r.epoch, r.seconds = row["epoch"], r.seconds + row["seconds"]
+        if run.rt.is_main:
+            finish_epoch(run, row)
+        barrier(run.rt)
+        if must_stop(cfg, row["epoch"], started, time.time() - t_epoch):
+            if run.rt.is_main:
+                print(f"stopping after epoch {row['epoch']} of {cfg.epochs}; continue with --resume --out "
+                      f"{cfg.run_dir}")
+            break
+
+
+def main(cfg: FitConfig) -> Path:
+    """Train as configured; returns the run folder."""
+    started = time.time()  # --time-limit counts everything, decoding included
+    rt = setup_runtime(cfg.device, cfg.amp, cfg.channels_last)
+    open_run_dir(cfg, rt)
+    torch.manual_seed(cfg.seed)
+    split = prepare_split(cfg, cfg.run_dir, rt)
+    data, record = load_data(cfg, split, rt)
+    arch, spec = run_architecture(cfg), loss_spec(cfg.loss)
+    init = checkpoint.read(Path(cfg.init)) if cfg.init else None
+    parts = build_parts(cfg, arch, spec, data, rt, init)
     init_meta = init["meta"] if init is not None else None
     if init_meta is not None:
-        mean, std = init_meta["mean"], init_meta["std"]  # what the network was trained to be fed
-
-    start_epoch, best, best_epoch, last_map, seconds = 0, -1.0, -1, None, 0.0
+        # What the network was trained to be fed, not this data's statistics.
+        record.mean, record.std = init_meta["mean"], init_meta["std"]
+    run = Run(cfg, rt, arch, spec, split, data, parts, record, init_meta)
     if cfg.resume:
-        state = checkpoint.load(run_dir / "last.pt", rt.device)
-        differ = checkpoint.architecture_differences(state["meta"], arch)
-        if differ:
-            raise SystemExit(f"{run_dir}/last.pt was trained with another architecture (checkpoint, run): {differ}")
-        p.restore(state)
-        start_epoch, best, best_epoch = state["epoch"], state["best_map"], state["best_epoch"]
-        mean, std = state["meta"]["mean"], state["meta"]["std"]
-        last_map = state["meta"]["training"]["metrics"]["test_map"]
-        seconds = state["meta"]["training"]["train_seconds"]
-        if rt.is_main:
-            print(f"resumed {run_dir}/last.pt at epoch {start_epoch}", flush=True)
-    elif p.bank is not None and cfg.bank_init == "features":
-        init_bank(p.bank, p.net, data, mean, std, cfg, rt, spec.rotations)
-
-    log = MetricsLog(run_dir, ["epoch", "step", "lr", "loss", *(f"loss_{n}" for n in p.criterion.parts),
-                               "bank_momentum", "test_map", "seconds", "images_per_s"], rt.is_main)
-
-    def save(epoch: int) -> None:
-        """last.pt (and best.pt when this epoch holds the best test mAP), main process only."""
-        metrics = {"test_map": last_map, "best_test_map": best if best >= 0 else None,
-                   "best_epoch": best_epoch if best >= 0 else None}
-        state = {"meta": make_meta(cfg, arch, mean, std, split, rt, metrics, epoch, seconds, init_meta), **p.state(),
-                 "epoch": epoch, "best_map": best, "best_epoch": best_epoch}
-        checkpoint.save_atomic(state, run_dir / "last.pt")
-        if best_epoch == epoch and best >= 0:
-            checkpoint.copy_atomic(run_dir / "last.pt", run_dir / "best.pt")
-
-    if start_epoch == 0:
-        if rt.is_main:
-            last_map = test_map(p.net, data, mean, std, cfg, rt)
-            start = f"from {Path(cfg.init).name}" if cfg.init else "untrained"
-            print(f"epoch 0 ({start}): test mAP {last_map:.4f}", flush=True)
-            log.epoch({"epoch": 0, "step": 0, "test_map": last_map})
-            if cfg.epochs == 0:
-                best, best_epoch = last_map, 0
-            save(0)
-        barrier(rt)
-
-    for epoch in range(start_epoch, cfg.epochs):
-        t_epoch = time.time()
-        row = train_epoch(p, epoch, cfg, spec, data, mean, std, rt, log)
-        seconds += row["seconds"]
-        done = row["epoch"]
-        evaluate_now = done == cfg.epochs or (cfg.eval_every > 0 and done % cfg.eval_every == 0)
-        if rt.is_main:
-            if evaluate_now:
-                last_map = row["test_map"] = test_map(p.net, data, mean, std, cfg, rt)
-                if last_map > best:
-                    best, best_epoch = last_map, done
-            log.epoch(row)
-            print(f"epoch {done}/{cfg.epochs}: loss {row.get('loss', float('nan')):.4f}"
-                  + (f", test mAP {last_map:.4f}" if evaluate_now else "") + f", {row['seconds']:.1f} s",
-                  flush=True)
-            save(done)
-        barrier(rt)
-        # One more epoch (training, evaluation, saving) as long as the last one, with a margin, must fit.
-        cycle = time.time() - t_epoch
-        out_of_time = cfg.time_limit > 0 and time.time() - started + 1.2 * cycle > cfg.time_limit * 60
-        if done < cfg.epochs and ((cfg.stop_after and done >= cfg.stop_after) or out_of_time):
-            if rt.is_main:
-                print(f"stopping after epoch {done} of {cfg.epochs}; continue with --resume --out {run_dir}")
-            break
-    log.close()
+        resume(run)
+    elif parts.bank is not None and cfg.bank_init == "features":
+        init_bank(parts.bank, parts.net, data, record.mean, record.std, cfg, rt, spec.rotations)
+    losses = [f"loss_{n}" for n in parts.criterion.parts]
+    run.log = MetricsLog(cfg.run_dir, ["epoch", "step", "lr", "loss", *losses, "bank_momentum", "test_map",
+                                       "seconds", "images_per_s"], rt.is_main)
+    if record.epoch == 0:
+        evaluate_start(run)
+    train_epochs(run, started)
+    run.log.close()
     shutdown(rt)
-    return run_dir
+    return cfg.run_dir
 
 
 def cli(argv: Sequence[str] | None = None) -> None:
