@@ -21,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,6 +28,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.scene_mosaic import cell_class, scene_files, write_mosaic  # noqa: E402
+
 ORIGIN = (500_000.0, 4_000_000.0)  # top-left corner, EPSG:32611 (UTM 11N, California)
 K = 10
 
@@ -61,40 +63,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def write_mosaic(data: Path, path: Path, scene_px: int, gsd_m: float) -> dict[tuple[int, int], str]:
-    """The mosaic GeoTIFF; returns {(col, row) of each cell's top-left pixel: class}."""
-    import rasterio
-    from rasterio.enums import Resampling
-    from rasterio.errors import NotGeoreferencedWarning
-    from rasterio.transform import from_origin
-
-    scenes = sorted(p for p in data.glob("*/*") if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".tif"))
-    if not scenes:
-        raise SystemExit(f"{data}: no scene images in class folders")
-    order = np.random.default_rng(7).permutation(len(scenes))
-    columns = int(np.ceil(np.sqrt(len(scenes))))
-    rows = -(-len(scenes) // columns)
-    pixels = np.zeros((3, rows * scene_px, columns * scene_px), np.uint8)
-    classes = {}
-    for cell, index in enumerate(order):
-        row, col = divmod(cell, columns)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)  # plain JPEG scenes
-            with rasterio.open(scenes[index]) as src:  # a few UC Merced scenes are not 256 px: resampled
-                scene = src.read((1, 2, 3), out_shape=(3, scene_px, scene_px), resampling=Resampling.bilinear)
-        pixels[:, row * scene_px:(row + 1) * scene_px, col * scene_px:(col + 1) * scene_px] = scene
-        classes[(col * scene_px, row * scene_px)] = scenes[index].parent.name
-    with rasterio.open(path, "w", driver="GTiff", width=pixels.shape[2], height=pixels.shape[1], count=3,
-                       dtype="uint8", crs="EPSG:32611", transform=from_origin(*ORIGIN, gsd_m, gsd_m),
-                       tiled=True, compress="deflate") as dst:
-        dst.write(pixels)
-    return classes
-
-
 def hit_class(hit, classes: dict, scene_px: int) -> str:
     """The class of the scene whose cell holds the hit's top-left pixel."""
-    col, row = hit.window[:2]
-    return classes[(col // scene_px * scene_px, row // scene_px * scene_px)]
+    return cell_class(classes, *hit.window[:2], scene_px)
 
 
 def precision(hits, classes: dict, scene_px: int, label: str) -> float:
@@ -143,7 +114,10 @@ def main(cfg: Config) -> None:
     workdir = cfg.workdir or Path(tempfile.mkdtemp(prefix="rsir-ood-mosaic-"))
     workdir.mkdir(parents=True, exist_ok=True)
     mosaic = workdir / "mosaic.tif"
-    classes = write_mosaic(cfg.data, mosaic, cfg.scene_px, cfg.gsd_m)
+    scenes = scene_files(cfg.data)
+    if not scenes:
+        raise SystemExit(f"{cfg.data}: no scene images in class folders")
+    classes = write_mosaic(scenes, mosaic, cfg.scene_px, cfg.gsd_m, ORIGIN, "EPSG:32611")[0]
     names = sorted(set(classes.values()))
     print(f"mosaic of {len(classes)} scenes, {len(names)} classes, cells of {cfg.scene_px * cfg.gsd_m:.1f} m "
           f"({mosaic}); chance P@10 is about {1 / len(names):.2f}")
