@@ -320,7 +320,11 @@ def _outcome(future, job: Job, model: ModelInfo, index_dir: Path, counts: JobCou
     if future.status == "error":
         exc = future.exception()
         return job, None, f"failed on a Dask worker ({type(exc).__name__}: {_first_line(exc)})"
-    result = future.result()
+    try:
+        result = future.result()
+    except Exception as exc:  # FutureCancelledError: the scheduler forgot the task with a lost worker
+        return job, None, (f"failed on a Dask worker (its task was lost: {_first_line(exc)}); the next build "
+                           "embeds it again")
     counts.indexed += result["indexed"]
     counts.skipped += result["skipped"]
     counts.non_finite += result["non_finite"]
