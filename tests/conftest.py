@@ -1,6 +1,7 @@
-"""Shared fixtures: a small real ONNX model exported from torch, and real GeoTIFFs cut from real imagery."""
+"""Shared fixtures: a tiny real ONNX model (tests/data/tiny_model.onnx), GeoTIFFs cut from real imagery."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -8,33 +9,19 @@ import pytest
 
 DATA = Path(__file__).parent / "data"
 TOWN_RASTER = DATA / "oam_town_1024.tif"  # real 0.1 m aerial imagery, see tests/data/README.md
+TINY_MODEL = DATA / "tiny_model.onnx"  # made by tests/data/make_tiny_model.py
 DEFAULT_MODEL = Path(__file__).parent.parent / "rsir_qgis_plugin" / "models" / "default.onnx"
 
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    """An untrained ResNet-18 embedding net (64 px input, 512-d) exported through export/ (real ONNX)."""
-    import torch
-    import torchvision
+    """A private copy of tests/data/tiny_model.onnx: a real ONNX model (untrained ResNet-18 layout at 1/16
+    width, 64 px input, 512-d, name "resnet18-untrained-test") made by tests/data/make_tiny_model.py.
 
-    from export.onnx import export_embedding_model
-    from rsir_qgis_plugin.core.model import ModelContract
-
-    class Embedding(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.backbone = torchvision.models.resnet18(weights=None)
-            self.backbone.fc = torch.nn.Identity()
-
-        def forward(self, x):
-            return torch.nn.functional.normalize(self.backbone(x), dim=1)
-
-    torch.manual_seed(0)
-    contract = ModelContract(name="resnet18-untrained-test", embedding_dim=512, input_size=64, bands=3,
-                             mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
-                             training={"data": "none (untrained, for tests)"})
+    A copy, so that a test that writes beside or over the model (locks, metadata) leaves tests/data alone.
+    """
     path = tmp_path_factory.mktemp("model") / "tiny.onnx"
-    export_embedding_model(Embedding().eval(), contract, path)
+    shutil.copyfile(TINY_MODEL, path)
     return path
 
 

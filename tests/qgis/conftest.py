@@ -1,8 +1,8 @@
 """Fixtures for tests in real QGIS (pytest-qgis): the plugin loaded into the stub iface, real
 rasters from tests/data as layers, and a small index built with the real engine.
 
-The model is the session's `tiny_model` (tests/conftest.py): a real ONNX ResNet-18 with 64 px
-input, so builds of a few hundred tiles take seconds on two cores.
+The model is the session's `tiny_model` (tests/conftest.py): a real ONNX model (a ResNet-18 layout at
+1/16 width) with 64 px input, so builds of a few hundred tiles take seconds on two cores.
 """
 from __future__ import annotations
 
