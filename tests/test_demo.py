@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # the demo: indexes ~800 tiles and renders with QGIS in a child process
+
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "scripts" / "demo"
 K = 10
@@ -86,4 +88,4 @@ def test_demo_rerun_reuses_the_index_and_exits_0(demo):
 
 
 if sys.platform != "linux":  # scripts/demo is a bash script for Debian (README: Quick start)
-    pytestmark = pytest.mark.skip("scripts/demo runs on Linux")
+    pytestmark = [pytestmark, pytest.mark.skip("scripts/demo runs on Linux")]

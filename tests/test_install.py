@@ -8,6 +8,8 @@ import pytest
 
 from tests.installed import ROOT, copy_sources, installed_rsir, make_venv, pip_install, run
 
+pytestmark = pytest.mark.slow  # pip installs into fresh venvs
+
 pytest.importorskip("rasterio")
 
 

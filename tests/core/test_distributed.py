@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # Dask clusters of worker processes
 pytest.importorskip("distributed")
 
 from rsir_qgis_plugin import cli  # noqa: E402

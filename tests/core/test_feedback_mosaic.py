@@ -16,6 +16,8 @@ from rsir_qgis_plugin.core.params import BuildParams, SearchParams, TilingParams
 from rsir_qgis_plugin.core.search import search_box
 from tests.core.scene_mosaic import SCENE, scene_class, write_scene_mosaic
 
+pytestmark = pytest.mark.slow  # indexes the 40-scene mosaic with the bundled model
+
 TILE = 30.0  # metres: 25 tiles per scene, 250 per class, so 4 rounds of 20 never run out
 BOX = 15.0  # metres: the query box
 K = 20

@@ -107,6 +107,7 @@ def test_reading_more_tiles_than_sqlite_takes_variables_in_one_statement(tmp_pat
         assert len(reader.tiles(list(range(40_000)))) == 40_000
 
 
+@pytest.mark.slow  # trains an IVF-PQ index (~90 s on 2 loaded cores)
 def test_a_compressed_segment_is_ivfpq_reranked_from_float16(tmp_path, monkeypatch):
     """Above the compression threshold a segment holds PQ codes and a float16 copy for exact re-ranking."""
     from rsir_qgis_plugin.core.store import vectors

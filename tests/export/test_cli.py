@@ -13,6 +13,8 @@ from export import verify
 from rsir_qgis_plugin.core.errors import ModelError
 from rsir_qgis_plugin.core.model import read_model
 
+pytestmark = pytest.mark.slow  # the export and verify command lines in child processes, through torch
+
 REPO = Path(__file__).resolve().parents[2]
 
 

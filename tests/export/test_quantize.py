@@ -22,6 +22,8 @@ from rsir_qgis_plugin.core.model import ModelContract, read_model
 
 from .conftest import DATA
 
+pytestmark = pytest.mark.slow  # static int8 quantisation of exported models
+
 CALIBRATION = DATA / "calibration"
 ROOT = Path(__file__).resolve().parents[2]
 

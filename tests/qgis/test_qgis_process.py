@@ -14,8 +14,9 @@ from .conftest import TOWN
 ROOT = Path(__file__).resolve().parents[2]
 RUN_QGIS = ROOT / "scripts" / "run-qgis"
 
-pytestmark = pytest.mark.skipif(not (shutil.which("qgis_process.bin") or shutil.which("qgis_process")),
-                                reason="qgis_process is not installed")
+pytestmark = [pytest.mark.skipif(not (shutil.which("qgis_process.bin") or shutil.which("qgis_process")),
+                                 reason="qgis_process is not installed"),
+              pytest.mark.slow]  # starts QGIS processes
 
 
 def run_qgis_process(*args: str, profiles: Path | None) -> subprocess.CompletedProcess:

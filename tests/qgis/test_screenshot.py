@@ -7,10 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from qgis.core import QgsMapRendererParallelJob, QgsProject
 from qgis.PyQt.QtGui import QColor, QImage
 
 from rsir_qgis_plugin.layers import owned_layer
+
+pytestmark = pytest.mark.slow  # renders the canvas to a picture
 
 OUT = Path(__file__).resolve().parents[2] / "out" / "qgis"
 QUERY_RGB = (230, 0, 126)

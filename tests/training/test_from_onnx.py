@@ -15,6 +15,8 @@ from training.models import load_checkpoint
 
 from .conftest import ENV, REPO, SCENES, TINY, run_module
 
+pytestmark = pytest.mark.slow  # exports, rebuilds and fine-tunes through torch
+
 
 def onnx_embeddings(path, x: np.ndarray) -> np.ndarray:
     import onnxruntime as ort
