@@ -12,7 +12,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .embedder import Embedder
+from .embedder import Embedder, finite_rows
 from .errors import BuildCancelled, RasterError
 from .geometry import lonlat_points, reaches_lonlat
 from .params import TilingParams
@@ -134,7 +134,7 @@ def embed_jobs(jobs: list[Job], embedder: Embedder, tta: bool, batch_size: int, 
                 current = _Accumulator.start(job)
             if batch.tiles is not None:
                 vectors = embed(batch.tiles)
-                finite = np.isfinite(vectors).all(axis=1)
+                finite = finite_rows(vectors)
                 if not finite.all():
                     counts.non_finite += int((~finite).sum())
                     current.skipped += int((~finite).sum())

@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from rsir_qgis_plugin.core.embedder import Embedder, finite_rows, probe_tiles
+from rsir_qgis_plugin.core.embedder import Embedder, available_devices, finite_rows, probe_tiles
 from rsir_qgis_plugin.core.errors import ModelError
 from rsir_qgis_plugin.core.model import ModelContract, read_model
 
@@ -65,9 +65,17 @@ def test_a_good_small_model_passes_the_probe_and_embeds(tmp_path):
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
 
-def test_the_bundled_default_model_passes_the_probe():
-    embedder = Embedder(read_model(), "cpu")
-    assert embedder.provider == "CPUExecutionProvider" and not embedder.provider_note
+def test_the_bundled_default_model_passes_the_probe_where_a_user_runs_it():
+    """Device auto, the plugin's and the CLI's default: on CUDA where onnxruntime lists it, else on CPU,
+    with no fallback note (one means CUDA failed it). The probe does run it: a broken contract is refused."""
+    info = read_model()
+    embedder = Embedder(info, "auto")
+    expected = "CUDAExecutionProvider" if available_devices().cuda_listed else "CPUExecutionProvider"
+    assert (embedder.provider, embedder.provider_note) == (expected, "")
+    dim = info.contract.embedding_dim
+    wrong = dataclasses.replace(info, contract=dataclasses.replace(info.contract, embedding_dim=dim + 1))
+    assert refused(info.path, wrong).endswith(f"returns {dim} values per tile but its metadata says "
+                                              f"embedding_dim {dim + 1} (on one test tile)")
 
 
 @pytest.mark.parametrize("dtype, name", [(TensorProto.UINT8, "uint8"), (TensorProto.FLOAT16, "float16")],
