@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # Dask clusters of worker processes
 pytest.importorskip("distributed")
 
 from rsir_qgis_plugin.core.distributed import CONNECT_TIMEOUT_S  # noqa: E402
