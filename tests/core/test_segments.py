@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from rsir_qgis_plugin.core.builder import build_index
 from rsir_qgis_plugin.core.store import MANIFEST, IndexReader
