@@ -265,6 +265,7 @@ def test_an_ivfpq_segment_s_float16_copy_is_checksummed(tmp_path, monkeypatch):
     assert "vectors.f16 does not match the checksum" in verify_generation(index, manifest)
 
 
+@pytest.mark.slow  # a segment of a million tiles
 def test_a_segment_of_over_a_million_tiles_is_checksummed_too(tmp_path):
     """No size limit: 1,000,001 tiles (4-d vectors, so the files stay small) are read through by the build."""
     from rsir_qgis_plugin.core.store import write_generation

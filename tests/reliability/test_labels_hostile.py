@@ -178,6 +178,7 @@ def test_bad_geometry_is_left_out_per_feature_with_its_reason(tmp_path, built, t
     assert done.stderr.count("; left out") == 3, done.stderr
 
 
+@pytest.mark.slow  # labels files of many features
 def test_a_large_labels_file_is_read_in_linear_time(tmp_path, two_rasters):
     """20,000 distinct boxes: the one-label-per-box merge was quadratic (about 4 minutes here before; a
     200,000-feature file never finished). The times are printed, not asserted; a run that does not end
@@ -200,6 +201,7 @@ def test_a_large_labels_file_is_read_in_linear_time(tmp_path, two_rasters):
     assert done.stdout.split()[0] == "20000"
 
 
+@pytest.mark.slow  # a labels file past the 100,000 cap
 def test_more_labels_than_the_cap_are_refused_in_one_line(tmp_path, built, tiny_model, two_rasters):
     raster = two_rasters[0]
     ring = box_ring(*quarter(raster, 0))

@@ -16,6 +16,8 @@ from training.models import load_checkpoint
 
 from .conftest import ENV, REPO, SCENES, TINY, run_module
 
+pytestmark = pytest.mark.slow  # training and evaluation runs in child processes (DDP among them)
+
 
 def test_one_batch_fit_writes_a_complete_run(tiny_run):
     for name in ("split.json", "config.toml", "metrics.csv", "last.pt", "best.pt"):
@@ -90,7 +92,6 @@ def test_each_training_mode_runs_a_step(tmp_path, loss, extra):
         assert ckpt["ema"] is not None
 
 
-@pytest.mark.slow  # torchrun with two processes
 def test_ddp_on_two_cpu_processes_keeps_the_bank_identical(tmp_path):
     """torchrun with 2 gloo processes: each rank's bank must equal the others' after every epoch
     (fit checks the checksums and fails otherwise)."""
@@ -123,7 +124,6 @@ def test_evaluate_checkpoint_writes_all_metrics(tiny_run, tmp_path):
     assert tvt["map"] == pytest.approx(meta["training"]["metrics"]["test_map"], abs=1e-5)
 
 
-@pytest.mark.slow  # an export through torch and an evaluation
 def test_evaluate_onnx_matches_the_checkpoint(tiny_run, tmp_path):
     """The exported model, read through the plugin's contract, gives the checkpoint's mAP; the split is
     rebuilt from the metadata when no split.json lies beside the model."""
@@ -155,7 +155,6 @@ def test_off_the_shelf_baseline_with_zero_epochs(tmp_path):
     assert ckpt["epoch"] == 0 and ckpt["meta"]["embedding_dim"] == 512 and ckpt["meta"]["projection"] is False
 
 
-@pytest.mark.slow  # a training run per config
 def test_table_runs_every_config_once_and_reports(tmp_path, monkeypatch):
     from training import table
 
