@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 import tempfile
 import threading
@@ -12,6 +13,11 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import RsirError
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 TMP_MARK = ".tmp"
 _UMASK_LOCK = threading.Lock()
@@ -137,7 +143,52 @@ def atomic_output(final: Path, shown: str | Path | None = None) -> Iterator[Path
     final = Path(final)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(final) as tmp:
+        _remove_stale_temporaries(final)
+        with atomic_path(final) as tmp, _writer_lock(tmp):
             yield tmp
     except OSError as exc:
         raise output_error(exc, shown or final) from None
+
+
+@contextmanager
+def _writer_lock(tmp: Path) -> Iterator[None]:
+    """Hold a lock on the temporary file while it is written, so that another writer of the same output
+    can tell a live writer's file from one a killed writer left (the lock goes with the process)."""
+    if fcntl is None:  # Windows: a file being written cannot be deleted there anyway
+        yield
+        return
+    fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_temporaries(final: Path) -> None:
+    """Delete the temporary files that writers of `final` killed before their rename left beside it.
+
+    Only names atomic_path makes for this very output, only regular files, and only those no live
+    writer holds locked: a user's own files are never touched.
+    """
+    if fcntl is None:
+        return
+    pattern = re.compile(rf"\.{re.escape(final.name)}\.[a-z0-9_]{{8}}{re.escape(TMP_MARK + final.suffix)}")
+    try:
+        entries = [e for e in os.scandir(final.parent) if pattern.fullmatch(e.name)]
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.unlink(entry.path)
+        except OSError:  # locked: a live writer's file
+            pass
+        finally:
+            os.close(fd)
