@@ -19,6 +19,7 @@ pytest.importorskip("distributed")
 
 from rsir_qgis_plugin import cli  # noqa: E402
 from rsir_qgis_plugin.core import distributed as rsir_distributed  # noqa: E402
+from rsir_qgis_plugin.core.atomic import is_temporary  # noqa: E402
 from rsir_qgis_plugin.core.builder import build_index  # noqa: E402
 from rsir_qgis_plugin.core.errors import BuildCancelled, MissingDependencyError  # noqa: E402
 from rsir_qgis_plugin.core.params import BuildParams, TilingParams  # noqa: E402
@@ -379,7 +380,9 @@ def _kill_while_it_works(cluster: Cluster, worker: subprocess.Popen, name: str, 
         while True:
             assert build is None or build.poll() is None, build.communicate()
             assert time.monotonic() < deadline, "the build never had a raster saved and another in work"
-            saved = [p for p in shards.glob("*.npz") if ".partial." not in p.name]
+            # A shard is saved once renamed from its temporary name (".<name>.<random>.tmp.npz"), which
+            # the glob matches too: killing then would leave no shard to resume.
+            saved = [p for p in shards.glob("*.npz") if ".partial." not in p.name and not is_temporary(p)]
             workers = client.scheduler_info(n_workers=-1)["workers"]
             address = next(a for a, w in workers.items() if w.get("name") == name)
             busy = client.processing([address]).get(address, [])
