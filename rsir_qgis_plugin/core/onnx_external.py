@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .onnx_header import _varint
+from .onnx_header import read_varint
 
 EXTERNAL = 1  # TensorProto.DataLocation.EXTERNAL
 MAX_DEPTH = 32  # graphs nest in node attributes (If, Loop, Scan); a deeper file is hostile, not a model
@@ -52,14 +52,14 @@ def _walk(f, end: int, kind: int, found: set[str], depth: int) -> dict:
     children = _CHILDREN.get(kind, {})
     own: dict = {"entries": []}
     while f.tell() < end:
-        key = _varint(f)
+        key = read_varint(f)
         number, wire = key >> 3, key & 7
         if wire == 0:
-            value = _varint(f)
+            value = read_varint(f)
             if kind == _TENSOR and number == 14:
                 own["data_location"] = value
         elif wire == 2:
-            length = _varint(f)
+            length = read_varint(f)
             start = f.tell()
             if start + length > end:
                 raise ValueError(f"a field runs past its message (byte {start + length} of {end})")

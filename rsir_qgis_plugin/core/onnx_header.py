@@ -29,14 +29,14 @@ def read_onnx_header(path: Path) -> tuple[int, dict[str, int]]:
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         while f.tell() < size:
-            key = _varint(f)
+            key = read_varint(f)
             number, wire = key >> 3, key & 7
             if wire == 0:
-                value = _varint(f)
+                value = read_varint(f)
                 if number == 1:
                     ir_version = value
             elif wire == 2:
-                length = _varint(f)
+                length = read_varint(f)
                 if number == 8:
                     domain, version = _opset_entry(f.read(length))
                     opsets[domain] = version
@@ -57,19 +57,20 @@ def _opset_entry(data: bytes) -> tuple[str, int]:
     """OperatorSetIdProto: domain (field 1, string), version (field 2, int64)."""
     stream, domain, version = io.BytesIO(data), "", 0
     while stream.tell() < len(data):
-        key = _varint(stream)
+        key = read_varint(stream)
         if key & 7 == 0:
-            value = _varint(stream)
+            value = read_varint(stream)
             version = value if key >> 3 == 2 else version
         elif key & 7 == 2:
-            text = stream.read(_varint(stream))
+            text = stream.read(read_varint(stream))
             domain = text.decode("utf-8", errors="replace") if key >> 3 == 1 else domain
         else:
             raise ValueError("unexpected field in an opset entry")
     return domain, version
 
 
-def _varint(stream) -> int:
+def read_varint(stream) -> int:
+    """One protobuf varint from a binary stream (the ONNX readers here walk the protobuf without onnx)."""
     value = shift = 0
     while True:
         byte = stream.read(1)
