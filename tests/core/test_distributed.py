@@ -39,6 +39,11 @@ def copies(tmp_path, raster, n):
     return [Path(shutil.copy(raster, tmp_path / f"copy{i}.tif")) for i in range(n)]
 
 
+def finished_shards(index_dir):
+    """Shards a worker has renamed into place (not the temporary file it is still writing)."""
+    return [p for p in (Path(index_dir) / "shards").glob("*.npz") if not is_temporary(p)]
+
+
 def contents(index_dir):
     """Every tile (raster path, window, bounds) with its stored vector, in id order."""
     with IndexReader(index_dir) as reader:
@@ -89,16 +94,17 @@ def test_a_cancelled_build_stops_its_workers_and_the_next_build_reuses_what_they
         tmp_path, tiny_model, town_crop):
     import psutil
 
-    rasters = copies(tmp_path, town_crop, 3)
+    # Eight rasters for two workers: with the tiny model, three could all be done before the cancel lands.
+    rasters = copies(tmp_path, town_crop, 8)
     index = tmp_path / "idx"
     with pytest.raises(BuildCancelled, match="the previous index is unchanged"):
         build_index(params(index, rasters, tiny_model, dask="local"),
-                    is_cancelled=lambda: len(list((index / "shards").glob("*.npz"))) >= 1)
+                    is_cancelled=lambda: len(finished_shards(index)) >= 1)
     assert not (index / MANIFEST).exists()
     workers = [p for p in psutil.Process().children(recursive=True) if "spawn_main" in " ".join(p.cmdline())]
     assert workers == []  # the LocalCluster was closed
     resumed = build_index(params(index, rasters, tiny_model))
-    assert resumed.rasters_resumed >= 1 and resumed.rasters_indexed >= 1 and resumed.tiles_total == 48
+    assert resumed.rasters_resumed >= 1 and resumed.rasters_indexed >= 1 and resumed.tiles_total == 8 * 16
 
 
 KILL_SCRIPT = """
