@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .onnx_header import read_varint
+from .protobuf import LENGTH_DELIMITED, VARINT, iter_fields, read_text
 
 EXTERNAL = 1  # TensorProto.DataLocation.EXTERNAL
 MAX_DEPTH = 32  # graphs nest in node attributes (If, Loop, Scan); a deeper file is hostile, not a model
@@ -51,31 +51,16 @@ def _walk(f, end: int, kind: int, found: set[str], depth: int) -> dict:
         raise ValueError(f"messages nested more than {MAX_DEPTH} deep")
     children = _CHILDREN.get(kind, {})
     own: dict = {"entries": []}
-    while f.tell() < end:
-        key = read_varint(f)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value = read_varint(f)
-            if kind == _TENSOR and number == 14:
-                own["data_location"] = value
-        elif wire == 2:
-            length = read_varint(f)
-            start = f.tell()
-            if start + length > end:
-                raise ValueError(f"a field runs past its message (byte {start + length} of {end})")
-            if kind == _ENTRY and number in (1, 2):
-                own["key" if number == 1 else "value"] = f.read(length).decode("utf-8", errors="replace")
-            elif number in children:
-                child = _walk(f, start + length, children[number], found, depth + 1)
+    for field in iter_fields(f, end):
+        if field.wire == VARINT and kind == _TENSOR and field.number == 14:
+            own["data_location"] = field.value
+        elif field.wire == LENGTH_DELIMITED:
+            if kind == _ENTRY and field.number in (1, 2):
+                own["key" if field.number == 1 else "value"] = read_text(f, field)
+            elif field.number in children:
+                child = _walk(f, field.end, children[field.number], found, depth + 1)
                 if kind == _TENSOR:
                     own["entries"].append(child)
-            f.seek(start + length)
-        elif wire in (1, 5):
-            f.seek(8 if wire == 1 else 4, os.SEEK_CUR)
-        else:
-            raise ValueError(f"unexpected protobuf wire type {wire}")
-    if f.tell() > end:
-        raise ValueError(f"truncated: a field runs to byte {f.tell()} of {end}")
     if kind == _TENSOR and own.get("data_location") == EXTERNAL:
         found.update(entry["value"] for entry in own["entries"]
                      if entry.get("key") == "location" and entry.get("value"))
