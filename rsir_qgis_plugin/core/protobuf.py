@@ -6,8 +6,9 @@ every length is checked against the message that holds it, and anything malforme
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 VARINT, FIXED64, LENGTH_DELIMITED, FIXED32 = 0, 1, 2, 5
 
@@ -53,7 +54,7 @@ def iter_fields(stream: BinaryIO, end: int) -> Iterator[Field]:
 
 
 def read_text(stream: BinaryIO, field: Field) -> str:
-    """A length-delimited field's payload as text (a hostile file's bad UTF-8 becomes U+FFFD, not an error)."""
+    """A length-delimited field's payload as text (bad UTF-8 becomes U+FFFD, not an error)."""
     stream.seek(field.start)
     return stream.read(field.length).decode("utf-8", errors="replace")
 
