@@ -56,10 +56,10 @@ def write_raster(path: Path) -> Path:
 
 def write_labels_file(path: Path, raster: Path, n: int, epsg: int) -> None:
     """N random 16-64 m boxes on the raster, half positive, as OGR writes a GeoPackage."""
-    from osgeo import ogr, osr
     from rasterio.warp import transform
 
-    ogr.UseExceptions()
+    from benchmarks.labels_gpkg import write_labels_gpkg
+
     rng = np.random.default_rng(1)
     x0 = RASTER_ORIGIN[0] + rng.uniform(0, 400, n)
     y0 = RASTER_ORIGIN[1] - rng.uniform(64, 500, n)
@@ -68,27 +68,9 @@ def write_labels_file(path: Path, raster: Path, n: int, epsg: int) -> None:
     if epsg != 3857:
         corners = [tuple(np.asarray(v) for v in transform("EPSG:3857", f"EPSG:{epsg}", list(xs), list(ys)))
                    for xs, ys in corners]
-    srs = osr.SpatialReference()
-    srs.ImportFromEPSG(epsg)
-    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    source = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
-    layer = source.CreateLayer("rsir_labels", srs, ogr.wkbPolygon)
-    layer.CreateField(ogr.FieldDefn("raster", ogr.OFTString))
-    layer.CreateField(ogr.FieldDefn("label", ogr.OFTString))
-    layer.StartTransaction()
-    for i in range(n):
-        ring = ogr.Geometry(ogr.wkbLinearRing)
-        for xs, ys in corners + corners[:1]:
-            ring.AddPoint_2D(float(xs[i]), float(ys[i]))
-        polygon = ogr.Geometry(ogr.wkbPolygon)
-        polygon.AddGeometry(ring)
-        feature = ogr.Feature(layer.GetLayerDefn())
-        feature.SetField("raster", str(raster))
-        feature.SetField("label", "positive" if i % 2 else "negative")
-        feature.SetGeometry(polygon)
-        layer.CreateFeature(feature)
-    layer.CommitTransaction()
-    source = None
+    rings = ([(float(xs[i]), float(ys[i])) for xs, ys in corners] for i in range(n))
+    write_labels_gpkg(path, ((str(raster), "positive" if i % 2 else "negative", ring)
+                             for i, ring in enumerate(rings)), epsg)
 
 
 def main(cfg: Config) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import rasterio
 
+from benchmarks.labels_gpkg import write_labels_gpkg
 from rsir_qgis_plugin.core.errors import RsirError
 from rsir_qgis_plugin.core.labels_io import load_labels
 
@@ -68,38 +69,6 @@ def listener():
         server.close(wait=0)
 
 
-def write_labels_file(path: Path, features: list[tuple[str, str, list | None]], epsg: int | None) -> Path:
-    """A real GeoPackage written with OGR: (raster, label, ring or None for an empty polygon) per feature."""
-    from osgeo import ogr, osr
-
-    ogr.UseExceptions()
-    srs = None
-    if epsg:
-        srs = osr.SpatialReference()
-        srs.ImportFromEPSG(epsg)
-        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    source = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
-    layer = source.CreateLayer("rsir_labels", srs, ogr.wkbPolygon)
-    layer.CreateField(ogr.FieldDefn("raster", ogr.OFTString))
-    layer.CreateField(ogr.FieldDefn("label", ogr.OFTString))
-    layer.StartTransaction()
-    for raster, label, ring in features:
-        polygon = ogr.Geometry(ogr.wkbPolygon)
-        if ring is not None:
-            linear = ogr.Geometry(ogr.wkbLinearRing)
-            for x, y in list(ring) + [ring[0]]:
-                linear.AddPoint_2D(float(x), float(y))
-            polygon.AddGeometry(linear)
-        feature = ogr.Feature(layer.GetLayerDefn())
-        feature.SetField("raster", raster)
-        feature.SetField("label", label)
-        feature.SetGeometry(polygon)
-        layer.CreateFeature(feature)
-    layer.CommitTransaction()
-    source = None
-    return path
-
-
 def box_ring(xmin: float, ymin: float, xmax: float, ymax: float) -> list[tuple[float, float]]:
     return [(xmin, ymax), (xmax, ymax), (xmax, ymin), (xmin, ymin)]
 
@@ -141,7 +110,7 @@ def test_rasters_named_by_a_labels_file_never_reach_the_network(tmp_path, built,
                f"/vsizip//vsicurl/{url}/a.zip/a.tif", f"WMS:{url}/wms"]
     features = [(str(raster), "positive", box_ring(*quarter(raster, 0)))]
     features += [(name, "positive", box) for name in hostile]
-    labels = write_labels_file(tmp_path / "hostile.gpkg", features, epsg=3395)
+    labels = write_labels_gpkg(tmp_path / "hostile.gpkg", features, epsg=3395)
 
     read = load_labels(labels)
     done = run_cli("search", built, "--labels", labels, "--model", tiny_model, "-k", 3)
@@ -165,7 +134,7 @@ def test_bad_geometry_is_left_out_per_feature_with_its_reason(tmp_path, built, t
     metres = box_ring(*quarter(raster, 1))  # metres written into a layer that says degrees (latitude 1.6e6)
     features = [(str(raster), "positive", good), (str(raster), "negative", nan),
                 (str(raster), "negative", None), (str(raster), "negative", metres)]
-    labels = write_labels_file(tmp_path / "bad-geometry.gpkg", features, epsg=4326)
+    labels = write_labels_gpkg(tmp_path / "bad-geometry.gpkg", features, epsg=4326)
 
     read = load_labels(labels)
     assert len(read.feedback.boxes) == 1 and read.feedback.boxes[0].positive
@@ -188,7 +157,7 @@ def test_a_large_labels_file_is_read_in_linear_time(tmp_path, two_rasters):
     step = (xmax - xmin) / 40_000
     features = [(str(raster), "positive" if i % 2 else "negative",
                  box_ring(xmin + i * step, ymin, xmax + i * step, ymax)) for i in range(20_000)]
-    labels = write_labels_file(tmp_path / "large.gpkg", features, epsg=3395)
+    labels = write_labels_gpkg(tmp_path / "large.gpkg", features, epsg=3395)
     script = ("import sys, time; from rsir_qgis_plugin.core.feedback import Feedback;"
               "from rsir_qgis_plugin.core.labels_io import load_labels;"
               "t = time.perf_counter(); read = load_labels(sys.argv[1]); loaded = time.perf_counter();"
@@ -205,7 +174,7 @@ def test_a_large_labels_file_is_read_in_linear_time(tmp_path, two_rasters):
 def test_more_labels_than_the_cap_are_refused_in_one_line(tmp_path, built, tiny_model, two_rasters):
     raster = two_rasters[0]
     ring = box_ring(*quarter(raster, 0))
-    labels = write_labels_file(tmp_path / "huge.gpkg", [(str(raster), "positive", ring)] * 100_001,
+    labels = write_labels_gpkg(tmp_path / "huge.gpkg", [(str(raster), "positive", ring)] * 100_001,
                                epsg=3395)
     with pytest.raises(RsirError, match="holds 100,001 features; a labels file may hold at most 100,000"):
         load_labels(labels)
