@@ -21,23 +21,23 @@ import numpy as np
 
 from .embedder import l2_normalize, shared_embedder
 from .errors import RasterError, RsirError, SearchCancelled
+from .examples import Feedback, LabelledBox  # also importable from here: the documented engine API
 from .geometry import crs_from
 from .model import ModelInfo
 from .params import SearchParams
-from .search import (
+from .query_box import checked_box, pixel_window
+from .query_step import (
     Candidates,
-    SearchResult,
-    _box_window,
-    _checked_box,
-    _model_for,
-    _nearest,
-    _pixel_window,
-    _Query,
-    _query_areas,
-    _rank,
-    _read_box,
-    _reader,
+    QueryArea,
+    box_window,
+    index_reader,
+    model_for,
+    nearest,
+    query_areas,
+    read_box,
 )
+from .ranking import rank
+from .results import SearchResult
 from .store import IndexReader, RasterEntry
 
 ROCCHIO_BETA = 0.5  # weight of the negatives' mean in the Rocchio query
@@ -45,63 +45,6 @@ CLASSIFIER_MIN_EXAMPLES = 2  # positives and negatives each, before the classifi
 CLASSIFIER_L2 = 0.01  # ridge penalty on the weights; the loss is a class-balanced mean over examples
 NEWTON_STEPS = 30
 CANDIDATES = 4096  # tiles fetched by the Rocchio query for the classifier to re-rank (more if needed)
-
-
-@dataclass(frozen=True)
-class LabelledBox:
-    """A box marked by the analyst: on any raster (indexed or not), in `crs` (None: the raster's CRS)."""
-
-    raster: str
-    bbox: tuple[float, float, float, float]  # xmin, ymin, xmax, ymax
-    crs: str | None
-    positive: bool
-
-    @property
-    def label(self) -> str:
-        return "positive" if self.positive else "negative"
-
-    @property
-    def place_key(self) -> tuple:
-        """What two labels of the same box share (whatever their labels)."""
-        return self.raster, tuple(self.bbox), self.crs
-
-    def same_place(self, other: "LabelledBox") -> bool:
-        """Whether two labels are for the same box (whatever their labels)."""
-        return self.place_key == other.place_key
-
-
-@dataclass(frozen=True)
-class Feedback:
-    """The examples of one refinement session, in the order they were given."""
-
-    boxes: tuple[LabelledBox, ...] = ()
-
-    def positives(self) -> tuple[LabelledBox, ...]:
-        return tuple(box for box in self.boxes if box.positive)
-
-    def negatives(self) -> tuple[LabelledBox, ...]:
-        return tuple(box for box in self.boxes if not box.positive)
-
-    def with_box(self, box: LabelledBox) -> "Feedback":
-        """These examples plus `box`; an earlier label of the same box is replaced (the latest wins)."""
-        return Feedback(tuple(b for b in self.boxes if not b.same_place(box)) + (box,))
-
-    def merged(self, other: "Feedback") -> "Feedback":
-        """These examples, then `other`'s (whose labels win where both label the same box).
-
-        What with_box() box by box gives, in one pass: with_box rebuilt the whole tuple for each box,
-        so a labels file of 8,000 features took minutes and one of 200,000 never finished.
-        """
-        latest: dict[tuple, LabelledBox] = {}
-        for box in other.boxes:
-            latest.pop(box.place_key, None)  # a box given again moves to where it was given last
-            latest[box.place_key] = box
-        kept = tuple(box for box in self.boxes if box.place_key not in latest)
-        return Feedback(kept + tuple(latest.values()))
-
-    def latest(self) -> "Feedback":
-        """One label per box, the latest given."""
-        return Feedback().merged(self)
 
 
 @dataclass(frozen=True)
@@ -137,8 +80,8 @@ def search_feedback(index_dir: str | Path, feedback: Feedback, params: SearchPar
                         + (f"; got {len(boxes)} negative example(s) only" if boxes else ""))
     names = _names(boxes)
     boxes = tuple(_checked_example(box, name) for box, name in zip(boxes, names))
-    reader = _reader(index_dir)
-    model = _model_for(reader, params)
+    reader = index_reader(index_dir)
+    model = model_for(reader, params)
     places = _places(reader, model, boxes, names, is_cancelled)
     kept = sorted({place.key: i for i, place in enumerate(places)}.values())  # the last label of a place
     boxes, names, places = [boxes[i] for i in kept], [names[i] for i in kept], [places[i] for i in kept]
@@ -154,11 +97,11 @@ def search_feedback(index_dir: str | Path, feedback: Feedback, params: SearchPar
         candidates: Candidates = _ClassifierCandidates(reader, query, weights, bias)
         scoring = "probability"
     else:
-        candidates = _nearest(reader, query)
+        candidates = nearest(reader, query)
         scoring = "cosine"
     areas = _areas(places) if params.exclude_query_overlap else []
     skip = frozenset(place.tile_id for place in places if place.tile_id is not None)
-    hits, all_excluded = _rank(reader, candidates, params, areas, is_cancelled, skip=skip)
+    hits, all_excluded = rank(reader, candidates, params, areas, is_cancelled, skip=skip)
     first = places[int(np.flatnonzero(positive)[0])].raster
     return SearchResult(hits=hits, query_polygon=None, query_crs_wkt=first.crs_wkt, query_raster=first.path,
                         provider=provider, seconds=time.perf_counter() - started, all_excluded=all_excluded,
@@ -266,7 +209,7 @@ class _ClassifierCandidates:
 def _checked_example(box: LabelledBox, name: str) -> LabelledBox:
     """The box with its numbers and CRS checked, before any file is read."""
     try:
-        bbox = _checked_box(box.bbox)
+        bbox = checked_box(box.bbox)
         if box.crs:
             crs_from(box.crs)
     except RsirError as exc:
@@ -297,13 +240,13 @@ def _places(reader: IndexReader, model: ModelInfo, boxes, names: list[str], is_c
             if entry is not None:
                 # The box's bounds snapped to the pixel grid within 1/100 pixel: a box equal to a tile's
                 # bounds within that tolerance (a hit's polygon, reprojected or not) is that tile.
-                window = _pixel_window(entry, box.bbox, box.crs)
+                window = pixel_window(entry, box.bbox, box.crs)
                 tile_id = reader.tile_at(entry, window)
                 if tile_id is not None:
                     places.append(_Place(raster=entry, window=window, tile_id=tile_id, pixels=None))
                     continue
-            source, window = _box_window(reader, model, box.raster, box.bbox, box.crs)
-            pixels = _read_box(source, window, model.contract.input_size, box.bbox)
+            source, window = box_window(reader, model, box.raster, box.bbox, box.crs)
+            pixels = read_box(source, window, model.contract.input_size, box.bbox)
             places.append(_Place(raster=source, window=window, tile_id=None, pixels=pixels))
         except RasterError as exc:
             raise RasterError(exc.path, f"{exc.problem} ({name})") from exc
@@ -334,15 +277,15 @@ def _embed(reader: IndexReader, model: ModelInfo, places: list[_Place], names: l
     return vectors, provider
 
 
-def _areas(places: list[_Place]) -> list[_Query]:
+def _areas(places: list[_Place]) -> list[QueryArea]:
     """The query area of each place, for excluding the hits that overlap it, computed raster by raster."""
     by_raster: dict[str, list[int]] = {}
     for i, place in enumerate(places):
         by_raster.setdefault(place.raster.path, []).append(i)
-    areas: dict[int, _Query] = {}
+    areas: dict[int, QueryArea] = {}
     for numbers in by_raster.values():
         raster = places[numbers[0]].raster
-        areas.update(zip(numbers, _query_areas(raster, [places[i].window for i in numbers])))
+        areas.update(zip(numbers, query_areas(raster, [places[i].window for i in numbers])))
     return [areas[i] for i in range(len(places))]
 
 

@@ -260,7 +260,7 @@ def test_the_footprint_prefilter_never_drops_a_pair_that_overlaps_on_the_ground(
     lon/lat boxes before clipping quads. That shortcut must never hide a true overlap, across the
     antimeridian included (each quad's longitudes are unwrapped on their own)."""
     from rsir_qgis_plugin.core.geometry import ground_overlaps
-    from rsir_qgis_plugin.core.search import _boxes_may_overlap
+    from rsir_qgis_plugin.core.ranking import _boxes_may_overlap
 
     rng = np.random.default_rng(3)
     checked = overlapping = 0

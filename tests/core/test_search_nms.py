@@ -8,7 +8,8 @@ import rasterio
 
 from rsir_qgis_plugin.core.builder import build_index
 from rsir_qgis_plugin.core.params import BuildParams, SearchParams, TilingParams
-from rsir_qgis_plugin.core.search import NMS_SHARED, search_box
+from rsir_qgis_plugin.core.ranking import NMS_SHARED
+from rsir_qgis_plugin.core.search import search_box
 from tests.conftest import TOWN_RASTER
 from tests.core.test_search_overlap import ogr_polygon, reprojected_copy
 

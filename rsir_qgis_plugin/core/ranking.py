@@ -1,0 +1,145 @@
+"""Ranking candidates into hits: leave out the tiles that overlap the query, thin repeats of one place
+(NMS) and low scores, and keep the top k.
+
+Both rules work on the ground, across rasters: two rasters of the same place (another date, another CRS
+or resolution) must neither return the query area nor fill the list with one place twice.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Callable
+
+import numpy as np
+
+from .errors import IndexStoreError, SearchCancelled
+from .geometry import Quad, ground_overlap, ground_overlaps, ground_quads, window_iou
+from .params import SearchParams
+from .query_step import Candidates, QueryArea
+from .results import Hit
+from .store import IndexReader, TileEntry
+from .tiling import window_corners
+
+OVERSAMPLE = 8  # candidates fetched per wanted hit: overlap exclusion and NMS discard many
+# NMS also drops a tile that shares more than this fraction of the smaller of it and a better hit, whatever
+# their IoU. On the default grid (stride half a tile) side neighbours share 1/2 of a tile (IoU 1/3, above
+# nms_iou 0.3 already) and diagonal neighbours 1/4 (IoU 1/7): without this rule one object in their
+# shared quarter was hit #1 and #3. 1/5 suppresses them, a small tile inside a larger one of another raster
+# too, and keeps tiles that share a thin strip (1/8 on a 7/8-stride grid). nms_iou 1 turns NMS off.
+NMS_SHARED = 0.2
+
+
+def rank(reader: IndexReader, candidates: Candidates, params: SearchParams, areas: Sequence[QueryArea],
+         is_cancelled: Callable[[], bool] | None,
+         skip: frozenset[int] = frozenset()) -> tuple[list[Hit], bool]:
+    """Top-k of the candidates after dropping the query areas and the tiles in `skip`, thinning
+    overlaps (NMS) and low scores.
+
+    Candidates are fetched in growing rounds until k survive or the index is exhausted. Also says
+    whether no hit is left because every indexed tile overlaps a query area (or is skipped).
+    """
+    if reader.size == 0:
+        raise IndexStoreError(f"{reader.index_dir}: the index holds no tiles")
+    footprints = _Footprints()
+    fetch = min(reader.size, params.k * OVERSAMPLE + 64)
+    while True:
+        if is_cancelled and is_cancelled():
+            raise SearchCancelled("search cancelled")
+        scores, ids = candidates(fetch)
+        tiles = reader.tiles(ids.tolist())
+        footprints.add(tiles)
+        kept: list[tuple[float, TileEntry]] = []
+        excluded = 0
+        for score, tile in zip(scores.tolist(), tiles):
+            if params.min_score is not None and score < params.min_score:
+                break  # scores come sorted: nothing later passes either
+            if tile.id in skip or any(footprints.overlaps_query(tile, area) for area in areas):
+                excluded += 1
+                continue
+            if params.nms_iou < 1.0 and any(footprints.suppresses(other, tile, params.nms_iou)
+                                            for _, other in kept):
+                continue
+            kept.append((score, tile))
+            if len(kept) == params.k:
+                break
+        exhausted = fetch >= reader.size or (params.min_score is not None and len(scores)
+                                               and scores[-1] < params.min_score)
+        if len(kept) == params.k or exhausted:
+            break
+        fetch = min(reader.size, fetch * 4)
+    all_excluded = not kept and len(scores) > 0 and excluded == len(scores)
+    return [_hit(number, score, tile) for number, (score, tile) in enumerate(kept, start=1)], all_excluded
+
+
+class _Footprints:
+    """Ground quads of candidate tiles, computed once per tile, one reprojection call per raster.
+
+    Each quad's longitude/latitude box is kept too: most pairs of tiles are far apart, and comparing
+    boxes settles them without clipping polygons.
+    """
+
+    def __init__(self):
+        self._quads: dict[int, Quad | None] = {}
+        self._boxes: dict[int, np.ndarray | None] = {}
+
+    def add(self, tiles: list[TileEntry]) -> None:
+        by_raster: dict[int, list[TileEntry]] = {}
+        for tile in tiles:
+            if tile.id not in self._quads:
+                by_raster.setdefault(tile.raster.id, []).append(tile)
+        for group in by_raster.values():
+            raster = group[0].raster
+            quads = ground_quads(raster.crs_wkt, raster.transform, [t.window for t in group])
+            boxes = None if quads is None else np.concatenate([quads.min(axis=1), quads.max(axis=1)], axis=1)
+            for i, tile in enumerate(group):
+                self._quads[tile.id] = None if quads is None else quads[i]
+                self._boxes[tile.id] = None if boxes is None else boxes[i]
+
+    def overlaps_query(self, tile: TileEntry, where: QueryArea) -> bool:
+        """Whether a tile shares area with the query box: in pixels on its raster, else on the ground."""
+        if tile.raster.path == where.raster:
+            return window_iou(tile.window, where.window) > 0
+        quad = self._quads[tile.id]
+        if quad is None or where.ground is None:
+            return False
+        box = np.concatenate([where.ground.min(axis=0), where.ground.max(axis=0)])
+        return _boxes_may_overlap(self._boxes[tile.id], box) and ground_overlaps(quad, where.ground)
+
+    def suppresses(self, better: TileEntry, tile: TileEntry, nms_iou: float) -> bool:
+        """Whether `tile` is the place of a `better` hit again: IoU above nms_iou, or more than NMS_SHARED
+        of the smaller of the two shared. By pixels on one raster, else on the ground (never where either
+        has no CRS)."""
+        if better.raster.id == tile.raster.id:
+            inter, area_a, area_b = _window_overlap(better.window, tile.window)
+        else:
+            qa, qb = self._quads[better.id], self._quads[tile.id]
+            if qa is None or qb is None or not _boxes_may_overlap(self._boxes[better.id],
+                                                                  self._boxes[tile.id]):
+                return False
+            inter, area_a, area_b = ground_overlap(qa, qb)
+        if inter <= 0:
+            return False
+        return inter / (area_a + area_b - inter) > nms_iou or inter > NMS_SHARED * min(area_a, area_b)
+
+
+def _window_overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> tuple[int, int, int]:
+    """Pixels two windows (col, row, width, height) share, and the pixels of each."""
+    ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    return ix * iy, a[2] * a[3], b[2] * b[3]
+
+
+def _boxes_may_overlap(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two (lon_min, lat_min, lon_max, lat_max) boxes may share area, longitudes taken modulo 360
+    (quads are unwrapped each on its own); False for boxes with NaN, whose quads overlap nothing."""
+    if not (a[1] < b[3] and b[1] < a[3]):
+        return False  # also for NaN
+    return any(a[0] < b[2] + shift and b[0] + shift < a[2] for shift in (-360.0, 0.0, 360.0))
+
+
+def _hit(rank: int, score: float, tile: TileEntry) -> Hit:
+    """A kept candidate as a Hit: its tile's corners in its raster's CRS, and how the raster was fed."""
+    xs, ys = window_corners(tile.raster.transform, tile.window)
+    raster = tile.raster
+    return Hit(rank=rank, score=float(score), raster=raster.path, window=tuple(tile.window),
+               crs_wkt=raster.crs_wkt, polygon=list(zip(xs, ys)), bounds_4326=tuple(tile.bounds_4326),
+               bands=raster.bands, stretch=raster.stretch, tile_id=int(tile.id))
