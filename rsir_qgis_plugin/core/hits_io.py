@@ -8,7 +8,7 @@ from .atomic import atomic_output, output_target
 from .errors import RsirError
 from .geometry import Ring, crs_from, ogr_srs, reproject_ring
 from .ogr_files import closed, geojson_crs, geojson_polygon, gpkg_bytes, write_polygon_layer
-from .search import SearchResult
+from .results import SearchResult
 
 HITS_LAYER = "rsir_hits"
 QUERY_LAYER = "rsir_query"

@@ -37,7 +37,7 @@ from .untrusted_paths import local_raster_reason, network_reason
 if TYPE_CHECKING:
     import numpy as np
 
-    from .feedback import Feedback, LabelledBox
+    from .examples import Feedback, LabelledBox
     from .geometry import Ring
 
 LABELS_LAYER = "rsir_labels"  # the layer's name in a GeoPackage
@@ -110,7 +110,7 @@ def labelled_boxes(records: Iterable[LabelRecord], layer_crs: str,
     ('' or None: keep the layer's). Linear in the records: each raster is checked once, and the rings of
     each raster CRS are reprojected in one PROJ call.
     """
-    from .feedback import Feedback
+    from .examples import Feedback
 
     rows: list[_Row] = []
     skipped: list[tuple[int, str]] = []
@@ -164,7 +164,7 @@ def labelled_boxes(records: Iterable[LabelRecord], layer_crs: str,
 
 
 def _box(row: _Row, bbox: Bbox, crs: str | None) -> LabelledBox:
-    from .feedback import LabelledBox
+    from .examples import LabelledBox
 
     return LabelledBox(raster=row.raster, bbox=bbox, crs=crs, positive=row.positive)
 

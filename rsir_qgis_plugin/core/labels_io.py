@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .atomic import atomic_output, output_target
 from .errors import RsirError
-from .feedback import Feedback
+from .examples import Feedback
 from .geometry import Ring, crs_from, ogr_srs, reproject_ring
 from .label_records import (
     LABEL_FIELD,

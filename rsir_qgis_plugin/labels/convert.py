@@ -23,7 +23,7 @@ from .files import labels_dir
 from .layer import LABEL_FIELD, RASTER_FIELD, attribute_text, label_fields, label_text
 
 if TYPE_CHECKING:  # the engine is imported when labels become a query, not when QGIS loads the plugin
-    from ..core.feedback import Feedback, LabelledBox
+    from ..core.examples import Feedback, LabelledBox
     from ..core.label_records import LabelRecord, LabelsRead
 
 
@@ -59,7 +59,7 @@ def ring_bounds(ring: Iterable[tuple[float, float]]) -> tuple[float, float, floa
 
 def box_for_hit(hit, positive: bool) -> "LabelledBox":
     """A hit as the engine's labelled box: its tile's bounds in its raster's CRS."""
-    from ..core.feedback import LabelledBox
+    from ..core.examples import LabelledBox
 
     return LabelledBox(raster=str(hit.raster), bbox=ring_bounds(hit.polygon), crs=hit.crs_wkt or None,
                        positive=positive)
@@ -68,7 +68,7 @@ def box_for_hit(hit, positive: bool) -> "LabelledBox":
 def box_for_drawn(box: QgsRectangle, box_crs: QgsCoordinateReferenceSystem, raster: str,
                   positive: bool) -> "LabelledBox":
     """A box drawn on the map as the engine's labelled box, in the map's CRS."""
-    from ..core.feedback import LabelledBox
+    from ..core.examples import LabelledBox
 
     return LabelledBox(raster=raster, bbox=(box.xMinimum(), box.yMinimum(), box.xMaximum(), box.yMaximum()),
                        crs=crs_for_engine(box_crs), positive=positive)

@@ -172,7 +172,7 @@ def test_writing_is_atomic_and_replaces_the_file(tmp_path, rasters):
 ])
 def test_bad_labels_files_are_one_clear_line(tmp_path, rasters, case, message):
     from rsir_qgis_plugin.core.hits_io import write_hits
-    from rsir_qgis_plugin.core.search import SearchResult
+    from rsir_qgis_plugin.core.results import SearchResult
 
     path = {"suffix": tmp_path / "l.shp", "missing": tmp_path / "none.gpkg",
             "not_labels": tmp_path / "hits.gpkg", "garbage": tmp_path / "bad.geojson"}[case]
