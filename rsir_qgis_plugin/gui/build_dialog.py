@@ -344,6 +344,6 @@ def _size_spin(parent: QWidget, automatic: str, value: float) -> QDoubleSpinBox:
 
 def _available_devices():
     """In the worker thread, imports included (the embedder module imports numpy and onnxruntime)."""
-    from ..core.embedder import available_devices
+    from ..core.runtime import available_devices
 
     return available_devices()
