@@ -3,86 +3,20 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import MissingDependencyError, ModelError, RuntimeUnavailableError
+from .errors import ModelError, RuntimeUnavailableError
 from .memory import run_rows_within_memory
 from .model import ModelInfo
+from .runtime import CPU, CUDA, import_onnxruntime, inference_session_options, usable_providers
 
-CUDA = "CUDAExecutionProvider"
-CPU = "CPUExecutionProvider"
-
-
-def _onnxruntime():
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise MissingDependencyError(["onnxruntime"], f"import failed: {exc}; pip install onnxruntime "
-                                                      "(or onnxruntime-gpu)") from exc
-    # Wheels of onnxruntime-gpu find CUDA/cuDNN installed from pip only after this call.
-    if hasattr(onnxruntime, "preload_dlls"):
-        try:
-            onnxruntime.preload_dlls()
-        except Exception:  # best effort: the session below reports the real failure
-            pass
-    return onnxruntime
-
-
-@dataclass(frozen=True)
-class DeviceReport:
-    """What inference devices this machine offers, for a user to see before choosing."""
-
-    providers: tuple[str, ...]
-    cuda_listed: bool
-    onnxruntime_version: str
-
-    def describe(self) -> str:
-        cuda = "CUDA available" if self.cuda_listed else "no CUDA (onnxruntime CPU build or no GPU)"
-        return f"onnxruntime {self.onnxruntime_version}: {cuda}; providers {', '.join(self.providers)}"
-
-
-USABLE_PROVIDERS = (CUDA, CPU)  # what rsir can run on; onnxruntime also lists e.g. Azure, which cannot embed
 # Distinct test tiles, each run alone, then as batches of 2 and of PROBE_TILES: dtype, batch and
 # output-size faults show on the first runs, and a layer that mixes the tiles of a batch only from some
 # size on (N >= 3) shows when every row of the larger batch is compared with its tile run alone.
 PROBE_TILES = 4
-# onnxruntime logs a failing run itself (a coloured "[E:onnxruntime:...]" line on stderr) before raising;
-# rsir reports every failure in its own line, so only fatal messages are left to onnxruntime's log.
-ORT_LOG_FATAL = 4
 # 1 - cosine allowed between a tile's embedding alone and within a batch (GPU kernels vary by batch size)
 PROBE_TOLERANCE = 1e-3
-
-
-def available_devices() -> DeviceReport:
-    """The execution providers rsir can use on this machine (CUDA, CPU), in onnxruntime's order."""
-    ort = _onnxruntime()
-    providers = usable_providers(ort)
-    return DeviceReport(providers=providers, cuda_listed=CUDA in providers,
-                        onnxruntime_version=ort.__version__)
-
-
-def apply_thread_budget(options) -> None:
-    """Session options for sharing the CPU: onnxruntime's intra-op threads (one per physical core by
-    default) sleep instead of spinning when they wait for work.
-
-    Spinning threads keep their cores busy between parallel sections and between runs, where the
-    tile reader (core.pipeline), QGIS and other processes need them: on 2 shared cores, not spinning
-    ran the bundled model 15-19 % faster at 20 % less CPU time per image (benchmarks/index_throughput.py).
-    """
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-
-
-def quiet_session_options(ort):
-    """Session options whose failures reach the user only through rsir's own message."""
-    options = ort.SessionOptions()
-    options.log_severity_level = ORT_LOG_FATAL
-    return options
-
-
-def usable_providers(ort) -> tuple[str, ...]:
-    return tuple(p for p in ort.get_available_providers() if p in USABLE_PROVIDERS)
 
 
 class Embedder:
@@ -94,7 +28,7 @@ class Embedder:
     """
 
     def __init__(self, model: ModelInfo, device: str = "auto", threads: int | None = None):
-        ort = _onnxruntime()
+        ort = import_onnxruntime()
         self.model = model
         contract = model.contract
         self.input_size = contract.input_size
@@ -108,11 +42,7 @@ class Embedder:
         self.provider_note = ""
         # The most tiles one run holds: a larger batch is run in parts, so its activations fit in memory.
         self.run_rows = run_rows_within_memory(self.bands, self.input_size)
-        self._options = quiet_session_options(ort)
-        self._options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            self._options.intra_op_num_threads = threads
-        apply_thread_budget(self._options)
+        self._options = inference_session_options(ort, threads)
         self._session = self._make_session(ort, device)
         self.provider = self._session.get_providers()[0]
         self._probe_or_fall_back(ort, device)

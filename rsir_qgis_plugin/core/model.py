@@ -27,6 +27,7 @@ from pathlib import Path
 
 from . import safe_json
 from .errors import ModelError
+from .runtime import CPU, import_onnxruntime, quiet_session_options
 
 FORMAT_VERSION = 1
 PREFIX = "rsir."
@@ -272,13 +273,9 @@ def model_sha256(path: Path, externals: tuple[str, ...]) -> str:
 @functools.lru_cache(maxsize=8)
 def _read_model_version(path_text: str, size: int, mtime_ns: int, externals: tuple) -> ModelInfo:
     path = Path(path_text)
-    from .embedder import _onnxruntime, quiet_session_options  # so reading a settings file never needs it
-
-    ort = _onnxruntime()
-
+    ort = import_onnxruntime()
     try:
-        session = ort.InferenceSession(str(path), quiet_session_options(ort),
-                                       providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), quiet_session_options(ort), providers=[CPU])
     except Exception as exc:  # onnxruntime raises its own exception types for every parse failure
         raise ModelError(f"{path}: not a loadable ONNX model ({exc})") from exc
     inputs, outputs = session.get_inputs(), session.get_outputs()

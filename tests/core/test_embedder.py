@@ -5,9 +5,10 @@ import numpy as np
 import onnx
 import pytest
 
-from rsir_qgis_plugin.core.embedder import Embedder, available_devices
+from rsir_qgis_plugin.core.embedder import Embedder
 from rsir_qgis_plugin.core.errors import ModelError, RuntimeUnavailableError
 from rsir_qgis_plugin.core.model import read_model
+from rsir_qgis_plugin.core.runtime import available_devices
 from tests.conftest import town_pixels
 
 

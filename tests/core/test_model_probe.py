@@ -9,9 +9,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from rsir_qgis_plugin.core.embedder import Embedder, available_devices, finite_rows, probe_tiles
+from rsir_qgis_plugin.core.embedder import Embedder, finite_rows, probe_tiles
 from rsir_qgis_plugin.core.errors import ModelError
 from rsir_qgis_plugin.core.model import ModelContract, read_model
+from rsir_qgis_plugin.core.runtime import available_devices
 
 BANDS, SIZE, DIM = 3, 8, 4
 FEATURES = BANDS * SIZE * SIZE
