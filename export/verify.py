@@ -28,9 +28,9 @@ import onnx
 import torch
 from torch import nn
 
-from rsir_qgis_plugin.core.embedder import apply_thread_budget
 from rsir_qgis_plugin.core.errors import ModelError
 from rsir_qgis_plugin.core.model import ModelContract
+from rsir_qgis_plugin.core.runtime import CPU, import_onnxruntime, inference_session_options
 
 from .graph import EmbeddingGraph
 from .images import load_rgb_batch, synthetic_images, to_model_input
@@ -84,16 +84,9 @@ def graph_precision(model_path: str | Path) -> str:
 
 
 def onnx_session(model_path: str | Path, threads: int | None = None):
-    """A CPU session with the options the engine uses."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        options.intra_op_num_threads = threads
-    apply_thread_budget(options)
-    return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    """A CPU session with the options the engine's sessions use (core.runtime)."""
+    ort = import_onnxruntime()
+    return ort.InferenceSession(str(model_path), inference_session_options(ort, threads), providers=[CPU])
 
 
 def run_onnx(session, inputs: np.ndarray, batch: int) -> np.ndarray:
