@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# The onnxruntime execution providers rsir runs on; others that a build lists (Azure, ...) are not shown.
-USABLE_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+from .core.runtime import CUDA, USABLE_PROVIDERS
+
 # Model-card metrics shown as a table: label ({data}: the evaluation set) and the keys of its values,
 # looked up as "<data>_<key>" and then as "<key>".
 METRICS = (
@@ -98,7 +98,7 @@ def describe_devices(report) -> str:
     providers = [p for p in getattr(report, "providers", ()) if p in USABLE_PROVIDERS]
     version = getattr(report, "onnxruntime_version", "?")
     text = f"onnxruntime {version}: {', '.join(providers) or 'no usable provider'}"
-    if "CUDAExecutionProvider" not in providers:
+    if CUDA not in providers:
         text += " (no CUDA here)"
     return text
 
