@@ -15,6 +15,7 @@ import shutil
 import site
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -83,29 +84,36 @@ def pip_install(bin_dir: Path, source: Path, editable: bool = False) -> None:
 
 def installed_rsir(tmp_path_factory) -> Path:
     """bin/ of a venv with rsir installed (not editable) from a copy of the checkout; made once a session."""
-    home = tmp_path_factory.getbasetemp() / "rsir-installed"
-    bin_dir = home / "venv" / "bin"
-    if not (home / "ready").exists():
-        shutil.rmtree(home, ignore_errors=True)
-        home.mkdir()
+    def install(home: Path, bin_dir: Path) -> None:
         make_venv(home / "venv")
         pip_install(bin_dir, copy_sources(home / "src"))
         shutil.rmtree(home / "src")  # what runs must be the installed copy, nothing else
-        (home / "ready").touch()
-    return bin_dir
+
+    return session_venv(tmp_path_factory, "rsir-installed", install)
 
 
 def plain_python(tmp_path_factory) -> Path:
     """bin/ of a venv that has rsir's dependencies (dask included) but cannot import rsir; made once."""
-    home = tmp_path_factory.getbasetemp() / "rsir-absent"
-    bin_dir = home / "venv" / "bin"
-    if not (home / "ready").exists():
-        shutil.rmtree(home, ignore_errors=True)
-        home.mkdir()
+    def make(home: Path, bin_dir: Path) -> None:
         make_venv(home / "venv", with_pip=False)
         probe = run([bin_dir / "python", "-c", "import rsir_qgis_plugin"], cwd=home, check=False)
         if probe.returncode == 0:
             pytest.skip("rsir is importable from the running venv's site-packages themselves: no venv "
                         "without rsir can be made from them")
+
+    return session_venv(tmp_path_factory, "rsir-absent", make)
+
+
+def session_venv(tmp_path_factory, name: str, make: Callable[[Path, Path], None]) -> Path:
+    """bin/ of the venv `make(home, bin_dir)` builds under the session's temporary folder, once a session.
+
+    A 'ready' mark is written last, so a venv whose making failed half-way is made again, not reused.
+    """
+    home = tmp_path_factory.getbasetemp() / name
+    bin_dir = home / "venv" / "bin"
+    if not (home / "ready").exists():
+        shutil.rmtree(home, ignore_errors=True)
+        home.mkdir()
+        make(home, bin_dir)
         (home / "ready").touch()
     return bin_dir

@@ -407,21 +407,24 @@ def test_a_scheduler_or_a_worker_that_cannot_import_rsir_is_one_line_naming_the_
     address = cluster.scheduler(plain)  # a scheduler without rsir, its workers with it
     cluster.worker(installed, "w0")
     cluster.wait_for_workers(1)
-    refused = rsir(installed, tmp_path, "index", "build", tmp_path / "idx", raster, "--dask", address)
-    assert refused.returncode == 1
-    assert refused.stderr.strip() == (
-        f"rsir: error: the Dask scheduler at {address} (host 127.0.0.1) cannot import rsir (No module named "
-        f"'rsir_qgis_plugin'): {rsir_distributed.INSTALL_HINT}")
-    assert not (tmp_path / "idx" / MANIFEST).exists()
+    refused_build(installed, tmp_path, raster, address,
+                  f"the Dask scheduler at {address} (host 127.0.0.1) cannot import rsir (No module named "
+                  f"'rsir_qgis_plugin')")
     cluster.close()
 
     address = cluster.scheduler(installed)  # now the scheduler has rsir and one of two workers has not
     cluster.worker(installed, "w1")
     cluster.worker(plain, "w2")
     cluster.wait_for_workers(2)
+    refused_build(installed, tmp_path, raster, address,
+                  f"1 of 2 Dask worker(s) of {address} cannot import rsir (on host 127.0.0.1: No module "
+                  f"named 'rsir_qgis_plugin')")
+
+
+def refused_build(installed, tmp_path, raster, address, problem):
+    """`rsir index build --dask ADDRESS` exits 1 with one line, the problem and the install hint, and
+    leaves no index."""
     refused = rsir(installed, tmp_path, "index", "build", tmp_path / "idx", raster, "--dask", address)
     assert refused.returncode == 1
-    assert refused.stderr.strip() == (
-        f"rsir: error: 1 of 2 Dask worker(s) of {address} cannot import rsir (on host 127.0.0.1: No module "
-        f"named 'rsir_qgis_plugin'): {rsir_distributed.INSTALL_HINT}")
+    assert refused.stderr.strip() == f"rsir: error: {problem}: {rsir_distributed.INSTALL_HINT}"
     assert not (tmp_path / "idx" / MANIFEST).exists()

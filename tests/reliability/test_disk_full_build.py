@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,14 @@ NEW_INDEX_FREE = [0, 4096, 40_000, 90_000, 100_000, 110_000, 125_000, 140_000, 1
                   180_000, 188_000, 194_000, 200_000, 260_000]
 # A refresh that re-embeds one raster writes a shard (41 kB), a segment (~50 kB) and a manifest.
 REFRESH_FREE = [0, 4096, 20_000, 45_000, 60_000, 70_000, 80_000, 90_000, 100_000, 120_000, 160_000]
+
+
+def small_disks(tmp_path: Path, free_levels: list[int]) -> Iterator[tuple[int, Path]]:
+    """(bytes to leave free, index folder) on a fresh 1 MB tmpfs per level, unmounted before the next."""
+    for free in free_levels:
+        disk = tmp_path / f"disk-{free}"
+        with tmpfs(disk, "1m"):
+            yield free, disk / "idx"
 
 
 def fill(disk: Path, free: int) -> Path:
@@ -53,52 +62,46 @@ def rasters(tmp_path, town_crop) -> list[Path]:
 
 def test_a_new_index_on_a_full_disk_is_one_line_at_every_fill_level(tmp_path, tiny_model, rasters):
     outcomes = []
-    for free in NEW_INDEX_FREE:
-        disk = tmp_path / f"disk-{free}"
-        with tmpfs(disk, "1m"):
-            index = disk / "idx"
-            filler = fill(disk, free)
-            try:
-                summary = build_index(params(index, rasters, tiny_model))
-            except IndexStoreError as exc:
-                disk_full(exc, index)
-                assert not (index / MANIFEST).exists()
-                outcomes.append("full")
-            else:
-                assert summary.tiles_total == 32
-                outcomes.append("ok")
-            no_temporaries(index)
-            filler.unlink()  # space again: the build goes through, reusing what was saved
-            assert build_index(params(index, rasters, tiny_model)).tiles_total == 32
+    for free, index in small_disks(tmp_path, NEW_INDEX_FREE):
+        filler = fill(index.parent, free)
+        try:
+            summary = build_index(params(index, rasters, tiny_model))
+        except IndexStoreError as exc:
+            disk_full(exc, index)
+            assert not (index / MANIFEST).exists()
+            outcomes.append("full")
+        else:
+            assert summary.tiles_total == 32
+            outcomes.append("ok")
+        no_temporaries(index)
+        filler.unlink()  # space again: the build goes through, reusing what was saved
+        assert build_index(params(index, rasters, tiny_model)).tiles_total == 32
     assert outcomes[0] == "full" and outcomes[-1] == "ok" and outcomes.count("full") >= 10, outcomes
 
 
 def test_a_refresh_on_a_full_disk_is_one_line_and_the_previous_index_is_intact(tmp_path, tiny_model, rasters):
     outcomes = []
-    for free in REFRESH_FREE:
-        disk = tmp_path / f"disk-{free}"
-        with tmpfs(disk, "1m"):
-            index = disk / "idx"
-            build_index(params(index, rasters, tiny_model))
-            before = snapshot(index)
-            filler = fill(disk, free)
-            os.utime(rasters[1], ns=(free + 1, free + 1))  # changed: re-embedded into a new segment
-            try:
-                build_index(params(index, [], tiny_model))
-            except IndexStoreError as exc:
-                disk_full(exc, index)
-                assert str(exc).endswith("the previous index is unchanged")
-                after = snapshot(index)
-                assert {k: v for k, v in after.items() if not k.startswith("shards/")} == {
-                    k: v for k, v in before.items() if not k.startswith("shards/")}
-                outcomes.append("full")
-            else:
-                outcomes.append("ok")
-            no_temporaries(index)
-            with IndexReader(index) as reader:
-                assert reader.size == 32
-            filler.unlink()
-            assert build_index(params(index, [], tiny_model)).tiles_total == 32
+    for free, index in small_disks(tmp_path, REFRESH_FREE):
+        build_index(params(index, rasters, tiny_model))
+        before = snapshot(index)
+        filler = fill(index.parent, free)
+        os.utime(rasters[1], ns=(free + 1, free + 1))  # changed: re-embedded into a new segment
+        try:
+            build_index(params(index, [], tiny_model))
+        except IndexStoreError as exc:
+            disk_full(exc, index)
+            assert str(exc).endswith("the previous index is unchanged")
+            after = snapshot(index)
+            assert {k: v for k, v in after.items() if not k.startswith("shards/")} == {
+                k: v for k, v in before.items() if not k.startswith("shards/")}
+            outcomes.append("full")
+        else:
+            outcomes.append("ok")
+        no_temporaries(index)
+        with IndexReader(index) as reader:
+            assert reader.size == 32
+        filler.unlink()
+        assert build_index(params(index, [], tiny_model)).tiles_total == 32
     assert outcomes[0] == "full" and outcomes[-1] == "ok" and outcomes.count("full") >= 6, outcomes
 
 
