@@ -28,7 +28,7 @@ SCHEDULER_CALL_TIMEOUT_S = 5  # a cancel check the scheduler does not answer wit
 
 
 @dataclasses.dataclass(frozen=True)
-class _Settings:
+class WorkerSettings:
     """What a task needs besides its job and the model (small, sent with every task)."""
 
     device: str
@@ -43,7 +43,7 @@ _EMBEDDERS: dict[tuple, Embedder] = {}  # one session per model version, device 
 _EMBEDDERS_LOCK = threading.Lock()
 
 
-def _embed_on_worker(job: Job, model: ModelInfo, model_files: dict[str, bytes], settings: _Settings,
+def embed_on_worker(job: Job, model: ModelInfo, model_files: dict[str, bytes], settings: WorkerSettings,
                      index_dir: str) -> dict:
     """Embed one raster on this worker and save its shard on the shared path; return the counts."""
     import distributed
@@ -122,7 +122,8 @@ def _letters(text: str) -> str:
     return "".join(ch for ch in text.lower() if ch.isalnum())
 
 
-def _worker_embedder(worker, model: ModelInfo, model_files: dict[str, bytes], settings: _Settings) -> Embedder:
+def _worker_embedder(worker, model: ModelInfo, model_files: dict[str, bytes],
+                     settings: WorkerSettings) -> Embedder:
     """This worker process's session for the model (made once; 'auto' takes CUDA where it works)."""
     threads = _session_threads(worker, settings.host_threads)
     key = (model.sha256, settings.device, threads)
@@ -154,7 +155,7 @@ def _session_threads(worker, host_threads: dict) -> int:
 class _Reporter:
     """A task's progress events and cancel checks, each at most every WORKER_REPORT_S."""
 
-    def __init__(self, worker, settings: _Settings, key: str):
+    def __init__(self, worker, settings: WorkerSettings, key: str):
         self.worker, self.topic, self.key = worker, settings.topic, key
         self.cancel = settings.cancel
         self.last_report = self.last_check = 0.0

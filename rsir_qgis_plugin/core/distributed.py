@@ -1,7 +1,8 @@
 """Embedding rasters on a Dask cluster: one task per raster, each worker with its own onnxruntime session.
 
     embed_on_dask(jobs, ...)    the client: submits the jobs, yields each raster as it finishes
-    _embed_on_worker(job, ...)  the task (core/dask_worker.py): jobs.embed_jobs on one job; the worker saves the shard
+    embed_on_worker(job, ...)   the task (core/dask_worker.py): jobs.embed_jobs on one job; the
+                                worker saves the shard
 
 Workers write each finished shard (and the checkpoints inside a large raster) straight into the
 index folder, which the client and every worker must see at the same path, as they must see the
@@ -23,7 +24,7 @@ import uuid
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .dask_worker import _embed_on_worker, _Settings
+from .dask_worker import WorkerSettings, embed_on_worker
 from .errors import BuildCancelled, MissingDependencyError, RsirError
 from .jobs import Job, JobCounts
 from .model import ModelInfo, external_data_files
@@ -83,7 +84,7 @@ def _run_tasks(distributed, client, jobs: list[Job], model: ModelInfo, params: B
     windows = {job.key: len(job.windows) - job.start for job in jobs}
     total = sum(windows.values()) or 1
     percents: dict[str, float] = {}  # job key -> percent embedded, reported by the workers
-    settings = _Settings(device=params.device, tta=params.tta, batch_size=params.batch_size,
+    settings = WorkerSettings(device=params.device, tta=params.tta, batch_size=params.batch_size,
                          host_threads=_threads_per_host(client), topic=f"rsir-progress-{token}",
                          cancel=cancel.name)
     client.subscribe_topic(settings.topic, lambda event: _note_progress(percents, *event[1]))
@@ -95,7 +96,7 @@ def _run_tasks(distributed, client, jobs: list[Job], model: ModelInfo, params: B
     futures = {}
     # Largest rasters first, so the cluster is not left waiting on one big raster at the end.
     for job in sorted(jobs, key=lambda j: -windows[j.key]):
-        future = client.submit(_embed_on_worker, _without_checkpoint(job), model, model_files, settings,
+        future = client.submit(embed_on_worker, _without_checkpoint(job), model, model_files, settings,
                                str(index_dir), key=f"rsir-embed-{job.key}-{token}", pure=False)
         futures[future] = job
     pending, finished, reported = set(futures), 0, None
