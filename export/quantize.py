@@ -38,7 +38,7 @@ from .fusion import MS_DOMAIN, fuse_channel_attention
 from .images import to_model_input
 from .onnx import IR_VERSION, OPSET, configure_logging, set_contract_metadata
 from .storage import widen_stored_weights
-from .verify import ParityError, _row_cosines, onnx_session, run_onnx
+from .verify import ParityError, onnx_session, row_cosines, run_onnx
 
 log = logging.getLogger("export")
 
@@ -253,7 +253,7 @@ def _parity(source: Path, quantized: Path, contract: ModelContract,
     inputs = to_model_input(images, contract)
     expected = run_onnx(onnx_session(source), inputs, batch=16)
     got = run_onnx(onnx_session(quantized), inputs, batch=16)
-    cosines = _row_cosines(expected, got)
+    cosines = row_cosines(expected, got)
     return float(np.min(cosines)), float(np.mean(cosines)), len(inputs)
 
 

@@ -124,7 +124,7 @@ def check_parity(net: nn.Module, model_path: str | Path, contract: ModelContract
         if got.shape != expected.shape:
             raise ParityError(f"{model_path}: a batch of {len(inputs)} gave output {got.shape}, "
                               f"torch gives {expected.shape}")
-        cosines.append(_row_cosines(expected, got))
+        cosines.append(row_cosines(expected, got))
         max_abs = max(max_abs, float(np.abs(expected - got).max()))
     precision = graph_precision(model_path)
     report = ParityReport(
@@ -136,7 +136,7 @@ def check_parity(net: nn.Module, model_path: str | Path, contract: ModelContract
     return report
 
 
-def _row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Cosine of each row pair; NaN where either row is zero or non-finite, so it can never pass."""
     a, b = a.astype(np.float64), b.astype(np.float64)
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)

@@ -77,3 +77,51 @@ def test_tasks_never_import_the_gui():
     bad = [f"tasks.py:{line}: {module}" for line, module in imported_modules(PACKAGE / "tasks.py")
            if module == "rsir_qgis_plugin.gui" or module.startswith("rsir_qgis_plugin.gui.")]
     assert not bad, "tasks.py runs in worker threads and must not import the GUI:\n" + "\n".join(bad)
+
+
+def project_modules() -> dict[str, Path]:
+    """Dotted name -> file of every module of the plugin, the training package and the exporter."""
+    files = [p for top in ("rsir_qgis_plugin", "training", "export") for p in sorted((ROOT / top).rglob("*.py"))]
+    return {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p for p in files}
+
+
+def test_no_module_imports_another_modules_private_names():
+    """A name with a leading underscore is its module's own: what another module needs is made public."""
+    modules = project_modules()
+    bad = []
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if not isinstance(node, ast.ImportFrom) or not (node.level or node.module in modules):
+                continue
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                source = ".".join(base + ([node.module] if node.module else []))
+            else:
+                source = node.module
+            bad += [f"{path.relative_to(ROOT)}:{node.lineno}: {alias.name} from {source}"
+                    for alias in node.names if alias.name.startswith("_") and source != name]
+    assert not bad, "private names imported from another module:\n" + "\n".join(bad)
+
+
+def test_core_has_no_import_cycles():
+    """Every import counts, those inside functions too: a cycle there is still two modules that each need
+    the other, and it is one refactoring away from failing at import time."""
+    modules = {name: path for name, path in project_modules().items() if name.startswith("rsir_qgis_plugin.core")}
+    graph = {name: sorted({module for _, module in imported_modules(path) if module in modules and module != name})
+             for name, path in modules.items()}
+    cycles = []
+    for start in graph:
+        # Depth-first from each module, looking for a path back to it through modules named after it
+        # (so each cycle is reported once, from its smallest name).
+        stack = [(start, [start])]
+        seen = set()
+        while stack:
+            node, path = stack.pop()
+            for nxt in graph[node]:
+                if nxt == start:
+                    cycles.append(" -> ".join([*path, start]))
+                elif nxt > start and nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, [*path, nxt]))
+    assert not cycles, "import cycles inside core:\n" + "\n".join(cycles)
