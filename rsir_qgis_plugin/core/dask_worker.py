@@ -83,7 +83,7 @@ _GDAL_USERS: list[list[str]] = []  # the failure lists of the tasks running in t
 def _gdal_failures_kept() -> Iterator[list[str]]:
     """GDAL's error messages kept while a task runs, not printed: a worker's "ERROR 1: ..." lines would
     reach the user's terminal (a local cluster's workers share it) besides the raster's own failure
-    line, which a local build prints alone (cli._gdal_messages). The handler is process-wide, as the
+    line, which a local build prints alone (cli_errors.gdal_messages). The handler is process-wide, as the
     tiles are read in a thread of their own; tasks running side by side share it.
     """
     try:
