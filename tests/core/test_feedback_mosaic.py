@@ -9,12 +9,10 @@ never returned, so a round cannot score by repeating what was marked.
 import numpy as np
 import pytest
 
-from rsir_qgis_plugin.core.builder import build_index
 from rsir_qgis_plugin.core.feedback import Feedback, LabelledBox, search_feedback
-from rsir_qgis_plugin.core.model import DEFAULT_MODEL_PATH
-from rsir_qgis_plugin.core.params import BuildParams, SearchParams, TilingParams
+from rsir_qgis_plugin.core.params import SearchParams
 from rsir_qgis_plugin.core.search import search_box
-from tests.core.scene_mosaic import SCENE, scene_class, write_scene_mosaic
+from tests.core.scene_mosaic import SCENE, indexed_scene_mosaic, scene_class
 
 pytestmark = pytest.mark.slow  # indexes the 40-scene mosaic with the bundled model
 
@@ -26,13 +24,7 @@ ROUNDS = 3
 
 @pytest.fixture(scope="module")
 def tiled_mosaic(tmp_path_factory):
-    path = tmp_path_factory.mktemp("feedback_mosaic") / "mosaic.tif"
-    classes, transform = write_scene_mosaic(path)
-    index = path.parent / "idx"
-    summary = build_index(BuildParams(index_dir=index, rasters=(path,), model_path=DEFAULT_MODEL_PATH,
-                                      tiling=TilingParams(tile_m=TILE, stride_m=TILE)))
-    assert summary.tiles_total == len(classes) * (SCENE // int(TILE)) ** 2
-    return path, index, classes, transform
+    return indexed_scene_mosaic(tmp_path_factory.mktemp("feedback_mosaic"), TILE)
 
 
 def hit_label(hit, raster, label, classes):

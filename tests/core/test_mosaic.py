@@ -3,23 +3,15 @@ indexed with the bundled default model; querying a scene must rank scenes of its
 import numpy as np
 import pytest
 
-from rsir_qgis_plugin.core.builder import build_index
-from rsir_qgis_plugin.core.model import DEFAULT_MODEL_PATH
-from rsir_qgis_plugin.core.params import BuildParams, SearchParams, TilingParams
+from rsir_qgis_plugin.core.params import SearchParams
 from rsir_qgis_plugin.core.search import search_box
-from tests.core.scene_mosaic import SCENE, write_scene_mosaic
+from tests.core.scene_mosaic import SCENE, indexed_scene_mosaic
 
 
 @pytest.fixture(scope="module")
 def mosaic(tmp_path_factory):
     """40 real scenes (4 classes x 10) in shuffled cells of one UTM raster at 1 m/pixel."""
-    path = tmp_path_factory.mktemp("mosaic") / "mosaic.tif"
-    classes, transform = write_scene_mosaic(path)
-    index = path.parent / "idx"
-    summary = build_index(BuildParams(index_dir=index, rasters=(path,), model_path=DEFAULT_MODEL_PATH,
-                                      tiling=TilingParams(tile_m=150.0, stride_m=150.0)))
-    assert summary.tiles_total == len(classes)
-    return path, index, classes, transform
+    return indexed_scene_mosaic(tmp_path_factory.mktemp("mosaic"), 150.0)
 
 
 def test_scenes_of_the_query_class_rank_first(mosaic):

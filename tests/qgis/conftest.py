@@ -127,6 +127,18 @@ def search_by_drag(plugin, qgis_canvas, qtbot):
     return run
 
 
+@pytest.fixture
+def searched(plugin, town_layer, town_index, qgis_canvas, search_by_drag):
+    """The plugin after a user drew a box on the raster with its map tool: (plugin, SearchOutcome), 6 hits."""
+    plugin.search.show_index(town_index)
+    plugin.dock.k_spin.setValue(6)
+    plugin.dock.overlap_check.setChecked(True)
+    plugin.find_action.trigger()
+    assert qgis_canvas.mapTool() is plugin.map_tool
+    # A box in the upper middle of the raster (the canvas shows the raster's whole height).
+    return plugin, search_by_drag((270, 120), (330, 180))
+
+
 @pytest.fixture(autouse=True)
 def isolated_settings(tmp_path, monkeypatch):
     """QgsSettings of a test go to a throw-away file, never to the developer's QGIS profile."""

@@ -8,21 +8,12 @@ import pytest
 from qgis.core import QgsCoordinateReferenceSystem, QgsProject, QgsRasterLayer, QgsRectangle, QgsVectorLayer
 from qgis.PyQt.QtCore import QPoint, Qt
 
-from rsir_qgis_plugin.layers import owned_layer
 from rsir_qgis_plugin.labels import convert, edit
 from rsir_qgis_plugin.labels.layer import find_labels_layer
+from rsir_qgis_plugin.layers import owned_layer
 from rsir_qgis_plugin.tasks import FeedbackSearchTask
 
-SEARCH_TIMEOUT_MS = 60_000
-
-
-@pytest.fixture
-def searched(plugin, town_layer, town_index, qgis_canvas, search_by_drag):
-    """The plugin after a box search on the town raster: (plugin, SearchOutcome) with 6 hits."""
-    plugin.search.show_index(town_index)
-    plugin.dock.k_spin.setValue(6)
-    plugin.dock.overlap_check.setChecked(True)
-    return plugin, search_by_drag((270, 120), (330, 180))
+from .conftest import SEARCH_TIMEOUT_MS
 
 
 def tiles(outcome, ranks=None) -> set:

@@ -13,19 +13,7 @@ from qgis.PyQt.QtCore import Qt
 
 from rsir_qgis_plugin.layers import HITS_LAYER_NAME, QUERY_LAYER_NAME, owned_layer
 
-SEARCH_TIMEOUT_MS = 60_000
-
-
-@pytest.fixture
-def searched(plugin, town_layer, town_index, qgis_canvas, search_by_drag):
-    """The plugin after a user drew a box on the raster: (plugin, SearchOutcome)."""
-    plugin.search.show_index(town_index)
-    plugin.dock.k_spin.setValue(6)
-    plugin.dock.overlap_check.setChecked(True)
-    plugin.find_action.trigger()
-    assert qgis_canvas.mapTool() is plugin.map_tool
-    # A box in the upper middle of the raster (the canvas shows the raster's whole height).
-    return plugin, search_by_drag((270, 120), (330, 180))
+from .conftest import SEARCH_TIMEOUT_MS
 
 
 def test_search_makes_the_hits_layer_with_fields_and_geometry(searched, town_layer, town_half):
