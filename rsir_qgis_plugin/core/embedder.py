@@ -1,11 +1,9 @@
 """Turning uint8 tiles into L2-normalised embeddings with onnxruntime, on CUDA when it really works."""
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-
 import numpy as np
 
+from .cache import KeyedCache
 from .errors import ModelError, RuntimeUnavailableError
 from .memory import run_rows_within_memory
 from .model import ModelInfo
@@ -254,22 +252,11 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
-_SHARED: "OrderedDict[tuple[str, str, str], Embedder]" = OrderedDict()
-_SHARED_LOCK = threading.Lock()
-_SHARED_SIZE = 2
+_SESSIONS: KeyedCache[Embedder] = KeyedCache(size=2)  # a session holds the model's weights in memory
 
 
 def shared_embedder(model: ModelInfo, device: str) -> Embedder:
     """One session per model file and device for repeated queries: sessions take a while to create,
     and onnxruntime's run() is thread-safe. The key holds the file's sha256, so a changed file gets
-    a new session."""
-    key = (str(model.path), model.sha256, device)
-    with _SHARED_LOCK:
-        if key in _SHARED:
-            _SHARED.move_to_end(key)
-            return _SHARED[key]
-        embedder = Embedder(model, device)
-        _SHARED[key] = embedder
-        while len(_SHARED) > _SHARED_SIZE:
-            _SHARED.popitem(last=False)
-        return embedder
+    a new session. cache.release_shared() lets the sessions go."""
+    return _SESSIONS.get((str(model.path), model.sha256, device), lambda: Embedder(model, device))
