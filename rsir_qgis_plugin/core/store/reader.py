@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
+from ..cache import KeyedCache
 from ..errors import IndexStoreError
 from .catalog import RasterEntry, TileEntry, catalog_error, open_catalog, raster_tile_ranges
 from .integrity import check_manifest
@@ -55,13 +55,24 @@ class IndexReader:
             raise IndexStoreError(f"{self.index_dir / MANIFEST}: its segments hold {live} live tiles where the "
                                   f"manifest records {manifest['tile_count']}; the index is damaged, run "
                                   "`index build` to rebuild it")
-        self.manifest, self.segments, self.dim = manifest, segments, dim
+        self.manifest, self._segments, self.dim = manifest, segments, dim
         self.rasters = {i: r for seg in segments for i, r in seg.rasters.items()}
         self._bases = np.array([seg.base for seg in segments], dtype=np.int64)
         self._db_lock = threading.Lock()  # a shared reader may serve searches from several threads
 
+    @property
+    def segments(self) -> list[SegmentReader]:
+        if self._segments is None:
+            raise IndexStoreError(f"{self.index_dir}: this reader of the index was closed (rsir released its "
+                                  "open indexes); search again to open it afresh")
+        return self._segments
+
     def close(self) -> None:
-        for segment in self.segments:
+        """Close the catalogs and let go of the segments: their memory-mapped vectors files are unmapped
+        with the last reference, so the index folder can then be renamed or deleted (Windows refuses
+        while a file in it is open or mapped). Using the reader afterwards raises IndexStoreError."""
+        segments, self._segments = self._segments, None
+        for segment in segments or ():
             segment.close()
 
     def __enter__(self) -> "IndexReader":
@@ -149,9 +160,8 @@ class IndexReader:
                 yield self.tiles(ids.tolist()), self.vectors(ids)
 
 
-_READERS: "OrderedDict[tuple[str, int, int], IndexReader]" = OrderedDict()
-_READERS_LOCK = threading.Lock()
-_READERS_KEPT = 2
+# Dropped, not closed, when evicted: a search in another thread may still hold one; it closes when freed.
+_READERS: KeyedCache[IndexReader] = KeyedCache(size=2, close=IndexReader.close)
 
 
 def shared_reader(index_dir: str | Path) -> IndexReader:
@@ -159,21 +169,12 @@ def shared_reader(index_dir: str | Path) -> IndexReader:
 
     Loading a large FAISS file takes seconds; a user drawing box after box should pay it once. The
     key holds the manifest's identity, so a rebuilt index (a new manifest) is opened afresh.
+    cache.release_shared() closes the kept readers.
     """
     index_dir = Path(index_dir).expanduser().resolve()
     require_manifest(index_dir)
     stat = (index_dir / MANIFEST).stat()
-    key = (str(index_dir), stat.st_ino, stat.st_mtime_ns)
-    with _READERS_LOCK:
-        if key in _READERS:
-            _READERS.move_to_end(key)
-            return _READERS[key]
-        reader = IndexReader(index_dir)
-        _READERS[key] = reader
-        while len(_READERS) > _READERS_KEPT:
-            # Dropped, not closed: a search in another thread may still hold it; it closes when freed.
-            _READERS.popitem(last=False)
-        return reader
+    return _READERS.get((str(index_dir), stat.st_ino, stat.st_mtime_ns), lambda: IndexReader(index_dir))
 
 
 @dataclass(frozen=True)
