@@ -94,7 +94,10 @@ class RsirPlugin:
         self.dependencies.ready()  # a message with an install button when packages are missing
 
     def unload(self) -> None:
+        from .core.cache import release_shared
+
         self._stop_tasks()
+        release_shared()  # the tasks are done: free the onnxruntime sessions, close the open indexes
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None
