@@ -1,7 +1,10 @@
 """Shared fixtures: a tiny real ONNX model (tests/data/tiny_model.onnx), GeoTIFFs cut from real imagery."""
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +14,17 @@ DATA = Path(__file__).parent / "data"
 TOWN_RASTER = DATA / "oam_town_1024.tif"  # real 0.1 m aerial imagery, see tests/data/README.md
 TINY_MODEL = DATA / "tiny_model.onnx"  # made by tests/data/make_tiny_model.py
 DEFAULT_MODEL = Path(__file__).parent.parent / "rsir_qgis_plugin" / "models" / "default.onnx"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def released_shared_caches():
+    """After each test module, the engine's shared onnxruntime sessions and open index readers are released
+    (core.cache.release_shared), so no index stays open into the next module. Within a module they are
+    kept, as between the queries of a user, so tests do not pay a new session each."""
+    yield
+    cache = sys.modules.get("rsir_qgis_plugin.core.cache")  # not imported: nothing to release
+    if cache is not None:
+        cache.release_shared()
 
 
 @pytest.fixture(scope="session")
@@ -77,3 +91,18 @@ def write_town_crop(folder: Path) -> Path:
 def town_crop(tmp_path) -> Path:
     """A 384x384 real RGB crop: small enough for fast builds (with 64 px tiles, 121 windows)."""
     return write_town_crop(tmp_path)
+
+
+def files_held(folder: Path) -> list[str] | None:
+    """The files under `folder` this process has open or memory-mapped; None where there is no /proc to
+    tell (only Linux has /proc/self/fd and /proc/self/maps)."""
+    proc = Path("/proc/self")
+    if not (proc / "maps").is_file():
+        return None
+    inside = str(Path(folder).resolve()) + os.sep
+    opened = []
+    for fd in os.listdir(proc / "fd"):
+        with contextlib.suppress(OSError):  # closed since listed
+            opened.append(os.readlink(proc / "fd" / fd))
+    mapped = [line.split(maxsplit=5)[-1] for line in (proc / "maps").read_text().splitlines()]
+    return sorted({path for path in opened + mapped if path.startswith(inside)})
