@@ -6,6 +6,7 @@ The model is the session's `tiny_model` (tests/conftest.py): a real ONNX model (
 """
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -137,6 +138,18 @@ def searched(plugin, town_layer, town_index, qgis_canvas, search_by_drag):
     assert qgis_canvas.mapTool() is plugin.map_tool
     # A box in the upper middle of the raster (the canvas shows the raster's whole height).
     return plugin, search_by_drag((270, 120), (330, 180))
+
+
+@pytest.fixture
+def truncated(tmp_path, town_half) -> list[Path]:
+    """Two real GeoTIFFs cut short: headers intact, so they open, and reading their pixels fails midway."""
+    paths = []
+    for name, fraction in (("cut_a.tif", 2), ("cut_b.tif", 3)):
+        path = tmp_path / name
+        shutil.copy(TOWN, path)
+        os.truncate(path, path.stat().st_size // fraction)
+        paths.append(path)
+    return paths
 
 
 @pytest.fixture(autouse=True)

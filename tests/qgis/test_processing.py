@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sqlite3
 from pathlib import Path
 
@@ -18,8 +16,6 @@ from qgis.core import (
     QgsRasterLayer,
     QgsRectangle,
 )
-
-from .conftest import TOWN
 
 
 @pytest.fixture
@@ -124,18 +120,6 @@ def test_build_index_reports_progress_and_honours_cancel(provider, raster, tiny_
     assert not (tmp_path / "index" / "manifest.json").exists(), "a cancelled first build leaves no index"
 
 
-@pytest.fixture
-def truncated(tmp_path, town_half) -> list[Path]:
-    """Two real GeoTIFFs cut short: headers intact, so they open, and reading their pixels fails midway."""
-    paths = []
-    for name, fraction in (("cut_a.tif", 2), ("cut_b.tif", 3)):
-        path = tmp_path / name
-        shutil.copy(TOWN, path)
-        os.truncate(path, path.stat().st_size // fraction)
-        paths.append(path)
-    return paths
-
-
 class LogFeedback(QgsProcessingFeedback):
     """A real Processing feedback that also keeps every line it was given, by kind."""
 
@@ -210,8 +194,8 @@ def test_build_index_needs_a_lasting_folder(provider, raster, tiny_model, tmp_pa
 def test_build_index_takes_tile_size_and_stride_in_metres(provider, raster, tiny_model, town_half, tmp_path):
     import processing
 
-    from rsir_qgis_plugin.core.raster import describe
     from rsir_qgis_plugin.core.params import TilingParams
+    from rsir_qgis_plugin.core.raster import describe
     from rsir_qgis_plugin.core.tiling import resolve_grid
 
     for both in ({"TILE_SIZE": 64, "TILE_METRES": 12.8}, {"STRIDE": 32, "STRIDE_METRES": 6.4}):

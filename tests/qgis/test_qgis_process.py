@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import TOWN
-
 ROOT = Path(__file__).resolve().parents[2]
 RUN_QGIS = ROOT / "scripts" / "run-qgis"
 
@@ -29,32 +27,27 @@ def run_qgis_process(*args: str, profiles: Path | None) -> subprocess.CompletedP
 
 
 def test_qgis_process_names_failed_rasters_and_fails_when_nothing_was_indexed(tmp_path, town_half,
-                                                                              tiny_model):
+                                                                              tiny_model, truncated):
     """Issue 19 item 6 with the real qgis_process: a truncated TIFF beside a good raster exits 0 with
     the raster and its reason in FAILED; only broken rasters exit 1, each reason printed once."""
-    broken = []
-    for name, fraction in (("cut_a.tif", 2), ("cut_b.tif", 3)):
-        path = tmp_path / name
-        shutil.copy(TOWN, path)
-        os.truncate(path, path.stat().st_size // fraction)
-        broken.append(path)
     common = [f"MODEL={tiny_model}", "TILE_SIZE=128", "STRIDE=128", "DEVICE=1"]
     profiles = tmp_path / "profiles"
 
-    some = run_qgis_process("run", "rsir:build_index", "--", f"RASTERS={town_half}", f"RASTERS={broken[0]}",
+    some = run_qgis_process("run", "rsir:build_index", "--", f"RASTERS={town_half}",
+                            f"RASTERS={truncated[0]}",
                             f"INDEX={tmp_path / 'index'}", *common, profiles=profiles)
     output = some.stdout + some.stderr
     assert some.returncode == 0, output
     failed_lines = [line for line in some.stdout.splitlines() if line.startswith("FAILED:")]
-    assert len(failed_lines) == 1 and f"{broken[0]}: pixels in window" in failed_lines[0], output
-    assert output.count(f"{broken[0]}: pixels in window") == 2, "once in the log, once in FAILED"
+    assert len(failed_lines) == 1 and f"{truncated[0]}: pixels in window" in failed_lines[0], output
+    assert output.count(f"{truncated[0]}: pixels in window") == 2, "once in the log, once in FAILED"
 
-    none = run_qgis_process("run", "rsir:build_index", "--", *(f"RASTERS={p}" for p in broken),
+    none = run_qgis_process("run", "rsir:build_index", "--", *(f"RASTERS={p}" for p in truncated),
                             f"INDEX={tmp_path / 'none'}", *common, profiles=profiles)
     output = none.stdout + none.stderr
     assert none.returncode == 1, output
     assert "no raster could be indexed" in output and "2 raster(s) failed" in output
-    for path in broken:
+    for path in truncated:
         assert output.count(f"{path}: pixels in window") == 1, output
     assert not (tmp_path / "none" / "manifest.json").exists()
 
