@@ -24,9 +24,9 @@ from pathlib import Path
 
 from . import dependencies
 from .core.onnx_header import describe_onnx_header
+from .core.runtime import CPU, CUDA
 
 OK, MISSING, FAILED, OPTIONAL = "ok", "missing", "failed", "optional"
-CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 PLUGIN_DIR = Path(__file__).resolve().parent
 
 

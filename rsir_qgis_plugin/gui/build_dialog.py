@@ -36,6 +36,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from ..core.params import BuildParams, parse_bands
+from ..core.runtime import CUDA
 from ..settings import (
     BuildSettings,
     band_problem,
@@ -286,7 +287,7 @@ class BuildIndexDialog(QDialog):
         self._start(task)
 
     def _show_devices(self, report) -> None:
-        if "CUDAExecutionProvider" not in getattr(report, "providers", ()):
+        if CUDA not in getattr(report, "providers", ()):
             index = self.device_combo.findData("cuda")
             self.device_combo.setItemText(index, "CUDA (not available here)")
         self._show_device_text(describe_devices(report))
@@ -343,7 +344,7 @@ def _size_spin(parent: QWidget, automatic: str, value: float) -> QDoubleSpinBox:
 
 
 def _available_devices():
-    """In the worker thread, imports included (the embedder module imports numpy and onnxruntime)."""
+    """In the worker thread, imports included (listing the providers imports onnxruntime)."""
     from ..core.runtime import available_devices
 
     return available_devices()
