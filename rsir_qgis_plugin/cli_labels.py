@@ -37,7 +37,7 @@ def _refuse_bad_arguments(args) -> None:
 
 def _labelled_boxes(args):
     """The boxes of the --labels files, then those given on the command line; at least one positive."""
-    from .core.feedback import LabelledBox
+    from .core.examples import LabelledBox
 
     given = _given_boxes(args)
     feedback = _read_labels(args.labels)
@@ -65,7 +65,7 @@ def _given_boxes(args) -> list[tuple[object, tuple[float, ...], bool]]:
 
 def _read_labels(paths: list[Path]):
     """The labelled boxes of every --labels file, merged; a note for each feature left out."""
-    from .core.feedback import Feedback
+    from .core.examples import Feedback
     from .core.labels_io import load_labels
 
     feedback = Feedback()
