@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from synthetic_index import ROOT, real_embeddings, write_synthetic_index  # noqa: E402
+from synthetic_index import ROOT, real_embeddings, write_synthetic_index
 
 
 @dataclass(frozen=True)

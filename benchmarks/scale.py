@@ -22,8 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from synthetic_index import (SAMPLE_RASTER, TILES_PER_RASTER, real_embeddings,  # noqa: E402
-                             synthetic_vectors, write_synthetic_index)
+from synthetic_index import SAMPLE_RASTER, TILES_PER_RASTER, real_embeddings, synthetic_vectors, write_synthetic_index
 
 QUERY_SEED = 10**6
 
@@ -73,8 +72,8 @@ def exact_top10(base: np.ndarray, tiles: int, queries: np.ndarray) -> np.ndarray
         chunk = synthetic_vectors(base, min(TILES_PER_RASTER, tiles - start), number)
         scores = queries @ chunk.T
         scores = np.concatenate([best_scores, scores], axis=1)
-        ids = np.concatenate([best_ids, np.broadcast_to(np.arange(start, start + len(chunk)), (len(queries), len(chunk)))],
-                             axis=1)
+        chunk_ids = np.broadcast_to(np.arange(start, start + len(chunk)), (len(queries), len(chunk)))
+        ids = np.concatenate([best_ids, chunk_ids], axis=1)
         top = np.argsort(-scores, axis=1)[:, :10]
         best_scores, best_ids = np.take_along_axis(scores, top, 1), np.take_along_axis(ids, top, 1)
     return best_ids
@@ -123,7 +122,7 @@ def part_two(args, base: np.ndarray, workdir: Path) -> None:
     rng = np.random.default_rng(0)
     tiles = real[key].bounds  # query boxes on the sample raster's own imagery (its tiles are not nodata)
     latencies = []
-    for number in range(args.queries + 1):
+    for _number in range(args.queries + 1):
         xmin, ymin, xmax, ymax = tiles[rng.integers(0, len(tiles))]
         size = rng.uniform(8.0, 12.0)  # metres: a parking lot, a roof, a bend of the river
         x0, y0 = rng.uniform(xmin, xmax - size), rng.uniform(ymin, ymax - size)
@@ -133,7 +132,8 @@ def part_two(args, base: np.ndarray, workdir: Path) -> None:
     first, rest = latencies[0], np.array(latencies[1:])
     print(f"\n== end-to-end box query (read + embed + FAISS + catalog + NMS), {manifest['tile_count']:,} tiles, "
           f"{manifest['index_kind']} ==")
-    print(f"first query (opens index and model): {first * 1000:.0f} ms; then p50 {np.percentile(rest, 50) * 1000:.0f} ms, "
+    print(f"first query (opens index and model): {first * 1000:.0f} ms; "
+          f"then p50 {np.percentile(rest, 50) * 1000:.0f} ms, "
           f"p95 {np.percentile(rest, 95) * 1000:.0f} ms over {len(rest)} queries (target p95 < 300 ms)")
 
 

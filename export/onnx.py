@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import dataclasses
+import json
 import logging
 import warnings
 from dataclasses import dataclass
@@ -131,7 +131,7 @@ def _fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _check_versions(model: onnx.ModelProto, path: Path) -> None:
-    opset = {entry.domain: entry.version for entry in model.opset_import}.get("", None)
+    opset = {entry.domain: entry.version for entry in model.opset_import}.get("")
     if model.ir_version != IR_VERSION or opset != OPSET:
         raise RuntimeError(f"{path}: exporter wrote IR version {model.ir_version}, opset {opset}; rsir models "
                            f"need IR {IR_VERSION} and opset {OPSET} for onnxruntime >= 1.15")

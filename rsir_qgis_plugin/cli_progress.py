@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Callable, Iterator
+from collections.abc import Iterator
+from typing import Callable
 
 Progress = Callable[[float, str], None]
 

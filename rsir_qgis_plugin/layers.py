@@ -7,7 +7,7 @@ create QgsGeometry/QgsFeature objects, which is safe in a QgsTask's worker threa
 from __future__ import annotations
 
 import os
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from qgis.core import (
     QgsCoordinateReferenceSystem,
@@ -83,7 +83,7 @@ def query_raster(box: QgsRectangle, box_crs: QgsCoordinateReferenceSystem, layer
     for layer in layers:
         try:
             local = box_in_crs(box, box_crs, layer.crs(), context)
-        except Exception:  # QgsCsException: the box is outside the raster CRS's valid area
+        except Exception:  # noqa: BLE001 - QgsCsException: the box is outside the raster CRS's valid area
             continue
         if layer.extent().contains(local.center()):
             return layer, local

@@ -2,6 +2,7 @@
 removes every one of them on unload. Wiring only: the work is in the controllers and tasks."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from qgis.core import QgsApplication, QgsRectangle, QgsSettings
@@ -173,10 +174,8 @@ class RsirPlugin:
             tasks += [t for t in found if is_active(t)]
         for task in tasks:
             for signal in (task.succeeded, task.failed, task.cancelled):
-                try:
+                with contextlib.suppress(TypeError):  # TypeError: nothing was connected
                     signal.disconnect()  # their slots belong to widgets about to be deleted
-                except TypeError:
-                    pass
             task.cancel()
         for task in tasks:
             if is_active(task):

@@ -33,6 +33,7 @@ from .layers import (
 )
 from .thumbnail_pixels import read_thumbnails
 
+
 @dataclass
 class SearchOutcome:
     """A search result plus what the UI shows of it, prepared off the UI thread."""

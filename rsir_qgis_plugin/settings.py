@@ -5,9 +5,9 @@ parameter dataclasses, which are the only thing the engine ever sees.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Iterable
 
 from qgis.core import QgsProject, QgsSettings
 

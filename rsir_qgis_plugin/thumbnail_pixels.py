@@ -6,7 +6,8 @@ It lives outside gui/ so that tasks.py never imports the GUI.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:  # numpy is imported when a thumbnail is made, not when QGIS loads the plugin
     import numpy as np
@@ -17,7 +18,7 @@ UNREADABLE = "thumbnail not readable"
 
 
 def read_thumbnails(hits: Sequence, size: int = THUMBNAIL_PX,
-                    is_cancelled: Callable[[], bool] | None = None) -> dict[int, "np.ndarray"]:
+                    is_cancelled: Callable[[], bool] | None = None) -> dict[int, np.ndarray]:
     """rank -> (h, w, 3) uint8 of each hit's window, with the bands and stretch the model was fed.
 
     A raster that cannot be read gives no thumbnail (the hit is still listed); the search result
@@ -51,7 +52,7 @@ def thumbnail_problems(hits: Sequence, thumbnails: dict) -> dict[int, str]:
     return problems
 
 
-def _read_window(hit, size: int) -> "np.ndarray":
+def _read_window(hit, size: int) -> np.ndarray:
     import numpy as np
     from rasterio.windows import Window
 

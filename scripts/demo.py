@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from rsir_qgis_plugin import cli  # noqa: E402  (after the path fix above)
-from rsir_qgis_plugin.core.hits_io import QUERY_LAYER, HITS_LAYER, write_hits  # noqa: E402
+from rsir_qgis_plugin.core.hits_io import HITS_LAYER, QUERY_LAYER, write_hits  # noqa: E402
 from rsir_qgis_plugin.core.model import read_model  # noqa: E402
 from rsir_qgis_plugin.core.params import SearchParams  # noqa: E402
 from rsir_qgis_plugin.core.search import search_box  # noqa: E402
@@ -98,9 +98,20 @@ def render(raster: Path, hits: Path, png: Path, note: MapNote) -> Path | None:
 
 def _draw_map(raster: Path, hits: Path, png: Path, note: MapNote) -> None:
     """A print layout: title, the map with labelled boxes, scale bar, legend, note and hit table."""
-    from qgis.core import (QgsLayoutExporter, QgsLayoutItemMap, QgsLayoutItemScaleBar, QgsLayoutPoint,
-                           QgsLayoutSize, QgsPrintLayout, QgsProject, QgsRasterLayer, QgsRectangle,
-                           QgsScaleBarSettings, QgsUnitTypes, QgsVectorLayer)
+    from qgis.core import (
+        QgsLayoutExporter,
+        QgsLayoutItemMap,
+        QgsLayoutItemScaleBar,
+        QgsLayoutPoint,
+        QgsLayoutSize,
+        QgsPrintLayout,
+        QgsProject,
+        QgsRasterLayer,
+        QgsRectangle,
+        QgsScaleBarSettings,
+        QgsUnitTypes,
+        QgsVectorLayer,
+    )
 
     project = QgsProject()
     layout = exporter = None
@@ -190,9 +201,17 @@ def _style_boxes(layer, colour: str, width_mm: float, label: str, priority: str 
     that would collide with another, or drops it if none is free (higher `priority` wins), instead of
     stacking them; the legend's hit table lists every hit either way.
     """
-    from qgis.core import (QgsFillSymbol, QgsLineSymbol, QgsPalLayerSettings, QgsProperty,
-                           QgsSimpleLineCallout, QgsSingleSymbolRenderer, QgsTextBackgroundSettings,
-                           QgsUnitTypes, QgsVectorLayerSimpleLabeling)
+    from qgis.core import (
+        QgsFillSymbol,
+        QgsLineSymbol,
+        QgsPalLayerSettings,
+        QgsProperty,
+        QgsSimpleLineCallout,
+        QgsSingleSymbolRenderer,
+        QgsTextBackgroundSettings,
+        QgsUnitTypes,
+        QgsVectorLayerSimpleLabeling,
+    )
     from qgis.PyQt.QtCore import QSizeF
     from qgis.PyQt.QtGui import QColor
 
@@ -281,8 +300,14 @@ def _legend(layout, position: tuple[float, float]) -> None:
 
 def _hit_table(layout, hits_layer, rect: tuple[float, float, float, float]) -> None:
     """rank, score and the centre's longitude/latitude of every hit."""
-    from qgis.core import (QgsLayoutFrame, QgsLayoutItemAttributeTable, QgsLayoutTableColumn, QgsLayoutPoint,
-                           QgsLayoutSize, QgsUnitTypes)
+    from qgis.core import (
+        QgsLayoutFrame,
+        QgsLayoutItemAttributeTable,
+        QgsLayoutPoint,
+        QgsLayoutSize,
+        QgsLayoutTableColumn,
+        QgsUnitTypes,
+    )
 
     table = QgsLayoutItemAttributeTable.create(layout)
     table.setVectorLayer(hits_layer)

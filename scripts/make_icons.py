@@ -13,9 +13,15 @@ from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from qgis.PyQt.QtCore import QPointF, QRectF, Qt  # noqa: E402
-from qgis.PyQt.QtGui import (  # noqa: E402
-    QBrush, QColor, QGuiApplication, QImage, QLinearGradient, QPainter, QPen,
+from qgis.PyQt.QtCore import QPointF, QRectF, Qt
+from qgis.PyQt.QtGui import (
+    QBrush,
+    QColor,
+    QGuiApplication,
+    QImage,
+    QLinearGradient,
+    QPainter,
+    QPen,
 )
 
 ROOT = Path(__file__).resolve().parent.parent

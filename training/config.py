@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from .losses import LOSSES
 from .models.attention import HEADS
@@ -73,7 +73,8 @@ class FitConfig:
     warmup_epochs: float = _f(1.0, "linear warm-up before the cosine decay")
     crop_scale: tuple[float, ...] = _f((0.5, 1.0), "random resized crop area range")
     jitter: float = _f(0.2, "colour jitter strength")
-    gsd_range: tuple[float, ...] = _f((1.0, 1.0), "coarser-GSD augmentation: downsample factor range, then back up (1 1: off)")
+    gsd_range: tuple[float, ...] = _f((1.0, 1.0), "coarser-GSD augmentation: downsample factor range, then back "
+                                                  "up (1 1: off)")
     blur_sigma: float = _f(0.0, "Gaussian blur augmentation: largest sigma in pixels (0: off)")
     band_jitter: float = _f(0.0, "per-band gain augmentation, factors in 1 +- this (0: off)")
     haze: float = _f(0.0, "haze augmentation: largest blend weight toward a bright airlight (0: off)")

@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -107,13 +107,13 @@ def evaluate(args: argparse.Namespace) -> dict:
     def run(imgs, degrees=0.0):
         return embed(imgs, model.fn, model.mean, model.std, args.batch_size, model.device, degrees)
 
-    test_images, test_labels = images(test), np.array([l for _, l in test])
+    test_images, test_labels = images(test), np.array([label for _, label in test])
     test_emb = run(test_images)
     result = {"model": str(args.model), "kind": model.kind, "name": model.name, "data": str(args.data),
               "split": source, "n_test": len(test), "n_train": len(train),
               "test_vs_test": retrieval_report(test_emb, test_labels, test_emb, test_labels, classes, same_set=True)}
     if train:
-        train_labels = np.array([l for _, l in train])
+        train_labels = np.array([label for _, label in train])
         result["test_vs_train"] = retrieval_report(test_emb, test_labels, run(images(train)), train_labels, classes)
     base = result["test_vs_test"]["map"]
     result["rotated_queries"] = {}

@@ -9,9 +9,9 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -27,10 +27,18 @@ from .logger import MetricsLog
 from .losses import LossSpec, loss_spec
 from .meta import git_revision, make_meta
 from .models import architecture_meta
-from .parts import (Decoded, Parts, build_parts, copies_per_image, epoch_batches, epoch_generator,
-                    freeze_batchnorm, init_bank, test_map)
-from .runtime import (Runtime, average_gradients, barrier, gather, same_on_all_ranks, setup_runtime,
-                      shutdown)
+from .parts import (
+    Decoded,
+    Parts,
+    build_parts,
+    copies_per_image,
+    epoch_batches,
+    epoch_generator,
+    freeze_batchnorm,
+    init_bank,
+    test_map,
+)
+from .runtime import Runtime, average_gradients, barrier, gather, same_on_all_ranks, setup_runtime, shutdown
 from .schedule import bank_momentum
 
 
@@ -55,7 +63,7 @@ def decode(cfg: FitConfig, split: Split, rt: Runtime) -> Decoded:
     """Decode both halves once; on CUDA the uint8 images then live in GPU memory (AID at 224 px: 1.5 GB)."""
     def load(items):
         images = load_images(cfg.data, [p for p, _ in items], cfg.bands, cfg.input_size, cfg.workers)
-        return images.to(rt.device), torch.tensor([l for _, l in items], dtype=torch.long, device=rt.device)
+        return images.to(rt.device), torch.tensor([label for _, label in items], dtype=torch.long, device=rt.device)
     train, train_labels = load(split.train)
     test, test_labels = load(split.test)
     return Decoded(split, train, train_labels, test, test_labels)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def lr_factor(step: int, total: int, warmup: int) -> float:

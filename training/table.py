@@ -15,8 +15,8 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from . import checkpoint
 from .config import FitConfig, read_toml

@@ -12,8 +12,8 @@ import dataclasses
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from .embedder import Embedder
 from .errors import RsirError

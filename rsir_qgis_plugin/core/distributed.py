@@ -21,8 +21,9 @@ import logging
 import signal
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 from .dask_worker import WorkerSettings, embed_on_worker
 from .errors import BuildCancelled, MissingDependencyError, RsirError
@@ -225,7 +226,7 @@ def _probe_scheduler(address: str) -> None:
     def run() -> None:
         try:
             asyncio.run(handshake())
-        except BaseException as exc:  # handed to the caller's thread
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
             outcome.append(exc)
 
     thread = threading.Thread(target=run, name="rsir-dask-probe", daemon=True)
@@ -308,10 +309,8 @@ def _wait_some(distributed, client, pending: set, address: str) -> set:
         return set()
     except distributed.client.FuturesCancelledError as exc:  # the scheduler lost them (restart, lost link)
         reason = f"dropped this build's tasks ({_first_line(exc).rstrip(':')})"
-        try:
+        with contextlib.suppress(OSError):  # the scheduler is gone too: the first reason stands
             reason = reason if client.nthreads() else "lost all its workers"  # their data went with them
-        except OSError:
-            pass
         raise ClusterError(f"the Dask cluster at {address} {reason}; the rasters finished so far will be "
                            f"reused by the next build") from exc
 
@@ -323,7 +322,7 @@ def _outcome(future, job: Job, model: ModelInfo, index_dir: Path, counts: JobCou
         return job, None, f"failed on a Dask worker ({type(exc).__name__}: {_first_line(exc)})"
     try:
         result = future.result()
-    except Exception as exc:  # FutureCancelledError: the scheduler forgot the task with a lost worker
+    except Exception as exc:  # noqa: BLE001 - FutureCancelledError: the scheduler forgot the task with a lost worker
         return job, None, (f"failed on a Dask worker (its task was lost: {_first_line(exc)}); the next build "
                            "embeds it again")
     counts.indexed += result["indexed"]

@@ -56,7 +56,7 @@ class Embedder:
         if want_cuda and cuda_listed:
             try:
                 session = ort.InferenceSession(path, self._options, providers=[CUDA, CPU])
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any CUDA failure falls back to CPU, with its words
                 session, failure = None, _first_line(exc)
             else:
                 failure = "" if session.get_providers()[0] == CUDA else "CUDA provider did not load"
@@ -111,7 +111,7 @@ class Embedder:
                 raw = self._forward(self.preprocess(batch))
             except _BadOutput as exc:
                 return f"{exc} (on {what})"
-            except Exception as exc:  # onnxruntime raises its own types (InvalidArgument, Fail, ...)
+            except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types (InvalidArgument, Fail, ...)
                 return f"onnxruntime fails on {what} ({_first_line(exc)})"
             if not np.isfinite(raw).all():
                 return f"outputs NaN or infinite values on {what}"

@@ -81,13 +81,13 @@ def lonlat_points(crs: str, xs, ys) -> tuple[np.ndarray, np.ndarray, str]:
     try:
         lon, lat = transform(src, dst, xs, ys)
         return np.asarray(lon, np.float64), np.asarray(lat, np.float64), ""
-    except Exception as exc:  # CPLE_AppDefinedError: "Reprojection failed, err = 4098" and the like
+    except Exception as exc:  # noqa: BLE001 - CPLE_AppDefinedError: "Reprojection failed, err = 4098" and the like
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     lon, lat = np.full(len(xs), np.nan), np.full(len(ys), np.nan)
     for i, (x, y) in enumerate(zip(xs, ys)):
         try:
             (lon[i],), (lat[i],) = transform(src, dst, [x], [y])
-        except Exception:  # this point is outside the projection's domain: it stays NaN
+        except Exception:  # noqa: BLE001 - this point is outside the projection's domain: it stays NaN
             continue
     return lon, lat, reason
 

@@ -6,9 +6,10 @@ build killed in the middle of a large raster resumes there. Embeddings that are 
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
@@ -60,7 +61,7 @@ class _Accumulator:
     checkpointed: int = 0
 
     @classmethod
-    def start(cls, job: Job) -> "_Accumulator":
+    def start(cls, job: Job) -> _Accumulator:
         if job.done is None:
             return cls(job)
         done = job.done

@@ -28,9 +28,10 @@ from __future__ import annotations
 import itertools
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Optional, Union
+from typing import TYPE_CHECKING, Callable, Optional, Union
 
 from .untrusted_paths import local_raster_reason, network_reason
 
@@ -211,12 +212,12 @@ def _reprojected(rings: list[Ring], src: str, dst: str) -> list[Placed]:
 
     try:
         xs, ys = transform(source, target, np.concatenate(dense)[:, 0], np.concatenate(dense)[:, 1])
-    except Exception:  # rasterio fails the whole call for one point PROJ refuses: then ring by ring
+    except Exception:  # noqa: BLE001 - rasterio fails the whole call for one point PROJ refuses: then ring by ring
         results: list[Placed] = []
         for points in dense:
             try:
                 results.append(place(*map(np.asarray, transform(source, target, points[:, 0], points[:, 1]))))
-            except Exception as exc:  # CPLE_AppDefinedError: "PROJ: utm: Invalid latitude" and the like
+            except Exception as exc:  # noqa: BLE001 - CPLE_AppDefinedError: "PROJ: utm: Invalid latitude" and the like
                 reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
                 results.append(unplaced(f" (PROJ: {reason.removeprefix('PROJ: ')})"))
         return results
@@ -237,7 +238,7 @@ def _densified(rings: list[Ring], points_per_edge: int = 8) -> list[np.ndarray]:
     for i, ring in enumerate(rings):
         by_length.setdefault(len(ring), []).append(i)
     steps = np.arange(points_per_edge) / points_per_edge
-    for length, numbers in by_length.items():
+    for _length, numbers in by_length.items():
         start = np.asarray([rings[i] for i in numbers], dtype=np.float64)  # (m, length, 2)
         end = np.roll(start, -1, axis=1)
         points = start[:, :, None, :] + (end - start)[:, :, None, :] * steps[None, None, :, None]

@@ -91,7 +91,7 @@ class ModelContract:
 
     @classmethod
     def from_metadata(cls, props: dict[str, str], source: str = "model",
-                      output_dim: int | None = None) -> "ModelContract":
+                      output_dim: int | None = None) -> ModelContract:
         """Read a contract from metadata_props: rsir keys first, Deepness recognition keys else.
 
         Deepness models do not state their embedding size: `output_dim` (from the graph) gives it.

@@ -6,7 +6,8 @@ here. Spatial references come from geometry.ogr_srs (x/y order, whatever the CRS
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     from .geometry import Ring

@@ -1,10 +1,12 @@
 """A bounded producer/consumer: reading and decoding run in a thread while the model infers."""
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
-from typing import Callable, Iterable, Iterator, TypeVar
+from collections.abc import Iterable, Iterator
+from typing import Callable, TypeVar
 
 T = TypeVar("T")
 
@@ -43,7 +45,7 @@ def prefetch(produce: Callable[[], Iterable[T]], depth: int = 4) -> Iterator[T]:
                 if not put(item):
                     return
             put(_DONE)
-        except BaseException as exc:  # handed to the consumer, which re-raises it
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it
             put(_Failure(exc))
 
     worker = threading.Thread(target=work, name="rsir-reader", daemon=True)
@@ -68,7 +70,5 @@ def _lower_thread_priority() -> None:
     one of them stalls them all; at a lower priority it runs in their idle moments instead.
     """
     if hasattr(os, "setpriority") and hasattr(threading, "get_native_id"):
-        try:
+        with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), READER_NICENESS)
-        except OSError:
-            pass

@@ -114,7 +114,7 @@ def _pixel_span(source, bbox, bbox_crs: str | None) -> tuple[tuple[int, int, int
 
 
 def _looks_geographic(box) -> bool:
-    return -180.0 <= box[0] and box[2] <= 360.0 and -90.0 <= box[1] and box[3] <= 90.0
+    return box[0] >= -180.0 and box[2] <= 360.0 and box[1] >= -90.0 and box[3] <= 90.0
 
 
 def _is_projected(crs_wkt: str) -> bool:

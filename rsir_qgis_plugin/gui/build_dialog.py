@@ -37,6 +37,8 @@ from qgis.PyQt.QtWidgets import (
 
 from ..core.params import BuildParams, parse_bands
 from ..core.runtime import CUDA
+from ..layers import project_rasters, raster_file_path
+from ..model_choice import describe_devices
 from ..settings import (
     BuildSettings,
     band_problem,
@@ -44,9 +46,7 @@ from ..settings import (
     project_index_dir,
     save_build_settings,
 )
-from ..model_choice import describe_devices
 from ..tasks import InfoTask, is_active
-from ..layers import project_rasters, raster_file_path
 from .model_box import ModelBox
 
 PATH_ROLE = Qt.ItemDataRole.UserRole + 1

@@ -107,7 +107,8 @@ class DependencyPrompt:
         log(details or text, level)
 
     def _item_visible(self) -> bool:
-        return self._item is not None and not sip.isdeleted(self._item) and self._item in self.iface.messageBar().items()
+        item = self._item
+        return item is not None and not sip.isdeleted(item) and item in self.iface.messageBar().items()
 
     def _close_item(self) -> None:
         if self._item is not None and not sip.isdeleted(self._item):

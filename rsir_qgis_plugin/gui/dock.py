@@ -31,8 +31,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from ..settings import SearchSettings, load_search_settings, save_search_settings
-from ..thumbnail_pixels import THUMBNAIL_PX
-from ..thumbnail_pixels import thumbnail_problems
+from ..thumbnail_pixels import THUMBNAIL_PX, thumbnail_problems
 from .file_dialogs import ask_open_gpkg, ask_save_gpkg
 from .hit_row import UNLABELLED, HitRow, thumb_icon
 from .thumbnails import to_qimage

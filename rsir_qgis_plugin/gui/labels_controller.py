@@ -6,6 +6,7 @@ what a refined search uses, and the dock's thumbs and counts show what the layer
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Callable
 
@@ -24,9 +25,9 @@ from ..labels.convert import box_geometry
 from ..labels.edit import add_label, count_labels, hit_labels, label_query_box, mark_hit
 from ..labels.files import GPKG_LAYER_NAME, open_labels_file, write_label_layer
 from ..labels.layer import adopt, find_labels_layer, insert_in_place_of, label_text, make_labels_layer, retire
+from ..layers import add_on_top, raster_file_path
 from ..tasks import InfoTask, is_active
 from .dock import ResultsDock
-from ..layers import add_on_top, raster_file_path
 
 
 class LabelsController(QObject):
@@ -213,10 +214,8 @@ class LabelsController(QObject):
             return
         self._watched.discard(layer.id())
         for signal in _edit_signals(layer):
-            try:
+            with contextlib.suppress(TypeError):
                 signal.disconnect(self._edited)
-            except TypeError:
-                pass
 
     def _on_layers_changed(self, *_args) -> None:
         self._watched &= set(self.project.mapLayers())

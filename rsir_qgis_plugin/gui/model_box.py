@@ -28,7 +28,6 @@ from ..model_choice import bundled_index, bundled_models, model_facts, read_bund
 from ..tasks import InfoTask
 from .text_viewer import TextViewer
 
-
 BUNDLED_TIP = "Models shipped with rsir: quality (mAP on the AID test split) against CPU speed"
 
 

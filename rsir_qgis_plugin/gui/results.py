@@ -6,7 +6,6 @@ from typing import Callable
 
 from qgis.core import QgsCoordinateReferenceSystem, QgsProject, QgsVectorLayer
 
-from ..search_requests import SearchOutcome
 from ..layers import (
     add_on_top,
     make_hits_layer,
@@ -15,6 +14,7 @@ from ..layers import (
     replace_features,
     style_hits_by_score,
 )
+from ..search_requests import SearchOutcome
 
 RESULT_ROLES = ("hits", "query")
 

@@ -18,12 +18,12 @@ from qgis.core import Qgis, QgsApplication, QgsCoordinateReferenceSystem, QgsPro
 from qgis.PyQt.QtCore import QObject, pyqtSignal
 
 from ..labels.edit import count_labels
+from ..layers import crs_for_engine
 from ..search_requests import SearchOutcome, box_request, feedback_request, raster_under_box
 from ..settings import project_index_dir, remember_index_dir
 from ..tasks import FeedbackSearchTask, InfoTask, SearchTask, is_active, log
 from .dock import ResultsDock
 from .labels_controller import LabelsController
-from ..layers import crs_for_engine
 from .results import describe_outcome, frame_hit, remove_from_map, show_on_map
 
 MESSAGE_TITLE = "rsir"

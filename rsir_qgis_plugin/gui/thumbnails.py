@@ -12,7 +12,7 @@ if TYPE_CHECKING:  # numpy is imported when a thumbnail is made, not when QGIS l
     import numpy as np
 
 
-def to_qimage(rgb: "np.ndarray") -> QImage:
+def to_qimage(rgb: np.ndarray) -> QImage:
     """(h, w, 3) uint8 -> QImage that owns its pixels (the numpy buffer may be freed afterwards)."""
     import numpy as np
 

@@ -3,9 +3,10 @@ label features to the engine's Feedback (in a task's worker thread: values only)
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from qgis.core import (
     QgsCoordinateReferenceSystem,
@@ -57,7 +58,7 @@ def ring_bounds(ring: Iterable[tuple[float, float]]) -> tuple[float, float, floa
     return min(xs), min(ys), max(xs), max(ys)
 
 
-def box_for_hit(hit, positive: bool) -> "LabelledBox":
+def box_for_hit(hit, positive: bool) -> LabelledBox:
     """A hit as the engine's labelled box: its tile's bounds in its raster's CRS."""
     from ..core.examples import LabelledBox
 
@@ -66,7 +67,7 @@ def box_for_hit(hit, positive: bool) -> "LabelledBox":
 
 
 def box_for_drawn(box: QgsRectangle, box_crs: QgsCoordinateReferenceSystem, raster: str,
-                  positive: bool) -> "LabelledBox":
+                  positive: bool) -> LabelledBox:
     """A box drawn on the map as the engine's labelled box, in the map's CRS."""
     from ..core.examples import LabelledBox
 
@@ -107,7 +108,7 @@ def raster_under(box: QgsRectangle, crs: QgsCoordinateReferenceSystem, rasters: 
 def feedback_from_features(features: Iterable[QgsFeature], crs: QgsCoordinateReferenceSystem,
                            rasters: Sequence[RasterFootprint] = (),
                            context: QgsCoordinateTransformContext | None = None,
-                           base_dir: str | Path | None = None) -> "LabelsRead":
+                           base_dir: str | Path | None = None) -> LabelsRead:
     """Label features (geometries in `crs`) as the engine's Feedback, read by the rules the command line
     reads a labels file with (core.label_records.labelled_boxes): this only adapts QGIS features.
 
@@ -133,7 +134,7 @@ def feedback_from_features(features: Iterable[QgsFeature], crs: QgsCoordinateRef
     return labelled_boxes(records, crs_for_engine(crs) if crs.isValid() else "", raster_crs, base_dir, under)
 
 
-def _record(feature: QgsFeature) -> "LabelRecord":
+def _record(feature: QgsFeature) -> LabelRecord:
     from ..core.label_records import LabelRecord
 
     return LabelRecord(fid=feature.id(), raster=attribute_text(feature[RASTER_FIELD]),
@@ -156,14 +157,14 @@ def _real(path: str) -> str:
 
 
 def feedback_from_layer(layer: QgsVectorLayer, rasters: Sequence[RasterFootprint] = (),
-                        context: QgsCoordinateTransformContext | None = None) -> "LabelsRead":
+                        context: QgsCoordinateTransformContext | None = None) -> LabelsRead:
     """The labels layer's features (with the user's unsaved edits) as Feedback, in the layer's CRS."""
     return feedback_from_features(layer.getFeatures(), layer.crs(), rasters, context, labels_dir(layer))
 
 
 # Feedback -> labels ---------------------------------------------------------------------------
 
-def features_from_feedback(feedback: "Feedback", layer_crs: QgsCoordinateReferenceSystem,
+def features_from_feedback(feedback: Feedback, layer_crs: QgsCoordinateReferenceSystem,
                            context: QgsCoordinateTransformContext | None = None) -> list[QgsFeature]:
     """The engine's labelled boxes as label features in `layer_crs`. A box without a CRS is in its
     raster's CRS, which is read from the raster's file: call this in a task."""

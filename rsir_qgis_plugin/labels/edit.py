@@ -3,8 +3,8 @@ the edit buffer while the user edits the layer, else straight into its data (a G
 layer writes the file)."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from qgis.core import QgsCoordinateTransformContext, QgsFeature, QgsGeometry, QgsRectangle, QgsVectorLayer
 

@@ -2,8 +2,8 @@
 features, and the folder that relative raster paths in it start from."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from qgis.core import (
     QgsCoordinateReferenceSystem,

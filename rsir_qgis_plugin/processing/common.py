@@ -2,9 +2,9 @@
 as Processing errors."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from qgis.core import (
     QgsMapLayer,
@@ -57,7 +57,7 @@ class RsirAlgorithm(QgsProcessingAlgorithm):
     def icon(self) -> QIcon:
         return QIcon(str(ICON))
 
-    def createInstance(self) -> "RsirAlgorithm":  # noqa: N802
+    def createInstance(self) -> RsirAlgorithm:  # noqa: N802
         return type(self)()  # every algorithm here is made without arguments
 
     def processAlgorithm(self, parameters, context: QgsProcessingContext,  # noqa: N802

@@ -10,7 +10,7 @@ from .find_similar import FindSimilarAlgorithm
 
 
 class RsirProvider(QgsProcessingProvider):
-    def id(self) -> str:  # noqa: A003 (QGIS API name)
+    def id(self) -> str:
         return "rsir"
 
     def name(self) -> str:

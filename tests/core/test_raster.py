@@ -13,8 +13,14 @@ from rasterio.enums import ColorInterp
 
 from rsir_qgis_plugin.core.errors import RasterError, RasterMissingError
 from rsir_qgis_plugin.core.params import TilingParams
-from rsir_qgis_plugin.core.raster import (Fingerprint, RasterSource, describe, fingerprint, open_dataset,
-                                          resolve_raster_path)
+from rsir_qgis_plugin.core.raster import (
+    Fingerprint,
+    RasterSource,
+    describe,
+    fingerprint,
+    open_dataset,
+    resolve_raster_path,
+)
 from rsir_qgis_plugin.core.tiling import read_tiles, read_window, resolve_grid, tile_windows
 from tests.conftest import TOWN_RASTER, town_pixels, write_raster
 
@@ -140,7 +146,7 @@ def test_a_fifo_named_tif_is_refused_without_blocking(tmp_path):
     def open_it():
         try:
             describe(fifo, None, 3)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the test checks the type
             outcome["error"] = exc
 
     reader = threading.Thread(target=open_it, daemon=True)
@@ -151,7 +157,7 @@ def test_a_fifo_named_tif_is_refused_without_blocking(tmp_path):
         pytest.fail("opening a FIFO named .tif blocked")
     assert isinstance(outcome.get("error"), RasterError)
     assert str(outcome["error"]) == f"{fifo}: not a regular file (a FIFO)"
-    for name, opener in openers(fifo).items():
+    for _name, opener in openers(fifo).items():
         with pytest.raises(RasterError, match=r"not a regular file \(a FIFO\)"):
             opener()
 
@@ -171,7 +177,7 @@ def test_only_a_file_gone_from_disk_is_a_raster_missing_error(tmp_path):
     dangling = tmp_path / "dangling.tif"
     dangling.symlink_to(tmp_path / "deleted.tif")
     for path in (tmp_path / "never.tif", dangling, garbage / "inside.tif"):
-        for name, opener in openers(path).items():
+        for _name, opener in openers(path).items():
             with pytest.raises(RasterMissingError, match=f"{path.name}: gone from disk"):
                 opener()
     with pytest.raises(RasterError, match="garbage.tif: not a readable raster") as caught:

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import rasterio
 from rasterio.transform import from_origin
-from rasterio.windows import Window, bounds as rio_bounds
+from rasterio.windows import Window
+from rasterio.windows import bounds as rio_bounds
 
 from rsir_qgis_plugin.core.params import TilingParams
 from rsir_qgis_plugin.core.raster import describe

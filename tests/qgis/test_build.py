@@ -169,7 +169,8 @@ def test_dialog_fits_a_laptop_screen_and_shows_the_model_metrics_as_a_table(town
     assert facts["AID150 test mAP"] == "0.905" and facts["P@10"] == "0.932"
     assert facts["Turned 90° / 45°"] == "0.903 / 0.886" and facts["Input"] == "128 px, 3 bands"
     assert facts["Embedding"] == "128-d"
-    assert "best_epoch" not in dialog.model_box.model_label.text() and "metrics:" not in dialog.model_box.model_label.text()
+    model_text = dialog.model_box.model_label.text()
+    assert "best_epoch" not in model_text and "metrics:" not in model_text
     assert dialog.natural_height() <= 700
 
     for i in range(7):

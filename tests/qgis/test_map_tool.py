@@ -9,8 +9,8 @@ from qgis.gui import QgsMapMouseEvent, QgsMapToolPan
 from qgis.PyQt.QtCore import QEvent, QPoint, Qt
 from qgis.PyQt.QtGui import QKeyEvent
 
-from rsir_qgis_plugin.layers import query_raster
 from rsir_qgis_plugin.gui.map_tool import BoxMapTool
+from rsir_qgis_plugin.layers import query_raster
 
 
 def mouse(canvas, kind, x, y, button=Qt.MouseButton.LeftButton):

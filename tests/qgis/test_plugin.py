@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from qgis.core import QgsApplication
 from qgis.gui import QgsDockWidget
 from qgis.PyQt.QtCore import QEvent

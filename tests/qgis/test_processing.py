@@ -127,7 +127,7 @@ class LogFeedback(QgsProcessingFeedback):
         super().__init__(False)
         self.lines: list[tuple[str, str]] = []
 
-    def reportError(self, error, fatalError=False):  # noqa: N802, N803 (QGIS API)
+    def reportError(self, error, fatalError=False):  # noqa: N802 (QGIS API)
         self.lines.append(("error", error))
         super().reportError(error, fatalError)
 

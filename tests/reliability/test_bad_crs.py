@@ -14,7 +14,8 @@ from xml.sax.saxutils import escape
 import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.windows import Window, transform as window_transform
+from rasterio.windows import Window
+from rasterio.windows import transform as window_transform
 
 from rsir_qgis_plugin.core.store import IndexReader
 from tests.conftest import town_pixels, write_raster

@@ -76,7 +76,7 @@ def test_negative_numbers_in_any_notation_are_bbox_values(tmp_path, built, tiny_
     from rasterio.transform import from_origin
 
     with rasterio.open(two_rasters[0]) as dataset:
-        pixels, profile, (left, bottom, right, top) = dataset.read(), dataset.profile, dataset.bounds
+        pixels, profile, (_, bottom, right, top) = dataset.read(), dataset.profile, dataset.bounds
         size = dataset.transform.a
     west = tmp_path / "west.tif"
     profile.update(transform=from_origin(-right, -bottom + (top - bottom), size, size))

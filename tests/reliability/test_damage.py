@@ -151,6 +151,5 @@ def test_readers_opening_during_commits_never_fail(built, tiny_model):
 
 
 def test_catalog_is_read_only_for_readers(built):
-    with IndexReader(built) as reader:
-        with pytest.raises(sqlite3.OperationalError):
-            reader.segments[0].db.execute("DELETE FROM tiles")
+    with IndexReader(built) as reader, pytest.raises(sqlite3.OperationalError):
+        reader.segments[0].db.execute("DELETE FROM tiles")

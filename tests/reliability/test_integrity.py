@@ -98,9 +98,8 @@ def test_an_edited_tile_row_is_refused_when_it_would_be_a_hit_and_a_refresh_rebu
     catalog = built / manifest_of(built)["segments"][0]["catalog"]
     with sqlite3.connect(catalog) as db:
         db.execute("UPDATE tiles SET col = col + 96, xmin = xmin + 9.6, xmax = xmax + 9.6 WHERE id = 5")
-    with IndexReader(built) as reader:
-        with pytest.raises(IndexStoreError, match="tile 5's row does not match"):
-            reader.tiles(reader.search(vectors[5], 3)[1].tolist())
+    with IndexReader(built) as reader, pytest.raises(IndexStoreError, match="tile 5's row does not match"):
+        reader.tiles(reader.search(vectors[5], 3)[1].tolist())
     assert "catalog.sqlite does not match" in build_index(params(built, [], tiny_model)).repaired
     assert results(built, vectors[[5]])[0][0][0] == 1.0
 
@@ -171,9 +170,8 @@ def test_a_vector_with_a_flipped_exponent_bit_is_refused_by_search_not_ranked_fi
     data = bytearray(vectors_file.read_bytes())
     data[offset + 3] ^= 0x40  # the top exponent bit of a float32: 0.05 becomes ~1.7e37
     vectors_file.write_bytes(bytes(data))
-    with IndexReader(index) as reader:
-        with pytest.raises(IndexStoreError, match="outside \\[-1, 1\\]"):
-            reader.search(query, 10)
+    with IndexReader(index) as reader, pytest.raises(IndexStoreError, match="outside \\[-1, 1\\]"):
+        reader.search(query, 10)
     assert "vectors.faiss does not match the checksum" in verify_generation(index, manifest_of(index))
 
 

@@ -1,6 +1,5 @@
 """A writer of an output killed before its rename leaves a temporary file beside the output: the next
 write of that output removes it, and never a live writer's file or a user's own file."""
-import os
 import signal
 import subprocess
 import sys

@@ -9,8 +9,21 @@ import torch.nn.functional as F
 
 from training import fit
 from training.config import parse_config
-from training.data.augment import (AugmentSettings, add_haze, augment, band_gain, blur, coarsen, colour_jitter,
-                                   degrade, gaussian_kernels, normalize, sample_geometry, to_unit, warp)
+from training.data.augment import (
+    AugmentSettings,
+    add_haze,
+    augment,
+    band_gain,
+    blur,
+    coarsen,
+    colour_jitter,
+    degrade,
+    gaussian_kernels,
+    normalize,
+    sample_geometry,
+    to_unit,
+    warp,
+)
 from training.data.folder import read_image, square_resize
 
 from .conftest import SCENES, TINY

@@ -1,7 +1,6 @@
 """Datasets: scanning, reading (JPEG/PNG/multi-band GeoTIFF), the split, batches, augmentation, statistics."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
@@ -26,13 +25,13 @@ def test_scan_folder_lists_classes_and_images(scenes):
 def test_split_is_stratified_seeded_and_per_class_stable(scenes, tmp_path):
     split = stratified_split(scan_folder(scenes), 0.2, seed=7)
     assert len(split.train) == 32 and len(split.test) == 8
-    assert [sum(1 for _, l in split.test if l == c) for c in range(4)] == [2, 2, 2, 2]
+    assert [sum(1 for _, label in split.test if label == c) for c in range(4)] == [2, 2, 2, 2]
     assert not set(split.train) & set(split.test)
     assert stratified_split(scan_folder(scenes), 0.2, seed=7) == split
     assert stratified_split(scan_folder(scenes), 0.2, seed=8).test != split.test
     # A class's split does not depend on which other classes take part.
     beach_only = stratified_split(scan_folder(scenes, ["Beach"]), 0.2, seed=7)
-    assert [p for p, _ in beach_only.test] == [p for p, l in split.test if l == 0]
+    assert [p for p, _ in beach_only.test] == [p for p, label in split.test if label == 0]
     write_split(split, tmp_path / "split.json")
     assert read_split(tmp_path / "split.json") == split
 
@@ -41,7 +40,7 @@ def test_train_subsample_keeps_the_test_set_and_is_seeded(scenes):
     split = stratified_split(scan_folder(scenes), 0.2, seed=7)
     small = subsample_train(split, 3, seed=7)
     assert small.test == split.test
-    assert [sum(1 for _, l in small.train if l == c) for c in range(4)] == [3, 3, 3, 3]
+    assert [sum(1 for _, label in small.train if label == c) for c in range(4)] == [3, 3, 3, 3]
     assert set(small.train) < set(split.train)
     assert subsample_train(split, 3, seed=7) == small and subsample_train(split, 3, seed=8) != small
     assert subsample_train(split, 0) is split and subsample_train(split, 100).train == split.train
@@ -136,4 +135,5 @@ def test_band_stats_match_numpy():
     images = torch.randint(0, 256, (5, 2, 7, 9), dtype=torch.uint8)
     mean, std = band_stats(images, chunk=2)
     ref = images.numpy().astype(np.float64) / 255
-    assert mean == pytest.approx(ref.mean(axis=(0, 2, 3)).tolist()) and std == pytest.approx(ref.std(axis=(0, 2, 3)).tolist())
+    assert mean == pytest.approx(ref.mean(axis=(0, 2, 3)).tolist())
+    assert std == pytest.approx(ref.std(axis=(0, 2, 3)).tolist())

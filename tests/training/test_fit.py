@@ -22,14 +22,15 @@ pytestmark = pytest.mark.slow  # training and evaluation runs in child processes
 def test_one_batch_fit_writes_a_complete_run(tiny_run):
     for name in ("split.json", "config.toml", "metrics.csv", "last.pt", "best.pt"):
         assert (tiny_run / name).is_file(), name
-    rows = list(csv.DictReader(open(tiny_run / "metrics.csv")))
+    rows = list(csv.DictReader((tiny_run / "metrics.csv").read_text().splitlines()))
     assert [r["epoch"] for r in rows] == ["0", "1"] and rows[1]["step"] == "1"   # one batch
     assert float(rows[1]["loss"]) > 0 and 0 <= float(rows[1]["test_map"]) <= 1 and rows[1]["bank_momentum"] == "0.5"
     ckpt = torch.load(tiny_run / "last.pt", weights_only=True)
     meta = ckpt["meta"]
     assert {"name", "backbone", "head", "pooling", "embedding_dim", "input_size", "bands", "mean", "std",
             "normalized", "training"} <= set(meta)
-    assert (meta["backbone"], meta["head"], meta["pooling"], meta["embedding_dim"]) == ("resnet18", "dual_attention", "gem", 128)
+    assert (meta["backbone"], meta["head"], meta["pooling"], meta["embedding_dim"]) == (
+        "resnet18", "dual_attention", "gem", 128)
     assert meta["input_size"] == 32 and meta["bands"] == 3 and len(meta["mean"]) == len(meta["std"]) == 3
     assert all(0 < s < 1 for s in meta["std"]) and meta["normalized"] is True
     t = meta["training"]
@@ -74,8 +75,8 @@ def test_resume_continues_exactly(tmp_path):
         assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
     for key in a["criterion"]:
         assert torch.equal(a["criterion"][key], b["criterion"][key]), key
-    rows_a = [r["loss"] for r in csv.DictReader(open(straight / "metrics.csv"))]
-    rows_b = [r["loss"] for r in csv.DictReader(open(resumed / "metrics.csv"))]
+    rows_a = [r["loss"] for r in csv.DictReader((straight / "metrics.csv").read_text().splitlines())]
+    rows_b = [r["loss"] for r in csv.DictReader((resumed / "metrics.csv").read_text().splitlines())]
     assert rows_a == rows_b and len(rows_a) == 3
 
 
@@ -171,7 +172,8 @@ def test_table_runs_every_config_once_and_reports(tmp_path, monkeypatch):
     assert table.run_all(configs, SCENES, runs, minutes=5)          # finished runs are skipped
     assert (runs / "b_one" / "eval.json").stat().st_mtime_ns == stamp
     rows = table.report(runs).splitlines()
-    assert len(rows) == 4 and rows[2].startswith("| a_zero | resnet18 | none | gap |") and "| snca_ce | 1 | 32 |" in rows[3]
+    assert len(rows) == 4 and rows[2].startswith("| a_zero | resnet18 | none | gap |")
+    assert "| snca_ce | 1 | 32 |" in rows[3]
 
 
 def test_saved_config_reproduces_the_recipe(tiny_run):

@@ -80,8 +80,8 @@ def test_fine_tuning_starts_from_the_model_and_keeps_its_statistics(rebuilt, tin
         fit.main(parse_config(TINY + ["--head", "gap", "--loss", "snca", "--epochs", "1", "--init", str(ckpt),
                                       "--freeze-bn", "--out", str(tmp_path / "other")]))
     run = fit.main(parse_config(TINY + head + ["--freeze-bn", "--lr", "0.01", "--out", str(tmp_path / "ft")]))
-    rows = list(csv.DictReader(open(run / "metrics.csv")))
-    original = list(csv.DictReader(open(tiny_run / "metrics.csv")))
+    rows = list(csv.DictReader((run / "metrics.csv").read_text().splitlines()))
+    original = list(csv.DictReader((tiny_run / "metrics.csv").read_text().splitlines()))
     # Epoch 0 evaluates the starting weights: the tiny run's own final mAP, not an untrained net's.
     assert float(rows[0]["test_map"]) == pytest.approx(float(original[-1]["test_map"]), abs=1e-3)
     tuned = torch.load(run / "last.pt", weights_only=True)

@@ -6,7 +6,16 @@ import math
 import pytest
 import torch
 
-from training.losses import LOSSES, BankNCA, LossContext, MemoryBank, contrastive_loss, norm_softmax_loss, snca_loss, triplet_loss
+from training.losses import (
+    LOSSES,
+    BankNCA,
+    LossContext,
+    MemoryBank,
+    contrastive_loss,
+    norm_softmax_loss,
+    snca_loss,
+    triplet_loss,
+)
 from training.models.functional import l2n
 from training.schedule import bank_momentum, lr_factor
 

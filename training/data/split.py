@@ -41,7 +41,7 @@ def stratified_split(folder: SceneFolder, test_fraction: float = 0.2, seed: int 
         raise ValueError(f"test fraction must be between 0 and 1, got {test_fraction}")
     train, test = [], []
     for label, name in enumerate(folder.classes):
-        members = [p for p, l in zip(folder.paths, folder.labels) if l == label]
+        members = [p for p, member_label in zip(folder.paths, folder.labels) if member_label == label]
         n = len(members)
         n_test = min(max(round(test_fraction * n), 1), n - 1) if n >= 2 else 0
         order = torch.randperm(n, generator=_class_generator(seed, name)).tolist()
@@ -75,4 +75,5 @@ def read_split(path: str | Path) -> Split:
     if data.get("format") != SPLIT_FORMAT:
         raise ValueError(f"{path}: not an rsir split file (format {data.get('format')!r})")
     return Split(int(data["seed"]), float(data["test_fraction"]), tuple(data["classes"]),
-                 tuple((p, int(l)) for p, l in data["train"]), tuple((p, int(l)) for p, l in data["test"]))
+                 tuple((p, int(label)) for p, label in data["train"]),
+                 tuple((p, int(label)) for p, label in data["test"]))

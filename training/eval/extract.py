@@ -1,7 +1,8 @@
 """Embedding a decoded image set with a torch network or an ONNX model, optionally with rotated inputs."""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Sequence
+from typing import Callable
 
 import numpy as np
 import torch

@@ -1,7 +1,7 @@
 """All retrieval metrics for one (queries, database) pair, computed over query chunks to bound memory."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -12,8 +12,8 @@ backward, which would break with AMP, gradient accumulation and DDP.
 from __future__ import annotations
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from ..models.functional import l2n
 

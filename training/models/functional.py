@@ -28,7 +28,7 @@ def gem(x: torch.Tensor, p: torch.Tensor | float, eps: float = 1e-6) -> torch.Te
     return x.clamp(min=eps).pow(p).mean(dim=(-2, -1)).pow(1.0 / p)
 
 
-def position_attention(i: torch.Tensor, j: torch.Tensor, k: torch.Tensor, l: torch.Tensor,
+def position_attention(i: torch.Tensor, j: torch.Tensor, k: torch.Tensor, l: torch.Tensor,  # noqa: E741 - eq. 4-5
                        alpha: torch.Tensor) -> torch.Tensor:
     """Spatial attention, eq. 4-5: P_j = alpha * sum_i s_ji L_i + I_j, s_ji = softmax_i(J_i . K_j).
 

@@ -17,8 +17,7 @@ from .manifest import MANIFEST, check_model, read_manifest, recovery_advice, req
 from .reader import IndexInfo, IndexReader, read_index_info, shared_reader
 from .repair import RepairSummary, repair_index
 from .shards import Shard, ShardError, partial_path, shard_path
-from .vectors import (APPROXIMATE_THRESHOLD, COMPRESS_THRESHOLD, IVF_NPROBE, choose_kind, faiss_module,
-                      make_faiss_index)
+from .vectors import APPROXIMATE_THRESHOLD, COMPRESS_THRESHOLD, IVF_NPROBE, choose_kind, faiss_module, make_faiss_index
 
 __all__ = [
     "APPROXIMATE_THRESHOLD", "COMPRESS_THRESHOLD", "IVF_NPROBE", "MANIFEST", "IndexInfo", "IndexReader", "LiveRaster",

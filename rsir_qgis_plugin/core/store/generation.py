@@ -6,25 +6,26 @@ before a commit can still open what it names.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from ..atomic import fsync_dir, is_temporary
 from ..model import ModelInfo
 from .catalog import catalog_error, open_catalog, parse_column, raster_tile_ranges
-from .integrity import manifest_problems
 from .files import faiss_write_error, os_error_message
+from .integrity import manifest_problems
 from .manifest import FIRST_COMMIT, FORMAT, FORMAT_VERSION, MANIFEST, SEGMENT_DIR, index_kind, write_manifest
 from .segments import verify_segment, write_segment
 from .shards import SHARD_DIR, Shard
 
-_SHARD_FILE = re.compile(r"([0-9a-f]{24})(\.partial)?\.npz")  # the names builder.shard_key gives
+_SHARD_FILE = re.compile(r"([0-9a-f]{24})(\.partial)?\.npz")  # the names build_plan.shard_key gives
 
 
 @dataclass(frozen=True)
@@ -227,7 +228,5 @@ def _remove_if_possible(path: Path) -> None:
     """
     if path.is_symlink() or not path.is_file():
         return
-    try:
+    with contextlib.suppress(OSError):
         path.unlink(missing_ok=True)
-    except OSError:
-        pass

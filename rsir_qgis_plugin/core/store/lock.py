@@ -21,7 +21,7 @@ class WriterLock:
         self.path = Path(index_dir) / ".lock"
         self._handle = None
 
-    def __enter__(self) -> "WriterLock":
+    def __enter__(self) -> WriterLock:
         self._handle = self._open()
         try:
             _lock_file(self._handle)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -13,8 +13,8 @@ from ..cache import KeyedCache
 from ..errors import IndexStoreError
 from .catalog import RasterEntry, TileEntry, catalog_error, open_catalog, raster_tile_ranges
 from .integrity import check_manifest
-from .segments import SegmentReader
 from .manifest import MANIFEST, require_manifest
+from .segments import SegmentReader
 
 OPEN_ATTEMPTS = 3  # a commit may replace the generation while a reader opens it
 
@@ -75,7 +75,7 @@ class IndexReader:
         for segment in segments or ():
             segment.close()
 
-    def __enter__(self) -> "IndexReader":
+    def __enter__(self) -> IndexReader:
         return self
 
     def __exit__(self, *exc) -> None:

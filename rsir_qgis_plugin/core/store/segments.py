@@ -18,13 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import IndexStoreError
 from ..atomic import atomic_path, fsync_dir, umask_mode
+from ..errors import IndexStoreError
 from ..model import ModelInfo
 from .catalog import TileEntry, catalog_error, open_catalog, read_rasters, tile_count, write_catalog
 from .files import file_sha256
-from .integrity import (check_catalog, check_norms, check_sample, check_scores, file_sample, seed_of,
-                        verify_tile_rows)
+from .integrity import check_catalog, check_norms, check_sample, check_scores, file_sample, seed_of, verify_tile_rows
 from .manifest import SEGMENT_DIR
 from .shards import Shard
 from .vectors import RERANK_FACTOR, choose_kind, make_faiss_index, open_f16, read_vectors, write_f16, write_index

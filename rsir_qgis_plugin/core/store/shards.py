@@ -92,7 +92,7 @@ class Shard:
         write_bytes_atomic(path, buffer.getvalue())
 
     @classmethod
-    def load(cls, path: Path, dim: int | None = None) -> "Shard":
+    def load(cls, path: Path, dim: int | None = None) -> Shard:
         """Read and verify a shard; ShardError says what is wrong with it."""
         path = Path(path)
         if not path.is_file():

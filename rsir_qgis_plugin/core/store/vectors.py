@@ -11,8 +11,8 @@ its inverted lists are paged in by the OS as queries touch them.
 from __future__ import annotations
 
 import mmap
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -145,10 +145,9 @@ def write_f16(path: Path, chunks: Sequence[np.ndarray]) -> None:
     """The float16 copy of a compressed segment's vectors, as a raw (n, D) array."""
     from ..atomic import atomic_path
 
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            for batch in batches(chunks):
-                handle.write(batch.astype(np.float16).tobytes())
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        for batch in batches(chunks):
+            handle.write(batch.astype(np.float16).tobytes())
 
 
 def open_f16(path: Path, count: int, dim: int) -> np.ndarray:
