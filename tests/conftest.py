@@ -87,6 +87,17 @@ def write_town_crop(folder: Path) -> Path:
                         transform=transform(Window(512, 256, 384, 384), profile["transform"]))
 
 
+def indexed_town_crop(folder: Path, model: Path) -> tuple[Path, Path]:
+    """(folder/idx, folder/town_crop.tif): the crop indexed with `model` in 96 px tiles at a 48 px stride."""
+    from rsir_qgis_plugin.core.builder import build_index
+    from rsir_qgis_plugin.core.params import BuildParams, TilingParams
+
+    raster = write_town_crop(folder)
+    build_index(BuildParams(index_dir=folder / "idx", rasters=(raster,), model_path=model,
+                            tiling=TilingParams(tile_px=96, stride_px=48)))
+    return folder / "idx", raster
+
+
 @pytest.fixture
 def town_crop(tmp_path) -> Path:
     """A 384x384 real RGB crop: small enough for fast builds (with 64 px tiles, 121 windows)."""

@@ -5,7 +5,6 @@ import pytest
 import rasterio
 from rasterio.warp import transform_bounds
 
-from rsir_qgis_plugin.core.builder import build_index
 from rsir_qgis_plugin.core.errors import RasterError, RsirError, SearchCancelled
 from rsir_qgis_plugin.core.feedback import (
     Feedback,
@@ -15,20 +14,16 @@ from rsir_qgis_plugin.core.feedback import (
     search_feedback,
 )
 from rsir_qgis_plugin.core.geometry import window_iou
-from rsir_qgis_plugin.core.params import BuildParams, SearchParams, TilingParams
+from rsir_qgis_plugin.core.params import SearchParams
 from rsir_qgis_plugin.core.search import search_box
 from rsir_qgis_plugin.core.store import shared_reader
 
 
 @pytest.fixture(scope="module")
 def index(tmp_path_factory, tiny_model):
-    from tests.conftest import write_town_crop
+    from tests.conftest import indexed_town_crop
 
-    folder = tmp_path_factory.mktemp("feedback")
-    raster = write_town_crop(folder)
-    build_index(BuildParams(index_dir=folder / "idx", rasters=(raster,), model_path=tiny_model,
-                            tiling=TilingParams(tile_px=96, stride_px=48)))
-    return folder / "idx", raster
+    return indexed_town_crop(tmp_path_factory.mktemp("feedback"), tiny_model)
 
 
 def pixel_box(raster, col, row, size):

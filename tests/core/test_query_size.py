@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 import rasterio
 
-from rsir_qgis_plugin.core.builder import build_index
 from rsir_qgis_plugin.core.errors import RasterError
 from rsir_qgis_plugin.core.feedback import Feedback, LabelledBox, search_feedback
-from rsir_qgis_plugin.core.params import BuildParams, SearchParams, TilingParams
+from rsir_qgis_plugin.core.params import SearchParams
 from rsir_qgis_plugin.core.query_box import MIN_QUERY_BOX_PX, box_big_enough
 from rsir_qgis_plugin.core.search import search_box, search_image
 
@@ -22,13 +21,9 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def indexed(tmp_path_factory, tiny_model):
     """A real 384x384 crop of the town raster (0.1 m pixels), indexed with 96 px tiles."""
-    from tests.conftest import write_town_crop
+    from tests.conftest import indexed_town_crop
 
-    folder = tmp_path_factory.mktemp("query_size")
-    raster = write_town_crop(folder)
-    build_index(BuildParams(index_dir=folder / "idx", rasters=(raster,), model_path=tiny_model,
-                            tiling=TilingParams(tile_px=96, stride_px=48)))
-    return folder / "idx", raster
+    return indexed_town_crop(tmp_path_factory.mktemp("query_size"), tiny_model)
 
 
 def pixel_box(raster, col, row, width, height=None):
