@@ -118,7 +118,7 @@ def reembed_every_tile(model, raster: Path, query: np.ndarray) -> tuple[float, i
     embedder = Embedder(model, "cpu")
     source = describe(raster, None, model.contract.bands)
     tiling = TilingParams()
-    grid = resolve_grid(source, tiling, model.contract.input_size)
+    grid = resolve_grid(source, tiling, model.contract.tile_px)
     from rsir_qgis_plugin.core.jobs import Job
 
     job = Job(source, tiling, grid, "reembed", tile_windows(source.width, source.height, grid), {})

@@ -62,7 +62,8 @@ def _add_build(index) -> None:
                             "index's own, else default)")
     size = build.add_mutually_exclusive_group()
     size.add_argument("--tile-size", type=_tile_px, metavar="PX",
-                      help=f"tile size in pixels, at least {MIN_TILE_PX} (default: model input)")
+                      help=f"tile size in pixels, at least {MIN_TILE_PX} (default: the model's tile size, "
+                           "its input size unless it says otherwise)")
     size.add_argument("--tile-metres", type=ground_metres, metavar="M", help="tile size in ground metres")
     stride = build.add_mutually_exclusive_group()
     stride.add_argument("--stride", type=stride_px, metavar="PX",

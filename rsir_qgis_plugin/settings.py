@@ -37,7 +37,7 @@ class SearchSettings:
 class BuildSettings:
     """The build dialog's options; 0 for a size means "let the engine choose"."""
 
-    tile_size: float = 0.0  # 0: the model's input size in pixels
+    tile_size: float = 0.0  # 0: the model's tile size (ModelContract.tile_px) in pixels
     stride: float = 0.0  # 0: half a tile
     unit: str = "px"  # applies to both tile size and stride
     bands: str = ""  # "1,2,3"; empty: RGB by colour interpretation

@@ -79,7 +79,7 @@ class BuildPlan:
         model, dim = self.model, self.model.contract.embedding_dim
         try:
             source = describe(path, tiling.bands, model.contract.bands)
-            grid = resolve_grid(source, tiling, model.contract.input_size)
+            grid = resolve_grid(source, tiling, model.contract.tile_px)
         except RasterError as exc:
             self.fail(path, *_missing_problem(path, exc))
             return

@@ -7,6 +7,7 @@ Its `metadata_props` say how to feed it, so the engine never guesses:
     rsir.name            free text
     rsir.embedding_dim   D
     rsir.input_size      S (pixels, square)
+    rsir.tile_size       T, optional: a tile's side in source pixels, read and resampled to S (absent: S)
     rsir.bands           number of input channels
     rsir.mean, rsir.std  JSON lists, one value per band, applied to input scaled to 0-1
     rsir.normalized      JSON bool: the output is already L2-normalised
@@ -14,7 +15,9 @@ Its `metadata_props` say how to feed it, so the engine never guesses:
 
 The Deepness QGIS plugin's recognition keys are written too (`model_type` = "Recognition",
 `tile_size`, `resolution` in cm/px when known, `standardization_mean`, `standardization_std`),
-and a Deepness recognition model without rsir keys is accepted.
+and a Deepness recognition model without rsir keys is accepted. Deepness' `tile_size` is the input size
+(Deepness feeds the tile it cuts as it is), so rsir's footprint has a key of its own: a model trained on
+128 px scenes can run at a 160 px input over 128 px tiles, each upsampled, and see them as larger objects.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from pathlib import Path
 
 from . import safe_json
 from .errors import ModelError
+from .params import MIN_TILE_PX
 from .runtime import CPU, import_onnxruntime, quiet_session_options
 
 FORMAT_VERSION = 1
@@ -40,6 +44,10 @@ DEFAULT_MODEL_PATH = MODELS_DIR / "default.onnx"
 # claim in a model's metadata would ask for tens of GB at the first test tile. 4096 px is 4x the largest
 # input of common vision backbones and still fits a 3-band tile in 200 MB.
 MAX_INPUT_SIZE = 4096
+# The footprint is read from the raster (or its overviews) and resampled to the input: the same bound
+# keeps a model's claim from making every tile a read of gigabytes.
+MAX_TILE_SIZE = MAX_INPUT_SIZE
+PREVIOUS_MODELS_DIR = MODELS_DIR / "previous"  # superseded bundled models, kept for the indexes built with them
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,12 @@ class ModelContract:
     normalized: bool = True
     training: dict = field(default_factory=dict)
     resolution_cm: float | None = None
+    tile_size: int | None = None  # a default tile's side in source pixels; None: input_size
+
+    @property
+    def tile_px(self) -> int:
+        """The default tile's side in source pixels (read, then resampled to input_size)."""
+        return self.input_size if self.tile_size is None else self.tile_size
 
     def __post_init__(self):
         if len(self.mean) != self.bands or len(self.std) != self.bands:
@@ -67,6 +81,9 @@ class ModelContract:
             raise ModelError(f"model '{self.name}': input size {self.input_size} px is more than rsir takes "
                              f"({MAX_INPUT_SIZE} px): one tile alone would need "
                              f"{_gigabytes(self.bands * self.input_size ** 2 * 4)} of memory")
+        if self.tile_size is not None and not MIN_TILE_PX <= self.tile_size <= MAX_TILE_SIZE:
+            raise ModelError(f"model '{self.name}': tile size {self.tile_size} px is outside what rsir takes "
+                             f"({MIN_TILE_PX}-{MAX_TILE_SIZE} px of the raster per tile)")
 
     def to_metadata(self) -> dict[str, str]:
         """The ONNX metadata_props that describe this model (rsir keys and Deepness keys)."""
@@ -87,6 +104,8 @@ class ModelContract:
         }
         if self.resolution_cm is not None:
             props["resolution"] = json.dumps(self.resolution_cm)
+        if self.tile_size is not None:
+            props[PREFIX + "tile_size"] = str(self.tile_size)
         return props
 
     @classmethod
@@ -112,6 +131,7 @@ class ModelContract:
                     normalized=bool(safe_json.loads(props.get(PREFIX + "normalized", "false"))),
                     training=safe_json.loads(props.get(PREFIX + "training", "{}")),
                     resolution_cm=_optional_float(props.get("resolution")),
+                    tile_size=_optional_int(props.get(PREFIX + "tile_size")),
                 )
             if props.get("model_type", "").strip('"').lower() == "recognition":
                 if output_dim is None:
@@ -160,7 +180,8 @@ class ModelInfo:
     def describe(self) -> str:
         """Two short lines for a user: what the model takes and gives, and its numeric metrics."""
         c = self.contract
-        text = (f"{c.name}: {c.bands} bands, {c.input_size} px input, {c.embedding_dim}-d embedding"
+        tiles = f" (tiles of {c.tile_px} px resampled to it)" if c.tile_px != c.input_size else ""
+        text = (f"{c.name}: {c.bands} bands, {c.input_size} px input{tiles}, {c.embedding_dim}-d embedding"
                 f"{', L2-normalised' if c.normalized else ''}")
         metrics = c.training.get("metrics") if isinstance(c.training, dict) else None
         numbers = {k: v for k, v in (metrics or {}).items()
@@ -192,14 +213,37 @@ def bundled_model_path(path: str | Path) -> Path:
 
 
 def find_model(sha256: str, hint: str | Path | None) -> ModelInfo | None:
-    """The model file with this identity: at `hint` (where an index says it was), else a bundled one."""
-    candidates = ([Path(hint)] if hint else []) + sorted(MODELS_DIR.glob("*.onnx"))
+    """The model file with this identity: at `hint` (where an index says it was), else a bundled one,
+    current or previous (an index built with a superseded default keeps its model after an upgrade).
+
+    Candidates are matched by hash before one is opened: an onnxruntime session per bundled file would
+    cost a second or more for each index of an older model.
+    """
+    candidates = (([Path(hint)] if hint else []) + sorted(MODELS_DIR.glob("*.onnx"))
+                  + sorted(PREVIOUS_MODELS_DIR.glob("*.onnx")))
     for candidate in candidates:
-        if candidate.is_file():
-            model = read_model(candidate)
-            if model.sha256 == sha256:
-                return model
+        if candidate.is_file() and _identity_of(candidate) == sha256:
+            return read_model(candidate)
     return None
+
+
+def _identity_of(path: Path) -> str | None:
+    """A model file's identity (model_sha256), or None where its external data is refused or missing
+    (read_model would say why; here it is only not the model looked for)."""
+    path = path.resolve()
+    stat = path.stat()
+    try:
+        externals = _external_files(str(path), stat.st_size, stat.st_mtime_ns)
+    except ModelError:
+        return None
+    versions = tuple((name, *_file_version(path.parent / name)) for name in externals)
+    return _cached_identity(str(path), stat.st_size, stat.st_mtime_ns, versions)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_identity(path_text: str, size: int, mtime_ns: int, externals: tuple) -> str:
+    """Kept per file version (as _read_model_version): hashing 20 MB costs about 50 ms a file."""
+    return model_sha256(Path(path_text), tuple(name for name, *_ in externals))
 
 
 def read_model(path: str | Path | None = None) -> ModelInfo:
@@ -311,6 +355,16 @@ def _element_type(onnx_type: str) -> str:
     """'tensor(uint8)' -> 'uint8', 'tensor(float)' -> 'float32'."""
     name = onnx_type[len("tensor("):-1] if onnx_type.startswith("tensor(") else onnx_type
     return {"float": "float32", "double": "float64"}.get(name, name)
+
+
+def _optional_int(text: str | None) -> int | None:
+    """An integer metadata value ('128'); absent is None, anything else (1.5, 'big', true) is malformed."""
+    if text is None:
+        return None
+    value = safe_json.loads(text)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{text[:40]!r} is not a whole number of pixels")
+    return value
 
 
 def _optional_float(text: str | None) -> float | None:

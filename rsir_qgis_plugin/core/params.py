@@ -36,8 +36,9 @@ def parse_bands(text: str) -> tuple[int, ...] | None:
 class TilingParams:
     """How rasters are cut into tiles.
 
-    Size and stride are in pixels or in ground metres (exactly one of each pair, or none:
-    then the tile is the model's input size in pixels and the stride half a tile).
+    Size and stride are in pixels or in ground metres (exactly one of each pair, or none: then the tile
+    is the model's tile size in pixels, ModelContract.tile_px, its input size unless the model gives a
+    footprint of its own, and the stride half a tile).
     """
 
     tile_px: int | None = None

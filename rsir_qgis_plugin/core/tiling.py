@@ -47,15 +47,16 @@ def pixel_size_metres(source: RasterSource) -> float:
                                        "in pixels") from exc
 
 
-def resolve_grid(source: RasterSource, tiling: TilingParams, input_size: int) -> Grid:
-    """Tile size and stride in pixels from the settings (pixels, metres, or the model's input size)."""
+def resolve_grid(source: RasterSource, tiling: TilingParams, default_tile: int) -> Grid:
+    """Tile size and stride in pixels from the settings (pixels, metres, or else `default_tile`: the
+    model's tile size, ModelContract.tile_px)."""
     metres = pixel_size_metres(source) if (tiling.tile_m or tiling.stride_m) else None
     if tiling.tile_px is not None:
         tile = tiling.tile_px
     elif tiling.tile_m is not None:
         tile = round(tiling.tile_m / metres)
     else:
-        tile = input_size
+        tile = default_tile
     if tile < MIN_TILE_PX:
         raise RasterError(source.path, _too_small(tile, tiling, metres))
     if tiling.stride_px is not None:
@@ -172,10 +173,10 @@ def read_window(dataset, source: RasterSource, window: Window, size: int,
                 no_nodata: bool | None = None) -> tuple[np.ndarray, float]:
     """One tile as uint8 (bands, size, size) and its valid (not nodata) fraction.
 
-    Reading with out_shape lets GDAL use overviews when the tile is downsampled. A raster that declares
-    no nodata (no value, mask or alpha) has no mask to read: GDAL would compute one of 255s at full
-    resolution, which cost more than the pixels on a COG. `no_nodata`: _declares_no_nodata(dataset), when
-    the caller knows it.
+    Reading with out_shape lets GDAL use overviews when the tile is downsampled, never one with fewer
+    pixels across the window than `size` (finer_overview_read). A raster that declares no nodata (no
+    value, mask or alpha) has no mask to read: GDAL would compute one of 255s at full resolution, which
+    cost more than the pixels on a COG. `no_nodata`: _declares_no_nodata(dataset), when the caller knows it.
     """
     from rasterio.enums import Resampling
     from rasterio.windows import Window as RioWindow
@@ -185,14 +186,43 @@ def read_window(dataset, source: RasterSource, window: Window, size: int,
     try:
         if no_nodata is None:
             no_nodata = _declares_no_nodata(dataset)
-        pixels = dataset.read(unique, window=rio_window, out_shape=(len(unique), size, size),
-                              resampling=Resampling.bilinear)
+        if finer_overview_read(dataset, window, size, unique[0]):
+            pixels = _halved(dataset.read(unique, window=rio_window, out_shape=(len(unique), 2 * size, 2 * size),
+                                          resampling=Resampling.bilinear))
+        else:
+            pixels = dataset.read(unique, window=rio_window, out_shape=(len(unique), size, size),
+                                  resampling=Resampling.bilinear)
         mask = None if no_nodata else dataset.dataset_mask(window=rio_window, out_shape=(size, size),
                                                            resampling=Resampling.nearest)
     except Exception as exc:  # GDAL surfaces decoding errors of damaged or missing blocks here
         raise RasterError(source.path, f"pixels in window {window} cannot be read ({first_line(exc)})") from exc
     tile, valid = _to_uint8_and_valid(pixels, mask, unique, source)
     return tile, float(valid.mean())
+
+
+# GDAL serves a downsampled read from the coarsest overview whose pixels are at most this much larger than
+# asked for (GDAL 3.6's GDALBandGetBestOverviewLevel2; later versions may use 1.0 with bilinear).
+GDAL_OVERVIEW_OVERSAMPLING = 1.2
+
+
+def finer_overview_read(dataset, window: Window, size: int, band: int = 1) -> bool:
+    """Whether GDAL may serve `window` read at `size` px from an overview with fewer than `size` pixels
+    across it (a 560 px window at 160 px on a raster with 2x and 4x overviews: the 4x level's 140 px,
+    stretched). Such a window is read at twice the size and halved (_halved): GDAL then picks a level at
+    most 0.6x the window's downsampling, one with at least 1.67 `size` pixels across the window."""
+    factor = min(window[2], window[3]) / size
+    if factor <= 1.0:
+        return False
+    return any(factor < level <= factor * GDAL_OVERVIEW_OVERSAMPLING for level in dataset.overviews(band))
+
+
+def _halved(pixels: np.ndarray) -> np.ndarray:
+    """(bands, 2S, 2S) -> (bands, S, S), the mean of each 2 x 2 block, in the pixels' own type."""
+    bands, height, width = pixels.shape
+    blocks = pixels.reshape(bands, height // 2, 2, width // 2, 2).mean(axis=(2, 4))
+    if np.issubdtype(pixels.dtype, np.integer):
+        blocks = np.rint(blocks)
+    return blocks.astype(pixels.dtype)
 
 
 def _to_uint8_and_valid(pixels: np.ndarray, mask: np.ndarray | None, unique: list[int],

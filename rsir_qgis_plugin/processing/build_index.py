@@ -50,9 +50,9 @@ class BuildIndexAlgorithm(RsirAlgorithm):
                 "an index folder (not a temporary one: the index is kept for later searches). Re-running on "
                 "the same folder only embeds new or changed rasters; cancelling leaves the previous index in "
                 "use. Tile size and stride in pixels or in metres on the ground (not both); 0 or empty = the "
-                "model's input size and half a tile. Bands: e.g. 4,3,2 or 4 3 2; empty = RGB. Rasters that "
-                "fail are listed by name with the reason in the log and in the FAILED output; the algorithm "
-                "fails when no raster could be indexed.")
+                "model's tile size (its input size unless it says otherwise) and half a tile. Bands: e.g. "
+                "4,3,2 or 4 3 2; empty = RGB. Rasters that fail are listed by name with the reason in the log "
+                "and in the FAILED output; the algorithm fails when no raster could be indexed.")
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterMultipleLayers(
@@ -65,7 +65,7 @@ class BuildIndexAlgorithm(RsirAlgorithm):
             self.MODEL, "ONNX model (empty: bundled default)", QgsProcessingParameterFile.Behavior.File,
             extension="onnx", optional=True))
         self.addParameter(QgsProcessingParameterNumber(
-            self.TILE_SIZE, "Tile size in pixels (0: model input size)",
+            self.TILE_SIZE, "Tile size in pixels (0: the model's tile size)",
             QgsProcessingParameterNumber.Type.Integer, defaultValue=0, minValue=0))
         self.addParameter(QgsProcessingParameterNumber(
             self.STRIDE, "Stride in pixels (0: half a tile)", QgsProcessingParameterNumber.Type.Integer,

@@ -33,7 +33,7 @@ def test_small_raster_gives_one_clamped_window():
 
 def test_tile_size_in_metres_on_a_projected_raster():
     source = describe(TOWN_RASTER, None, 3)  # EPSG:3395 at 0.1 m
-    grid = resolve_grid(source, TilingParams(tile_m=22.4, stride_m=11.2), input_size=64)
+    grid = resolve_grid(source, TilingParams(tile_m=22.4, stride_m=11.2), default_tile=64)
     assert grid == Grid(tile_px=224, stride_px=112)
 
 
@@ -42,12 +42,12 @@ def test_tile_size_in_metres_on_a_geographic_raster(tmp_path):
     # 1e-5 degrees at the equator is about 1.11 m east-west and north-south.
     path = write_raster(tmp_path / "geo.tif", pixels[:, 512:768, 512:768].copy(), crs="EPSG:4326",
                         transform=from_origin(10.0, 0.001, 1e-5, 1e-5))
-    grid = resolve_grid(describe(path, None, 3), TilingParams(tile_m=111.3), input_size=64)
+    grid = resolve_grid(describe(path, None, 3), TilingParams(tile_m=111.3), default_tile=64)
     assert grid.tile_px == 100 and grid.stride_px == 50
 
 
 def test_default_grid_is_model_input_with_half_overlap():
-    grid = resolve_grid(describe(TOWN_RASTER, None, 3), TilingParams(), input_size=224)
+    grid = resolve_grid(describe(TOWN_RASTER, None, 3), TilingParams(), default_tile=224)
     assert grid == Grid(224, 112)
 
 
