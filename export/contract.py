@@ -27,7 +27,7 @@ def contract_from_meta(meta: Mapping, name: str | None = None) -> ModelContract:
         json.dumps(dict(training))
     except (TypeError, ValueError) as exc:
         raise ModelError(f"checkpoint meta 'training' is not JSON-serialisable ({exc})") from exc
-    resolution = meta.get("resolution_cm")
+    resolution, tile_size = meta.get("resolution_cm"), meta.get("tile_size")
     return ModelContract(
         name=str(name or meta["name"]),
         embedding_dim=int(meta["embedding_dim"]),
@@ -38,6 +38,7 @@ def contract_from_meta(meta: Mapping, name: str | None = None) -> ModelContract:
         normalized=bool(meta["normalized"]),
         training=dict(training),
         resolution_cm=None if resolution is None else float(resolution),
+        tile_size=None if tile_size is None else int(tile_size),
     )
 
 

@@ -9,6 +9,13 @@ fails on ReduceMean; the TorchScript exporter (dynamo=False, deprecated but pres
 IR 8 natively, so it is the one used here. The written versions are checked, never assumed.
 
     python -m export.onnx CHECKPOINT --out model.onnx [--fp16 | --fp16-weights] [--name NAME]
+                          [--input-size S] [--tile-size T]
+
+--input-size re-exports the same weights at another input (the network is rebuilt for it: convolutions
+and GeM do not depend on the size); --tile-size sets the contract's footprint, the source pixels a
+default tile covers before it is resampled to the input. A net trained on 128 px scenes with random
+resized crops has seen objects larger than the test scenes show them: 128 px tiles fed at 160 px show
+them that way (the model card says so under `export`).
 """
 from __future__ import annotations
 
@@ -145,6 +152,8 @@ class ExportConfig:
     fp16_weights: bool
     name: str | None
     verify: bool
+    input_size: int | None = None  # None: the checkpoint's
+    tile_size: int | None = None  # None: the checkpoint's (absent: the input size)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -164,7 +173,29 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="set a model-card field, e.g. licence=Apache-2.0 (repeatable)")
     parser.add_argument("--no-verify", dest="verify", action="store_false",
                         help="skip the torch/onnxruntime parity check")
+    parser.add_argument("--input-size", type=int, help="export at this input size (default: the checkpoint's)")
+    parser.add_argument("--tile-size", type=int,
+                        help="a default tile's side in source pixels, resampled to the input (default: the input)")
     return parser
+
+
+def resized_meta(meta: dict, input_size: int | None, tile_size: int | None) -> dict:
+    """The checkpoint's meta for an export at another input size and/or tile footprint; the card records
+    both and the size the weights were trained at. The card's metrics were measured at the old sizes:
+    they move to export.source_metrics (measure the new file with training.evaluate, add with export.card)."""
+    if input_size is None and tile_size is None:
+        return meta
+    size = int(meta["input_size"] if input_size is None else input_size)
+    training = dict(meta["training"])
+    earlier = training.get("export", {})
+    training["export"] = {
+        "input_size": size, "tile_size": tile_size if tile_size is not None else size,
+        "trained_input_size": earlier.get("trained_input_size", meta["input_size"]),
+        "source_metrics": training.pop("metrics", {})}
+    resized = {**meta, "input_size": size, "training": training}
+    if tile_size is not None:
+        resized["tile_size"] = int(tile_size)
+    return resized
 
 
 def main(args: argparse.Namespace) -> Path:
@@ -175,10 +206,12 @@ def main(args: argparse.Namespace) -> Path:
 
     cfg = ExportConfig(checkpoint=args.checkpoint, out=args.out, fp16=args.fp16,
                        fp16_weights=args.fp16_weights, name=args.name,
-                       verify=args.verify)
+                       verify=args.verify, input_size=args.input_size, tile_size=args.tile_size)
     configure_logging()
     log.info("export: %s", cfg)
     checkpoint = load_checkpoint(cfg.checkpoint)
+    checkpoint = dataclasses.replace(checkpoint, meta=resized_meta(checkpoint.meta, cfg.input_size,
+                                                                  cfg.tile_size))
     meta = checkpoint.meta
     training = dict(meta["training"])
     if args.evaluation is not None:

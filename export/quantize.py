@@ -97,7 +97,8 @@ def image_files(root: Path) -> list[str]:
 def calibration_set(root: Path, contract: ModelContract, count: int, split: str = "auto",
                     seed: int = 0) -> CalibrationSet:
     """`count` images for calibration and up to HELD_OUT_IMAGES others for the parity check, decoded as
-    training.evaluate decodes them (centre square, antialiased bilinear resize to the input size)."""
+    training.evaluate decodes them (centre square, antialiased bilinear resize to the tile size, then the
+    input size)."""
     from training.data.folder import load_images  # torch: the export extra has it
 
     root = Path(root)
@@ -128,12 +129,13 @@ def calibration_set(root: Path, contract: ModelContract, count: int, split: str 
     bands = tuple(data.get("band_indices") or range(1, contract.bands + 1))
 
     def load(paths):
-        return load_images(root, paths, bands, contract.input_size).numpy()
+        return load_images(root, paths, bands, contract.input_size, tile_size=contract.tile_size).numpy()
 
     images = load([calibration_pool[i] for i in chosen])
     held_out = load([held_out_pool[i] for i in held]) if held else images[:0]
+    resized = f" from {contract.tile_px} px tiles" if contract.tile_px != contract.input_size else ""
     description = (f"{len(images)} images drawn (seed {seed}) from {where} ({len(calibration_pool)} images), "
-                   f"fed at {contract.input_size} px with the model's mean/std")
+                   f"fed at {contract.input_size} px{resized} with the model's mean/std")
     return CalibrationSet(images=images, held_out=held_out, description=description)
 
 

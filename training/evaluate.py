@@ -36,6 +36,7 @@ class LoadedModel:
     std: tuple[float, ...]
     training: dict
     device: torch.device
+    tile_size: int | None = None  # the contract's footprint: images pass through it on their way to input_size
 
 
 def load_model(path: Path, device: str) -> LoadedModel:
@@ -46,7 +47,7 @@ def load_model(path: Path, device: str) -> LoadedModel:
         c = read_model(path).contract
         bands = tuple(c.training.get("data", {}).get("band_indices") or range(1, c.bands + 1))
         return LoadedModel(onnx_embedder(str(path), c.normalized), c.name, "onnx", c.input_size, bands,
-                           c.mean, c.std, c.training, torch.device("cpu"))
+                           c.mean, c.std, c.training, torch.device("cpu"), c.tile_size)
     from .models import load_checkpoint
 
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
@@ -54,7 +55,7 @@ def load_model(path: Path, device: str) -> LoadedModel:
     net, meta = load_checkpoint(path, dev)
     return LoadedModel(torch_embedder(net), meta["name"], "torch", meta["input_size"],
                        tuple(meta["band_indices"]), tuple(meta["mean"]), tuple(meta["std"]),
-                       meta["training"], dev)
+                       meta["training"], dev, meta.get("tile_size"))
 
 
 def resolve_split(model_path: Path, data: Path, choice: str, training: dict) -> tuple[Split | None, str]:
@@ -88,6 +89,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="torch checkpoints: auto, cpu, cuda")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--workers", type=int, default=4, help="processes decoding images")
+    parser.add_argument("--tile-size", type=int, default=None,
+                        help="resize each image to this side before the input size (default: the model's "
+                             "tile size where it has one, as the engine reads tiles; 0: straight to the input)")
     return parser
 
 
@@ -101,8 +105,11 @@ def evaluate(args: argparse.Namespace) -> dict:
     else:
         classes, test, train = split.classes, list(split.test), list(split.train)
 
+    tile_size = model.tile_size if args.tile_size is None else (args.tile_size or None)
+
     def images(items):
-        return load_images(args.data, [p for p, _ in items], model.band_indices, model.input_size, args.workers)
+        return load_images(args.data, [p for p, _ in items], model.band_indices, model.input_size, args.workers,
+                           tile_size)
 
     def run(imgs, degrees=0.0):
         return embed(imgs, model.fn, model.mean, model.std, args.batch_size, model.device, degrees)
@@ -111,6 +118,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     test_emb = run(test_images)
     result = {"model": str(args.model), "kind": model.kind, "name": model.name, "data": str(args.data),
               "split": source, "n_test": len(test), "n_train": len(train),
+              "input": {"size": model.input_size, "tile_size": tile_size or model.input_size},
               "test_vs_test": retrieval_report(test_emb, test_labels, test_emb, test_labels, classes, same_set=True)}
     if train:
         train_labels = np.array([label for _, label in train])

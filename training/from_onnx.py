@@ -48,6 +48,8 @@ def meta_from_metadata(props: dict, source: Path) -> dict:
         "band_indices": cfg.get("bands", list(range(1, int(props["rsir.bands"]) + 1))),
         "backbone_weights": cfg.get("weights", "none"), "training": training, "batchnorm_folded": True,
         "from_onnx": {"file": source.name, "sha256": hashlib.sha256(source.read_bytes()).hexdigest()},
+        # The footprint travels with the weights: a re-export of the checkpoint keeps the tiles it was measured on.
+        **({"tile_size": int(props["rsir.tile_size"])} if "rsir.tile_size" in props else {}),
     })
 
 

@@ -29,3 +29,17 @@ def test_missing_keys_are_named():
 def test_training_must_be_json():
     with pytest.raises(ModelError, match="not JSON-serialisable"):
         contract_from_meta({**META, "training": {"data": object()}})
+
+
+def test_a_re_export_at_another_input_size_carries_its_footprint_and_sets_the_old_metrics_aside():
+    from export.onnx import resized_meta
+
+    assert resized_meta(META, None, None) is META  # no flags: the checkpoint as it is
+    contract = contract_from_meta(resized_meta(META, 288, 224))
+    assert (contract.input_size, contract.tile_size, contract.tile_px) == (288, 224, 224)
+    assert contract.training["export"] == {"input_size": 288, "tile_size": 224, "trained_input_size": 224,
+                                           "source_metrics": {"test_map": 0.8}}
+    assert "metrics" not in contract.training  # measured at 224 px: not this export's figures
+    assert contract_from_meta(META).tile_size is None  # a checkpoint without one: the input size
+    with pytest.raises(ModelError, match="tile size 4 px is outside"):
+        contract_from_meta(resized_meta(META, 288, 4))

@@ -78,6 +78,20 @@ def test_square_resize_and_parallel_decoding(scenes):
     assert torch.equal(images, load_images(scenes, paths, (1, 2, 3), 32, workers=0))
 
 
+def test_images_pass_through_a_models_tile_size_as_the_engine_reads_tiles(scenes):
+    """A 160 px model with 128 px tiles sees scenes with 128 px of detail, upsampled (issue 22 item 2)."""
+    paths = [f"Parking/{p.name}" for p in sorted((scenes / "Parking").iterdir())[:3]]
+    direct = load_images(scenes, paths, (1, 2, 3), 160)
+    footprint = load_images(scenes, paths, (1, 2, 3), 160, tile_size=128)
+    assert footprint.shape == direct.shape == (3, 3, 160, 160)
+    assert torch.equal(load_images(scenes, paths, (1, 2, 3), 160, tile_size=160), direct)
+    # Same scene, less detail: the 150 px scenes cut to 128 px lose contrast between neighbouring pixels.
+    def detail(x):
+        return (x[..., 1:].float() - x[..., :-1].float()).abs().mean()
+    assert (footprint.float() - direct.float()).abs().mean() < 12
+    assert detail(footprint) < 0.8 * detail(direct)
+
+
 def test_random_and_pk_batches():
     g = torch.Generator().manual_seed(0)
     ranks = [random_batches(23, 4, torch.Generator().manual_seed(0), world=2, rank=r) for r in range(2)]

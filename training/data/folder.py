@@ -109,20 +109,26 @@ def square_resize(image: np.ndarray, size: int) -> torch.Tensor:
 
 
 class _Decoded(Dataset):
-    def __init__(self, root: Path, paths: Sequence[str], bands: Sequence[int], size: int):
-        self.root, self.paths, self.bands, self.size = root, paths, tuple(bands), size
+    def __init__(self, root: Path, paths: Sequence[str], bands: Sequence[int], size: int, tile_size: int):
+        self.root, self.paths, self.bands, self.size, self.tile_size = root, paths, tuple(bands), size, tile_size
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        return square_resize(read_image(self.root / self.paths[i], self.bands), self.size)
+        image = square_resize(read_image(self.root / self.paths[i], self.bands), self.tile_size)
+        return image if self.tile_size == self.size else square_resize(image.numpy(), self.size)
 
 
 def load_images(root: str | Path, paths: Sequence[str], bands: Sequence[int], size: int,
-                workers: int = 0) -> torch.Tensor:
-    """Decode `paths` under `root` into one uint8 (N, C, size, size) tensor, `workers` processes in parallel."""
+                workers: int = 0, tile_size: int | None = None) -> torch.Tensor:
+    """Decode `paths` under `root` into one uint8 (N, C, size, size) tensor, `workers` processes in parallel.
+
+    tile_size: each image is first resized to this side, then to `size`, as the engine reads a model's
+    footprint of a raster and resamples it to the input (None: straight to `size`).
+    """
     if not paths:
         return torch.empty(0, len(bands), size, size, dtype=torch.uint8)
-    loader = DataLoader(_Decoded(Path(root), paths, bands, size), batch_size=64, num_workers=workers)
+    decoded = _Decoded(Path(root), paths, bands, size, tile_size or size)
+    loader = DataLoader(decoded, batch_size=64, num_workers=workers)
     return torch.cat(list(loader))
