@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import IndexStoreError, SearchCancelled
+from .footprints import boxes_may_overlap
 from .geometry import Quad, ground_overlap, ground_overlaps, ground_quads, window_iou
 from .params import SearchParams
 from .query_step import Candidates, QueryArea
@@ -102,7 +103,7 @@ class _Footprints:
         if quad is None or where.ground is None:
             return False
         box = np.concatenate([where.ground.min(axis=0), where.ground.max(axis=0)])
-        return _boxes_may_overlap(self._boxes[tile.id], box) and ground_overlaps(quad, where.ground)
+        return boxes_may_overlap(self._boxes[tile.id], box) and ground_overlaps(quad, where.ground)
 
     def suppresses(self, better: TileEntry, tile: TileEntry, nms_iou: float) -> bool:
         """Whether `tile` is the place of a `better` hit again: IoU above nms_iou, or more than NMS_SHARED
@@ -112,7 +113,7 @@ class _Footprints:
             inter, area_a, area_b = _window_overlap(better.window, tile.window)
         else:
             qa, qb = self._quads[better.id], self._quads[tile.id]
-            if qa is None or qb is None or not _boxes_may_overlap(self._boxes[better.id],
+            if qa is None or qb is None or not boxes_may_overlap(self._boxes[better.id],
                                                                   self._boxes[tile.id]):
                 return False
             inter, area_a, area_b = ground_overlap(qa, qb)
@@ -126,14 +127,6 @@ def _window_overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) 
     ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
     iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
     return ix * iy, a[2] * a[3], b[2] * b[3]
-
-
-def _boxes_may_overlap(a: np.ndarray, b: np.ndarray) -> bool:
-    """Whether two (lon_min, lat_min, lon_max, lat_max) boxes may share area, longitudes taken modulo 360
-    (quads are unwrapped each on its own); False for boxes with NaN, whose quads overlap nothing."""
-    if not (a[1] < b[3] and b[1] < a[3]):
-        return False  # also for NaN
-    return any(a[0] < b[2] + shift and b[0] + shift < a[2] for shift in (-360.0, 0.0, 360.0))
 
 
 def _hit(rank: int, score: float, tile: TileEntry) -> Hit:

@@ -254,8 +254,8 @@ def test_the_footprint_prefilter_never_drops_a_pair_that_overlaps_on_the_ground(
     """Feedback ranks thousands of candidates against many labelled boxes; NMS and exclusion compare
     lon/lat boxes before clipping quads. That shortcut must never hide a true overlap, across the
     antimeridian included (each quad's longitudes are unwrapped on their own)."""
+    from rsir_qgis_plugin.core.footprints import boxes_may_overlap
     from rsir_qgis_plugin.core.geometry import ground_overlaps
-    from rsir_qgis_plugin.core.ranking import _boxes_may_overlap
 
     rng = np.random.default_rng(3)
     checked = overlapping = 0
@@ -274,7 +274,7 @@ def test_the_footprint_prefilter_never_drops_a_pair_that_overlaps_on_the_ground(
         overlap = ground_overlaps(quads[0], quads[1])
         overlapping += overlap
         checked += 1
-        assert _boxes_may_overlap(boxes[0], boxes[1]) or not overlap
+        assert boxes_may_overlap(boxes[0], boxes[1]) or not overlap
     assert overlapping > 500 and checked == 4000
     nan = np.full(4, np.nan)
-    assert not _boxes_may_overlap(nan, np.array([0.0, 0.0, 1.0, 1.0]))
+    assert not boxes_may_overlap(nan, np.array([0.0, 0.0, 1.0, 1.0]))
