@@ -23,6 +23,7 @@ class BuildSummary:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     seconds: float = 0.0
     embed_seconds: float = 0.0
+    dba_seconds: float = 0.0  # writing the index's DBA search vectors (store/dba.py), 0 without DBA
     provider: str = ""
     index_kind: str = ""
     segments: int = 0
@@ -43,6 +44,8 @@ class BuildSummary:
         text += (f", skipped {self.tiles_skipped} nodata/empty tiles; {self.rasters_unchanged} raster(s) "
                  f"unchanged, {self.rasters_resumed} resumed, {self.rasters_removed} removed "
                  f"(gone from disk); {self.seconds:.1f} s in all")
+        if self.dba_seconds:
+            text += f"; database-side augmentation {self.dba_seconds:.1f} s"
         if self.tiles_non_finite:
             text += f"; {self.tiles_non_finite} tile(s) dropped: the model gave NaN/infinite embeddings"
         if self.shards_recomputed:

@@ -26,12 +26,14 @@ from .jobs import Job, JobCounts, embed_jobs
 from .model import ModelInfo, find_model, read_model
 from .params import BuildParams, TilingParams
 from .store import (
+    DbaRun,
     LiveRaster,
     Shard,
     WriterLock,
     check_model,
     choose_kind,
     commit_changes,
+    dba_setting,
     live_rasters,
     read_manifest,
     shard_path,
@@ -66,15 +68,19 @@ def build_index(params: BuildParams, progress: Progress | None = None,
         # The probe runs the model on one tile: a model that fails at run time is reported before
         # any raster is read.
         embedder = Embedder(model, params.device) if wanted else None
-        rewrite = params.compact or bool(summary.repaired) or _kind_changes(previous, params.approximate)
+        dba = _dba_wanted(params.dba, previous)
+        rewrite = (params.compact or bool(summary.repaired) or _kind_changes(previous, params.approximate)
+                   or _dba_changes(previous, dba))
         plan = BuildPlan(index_dir, model, params, previous_rasters, summary, rewrite)
         _plan_rasters(plan, wanted, is_cancelled)
         if plan.jobs:
             _embed(plan, embedder, progress, is_cancelled)
         if summary.failed and not summary.rasters_succeeded:
             raise BuildFailed(_failure_text(index_dir, summary))
-        manifest = _commit(index_dir, previous, model, params, plan, progress)
-    _describe_index(summary, manifest)
+        dba_run = DbaRun(index_dir, model.contract.embedding_dim, progress=progress,
+                         is_cancelled=is_cancelled) if dba else None
+        manifest = _commit(index_dir, previous, model, params, plan, progress, dba_run)
+    _describe_index(summary, manifest, previous)
     summary.seconds = time.perf_counter() - started
     progress(100.0, "done")
     return summary
@@ -150,30 +156,53 @@ def _keep_finished(plan: BuildPlan, finished: Finished) -> None:
         raise os_error_message(exc, plan.index_dir, "cannot save embeddings") from None
 
 
-def _describe_index(summary: BuildSummary, manifest: dict) -> None:
-    """The index after the build, in the summary: its tiles, its kind, its segments."""
+def _describe_index(summary: BuildSummary, manifest: dict, previous: dict | None) -> None:
+    """The index after the build, in the summary: its tiles, its kind, its segments, the time DBA took."""
+    before = {segment.get("uid") for segment in (previous or {}).get("segments", [])}
+    summary.dba_seconds = sum(segment["dba"].get("seconds", 0.0) for segment in manifest["segments"]
+                              if segment.get("dba") and segment.get("uid") not in before)
     summary.tiles_total = manifest["tile_count"]
     summary.index_kind = manifest["index_kind"]
     summary.segments = len(manifest["segments"])
 
 
 def _commit(index_dir: Path, previous: dict | None, model: ModelInfo, params: BuildParams, plan: BuildPlan,
-            progress: Progress) -> dict:
-    """Write what changed: a segment of the new shards and tombstones, or (rewrite) everything as one."""
+            progress: Progress, dba: DbaRun | None) -> dict:
+    """Write what changed: a segment of the new shards and tombstones, or (rewrite) everything as one.
+    With `dba` the new segment gets its DBA search vectors."""
     live_keys = plan.live_keys | set(plan.shards)
     # Only the shards of rasters this build replaced or dropped are deleted: never one it knows
     # nothing of (after a lost manifest, --force with one raster leaves the others' to `index repair`).
     dropped = frozenset(plan.previous_keys - live_keys)
     if plan.rewrite or previous is None:
-        progress(99.0, "writing the index")
+        progress(98.0 if dba else 99.0, "writing the index")
         return write_generation(index_dir, plan.shards, model, params.approximate, previous,
-                                drop_shards=dropped)
+                                drop_shards=dropped, dba=dba)
     retired = [raster for raster in plan.previous_rasters.values() if raster.key not in live_keys]
     if not plan.shards and not retired:
         return previous  # nothing changed
-    progress(99.0, "writing the index")
+    progress(98.0 if dba and plan.shards else 99.0, "writing the index")
     return commit_changes(index_dir, previous, model, plan.shards, retired, live_keys, params.approximate,
-                          drop_shards=dropped)
+                          drop_shards=dropped, dba=dba)
+
+
+def _dba_wanted(asked: bool | None, previous: dict | None) -> bool:
+    """Whether the index gets DBA search vectors: as asked, else as the index has (a new index: not)."""
+    if asked is not None:
+        return asked
+    return bool(previous and previous.get("dba"))
+
+
+def _dba_changes(previous: dict | None, dba: bool) -> bool:
+    """DBA turned on or off, another DBA setting, or a segment without search vectors in an index with DBA
+    (added by an rsir before DBA): the index is rewritten so that all its segments search alike."""
+    if previous is None:
+        return False
+    if not dba:
+        return bool(previous.get("dba")) or any(segment.get("search") for segment in previous["segments"])
+    recorded = previous.get("dba") or {}
+    return (any(recorded.get(key) != value for key, value in dba_setting().items())
+            or not all(segment.get("search") for segment in previous["segments"]))
 
 
 def _kind_changes(previous: dict | None, approximate: bool | None) -> bool:

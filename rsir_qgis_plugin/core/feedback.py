@@ -4,7 +4,8 @@ With few labels the query is Rocchio's: the mean of the positive embeddings less
 the negative ones. Once there are at least two of each, a small L2-regularised logistic regression
 is fitted to the labelled embeddings, starting from the Rocchio direction (Newton's method, numpy
 only, deterministic); candidates come from FAISS with the Rocchio query and are re-ranked by the
-classifier's probability.
+classifier's probability. Feedback is never re-ranked by neighbours (no αQE; an index's DBA search
+vectors are not used): everything is scored by the model's embeddings.
 
 A labelled box that is exactly an indexed tile (what marking a hit gives) uses the tile's stored
 vector; any other box is read and embedded like a query box.
@@ -97,6 +98,8 @@ def search_feedback(index_dir: str | Path, feedback: Feedback, params: SearchPar
         candidates: Candidates = _ClassifierCandidates(reader, query, weights, bias)
         scoring = "probability"
     else:
+        # Not re-ranked (SearchParams.rerank does not apply): the labels are the expansion, and αQE on the
+        # Rocchio query measured no better over two rounds (docs/results.md, re-ranking).
         candidates = nearest(reader, query)
         scoring = "cosine"
     areas = _areas(places) if params.exclude_query_overlap else []

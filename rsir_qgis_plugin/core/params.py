@@ -83,6 +83,9 @@ class BuildParams:
     force: bool = False  # start afresh in a folder whose manifest is lost or damaged (shards are reused)
     compact: bool = False  # rewrite the index as one segment (drops replaced tiles, re-verifies shards)
     dask: str | None = None  # embed on a Dask cluster: a scheduler address, or "local" for a LocalCluster
+    # Database-side augmentation (store/dba.py): True adds it, False removes it (either rewrites an index
+    # that has the other), None keeps the index's own setting (a new index: none, the default)
+    dba: bool | None = None
 
     def __post_init__(self):
         if self.device not in DEVICES:
@@ -102,6 +105,9 @@ class SearchParams:
     min_score: float | None = None
     device: str = "auto"
     model_path: Path | None = None  # None: the model the index was built with
+    # Re-ranking (core/query_expansion.py): αQE, and the index's DBA search vectors where it has them.
+    # False: the ranking by the model's embeddings alone, exactly as before re-ranking existed.
+    rerank: bool = True
 
     def __post_init__(self):
         if self.k < 1:

@@ -1,8 +1,8 @@
 """Answering a query: embed a box of a raster (or an image file) and rank the index's tiles.
 
 The entry points only; the steps they share with feedback search live in query_step (index, model, the
-box's pixels, the query's areas, nearest tiles), ranking (exclusion, NMS, top k) and results (Hit,
-SearchResult).
+box's pixels, the query's areas, nearest tiles), query_expansion (re-ranking: αQE over the index's
+search vectors), ranking (exclusion, NMS, top k) and results (Hit, SearchResult).
 """
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from .embedder import shared_embedder
 from .geometry import crs_from
 from .params import SearchParams
 from .query_box import checked_box
+from .query_expansion import reranked
 from .query_image import plan_image_query
-from .query_step import box_window, index_reader, model_for, nearest, query_areas, query_raster_path, read_box
+from .query_step import box_window, index_reader, model_for, query_areas, query_raster_path, read_box
 from .ranking import rank
 from .raster import describe, open_dataset
 from .results import SearchResult
@@ -37,7 +38,8 @@ def search_box(index_dir: str | Path, raster_path: str | Path, bbox: tuple[float
     embedder = shared_embedder(model, params.device)
     query = (embedder.embed_tta if params.tta else embedder.embed)(tile[None])[0]
     areas = query_areas(source, [window]) if params.exclude_query_overlap else []
-    hits, all_excluded = rank(reader, nearest(reader, query), params, areas, is_cancelled)
+    hits, all_excluded = rank(reader, reranked(reader, query, params, areas, is_cancelled), params, areas,
+                              is_cancelled)
     xs, ys = window_corners(source.transform, window)
     return SearchResult(hits=hits, query_polygon=list(zip(xs, ys)), query_crs_wkt=source.crs_wkt,
                         query_raster=source.path, provider=embedder.describe(),
@@ -63,6 +65,6 @@ def search_image(index_dir: str | Path, image_path: str | Path, params: SearchPa
         tile, _ = read_window(dataset, source, plan.window, model.contract.input_size)
     embedder = shared_embedder(model, params.device)
     query = (embedder.embed_tta if params.tta else embedder.embed)(tile[None])[0]
-    hits, _ = rank(reader, nearest(reader, query), params, [], is_cancelled)
+    hits, _ = rank(reader, reranked(reader, query, params, [], is_cancelled), params, [], is_cancelled)
     return SearchResult(hits=hits, query_polygon=None, query_crs_wkt="", query_raster=None,
                         provider=embedder.describe(), seconds=time.perf_counter() - started, notes=plan.notes)

@@ -40,7 +40,8 @@ def hit_box(hit, positive=True):
 
 
 def first_hits(index, raster, k=12):
-    return search_box(index, raster, pixel_box(raster, 96, 96, 96), None, SearchParams(k=k)).hits
+    """Hits to label: the model's own ranking (no re-ranking), the same hits whatever αQE does."""
+    return search_box(index, raster, pixel_box(raster, 96, 96, 96), None, SearchParams(k=k, rerank=False)).hits
 
 
 def unit(v):
@@ -64,7 +65,7 @@ def test_a_marked_hit_uses_its_stored_vector_and_is_never_returned(index):
 def test_a_drawn_box_is_embedded_like_a_query_box(index):
     index_dir, raster = index
     box = pixel_box(raster, 100, 90, 90)  # on no tile's grid
-    plain = search_box(index_dir, raster, box, None, SearchParams(k=6))
+    plain = search_box(index_dir, raster, box, None, SearchParams(k=6, rerank=False))  # feedback never re-ranks
     refined = search_feedback(index_dir, Feedback((LabelledBox(str(raster), box, None, True),)),
                               SearchParams(k=6))
     assert "stored vectors" not in refined.provider

@@ -89,7 +89,7 @@ def test_keeping_the_overlap_lists_the_query_place_once(same_ground):
     index, rasters = same_ground
     box = centre_box(rasters["crop"], 96)
     result = search_box(index, rasters["crop"], box, None,
-                        SearchParams(k=5, nms_iou=NMS_IOU, exclude_query_overlap=False))
+                        SearchParams(k=5, nms_iou=NMS_IOU, exclude_query_overlap=False, rerank=False))
     first = result.hits[0]
     assert first.score == pytest.approx(1.0, abs=1e-4)
     # The crop and its twin hold the same tile: one of them is the answer, the other is thinned away.

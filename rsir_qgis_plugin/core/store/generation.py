@@ -13,12 +13,13 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..atomic import fsync_dir, is_temporary
 from ..model import ModelInfo
 from .catalog import catalog_error, open_catalog, parse_column, raster_tile_ranges
+from .dba import DbaRun
 from .files import faiss_write_error, os_error_message
 from .integrity import manifest_problems
 from .manifest import FIRST_COMMIT, FORMAT, FORMAT_VERSION, MANIFEST, SEGMENT_DIR, index_kind, write_manifest
@@ -82,11 +83,14 @@ def shard_identities(index_dir: Path, manifest: dict) -> Iterator[tuple]:
 
 def commit_changes(index_dir: Path, previous: dict | None, model: ModelInfo, new_shards: dict[str, Shard],
                    retired: list[LiveRaster], live_keys: set[str], approximate: bool | None,
-                   replace_all: bool = False, drop_shards: frozenset[str] = frozenset()) -> dict:
+                   replace_all: bool = False, drop_shards: frozenset[str] = frozenset(),
+                   dba: DbaRun | None = None) -> dict:
     """Tombstone the retired rasters, add a segment of the new shards, and commit (the manifest).
 
     With `replace_all` the new segment replaces every segment (compaction, repair). `drop_shards`
-    are the shard files this commit replaced or dropped: the only shards it deletes.
+    are the shard files this commit replaced or dropped: the only shards it deletes. With `dba` the new
+    segment gets augmented search vectors, its tiles' neighbours found among it and the segments kept
+    (store/dba.py), and the manifest records the setting; without, the index has none.
     """
     segments = [dict(s) for s in previous["segments"]] if previous and not replace_all else []
     by_name = {s["name"]: s for s in segments}
@@ -105,11 +109,13 @@ def commit_changes(index_dir: Path, previous: dict | None, model: ModelInfo, new
         if previous is None:
             _create_marker(marker)
         if new_shards:
+            # The new segment's neighbours are also found among the segments it joins, tombstones applied.
+            extra = None if dba is None else replace(dba, others=[dict(segment) for segment in segments])
             added = write_segment(index_dir, _next_number(index_dir, previous), new_shards, model, approximate,
-                                  next_tile, next_raster)
+                                  next_tile, next_raster, extra=extra)
             segments.append(added)
             next_tile, next_raster = next_tile + added["tiles"], next_raster + added["rasters"]
-        manifest = _manifest(previous, model, segments, next_tile, next_raster)
+        manifest = _manifest(previous, model, segments, next_tile, next_raster, dba)
         write_manifest(index_dir, manifest)
     except (OSError, sqlite3.OperationalError, RuntimeError) as exc:
         if added is not None:  # renamed in, never committed: no manifest names it
@@ -142,14 +148,14 @@ def _create_marker(marker: Path) -> None:
 
 def write_generation(index_dir: Path, shards: dict[str, Shard], model: ModelInfo,
                      approximate: bool | None, previous: dict | None,
-                     drop_shards: frozenset[str] = frozenset()) -> dict:
+                     drop_shards: frozenset[str] = frozenset(), dba: DbaRun | None = None) -> dict:
     """Commit an index of exactly these shards, as one new segment (compaction, repair, first build)."""
     return commit_changes(index_dir, previous, model, shards, [], set(shards), approximate, replace_all=True,
-                          drop_shards=drop_shards)
+                          drop_shards=drop_shards, dba=dba)
 
 
 def _manifest(previous: dict | None, model: ModelInfo, segments: list[dict], next_tile: int,
-              next_raster: int) -> dict:
+              next_raster: int, dba: DbaRun | None) -> dict:
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "generation": (previous["generation"] + 1) if previous else 1,
@@ -159,6 +165,8 @@ def _manifest(previous: dict | None, model: ModelInfo, segments: list[dict], nex
         "next_tile": next_tile, "next_raster": next_raster, "segments": segments,
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    if dba is not None:  # absent without DBA: the manifest of an index without it is as rsir wrote it before
+        manifest["dba"] = dict(dba.setting)
     manifest["index_kind"] = index_kind(manifest)
     return manifest
 

@@ -23,7 +23,7 @@ MANIFEST = "manifest.json"
 SEGMENT_DIR = "segments"
 INDEX_KINDS = ("flat", "ivf", "ivfpq")
 # A segment's files; an index upgraded from format 2 keeps its old files as its first segment.
-_SEGMENT_FILE = re.compile(r"segments/s\d+/(catalog\.sqlite|vectors\.faiss|vectors\.f16)"
+_SEGMENT_FILE = re.compile(r"segments/s\d+/(catalog\.sqlite|vectors\.faiss|vectors\.f16|search\.faiss|search\.f16)"
                            r"|catalog-\d+\.sqlite|vectors-\d+\.faiss")
 _LEGACY_FILES = {"catalog": re.compile(r"catalog-\d+\.sqlite"), "vectors": re.compile(r"vectors-\d+\.faiss")}
 _REQUIRED = {"generation": int, "model": dict, "tile_count": int, "raster_count": int, "built_at": str}
@@ -34,7 +34,12 @@ _SEGMENT_REQUIRED = {"name": str, "catalog": str, "vectors": str, "kind": str, "
 _MODEL_REQUIRED = {"name": str, "sha256": str, "embedding_dim": int}
 # Optional in a segment (absent from those of earlier rsir): its identity stamp and file digests.
 _SEGMENT_OPTIONAL = {"uid": str, "vectors_sample": str, "f16_sample": str, "f16_sha256": str,
-                     "catalog_sha256": str, "vectors_sha256": str, "vectors_bytes": int}
+                     "catalog_sha256": str, "vectors_sha256": str, "vectors_bytes": int,
+                     # database-side augmentation (store/dba.py): the search vectors' files and how they were made
+                     "search": str, "search_bytes": int, "search_sha256": str, "search_sample": str,
+                     "search_f16": str, "search_f16_sha256": str, "search_f16_sample": str, "dba": dict}
+# The DBA setting (manifest["dba"] and each augmented segment's "dba"): neighbours and their weight's power.
+_DBA_LIMITS = {"neighbours": (int, 1, 1000), "alpha": ((int, float), 0.0, 100.0)}
 _dead_ranges = list_of(list_of(is_int, 2))
 
 
@@ -104,18 +109,36 @@ def validate(manifest, path: Path) -> None:
                 problems.append(f"segments[{number}] tombstones should be ids and [start, end] pairs")
             if problems:
                 break
+            problems += dba_problems(segment.get("dba"), f"segments[{number}].dba")
             problems += [f"segments[{number}].{key} is '{segment[key]}', not a segment file"
-                         for key in ("catalog", "vectors", "f16")
+                         for key in ("catalog", "vectors", "f16", "search", "search_f16")
                          if segment.get(key) is not None and not _SEGMENT_FILE.fullmatch(str(segment[key]))]
             if segment["kind"] not in INDEX_KINDS:
                 problems.append(f"segments[{number}].kind is '{segment['kind']}'")
+            if segment["kind"] == "ivfpq" and segment.get("search") is not None and segment.get("search_f16") is None:
+                problems.append(f"segments[{number}] has ivfpq search vectors without their float16 copy")
     if not problems and version >= 3:
         problems = _type_problems(manifest, {"next_tile": int, "next_raster": int})
+        problems += dba_problems(manifest.get("dba"), "dba")
     if not problems and min(manifest["tile_count"], manifest["raster_count"], manifest["generation"]) < 0:
         problems.append("negative counts")
     if problems:
         raise IndexStoreError(f"{path}: damaged index manifest ({'; '.join(problems)}); "
                               f"{recovery_advice(path.parent)}")
+
+
+def dba_problems(record, where: str) -> list[str]:
+    """What is wrong with a DBA record ({"neighbours": n, "alpha": a, ...}); none for None (no DBA)."""
+    if record is None:
+        return []
+    if not isinstance(record, dict):
+        return [f"'{where}' should be an object"]
+    problems = []
+    for key, (kind, low, high) in _DBA_LIMITS.items():
+        value = record.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool) or not low <= value <= high:
+            problems.append(f"'{where}.{key}' should be a number from {low} to {high}")
+    return problems
 
 
 def _type_problems(record: dict, required: dict, prefix: str = "") -> list[str]:

@@ -56,6 +56,10 @@ class IndexReader:
                                   f"manifest records {manifest['tile_count']}; the index is damaged, run "
                                   "`index build` to rebuild it")
         self.manifest, self._segments, self.dim = manifest, segments, dim
+        # The DBA setting the search vectors were made with, when every segment has them: a segment without
+        # (added by an rsir before DBA) would score on another scale, so then all search the model's vectors.
+        dba = manifest.get("dba")
+        self.augmented: dict | None = dba if dba and all(seg.augmented for seg in segments) else None
         self.rasters = {i: r for seg in segments for i, r in seg.rasters.items()}
         self._bases = np.array([seg.base for seg in segments], dtype=np.int64)
         self._db_lock = threading.Lock()  # a shared reader may serve searches from several threads
@@ -86,11 +90,16 @@ class IndexReader:
         """Live tiles."""
         return int(self.manifest["tile_count"])
 
-    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Scores and tile ids of the k nearest live tiles (inner product of unit vectors = cosine)."""
+    def search(self, query: np.ndarray, k: int, augmented: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and tile ids of the k nearest live tiles (inner product of unit vectors = cosine).
+
+        `augmented`: rank by the index's DBA search vectors where it has them (self.augmented), else by
+        the model's embeddings; False: always by the model's embeddings (the ranking of rsir before DBA).
+        """
         k = min(k, self.size)
         queries = np.ascontiguousarray(query.reshape(1, -1), np.float32)
-        found = [segment.search(queries, k) for segment in self.segments]
+        use = augmented and self.augmented is not None
+        found = [segment.search(queries, k, use) for segment in self.segments]
         if not found or k == 0:
             return np.zeros(0, np.float32), np.zeros(0, np.int64)
         scores = np.concatenate([s[0] for s, _ in found])
@@ -140,15 +149,17 @@ class IndexReader:
                 return segment.tile_at(raster.id, window, self._db_lock)
         return None
 
-    def vectors(self, ids) -> np.ndarray:
-        """The stored (n, D) float32 embeddings of the given tile ids."""
+    def vectors(self, ids, augmented: bool = False) -> np.ndarray:
+        """The stored (n, D) float32 embeddings of the given tile ids; with `augmented`, their DBA search
+        vectors where the index has them (as search())."""
+        use = augmented and self.augmented is not None
         ids = np.asarray(ids, dtype=np.int64)
         out = np.zeros((len(ids), self.dim), np.float32)
         where = self._segment_of(ids)
         for number in np.unique(where):
             rows = np.flatnonzero(where == number)
             segment = self.segments[number]
-            out[rows] = segment.vectors(ids[rows] - segment.base)
+            out[rows] = segment.vectors(ids[rows] - segment.base, use)
         return out
 
     def iter_tiles(self, batch: int = 65536) -> Iterator[tuple[list[TileEntry], np.ndarray]]:
@@ -189,6 +200,7 @@ class IndexInfo:
     built_at: str
     segments: int = 1
     dead_tiles: int = 0  # tombstoned, until compaction
+    dba: dict | None = None  # the DBA setting of its search vectors (store/dba.py), None without DBA
 
     def describe(self) -> str:
         model = self.model
@@ -197,6 +209,9 @@ class IndexInfo:
                  f"sha256 {model['sha256'][:12]}, {model.get('path', '?')})",
                  f"{self.tile_count} tiles from {len(self.rasters)} raster(s), {self.index_kind} search, "
                  f"{self.segments} segment(s), {self.size_bytes / 1e6:.1f} MB on disk"]
+        if self.dba:
+            lines.append(f"search vectors: database-side augmentation (top {self.dba['neighbours']} neighbours, "
+                         f"alpha {self.dba['alpha']:g})")
         if self.dead_tiles:
             lines.append(f"{self.dead_tiles} replaced tiles await compaction (`index compact`)")
         lines += [f"  {tiles:8d}  {path}" for path, tiles in self.rasters]
@@ -223,4 +238,5 @@ def read_index_info(index_dir: str | Path) -> IndexInfo:
                      model=manifest["model"], index_kind=manifest.get("index_kind") or "flat", size_bytes=size,
                      generation=manifest["generation"], built_at=manifest["built_at"],
                      segments=len(manifest["segments"]),
-                     dead_tiles=sum(s["dead_tiles"] for s in manifest["segments"]))
+                     dead_tiles=sum(s["dead_tiles"] for s in manifest["segments"]),
+                     dba=manifest.get("dba") if all(s.get("search") for s in manifest["segments"]) else None)

@@ -3,6 +3,8 @@
     INDEX_DIR/segments/s<number>/catalog.sqlite   rasters and tiles (index-wide ids)
     INDEX_DIR/segments/s<number>/vectors.faiss    FAISS, local ids 0..n-1 = tile ids base..base+n-1
     INDEX_DIR/segments/s<number>/vectors.f16      float16 copy, for ivfpq segments (exact re-ranking)
+    INDEX_DIR/segments/s<number>/search.faiss     with DBA: the augmented search vectors (store/dba.py),
+    INDEX_DIR/segments/s<number>/search.f16       the same kind of index and copy
 
 A segment is written once and never changed: a build adds one, tombstones (recorded in the
 manifest) hide the tiles of rasters that were replaced or removed, and compaction writes one
@@ -15,6 +17,7 @@ import shutil
 import sqlite3
 import uuid
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -23,18 +26,26 @@ from ..errors import IndexStoreError
 from ..model import ModelInfo
 from .catalog import TileEntry, catalog_error, open_catalog, read_rasters, tile_count, write_catalog
 from .files import file_sha256
-from .integrity import check_catalog, check_norms, check_sample, check_scores, file_sample, seed_of, verify_tile_rows
+from .integrity import check_catalog, file_sample, seed_of, verify_tile_rows
 from .manifest import SEGMENT_DIR
 from .shards import Shard
-from .vectors import RERANK_FACTOR, choose_kind, make_faiss_index, open_f16, read_vectors, write_f16, write_index
+from .vector_set import AUGMENTED, ORIGINAL, VectorSet
+from .vectors import choose_kind, make_faiss_index, write_f16, write_index
+
+# Writes more files into a segment folder being filled (DBA's search vectors: store/dba.py), given the folder,
+# the shards in catalog order, their vectors and the FAISS index made of them and its kind; returns
+# ({manifest key: file name in the folder}, more manifest fields). Called before the folder is renamed in.
+SegmentExtra = Callable[[Path, list[tuple[str, Shard]], list[np.ndarray], object, str], tuple[dict, dict]]
 
 
 def write_segment(index_dir: Path, number: int, shards: dict[str, Shard], model: ModelInfo,
-                  approximate: bool | None, base: int, first_raster: int) -> dict:
+                  approximate: bool | None, base: int, first_raster: int,
+                  extra: SegmentExtra | None = None) -> dict:
     """Write a segment of these shards (sorted by raster path) and return its manifest record.
 
     The folder is filled under a temporary name and renamed at the end, so a killed writer
-    leaves no half segment under a live name.
+    leaves no half segment under a live name. `extra` adds files to it before the rename; each gets
+    its path, sha256 and sample digest in the record (keys <key>, <key>_sha256, <key>_sample).
     """
     name = f"s{number:06d}"
     segments = Path(index_dir) / SEGMENT_DIR
@@ -56,9 +67,12 @@ def write_segment(index_dir: Path, number: int, shards: dict[str, Shard], model:
             tmp.unlink()
             write_catalog(tmp, ordered, first_tile=base, first_raster=first_raster, meta=stamp)
             os.chmod(tmp, umask_mode())  # SQLite creates its files 0644 whatever the umask
-        vector_bytes = write_index(make_faiss_index(chunks, kind), building / "vectors.faiss")
+        index = make_faiss_index(chunks, kind)
+        vector_bytes = write_index(index, building / "vectors.faiss")
         if kind == "ivfpq":
             write_f16(building / "vectors.f16", chunks)
+        files, fields = extra(building, ordered, chunks, index, kind) if extra else ({}, {})
+        del index
         shutil.rmtree(final, ignore_errors=True)  # a leftover of a commit that never happened
         os.replace(building, final)
         fsync_dir(segments)
@@ -75,11 +89,15 @@ def write_segment(index_dir: Path, number: int, shards: dict[str, Shard], model:
     if kind == "ivfpq":
         f16 = final / "vectors.f16"
         record |= {"f16_sha256": file_sha256(f16), "f16_sample": file_sample(f16)}
-    return record
+    for key, file_name in files.items():
+        record |= {key: f"{prefix}/{file_name}", f"{key}_sha256": file_sha256(final / file_name),
+                   f"{key}_sample": file_sample(final / file_name)}
+    return record | fields
 
 
 SQL_VARIABLES = 30_000  # ids a catalog query takes at once (SQLite's lowest default limit is 32766)
-SEGMENT_FILES = (("catalog", "catalog_sha256"), ("vectors", "vectors_sha256"), ("f16", "f16_sha256"))
+SEGMENT_FILES = (("catalog", "catalog_sha256"), ("vectors", "vectors_sha256"), ("f16", "f16_sha256"),
+                 ("search", "search_sha256"), ("search_f16", "search_f16_sha256"))
 
 
 def verify_segment(index_dir: Path, segment: dict, dim: int) -> str | None:
@@ -126,19 +144,16 @@ class SegmentReader:
             except sqlite3.DatabaseError as exc:
                 raise catalog_error(self.catalog_path, exc) from exc
             self._seed = seed_of((meta or {}).get("uid", ""))
-            self.index = read_vectors(self.vectors_path, segment.get("vectors_bytes"), segment["tiles"], dim)
-            check_sample(self.vectors_path, segment.get("vectors_sample"))
-            self.f16 = open_f16(Path(index_dir) / segment["f16"], self.count, dim) if segment.get("f16") else None
-            self.f16_path = Path(index_dir) / segment["f16"] if segment.get("f16") else None
-            if self.f16 is not None:
-                check_sample(self.f16_path, segment.get("f16_sample"))
+            self.original = VectorSet(index_dir, segment, dim, ORIGINAL)
+            # The augmented search vectors (DBA) where the segment has them; the reader decides whether the
+            # index as a whole searches them (all segments must have them: IndexReader.augmented).
+            self.augmented = VectorSet(index_dir, segment, dim, AUGMENTED) if segment.get("search") else None
         except BaseException:
             self.db.close()
             raise
         ranges = np.array(segment["dead_ranges"], dtype=np.int64).reshape(-1, 2) - self.base
         self.dead_starts, self.dead_ends = ranges[:, 0], ranges[:, 1]
         self.live = self.count - segment["dead_tiles"]
-        self._direct_map = False
 
     def close(self) -> None:
         self.db.close()
@@ -149,20 +164,23 @@ class SegmentReader:
         at = np.searchsorted(self.dead_starts, local, side="right") - 1
         return (at >= 0) & (local < self.dead_ends[np.maximum(at, 0)])
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, augmented: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(nq, k) scores and index-wide tile ids of the best live tiles, best first (-1 padding).
 
+        `augmented`: search the segment's augmented vectors (it must have them), else the model's.
         Tombstoned tiles are skipped: candidates are fetched in growing rounds until each query has
         k live ones (or the segment is exhausted), so a segment with many replaced tiles costs more
         only for the queries that meet them.
         """
+        vectors = self._set(augmented)
         out_scores = np.full((len(queries), k), -np.inf, np.float32)
         out_ids = np.full((len(queries), k), -1, np.int64)
         if k == 0 or self.live == 0:
             return out_scores[:, :0], out_ids[:, :0]
         wanted, enough = min(self.count, k + min(self.segment["dead_tiles"], k)), min(k, self.live)
         while True:
-            scores, local, valid = self._candidates(queries, wanted)
+            scores, local = vectors.candidates(queries, wanted)
+            valid = (local >= 0) & ~self._is_dead(local.ravel()).reshape(local.shape)
             if wanted >= self.count or valid.sum(axis=1).min() >= enough:
                 break
             wanted = min(self.count, wanted * 4)
@@ -172,21 +190,10 @@ class SegmentReader:
             out_ids[row, :len(keep)] = local[row, keep] + self.base
         return out_scores, out_ids
 
-    def _candidates(self, queries: np.ndarray, wanted: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The best `wanted` tiles by FAISS (PQ candidates re-scored exactly), and which are live."""
-        fetch = min(self.count, wanted * RERANK_FACTOR) if self.f16 is not None else wanted
-        scores, local = self.index.search(queries, fetch)
-        if self.f16 is not None:  # re-score the PQ candidates exactly from the float16 vectors
-            check_scores(self.vectors_path, queries, np.zeros_like(scores), local, self.count)  # ids only
-            safe = np.maximum(local, 0)
-            exact = np.einsum("qkd,qd->qk", self.f16[safe.ravel()].reshape(*safe.shape, -1).astype(np.float32),
-                              queries)
-            scores = np.where(local >= 0, exact, -np.inf).astype(np.float32)
-            order = np.argsort(-scores, axis=1, kind="stable")
-            scores, local = np.take_along_axis(scores, order, 1), np.take_along_axis(local, order, 1)
-        check_scores(self.f16_path or self.vectors_path, queries, scores, local, self.count)
-        valid = (local >= 0) & ~self._is_dead(local.ravel()).reshape(local.shape)
-        return scores, local, valid
+    def _set(self, augmented: bool) -> VectorSet:
+        if augmented and self.augmented is None:
+            raise IndexStoreError(f"{self.catalog_path.parent}: this segment has no augmented vectors")
+        return self.augmented if augmented else self.original
 
     def tiles(self, ids: list[int], lock) -> dict[int, TileEntry]:
         rows = []
@@ -217,19 +224,28 @@ class SegmentReader:
             raise catalog_error(self.catalog_path, exc) from exc
         return None if row is None else int(row[0])
 
-    def vectors(self, local: np.ndarray) -> np.ndarray:
-        """Stored embeddings by local id: exact for flat and ivf, float16-exact for ivfpq."""
-        if self.f16 is not None:
-            stored = np.asarray(self.f16[local], dtype=np.float32)
-        elif not len(local):
-            return np.zeros((0, self.index.d), np.float32)
-        else:
-            if self.segment["kind"] == "ivf" and not self._direct_map:
-                self.index.make_direct_map()
-                self._direct_map = True
-            stored = self.index.reconstruct_batch(np.ascontiguousarray(local, dtype=np.int64))
-        check_norms(self.f16_path or self.vectors_path, stored)
-        return stored
+    def vectors(self, local: np.ndarray, augmented: bool = False) -> np.ndarray:
+        """Stored vectors by local id (the model's, or with `augmented` the DBA ones): exact for flat and
+        ivf, float16-exact for ivfpq."""
+        return self._set(augmented).vectors(local)
+
+    def footprint_rows(self, ids: np.ndarray, lock) -> tuple[np.ndarray, np.ndarray]:
+        """(raster ids (n,), windows (n, 4)) of the given index-wide tile ids, in their order, from the
+        catalog in one query per SQL_VARIABLES ids (no row checks: neighbour search at build time reads
+        a generation the build has just verified whole)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        rows: dict[int, tuple] = {}
+        try:
+            with lock:
+                for start in range(0, len(ids), SQL_VARIABLES):
+                    chunk = ids[start:start + SQL_VARIABLES].tolist()
+                    for row in self.db.execute(f"SELECT id, raster_id, col, row, width, height FROM tiles WHERE id "
+                                               f"IN ({','.join('?' * len(chunk))})", chunk):
+                        rows[row[0]] = row[1:]
+            table = np.array([rows[i] for i in ids.tolist()], dtype=np.int64).reshape(-1, 5)
+        except (sqlite3.DatabaseError, KeyError) as exc:
+            raise catalog_error(self.catalog_path, exc) from exc
+        return table[:, 0], table[:, 1:]
 
     def live_local_ids(self) -> np.ndarray:
         ids = np.arange(self.count)
