@@ -6,6 +6,7 @@
     rsir search INDEX_DIR (--raster R --bbox XMIN YMIN XMAX YMAX [--crs C] | --image F)
     rsir search INDEX_DIR --positive R:XMIN,YMIN,XMAX,YMAX... [--negative ...]
                           [--labels FILE] [--crs C] [--save-labels FILE]
+    rsir change INDEX_DIR --before R... --after R... [--like R:XMIN,YMIN,XMAX,YMAX...] [--unlike ...]
     rsir doctor
 
 Exit status: 0 success; 1 error (nothing changed; a build in which every raster failed included);
@@ -17,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import cli_doctor, cli_index, cli_search
+from . import cli_change, cli_doctor, cli_index, cli_search
 from .cli_errors import EXIT_ERROR, EXIT_INTERRUPTED, gdal_messages, with_gdal_reason
 from .cli_numbers import (
     MAX_PX,
@@ -49,6 +50,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                                                 "index and search")
     doctor.set_defaults(func=cli_doctor.doctor)
     _add_search(commands)
+    cli_change.add_parser(commands)
     return parser
 
 
