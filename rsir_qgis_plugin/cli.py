@@ -80,6 +80,11 @@ def _add_build(index) -> None:
     kind.add_argument("--exact", dest="approximate", action="store_false", help="exact search at any size")
     build.add_argument("--tta", action="store_true",
                        help="embed tiles as the mean of 4 rotations (4x slower)")
+    dba = build.add_mutually_exclusive_group()
+    dba.add_argument("--dba", dest="dba", action="store_true", default=None,
+                     help="database-side augmentation: each tile searched by the mean of it and its 10 nearest "
+                          "neighbours (written with the index; kept by later builds)")
+    dba.add_argument("--no-dba", dest="dba", action="store_false", help="remove DBA from an index that has it")
     build.add_argument("--force", action="store_true",
                        help="start afresh in a folder whose manifest is lost or damaged (shards are reused)")
     build.add_argument("--dask", metavar="ADDRESS|local",
@@ -140,6 +145,9 @@ def _add_search(commands) -> None:
     search.add_argument("--keep-overlap", action="store_true",
                         help="keep hits overlapping the query box or labelled boxes (labelled tiles never "
                              "return)")
+    search.add_argument("--no-rerank", dest="rerank", action="store_false",
+                        help="rank by the query's own embedding: no query expansion (αQE) and not the index's "
+                             "DBA vectors (the ranking of rsir before re-ranking)")
     search.add_argument("--model", type=Path, help="ONNX model (default: the one the index was built with)")
     search.add_argument("--device", choices=DEVICES, default="auto")
     search.add_argument("--out", type=Path, help="write hits to .gpkg or .geojson instead of stdout")

@@ -20,7 +20,7 @@ def build(args) -> int:
     params = BuildParams(index_dir=args.index_dir, rasters=tuple(args.rasters), model_path=args.model,
                          tiling=tiling, device=args.device, batch_size=batch_size,
                          approximate=args.approximate, tta=args.tta, force=args.force,
-                         dask=args.dask)
+                         dask=args.dask, dba=args.dba)
     return _run_build(params)
 
 

@@ -14,7 +14,8 @@ from .core.params import SearchParams
 
 def search(args) -> int:
     params = SearchParams(k=args.k, tta=args.tta, exclude_query_overlap=not args.keep_overlap,
-                          min_score=args.min_score, device=args.device, model_path=args.model)
+                          min_score=args.min_score, device=args.device, model_path=args.model,
+                          rerank=args.rerank)
     _refuse_early(args)
     result = _query(args, params)
     _notes(result)

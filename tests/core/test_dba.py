@@ -261,3 +261,13 @@ def test_a_cancelled_dba_step_leaves_the_previous_index_and_the_next_build_finis
     assert summary.tiles_indexed == 0  # the cancelled build finished the UTM copy's shard before DBA
     with IndexReader(index) as reader:
         assert reader.augmented is not None and len(reader.rasters) == 2
+
+
+def test_repair_keeps_dba_where_the_manifest_said_so(incremental):
+    from rsir_qgis_plugin.core.store import repair_index
+
+    index, _, _ = incremental
+    copy = Path(shutil.copytree(index, index.parent / "repaired"))
+    assert repair_index(copy, DEFAULT_MODEL_PATH).tiles == read_manifest(index)["tile_count"]
+    with IndexReader(copy) as reader:
+        assert reader.augmented == {"neighbours": NEIGHBOURS, "alpha": ALPHA} and len(reader.segments) == 1

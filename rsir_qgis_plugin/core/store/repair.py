@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..errors import IndexStoreError
 from ..model import ModelInfo, read_model
+from .dba import DbaRun
 from .generation import write_generation
 from .lock import WriterLock
 from .manifest import check_model, read_manifest
@@ -97,7 +98,10 @@ def repair_index(index_dir: str | Path, model_path: str | Path | None = None) ->
         # The older shards of rasters that have a current one are replaced; any other shard (of
         # another model, or that fails verification) is left where it is.
         superseded = frozenset(found.superseded)  # shard keys
-        manifest = write_generation(index_dir, found.chosen, model, None, previous, drop_shards=superseded)
+        # An index with DBA keeps it (its manifest still readable); else none, as a new index.
+        dba = DbaRun(index_dir, model.contract.embedding_dim) if previous and previous.get("dba") else None
+        manifest = write_generation(index_dir, found.chosen, model, None, previous, drop_shards=superseded,
+                                    dba=dba)
     return RepairSummary(index_dir=str(index_dir), rasters=manifest["raster_count"],
                          tiles=manifest["tile_count"], generation=manifest["generation"],
                          rejected=found.rejected, other_model=found.other_model,
