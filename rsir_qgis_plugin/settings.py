@@ -27,10 +27,11 @@ class SearchSettings:
     min_score: float = 0.0  # 0: no threshold (cosine scores of real matches are positive)
     tta: bool = False
     exclude_overlap: bool = True
+    rerank: bool = True  # αQE, and the index's DBA vectors where it has them (SearchParams.rerank)
 
     def to_params(self) -> SearchParams:
         return SearchParams(k=self.k, tta=self.tta, exclude_query_overlap=self.exclude_overlap,
-                            min_score=self.min_score if self.min_score > 0 else None)
+                            min_score=self.min_score if self.min_score > 0 else None, rerank=self.rerank)
 
 
 @dataclass

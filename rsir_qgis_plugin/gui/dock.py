@@ -81,7 +81,7 @@ class ResultsDock(QgsDockWidget):
 
         self._load_settings()
         for signal in (self.k_spin.valueChanged, self.score_spin.valueChanged,
-                       self.tta_check.toggled, self.overlap_check.toggled):
+                       self.tta_check.toggled, self.overlap_check.toggled, self.rerank_check.toggled):
             signal.connect(self._save_settings)
         self._set_has_results(False)
         self.set_labels_info("No labels yet.", has_labels=False, can_refine=False)
@@ -126,6 +126,10 @@ class ResultsDock(QgsDockWidget):
                                   "4x slower, finds places whatever their orientation")
         self.overlap_check = QCheckBox("Exclude the query area", body)
         self.overlap_check.setToolTip("Exclude tiles overlapping the query box from the hits")
+        self.rerank_check = QCheckBox("Re-rank by neighbours", body)
+        self.rerank_check.setToolTip("Query expansion (αQE): search again with the query blended with its 10 "
+                                     "best hits, and the index's DBA vectors where it has them. Off: rank by "
+                                     "the query alone. Refine (relevance feedback) is never re-ranked.")
         form = QFormLayout()
         form.addRow("Index", self.index_widget)
         form.addRow("", self.index_label)
@@ -133,6 +137,7 @@ class ResultsDock(QgsDockWidget):
         form.addRow("Min. score", self.score_spin)
         form.addRow(self.tta_check)
         form.addRow(self.overlap_check)
+        form.addRow(self.rerank_check)
         return form
 
     def _make_hit_list(self, body: QWidget) -> None:
@@ -216,7 +221,8 @@ class ResultsDock(QgsDockWidget):
 
     def search_settings(self) -> SearchSettings:
         return SearchSettings(k=self.k_spin.value(), min_score=round(self.score_spin.value(), 3),
-                              tta=self.tta_check.isChecked(), exclude_overlap=self.overlap_check.isChecked())
+                              tta=self.tta_check.isChecked(), exclude_overlap=self.overlap_check.isChecked(),
+                              rerank=self.rerank_check.isChecked())
 
     def index_dir(self) -> str:
         return self.index_widget.filePath()
@@ -320,6 +326,7 @@ class ResultsDock(QgsDockWidget):
         self.score_spin.setValue(values.min_score)
         self.tta_check.setChecked(values.tta)
         self.overlap_check.setChecked(values.exclude_overlap)
+        self.rerank_check.setChecked(values.rerank)
 
     def _set_has_results(self, has: bool) -> None:
         self.clear_button.setEnabled(has)

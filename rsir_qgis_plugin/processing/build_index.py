@@ -12,6 +12,7 @@ from qgis.core import (
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
     QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterFolderDestination,
@@ -32,9 +33,9 @@ TEMPORARY_INDEX = ("INDEX: an index in a temporary folder is deleted when QGIS e
 
 
 class BuildIndexAlgorithm(RsirAlgorithm):
-    RASTERS, INDEX, MODEL, TILE_SIZE, STRIDE, TILE_METRES, STRIDE_METRES, BANDS, DEVICE, TTA = (
+    RASTERS, INDEX, MODEL, TILE_SIZE, STRIDE, TILE_METRES, STRIDE_METRES, BANDS, DEVICE, TTA, DBA = (
         "RASTERS", "INDEX", "MODEL", "TILE_SIZE", "STRIDE", "TILE_METRES", "STRIDE_METRES", "BANDS", "DEVICE",
-        "TTA")
+        "TTA", "DBA")
     FAILED = "FAILED"
     # Tile size and stride: each in pixels or in metres, never both.
     PAIRS = ((TILE_SIZE, TILE_METRES, "the tile size"), (STRIDE, STRIDE_METRES, "the stride"))
@@ -82,6 +83,11 @@ class BuildIndexAlgorithm(RsirAlgorithm):
             self.DEVICE, "Device", options=list(DEVICES), defaultValue=0))
         self.addParameter(QgsProcessingParameterBoolean(
             self.TTA, "Rotation TTA: embed each tile as the mean of 4 rotations (4x slower)", defaultValue=False))
+        dba = QgsProcessingParameterBoolean(
+            self.DBA, "Database-side augmentation (DBA): search each tile by it and its 10 nearest neighbours "
+                      "(unticked: the index keeps its own setting)", defaultValue=False)
+        dba.setFlags(dba.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
+        self.addParameter(dba)
         self.addOutput(QgsProcessingOutputNumber("TILES_TOTAL", "Tiles in the index"))
         self.addOutput(QgsProcessingOutputNumber("TILES_INDEXED", "Tiles embedded by this run"))
         self.addOutput(QgsProcessingOutputString("SUMMARY", "Summary"))
@@ -140,7 +146,8 @@ class BuildIndexAlgorithm(RsirAlgorithm):
         params = BuildParams(index_dir=Path(index_dir), rasters=rasters,
                              model_path=Path(model) if model else None, tiling=tiling,
                              device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
-                             tta=self.parameterAsBool(parameters, self.TTA, context))
+                             tta=self.parameterAsBool(parameters, self.TTA, context),
+                             dba=True if self.parameterAsBool(parameters, self.DBA, context) else None)
 
         def progress(percent: float, message: str) -> None:
             feedback.setProgress(percent)

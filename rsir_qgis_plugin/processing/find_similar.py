@@ -23,8 +23,8 @@ from .common import RsirAlgorithm, engine_errors, layer_file
 
 
 class FindSimilarAlgorithm(RsirAlgorithm):
-    INDEX, RASTER, EXTENT, K, TTA, EXCLUDE_OVERLAP, MIN_SCORE, OUTPUT = (
-        "INDEX", "RASTER", "EXTENT", "K", "TTA", "EXCLUDE_OVERLAP", "MIN_SCORE", "OUTPUT")
+    INDEX, RASTER, EXTENT, K, TTA, EXCLUDE_OVERLAP, MIN_SCORE, RERANK, OUTPUT = (
+        "INDEX", "RASTER", "EXTENT", "K", "TTA", "EXCLUDE_OVERLAP", "MIN_SCORE", "RERANK", "OUTPUT")
 
     def name(self) -> str:
         return "find_similar"
@@ -35,7 +35,9 @@ class FindSimilarAlgorithm(RsirAlgorithm):
     def shortHelpString(self) -> str:  # noqa: N802
         return ("Embeds the extent of the raster (the extent may be in any CRS) and returns the K most similar "
                 "tiles of the index as polygons in the raster's CRS, with fields rank, score (cosine) and "
-                "raster. The index must have been built with rsir:build_index.")
+                "raster. The index must have been built with rsir:build_index. Re-ranking (on by default) "
+                "searches again with the query blended with its 10 best hits (query expansion), and uses the "
+                "index's DBA vectors where it has them; off, tiles are ranked by the query alone.")
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterFile(self.INDEX, "Index folder",
@@ -50,6 +52,7 @@ class FindSimilarAlgorithm(RsirAlgorithm):
             QgsProcessingParameterNumber(self.MIN_SCORE, "Minimum score (empty: none)",
                                          QgsProcessingParameterNumber.Type.Double, optional=True,
                                          minValue=-1.0, maxValue=1.0),
+            QgsProcessingParameterBoolean(self.RERANK, "Re-rank by neighbours (query expansion, DBA)", True),
         ]
         for parameter in advanced:
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
@@ -75,7 +78,8 @@ class FindSimilarAlgorithm(RsirAlgorithm):
                                   exclude_query_overlap=self.parameterAsBool(parameters, self.EXCLUDE_OVERLAP,
                                                                              context),
                                   min_score=None if min_score in (None, "") else
-                                  self.parameterAsDouble(parameters, self.MIN_SCORE, context))
+                                  self.parameterAsDouble(parameters, self.MIN_SCORE, context),
+                                  rerank=self.parameterAsBool(parameters, self.RERANK, context))
         except ValueError as exc:
             raise QgsProcessingException(str(exc)) from exc
         index_dir = self.parameterAsFile(parameters, self.INDEX, context)
