@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .cli_boxes import labelled_box, require_crs
 from .cli_errors import EXIT_OK
-from .cli_numbers import batch_size, hits
+from .cli_numbers import batch_size, bounded, hits
 from .core.params import DEVICES
 
 USAGE_NOTE = ("The before rasters must be indexed (their tiles are the places); the after rasters are read on "
@@ -38,7 +38,8 @@ def add_parser(commands) -> None:
                         help="hot spots by how unlike the later date of places that looked alike before a place's "
                              "later date is (discounts a season's or a sensor's change shared by every place "
                              "of a kind), instead of 1 - cosine of its two dates")
-    change.add_argument("--min-score", type=float, help="drop places scoring below this")
+    change.add_argument("--min-score", type=bounded("a minimum score", -1.0, 2.0),
+                        help="drop places scoring below this (1 - cosine: 0 to 2; with --like: -1 to 1)")
     change.add_argument("--keep-overlap", action="store_true", help="keep places overlapping the --like boxes")
     change.add_argument("--only-these-pairs", action="store_true",
                         help="with --like, rank only the pairs given, not also the index's other stored pairs")

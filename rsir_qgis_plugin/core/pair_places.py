@@ -98,9 +98,11 @@ def pair_places(reader: IndexReader, model: ModelInfo, pair: Pair, min_coverage:
         stored = _compute(reader, model, pair, ids, windows, tta, min_coverage, batch_size, embedder, progress,
                           is_cancelled)
         stored.record["key"] = key
+        # A read-only or full index folder, or a link in place of INDEX/pairs: the answer stands, it is just
+        # not kept.
         try:
             store_pair(reader.index_dir, stored)
-        except RsirError as exc:  # a read-only or full index folder: the answer stands, it is just not kept
+        except (RsirError, PairStoreError) as exc:
             notes.append(f"the pair's embeddings could not be kept for next time ({exc})")
     return _places(reader, pair, ids, stored, from_store), notes
 

@@ -108,7 +108,11 @@ def pair_key(before: dict, after: dict, model_sha256: str, tta: bool, min_covera
 def save_pair(index_dir: Path, pair: StoredPair) -> Path:
     """Write a pair file atomically (replacing the pair's previous one); returns its path."""
     verify_arrays(pair, Path(PAIR_DIR), pair.vectors.shape[1] if pair.vectors.ndim == 2 else None)
-    path = Path(index_dir) / PAIR_DIR / pair_name(pair.record["before"]["path"], pair.record["after"]["path"])
+    folder = Path(index_dir) / PAIR_DIR
+    if folder.is_symlink():  # rsir writes nothing outside the index folder, nor through a link in it
+        raise PairStoreError(f"{folder}: is a symbolic link; rsir never writes through a link in an index folder "
+                             "(remove it)")
+    path = folder / pair_name(pair.record["before"]["path"], pair.record["after"]["path"])
     buffer = io.BytesIO()  # zipped in memory first, so the file is one write (see store/shards.py)
     np.savez(buffer, **{name: getattr(pair, name) for name in ARRAYS}, record=np.array(json.dumps(pair.record)),
              checksum=np.array(pair.checksum()))
@@ -120,6 +124,8 @@ def save_pair(index_dir: Path, pair: StoredPair) -> Path:
 def load_pair(path: Path, dim: int) -> StoredPair:
     """Read and verify a pair file; PairStoreError says what is wrong with it."""
     path = Path(path)
+    if path.parent.is_symlink():
+        raise PairStoreError(f"{path.parent}: is a symbolic link; rsir reads no link in an index folder")
     size = _regular_size(path)
     try:
         with zipfile.ZipFile(path) as archive:

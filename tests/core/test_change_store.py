@@ -101,6 +101,17 @@ def test_pair_files_from_disk_are_checked(pair, damage, tmp_path):
         assert zipfile.ZipFile(target).infolist()[0].compress_type == zipfile.ZIP_DEFLATED
 
 
+def test_nothing_is_written_through_a_link_in_place_of_the_pairs_folder(pair, tmp_path):
+    index, before, after = pair
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (index / "pairs").symlink_to(outside)
+    result = change_hotspots(index, [before], [after], ChangeParams(k=1))
+    assert result.hits[0].hit.window == (*AT_A, TILE, TILE)
+    assert any("could not be kept" in note and "symbolic link" in note for note in result.notes)
+    assert list(outside.iterdir()) == []
+
+
 def test_an_after_raster_indexed_on_the_same_tiles_is_not_embedded_again(tmp_path):
     from rsir_qgis_plugin.core.builder import build_index
     from rsir_qgis_plugin.core.params import BuildParams, TilingParams
