@@ -1,5 +1,5 @@
 """QGIS side of rasters and hits: file paths of raster layers, CRS strings for the engine,
-hit polygons as QgsFeatures, and the styled `rsir hits` / `rsir query` layers.
+hit polygons as QgsFeatures, and the styled `rsir hits` / `rsir query` / `rsir changes` layers.
 
 Shared by the dock, the build dialog, labels/ and the Processing algorithms. The feature helpers only
 create QgsGeometry/QgsFeature objects, which is safe in a QgsTask's worker thread.
@@ -40,6 +40,7 @@ from .fields import field_type
 
 HITS_LAYER_NAME = "rsir hits"
 QUERY_LAYER_NAME = "rsir query"
+CHANGES_LAYER_NAME = "rsir changes"
 # Custom layer property marking the layers this plugin owns, so a search replaces them.
 ROLE_PROPERTY = "rsir/role"
 SCORE_CLASSES = 5
@@ -112,6 +113,13 @@ class HitFeatureFactory:
         feature.setAttributes([hit.rank, float(hit.score), str(hit.raster)])
         return feature
 
+    def change_feature(self, change, fields: QgsFields) -> QgsFeature:
+        """A place of a search through time (core ChangeHit): the before tile, fields of change_fields()."""
+        feature = QgsFeature(fields)
+        feature.setGeometry(self.geometry(change.hit.polygon, change.hit.crs_wkt))
+        feature.setAttributes([change.rank, float(change.score), str(change.before), str(change.after)])
+        return feature
+
     def _transform(self, crs_wkt: str) -> QgsCoordinateTransform | None:
         if crs_wkt not in self._transforms:
             source = QgsCoordinateReferenceSystem.fromWkt(crs_wkt) if crs_wkt else QgsCoordinateReferenceSystem()
@@ -127,6 +135,16 @@ def hit_fields() -> QgsFields:
     fields.append(QgsField("rank", field_type("int")))
     fields.append(QgsField("score", field_type("double")))
     fields.append(QgsField("raster", field_type("string")))
+    return fields
+
+
+def change_fields() -> QgsFields:
+    """rank, score, before, after: the fields of core/changes_io's layer rsir_changes."""
+    fields = QgsFields()
+    fields.append(QgsField("rank", field_type("int")))
+    fields.append(QgsField("score", field_type("double")))
+    fields.append(QgsField("before", field_type("string")))
+    fields.append(QgsField("after", field_type("string")))
     return fields
 
 
@@ -158,6 +176,12 @@ def _result_layer(name: str, crs: QgsCoordinateReferenceSystem, fields: QgsField
 
 def make_hits_layer(crs: QgsCoordinateReferenceSystem) -> QgsVectorLayer:
     layer = _result_layer(HITS_LAYER_NAME, crs, hit_fields(), "hits")
+    _label_ranks(layer)
+    return layer
+
+
+def make_changes_layer(crs: QgsCoordinateReferenceSystem) -> QgsVectorLayer:
+    layer = _result_layer(CHANGES_LAYER_NAME, crs, change_fields(), "changes")
     _label_ranks(layer)
     return layer
 

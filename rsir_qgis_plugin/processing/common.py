@@ -1,4 +1,4 @@
-"""What both algorithms share: a base class (icon, createInstance, the dependency gate) and engine errors
+"""What the algorithms share: a base class (icon, createInstance, the dependency gate) and engine errors
 as Processing errors."""
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ class RsirAlgorithm(QgsProcessingAlgorithm):
     """The base of rsir's algorithms (as QuickOSM's): the plugin's icon, createInstance, and the engine
     check before `process` runs.
 
-    No group: the provider's two algorithms are listed directly under it, as they always were.
+    No group: the provider's algorithms are listed directly under it, as they always were.
     """
 
     def icon(self) -> QIcon:

@@ -5,8 +5,10 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from .build_index import BuildIndexAlgorithm
+from .change_hotspots import ChangeHotspotsAlgorithm
 from .common import ICON
 from .find_similar import FindSimilarAlgorithm
+from .find_similar_change import FindSimilarChangeAlgorithm
 
 
 class RsirProvider(QgsProcessingProvider):
@@ -25,3 +27,5 @@ class RsirProvider(QgsProcessingProvider):
     def loadAlgorithms(self) -> None:  # noqa: N802
         self.addAlgorithm(BuildIndexAlgorithm())
         self.addAlgorithm(FindSimilarAlgorithm())
+        self.addAlgorithm(ChangeHotspotsAlgorithm())
+        self.addAlgorithm(FindSimilarChangeAlgorithm())

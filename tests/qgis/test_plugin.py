@@ -35,7 +35,8 @@ def test_load_and_unload_leave_nothing_behind(qgis_iface, project):
     toolbar_actions = {a.objectName() for a in rsir_objects(window, QToolBar)[0].actions()}
     assert toolbar_actions == {"rsirFindSimilar", "rsirBuildIndex", "rsirShowResults"}
     assert registry.providerById("rsir") is not None
-    assert {a.id() for a in registry.providerById("rsir").algorithms()} == {"rsir:build_index", "rsir:find_similar"}
+    assert {a.id() for a in registry.providerById("rsir").algorithms()} == {
+        "rsir:build_index", "rsir:find_similar", "rsir:change_hotspots", "rsir:find_similar_change"}
 
     plugin.find_action.trigger()
     assert qgis_iface.mapCanvas().mapTool() is plugin.map_tool

@@ -1,0 +1,125 @@
+"""rsir:change_hotspots and rsir:find_similar_change through processing.run (as the toolbox, the modeler and
+qgis_process run them), on the pairs of dates of tests/core/change_data.py: real imagery with blocks of river
+pasted over roofs, the bundled model, a real index."""
+from __future__ import annotations
+
+import pytest
+from qgis.core import (
+    QgsApplication,
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProject,
+    QgsRasterLayer,
+    QgsRectangle,
+)
+
+from tests.conftest import DEFAULT_MODEL
+from tests.core.change_data import (
+    AT_A,
+    AT_B,
+    RIVER_A,
+    RIVER_B,
+    TILE,
+    before_index,
+    crop_pixels,
+    pasted,
+    window_box,
+    write_after,
+)
+
+pytestmark = pytest.mark.slow  # the bundled model embeds the before date and each after date once
+
+
+@pytest.fixture(scope="module")
+def dates(tmp_path_factory):
+    """(index, before, after with blocks A and B pasted, after with block A only): files."""
+    folder = tmp_path_factory.mktemp("change_processing")
+    index, before = before_index(folder, DEFAULT_MODEL)
+    pixels, _ = crop_pixels()
+    both = write_after(folder / "after.tif", pasted(pixels, (RIVER_A, AT_A), (RIVER_B, AT_B)))
+    one = write_after(folder / "after_one.tif", pasted(pixels, (RIVER_A, AT_A)))
+    return index, before, both, one
+
+
+@pytest.fixture
+def provider(qgis_processing):
+    from rsir_qgis_plugin.processing.provider import RsirProvider
+
+    registry = QgsApplication.processingRegistry()
+    provider = RsirProvider()
+    assert registry.addProvider(provider)
+    yield provider
+    registry.removeProvider(provider)
+
+
+def layer(project: QgsProject, path, name: str) -> QgsRasterLayer:
+    raster = QgsRasterLayer(str(path), name, "gdal")
+    assert raster.isValid()
+    project.addMapLayer(raster)
+    return raster
+
+
+def rectangle(box) -> QgsRectangle:
+    return QgsRectangle(*box)
+
+
+def sorted_features(output):
+    return sorted(output.getFeatures(), key=lambda f: f["rank"])
+
+
+def test_change_hotspots_puts_the_pasted_block_first(provider, project, dates):
+    import processing
+
+    index, before, _, one = dates
+    before_layer, after_layer = layer(project, before, "2019"), layer(project, one, "2024")
+    feedback = QgsProcessingFeedback()
+    out = processing.run("rsir:change_hotspots", {
+        "INDEX": str(index), "BEFORE": [before_layer], "AFTER": [after_layer], "K": 5, "SCORE": 0,
+        "OUTPUT": "TEMPORARY_OUTPUT"}, feedback=feedback)["OUTPUT"]
+    assert [f.name() for f in out.fields()] == ["rank", "score", "before", "after"]
+    assert out.crs() == before_layer.crs()
+    features = sorted_features(out)
+    assert [f["rank"] for f in features] == list(range(1, len(features) + 1)) and len(features) >= 2
+    assert [f["score"] for f in features] == sorted((f["score"] for f in features), reverse=True)
+    first = features[0]
+    assert (first["before"], first["after"]) == (str(before), str(one))
+    expected = rectangle(window_box(before, (*AT_A, TILE, TILE)))
+    got = first.geometry().boundingBox()
+    assert got.xMinimum() == pytest.approx(expected.xMinimum(), abs=1e-6)
+    assert got.yMaximum() == pytest.approx(expected.yMaximum(), abs=1e-6)
+    assert got.width() == pytest.approx(expected.width(), rel=1e-6)
+    assert "49 of 49 places compared" in feedback.textLog()
+
+
+def test_find_similar_change_finds_the_second_block_first(provider, project, dates):
+    """The example is block A, given as an extent in Web Mercator (the rasters are World Mercator)."""
+    import processing
+
+    index, before, both, _ = dates
+    before_layer, after_layer = layer(project, before, "2019"), layer(project, both, "2024")
+    to_3857 = QgsCoordinateTransform(before_layer.crs(), QgsCoordinateReferenceSystem("EPSG:3857"), project)
+    box = to_3857.transformBoundingBox(rectangle(window_box(before, (*AT_A, TILE, TILE))))
+    box.grow(-0.01)  # inside the block: reprojected, its corners must not reach the next pixel
+    extent = f"{box.xMinimum()},{box.xMaximum()},{box.yMinimum()},{box.yMaximum()} [EPSG:3857]"
+    out = processing.run("rsir:find_similar_change", {
+        "INDEX": str(index), "BEFORE": [before_layer], "AFTER": [after_layer], "RASTER": before_layer,
+        "EXTENT": extent, "K": 5, "OTHER_PAIRS": False, "OUTPUT": "TEMPORARY_OUTPUT"})["OUTPUT"]
+    features = sorted_features(out)
+    block_a, block_b = (rectangle(window_box(before, (*at, TILE, TILE))) for at in (AT_A, AT_B))
+    overlap = features[0].geometry().boundingBox().intersect(block_b)
+    assert overlap.area() > 0.25 * block_b.area()
+    for feature in features:  # the example's place is left out
+        assert feature.geometry().boundingBox().intersect(block_a).area() < 1e-9
+
+
+def test_an_after_raster_elsewhere_is_one_line(provider, project, dates, town_half):
+    """Rasters that do not overlap on the ground: the engine's one line, as a Processing error."""
+    import processing
+
+    index, before, _, _ = dates
+    with pytest.raises(QgsProcessingException, match="overlap"):
+        processing.run("rsir:change_hotspots", {
+            "INDEX": str(index), "BEFORE": [layer(project, before, "2019")],
+            "AFTER": [layer(project, town_half, "elsewhere")], "OUTPUT": "TEMPORARY_OUTPUT"})
