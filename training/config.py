@@ -32,6 +32,8 @@ class FitConfig:
     limit_per_class: int = _f(0, "only the first N images of each class (0: all)")
     bands: tuple[int, ...] = _f((1, 2, 3), "bands to read, 1-based")
     input_size: int = _f(224, "model input size in pixels (square)")
+    tile_size: int = _f(0, "decode each image to this side first, then to --input-size, as the engine reads the "
+                           "model's tiles and resamples them; the model's tile size in its contract (0: the input)")
     test_fraction: float = _f(0.2, "fraction of each class held out for testing")
     split_seed: int = _f(0, "seed of the stratified split")
     split: str = _f("", "reuse this split.json instead of making one")

@@ -62,7 +62,8 @@ def prepare_split(cfg: FitConfig, run_dir: Path, rt: Runtime) -> Split:
 def decode(cfg: FitConfig, split: Split, rt: Runtime) -> Decoded:
     """Decode both halves once; on CUDA the uint8 images then live in GPU memory (AID at 224 px: 1.5 GB)."""
     def load(items):
-        images = load_images(cfg.data, [p for p, _ in items], cfg.bands, cfg.input_size, cfg.workers)
+        images = load_images(cfg.data, [p for p, _ in items], cfg.bands, cfg.input_size, cfg.workers,
+                             cfg.tile_size or None)
         return images.to(rt.device), torch.tensor([label for _, label in items], dtype=torch.long, device=rt.device)
     train, train_labels = load(split.train)
     test, test_labels = load(split.test)

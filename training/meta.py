@@ -50,6 +50,7 @@ def make_meta(cfg: FitConfig, arch: dict, mean, std, split: Split, rt: Runtime, 
             "config": dataclasses.asdict(cfg),
             **({"init": init_lineage(init_meta)} if init_meta else {}),
         },
+        **({"tile_size": cfg.tile_size} if cfg.tile_size else {}),  # the contract's footprint (export)
         # Folded statistics stay folded while --freeze-bn keeps them: a further fine-tune needs it too.
         **({"batchnorm_folded": True} if init_meta and init_meta.get("batchnorm_folded") else {}),
     })

@@ -180,3 +180,16 @@ def test_saved_config_reproduces_the_recipe(tiny_run):
     cfg = parse_config(["--config", str(tiny_run / "config.toml")])
     assert (cfg.head, cfg.loss, cfg.input_size, cfg.epochs, cfg.resume) == ("dual_attention", "snca", 32, 1, False)
     assert cfg.data == str(SCENES) and cfg.bands == (1, 2, 3)
+
+
+def test_a_run_with_a_tile_size_records_it_and_its_export_carries_it(tmp_path, tiny_run):
+    """--tile-size: scenes decoded to the tile, then to the input, as the engine reads tiles (issue 22)."""
+    from export.contract import contract_from_meta
+
+    run = fit.main(parse_config(TINY + ["--input-size", "40", "--tile-size", "32", "--head", "gap", "--epochs", "1",
+                                        "--eval-every", "0", "--out", str(tmp_path / "tiled")]))
+    meta = torch.load(run / "last.pt", weights_only=True)["meta"]
+    assert (meta["input_size"], meta["tile_size"], meta["training"]["config"]["tile_size"]) == (40, 32, 32)
+    assert contract_from_meta(meta).tile_px == 32
+    plain = torch.load(tiny_run / "last.pt", weights_only=True)["meta"]
+    assert "tile_size" not in plain  # no --tile-size: the input size, no key
