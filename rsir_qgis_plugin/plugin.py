@@ -30,6 +30,8 @@ class RsirPlugin:
         self.dependencies = None
         self.search = None
         self.build = None
+        self.change = None  # gui/change_controller.ChangeController: Compare dates
+        self.compare_action: QAction | None = None
         self.find_action: QAction | None = None
         self.build_action: QAction | None = None
         self.dock_action: QAction | None = None
@@ -47,6 +49,7 @@ class RsirPlugin:
 
     def initGui(self) -> None:  # noqa: N802
         from .gui.build_controller import BuildController
+        from .gui.change_controller import ChangeController
         from .gui.dependency_prompt import DependencyPrompt
         from .gui.dock import ResultsDock
         from .gui.map_tool import BoxMapTool
@@ -62,6 +65,9 @@ class RsirPlugin:
         self.find_action.setCheckable(True)
         self.build_action = self._action("rsirBuildIndex", "Build index...", "gui/icons/build.png",
                                          "Index the project's rasters for similarity search")
+        self.compare_action = self._action("rsirCompareDates", "Compare dates...", "gui/icons/compare.png",
+                                           "Where did it change between two dates, or change like a place "
+                                           "you mark?")
         self.diagnostics_action = self._action("rsirDiagnostics", "Diagnostics...", "icon.png",
                                                "Versions, packages, devices and models rsir finds, to copy "
                                                "into a bug report")
@@ -79,8 +85,10 @@ class RsirPlugin:
 
         self.search = SearchController(self.iface, self.dock, self.dependencies.ready)
         self.build = BuildController(self.iface, self.dependencies.ready)
+        self.change = ChangeController(self.iface, self.dependencies.ready, lambda: self.search.index_dir())
         self.find_action.toggled.connect(self._on_find_toggled)
         self.build_action.triggered.connect(self.build.open_dialog)
+        self.compare_action.triggered.connect(self.change.open_dialog)
         self.diagnostics_action.triggered.connect(self.show_diagnostics)
         self.map_tool.boxDrawn.connect(self.search.search)
         self.map_tool.boxLabelled.connect(self.search.label_box)
@@ -88,7 +96,7 @@ class RsirPlugin:
 
         self.toolbar = self.iface.addToolBar("rsir")
         self.toolbar.setObjectName("rsirToolbar")
-        for action in (self.find_action, self.build_action, self.dock_action):
+        for action in (self.find_action, self.build_action, self.compare_action, self.dock_action):
             self.toolbar.addAction(action)
             self.iface.addPluginToRasterMenu(MENU, action)
         self.iface.addPluginToRasterMenu(MENU, self.diagnostics_action)  # menu only
@@ -112,7 +120,11 @@ class RsirPlugin:
         if self.diagnostics is not None and not sip.isdeleted(self.diagnostics):
             self.diagnostics.close()
         self.diagnostics = None
-        for action in (self.find_action, self.build_action, self.dock_action, self.diagnostics_action):
+        if self.change is not None:
+            self.change.release()
+            self.change = None
+        for action in (self.find_action, self.build_action, self.compare_action, self.dock_action,
+                       self.diagnostics_action):
             if action is not None and not sip.isdeleted(action):
                 self.iface.removePluginRasterMenu(MENU, action)
         if self.toolbar is not None:
@@ -167,7 +179,7 @@ class RsirPlugin:
     def _stop_tasks(self) -> None:
         """Cancel this plugin's tasks and wait for them, so no worker thread outlives the plugin."""
         tasks = []
-        for owner in (self.search, self.build, self.dependencies, self.diagnostics):
+        for owner in (self.search, self.build, self.change, self.dependencies, self.diagnostics):
             if owner is None:
                 continue
             found = owner.running_tasks() if hasattr(owner, "running_tasks") else [getattr(owner, "task", None)]

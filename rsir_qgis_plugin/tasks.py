@@ -1,7 +1,8 @@
 """QgsTask wrappers: each runs one engine call in QGIS's worker threads and reports back.
 
-Only the wrapping lives here: the requests and outcomes are search_requests.py's, thumbnails are read
-by thumbnail_pixels.py and the pip installer is dependencies.install_packages (all plain Python).
+Only the wrapping lives here: the requests and outcomes are search_requests.py's and change_requests.py's,
+thumbnails are read by thumbnail_pixels.py and change_pixels.py, and the pip installer is
+dependencies.install_packages (all plain Python).
 
 `run()` executes in a worker thread and touches no widget; `finished()` runs on the UI thread
 and only emits `succeeded`, `cancelled` or `failed`, which the controllers turn into layers and
@@ -19,6 +20,7 @@ from qgis.core import Qgis, QgsMessageLog, QgsTask
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import pyqtSignal
 
+from .change_requests import ChangeOutcome, ChangeRequest, change_outcome
 from .core.errors import Cancelled, RsirError
 from .core.params import BuildParams
 from .search_requests import FeedbackRequest, SearchOutcome, SearchRequest, search_outcome
@@ -166,6 +168,34 @@ class FeedbackSearchTask(EngineTask):
         name = f"{read.positives} positive and {read.negatives} negative label(s)"
         return search_outcome(result, name, req.output_crs, req.transform_context, req.thumbnails,
                               self.isCanceled, feedback=read.feedback, notes=read.skipped)
+
+
+class ChangeTask(EngineTask):
+    """change_hotspots() or, with example boxes, search_change(); then the places as features in the map
+    CRS and their before/after thumbnails. Progress as BuildIndexTask's (a percentage and a message)."""
+
+    progressMessage = pyqtSignal(str)
+
+    def __init__(self, request: ChangeRequest):
+        super().__init__(f"rsir: {request.describe()}")
+        self.request = request
+
+    def work(self) -> ChangeOutcome:
+        from .core.change_rank import change_hotspots, search_change
+
+        req = self.request
+        log(f"{req.describe()} in {req.index_dir}")
+        if req.examples:
+            result = search_change(req.index_dir, req.before, req.after, list(req.examples), req.params,
+                                   self._progress, self.isCanceled)
+        else:
+            result = change_hotspots(req.index_dir, req.before, req.after, req.params, self._progress,
+                                     self.isCanceled)
+        return change_outcome(result, req, self.isCanceled)
+
+    def _progress(self, percent: float, message: str) -> None:
+        self.setProgress(max(0.0, min(100.0, float(percent))))
+        self.progressMessage.emit(message)
 
 
 class InfoTask(EngineTask):

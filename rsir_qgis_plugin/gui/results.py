@@ -49,9 +49,9 @@ def remove_from_map(project: QgsProject) -> None:
             project.removeMapLayer(layer.id())
 
 
-def frame_hit(canvas, project: QgsProject, rank: int) -> None:
-    """Show hit `rank` of the hits layer with some context around it, and flash it."""
-    layer = owned_layer(project, "hits")
+def frame_hit(canvas, project: QgsProject, rank: int, role: str = "hits") -> None:
+    """Show hit `rank` of the hits layer (or the result layer of `role`) with some context, and flash it."""
+    layer = owned_layer(project, role)
     if layer is None:
         return
     for feature in layer.getFeatures():

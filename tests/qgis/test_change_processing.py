@@ -15,19 +15,8 @@ from qgis.core import (
     QgsRectangle,
 )
 
-from tests.conftest import DEFAULT_MODEL
-from tests.core.change_data import (
-    AT_A,
-    AT_B,
-    RIVER_A,
-    RIVER_B,
-    TILE,
-    before_index,
-    crop_pixels,
-    pasted,
-    window_box,
-    write_after,
-)
+from tests.core.change_data import AT_A, AT_B, TILE, window_box
+from tests.qgis.change_dates import make_dates
 
 pytestmark = pytest.mark.slow  # the bundled model embeds the before date and each after date once
 
@@ -35,12 +24,7 @@ pytestmark = pytest.mark.slow  # the bundled model embeds the before date and ea
 @pytest.fixture(scope="module")
 def dates(tmp_path_factory):
     """(index, before, after with blocks A and B pasted, after with block A only): files."""
-    folder = tmp_path_factory.mktemp("change_processing")
-    index, before = before_index(folder, DEFAULT_MODEL)
-    pixels, _ = crop_pixels()
-    both = write_after(folder / "after.tif", pasted(pixels, (RIVER_A, AT_A), (RIVER_B, AT_B)))
-    one = write_after(folder / "after_one.tif", pasted(pixels, (RIVER_A, AT_A)))
-    return index, before, both, one
+    return make_dates(tmp_path_factory.mktemp("change_processing"))
 
 
 @pytest.fixture

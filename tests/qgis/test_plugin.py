@@ -11,7 +11,7 @@ import pytest
 from qgis.core import QgsApplication
 from qgis.gui import QgsDockWidget
 from qgis.PyQt.QtCore import QEvent
-from qgis.PyQt.QtWidgets import QAction, QToolBar
+from qgis.PyQt.QtWidgets import QAction, QDialog, QToolBar
 
 import rsir_qgis_plugin
 from rsir_qgis_plugin import dependencies
@@ -33,7 +33,7 @@ def test_load_and_unload_leave_nothing_behind(qgis_iface, project):
     assert {"rsirFindSimilar", "rsirBuildIndex"} <= names
     assert rsir_objects(window, QToolBar), "the rsir toolbar is missing"
     toolbar_actions = {a.objectName() for a in rsir_objects(window, QToolBar)[0].actions()}
-    assert toolbar_actions == {"rsirFindSimilar", "rsirBuildIndex", "rsirShowResults"}
+    assert toolbar_actions == {"rsirFindSimilar", "rsirBuildIndex", "rsirCompareDates", "rsirShowResults"}
     assert registry.providerById("rsir") is not None
     assert {a.id() for a in registry.providerById("rsir").algorithms()} == {
         "rsir:build_index", "rsir:find_similar", "rsir:change_hotspots", "rsir:find_similar_change"}
@@ -41,6 +41,9 @@ def test_load_and_unload_leave_nothing_behind(qgis_iface, project):
     plugin.find_action.trigger()
     assert qgis_iface.mapCanvas().mapTool() is plugin.map_tool
     assert plugin.dock.isVisibleTo(window)
+    plugin.compare_action.trigger()  # the Compare dates window and its map tool go on unload too
+    plugin.change.dialog.draw_button.click()
+    assert qgis_iface.mapCanvas().mapTool() is plugin.change.map_tool
 
     plugin.unload()
     QgsApplication.processEvents()
@@ -48,6 +51,7 @@ def test_load_and_unload_leave_nothing_behind(qgis_iface, project):
     assert rsir_objects(window, QAction) == []
     assert rsir_objects(window, QToolBar) == []
     assert rsir_objects(window, QgsDockWidget) == []
+    assert rsir_objects(window, QDialog) == []
     assert registry.providerById("rsir") is None
     assert qgis_iface.mapCanvas().mapTool() is None
 
