@@ -62,3 +62,24 @@ def test_run_qgis_keeps_its_profile_in_the_checkout():
             / "metadata.txt").exists()
     ignored = subprocess.run(["git", "check-ignore", "-q", ".qgis-profile/"], cwd=ROOT)
     assert ignored.returncode == 0, ".qgis-profile/ must be in .gitignore"
+
+
+def test_qgis_process_change_hotspots_writes_the_pasted_block_first(tmp_path):
+    """Search through time from the command line of QGIS (issue 23 item 5): rsir:change_hotspots to a GeoJSON."""
+    import json
+
+    from tests.core.change_data import AT_A, TILE, window_box
+    from tests.qgis.change_dates import make_dates
+
+    dates = make_dates(tmp_path)
+    out = tmp_path / "changes.geojson"
+    run = run_qgis_process("run", "rsir:change_hotspots", "--", f"INDEX={dates.index}", f"BEFORE={dates.before}",
+                           f"AFTER={dates.one}", "K=3", f"OUTPUT={out}", profiles=tmp_path / "profiles")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "49 of 49 places compared" in run.stdout
+    features = sorted(json.loads(out.read_text())["features"], key=lambda f: f["properties"]["rank"])
+    first = features[0]
+    assert first["properties"]["before"] == str(dates.before) and first["properties"]["after"] == str(dates.one)
+    xs, ys = zip(*first["geometry"]["coordinates"][0])
+    expected = window_box(dates.before, (*AT_A, TILE, TILE))
+    assert (min(xs), min(ys), max(xs), max(ys)) == pytest.approx(expected, abs=1e-3)
