@@ -23,7 +23,8 @@ SPEEDUP_KEY = "cpu_speedup_vs_default"
 def model_facts(info) -> list[tuple[str, str]]:
     """A model's input, embedding and headline metrics as (label, value) rows."""
     c = info.contract
-    facts = [("Input", f"{c.input_size} px, {c.bands} band{'s' if c.bands != 1 else ''}"),
+    tiles = f" from {c.tile_px} px tiles" if c.tile_px != c.input_size else ""
+    facts = [("Input", f"{c.input_size} px{tiles}, {c.bands} band{'s' if c.bands != 1 else ''}"),
              ("Embedding", f"{c.embedding_dim}-d")]
     metrics = c.training.get("metrics") if isinstance(c.training, dict) else None
     metrics = metrics if isinstance(metrics, dict) else {}
@@ -131,13 +132,20 @@ FIGURE_MEANINGS = (
 DATASETS = {"aid": "AID aerial scenes", "ucm": "UC Merced land use", "ucmerced": "UC Merced land use"}
 
 
+def _input_text(contract) -> str:
+    """'128 px tiles', or for a model with a footprint '128 px tiles, each resampled to 160 px'."""
+    if contract.tile_px == contract.input_size:
+        return f"{contract.input_size} px tiles"
+    return f"{contract.tile_px} px tiles, each resampled to {contract.input_size} px"
+
+
 def readable_card(info) -> str:
     """A model card for a user: name, what it takes, what it was trained on, its figures with their
     meaning and its licence (the raw JSON stays available for Details)."""
     c = info.contract
     card = c.training if isinstance(c.training, dict) else {}
     lines = [c.name, "",
-             f"Input: {c.input_size} px tiles, {c.bands} band{'s' if c.bands != 1 else ''}; "
+             f"Input: {_input_text(c)}, {c.bands} band{'s' if c.bands != 1 else ''}; "
              f"embedding: {c.embedding_dim} numbers per tile."]
     backbone = (card.get("config") or {}).get("backbone") if isinstance(card.get("config"), dict) else None
     if backbone:

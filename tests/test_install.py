@@ -26,9 +26,12 @@ def test_pip_install_gives_an_rsir_command_that_indexes_and_searches_with_the_bu
     work.mkdir()
     where = run([bin_dir / "python", "-c", "import rsir_qgis_plugin; print(rsir_qgis_plugin.__file__)"], work)
     assert Path(where.stdout.strip()).parent == installed
-    for model in ("default.onnx", "default-int8.onnx", "README.md", "LICENSE-Apache-2.0"):
+    bundled = ROOT / "rsir_qgis_plugin" / "models"
+    previous = [p.relative_to(bundled) for p in (bundled / "previous").glob("*.onnx")]  # for older indexes
+    assert len(previous) == 2
+    for model in ("default.onnx", "default-int8.onnx", "README.md", "LICENSE-Apache-2.0", *previous):
         shipped = installed / "models" / model
-        assert shipped.stat().st_size == (ROOT / "rsir_qgis_plugin" / "models" / model).stat().st_size
+        assert shipped.stat().st_size == (bundled / model).stat().st_size
     assert (installed / "icon.png").is_file() and len(list((installed / "gui" / "icons").glob("*.png"))) == 2
     # pyproject.toml lists its packages (gui/ is a namespace package): a new subpackage left off the list
     # would be missing from every pip install.
@@ -56,7 +59,7 @@ def test_pip_install_gives_an_rsir_command_that_indexes_and_searches_with_the_bu
 
     import rasterio
 
-    with rasterio.open(raster) as src:  # the box of the first tile: 128 px, the bundled model's input
+    with rasterio.open(raster) as src:  # the box of the first tile: 128 px, the bundled model's tile size
         left, top = src.bounds.left, src.bounds.top
         box = [left, top - 128 * src.res[1], left + 128 * src.res[0], top]
     found = run([bin_dir / "rsir", "search", "idx", "--raster", "town.tif", "--bbox", *box, "-k", "5",

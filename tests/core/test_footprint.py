@@ -79,6 +79,11 @@ def test_a_real_model_file_with_a_footprint_is_read_and_described(tmp_path, tiny
     assert (info.contract.input_size, info.contract.tile_px) == (64, 48)
     assert "64 px input (tiles of 48 px resampled to it)" in info.describe()
     assert read_model(tiny_model).contract.tile_px == 64  # the file without the key: as before
+    from rsir_qgis_plugin.model_choice import model_facts, readable_card
+
+    assert dict(model_facts(info))["Input"] == "64 px from 48 px tiles, 3 bands"
+    assert "Input: 48 px tiles, each resampled to 64 px, 3 bands" in readable_card(info)
+    assert dict(model_facts(read_model(tiny_model)))["Input"] == "64 px, 3 bands"
     bad = with_metadata(tiny_model, tmp_path / "bad.onnx", **{"rsir.tile_size": "100000"})
     with pytest.raises(ModelError, match="tile size 100000 px is outside"):
         read_model(bad)

@@ -23,6 +23,9 @@ def test_bundled_model_contract_and_card():
         assert c.training.get(field), f"the model card lacks '{field}'"
     # Retrieval quality on the AID@150px test split, measured on this very file's checkpoint.
     assert c.training["metrics"]["aid150_test_map"] > 0.85 and "aid150_protocol" in c.training["metrics"]
+    # Trained at 128 px, fed at 160 px over 128 px tiles (issue 22): the card says so.
+    assert (c.input_size, c.tile_px) == (160, 128)
+    assert c.training["export"]["trained_input_size"] == 128
 
 
 def test_bundled_model_embeds_real_images():
@@ -48,8 +51,8 @@ def test_bundled_int8_model_is_the_default_quantised_and_keeps_its_quality():
     assert graph_precision(INT8_MODEL_PATH) == "int8"
     Embedder(int8, "cpu")  # rsir's probe: one tile, a batch of two, output size, finite, rows independent
     c, d = int8.contract, default.contract
-    assert (c.embedding_dim, c.input_size, c.bands, c.mean, c.std) == (d.embedding_dim, d.input_size, d.bands,
-                                                                       d.mean, d.std)
+    assert (c.embedding_dim, c.input_size, c.tile_px, c.bands, c.mean, c.std) == (
+        d.embedding_dim, d.input_size, d.tile_px, d.bands, d.mean, d.std)
     card = c.training["quantisation"]
     assert card["source_model"]["sha256"] == default.sha256
     assert "training split of aid150/" in card["calibration"]

@@ -64,8 +64,10 @@ def test_the_bundled_default_rebuilds_exactly(tmp_path):
     model = REPO / "rsir_qgis_plugin" / "models" / "default.onnx"
     run_module("training.from_onnx", str(model), "--out", str(tmp_path / "default.pt"))
     net, meta = load_checkpoint(tmp_path / "default.pt")
-    assert (meta["backbone"], meta["head"], meta["input_size"]) == ("efficientnet_lite0", "dual_attention", 128)
-    x = scene_batch(128)[:4]
+    # The bundled default runs at 160 px over 128 px tiles (issue 22): the checkpoint keeps both.
+    assert (meta["backbone"], meta["head"], meta["input_size"], meta["tile_size"]) == (
+        "efficientnet_lite0", "dual_attention", 160, 128)
+    x = scene_batch(160)[:4]
     with torch.no_grad():
         cosine = (net(torch.from_numpy(x)).numpy() * onnx_embeddings(model, x)).sum(1)
     assert cosine.min() > 0.9999, cosine
