@@ -107,12 +107,32 @@ def build_icon() -> QImage:
     return image
 
 
+def compare_icon() -> QImage:
+    image, p = canvas()
+    # Compare dates: the same tile at two dates, a block of it changed (magenta) at the later one, an arrow.
+    for left, top in ((4, 6), (32, 26)):
+        p.setPen(QPen(QColor(40, 40, 40), 2.5))
+        p.setBrush(QColor(TILES[0]))
+        p.drawRoundedRect(QRectF(left, top, 28, 28), 3, 3)
+    p.setPen(Qt.PenStyle.NoPen)
+    p.setBrush(QUERY)
+    p.drawRect(QRectF(39, 33, 14, 14))
+    p.setPen(QPen(QColor(40, 40, 40), 4, Qt.PenStyle.SolidLine, Qt.PenCapStyle.RoundCap))
+    p.drawLine(QPointF(12, 40), QPointF(12, 54))
+    p.drawLine(QPointF(12, 54), QPointF(24, 54))
+    p.drawLine(QPointF(24, 54), QPointF(19, 49))
+    p.drawLine(QPointF(24, 54), QPointF(19, 59))
+    p.end()
+    return image
+
+
 def main() -> int:
     app = QGuiApplication.instance() or QGuiApplication(sys.argv)  # QPainter on QImage needs one
     icons = ROOT / "rsir_qgis_plugin" / "gui" / "icons"
     icons.mkdir(parents=True, exist_ok=True)
     outputs = {ROOT / "rsir_qgis_plugin" / "icon.png": plugin_icon(),
-               icons / "find.png": find_icon(), icons / "build.png": build_icon()}
+               icons / "find.png": find_icon(), icons / "build.png": build_icon(),
+               icons / "compare.png": compare_icon()}
     for path, image in outputs.items():
         if not image.save(str(path)):
             print(f"could not write {path}", file=sys.stderr)
