@@ -22,6 +22,8 @@ def test_package_zip_holds_the_plugin_and_nothing_else(tmp_path):
         assert f"rsir_qgis_plugin/{needed}" in names
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc") or "/tests/" in n]
     assert "rsir_qgis_plugin/models/default.onnx" in names
+    # The superseded default, for the indexes built with it (issue 22).
+    assert "rsir_qgis_plugin/models/previous/rsir-lite0-da-sncace-aid150-128px-ood.onnx" in names
 
     # The extracted folder is importable on its own and QGIS finds classFactory in it.
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import rsir_qgis_plugin as p; "
