@@ -6,7 +6,9 @@
     rsir search INDEX_DIR (--raster R --bbox XMIN YMIN XMAX YMAX [--crs C] | --image F)
     rsir search INDEX_DIR --positive R:XMIN,YMIN,XMAX,YMAX... [--negative ...]
                           [--labels FILE] [--crs C] [--save-labels FILE]
+                          [--save-as NAME]
     rsir change INDEX_DIR --before R... --after R... [--like R:XMIN,YMIN,XMAX,YMAX...] [--unlike ...]
+    rsir searches list|show|remove INDEX_DIR [NAME]
     rsir doctor
 
 Exit status: 0 success; 1 error (nothing changed; a build in which every raster failed included);
@@ -18,7 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import cli_change, cli_doctor, cli_index, cli_search
+from . import cli_change, cli_doctor, cli_index, cli_search, cli_searches
 from .cli_errors import EXIT_ERROR, EXIT_INTERRUPTED, gdal_messages, with_gdal_reason
 from .cli_numbers import (
     MAX_PX,
@@ -51,6 +53,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     doctor.set_defaults(func=cli_doctor.doctor)
     _add_search(commands)
     cli_change.add_parser(commands)
+    _add_searches(commands)
     return parser
 
 
@@ -152,6 +155,24 @@ def _add_search(commands) -> None:
     search.add_argument("--device", choices=DEVICES, default="auto")
     search.add_argument("--out", type=Path, help="write hits to .gpkg or .geojson instead of stdout")
     search.add_argument("--out-crs", help="CRS of the output (default: the query's)")
+    search.add_argument("--save-as", metavar="NAME",
+                        help="keep this search in the index folder as a standing search: every `index build` "
+                             "then ranks the rasters it adds and writes their hits to searches/NAME.new.gpkg")
+
+
+def _add_searches(commands) -> None:
+    searches = commands.add_parser("searches", help="the standing searches saved in an index "
+                                                    "(rsir search --save-as)").add_subparsers(
+        dest="searches_command", required=True)
+    listing = searches.add_parser("list", help="name each saved search, its kind and its new hits")
+    listing.set_defaults(func=cli_searches.list_command)
+    listing.add_argument("index_dir", type=Path)
+    for name, func, text in (("show", cli_searches.show, "describe one saved search"),
+                             ("remove", cli_searches.remove, "delete a saved search and its new hits")):
+        command = searches.add_parser(name, help=text)
+        command.set_defaults(func=func)
+        command.add_argument("index_dir", type=Path)
+        command.add_argument("name")
 
 
 def _tile_px(text: str) -> int:

@@ -20,6 +20,12 @@ def search(args) -> int:
     result = _query(args, params)
     _notes(result)
     _write(result, args)
+    if args.save_as:
+        from .core.standing import save_search
+
+        path = save_search(args.index_dir, args.save_as, result, params)
+        print(f"search saved as '{args.save_as}' ({path}); each `rsir index build` of this index now reports "
+              f"its new hits in {path.with_suffix('.new.gpkg').name}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -31,6 +37,12 @@ def _refuse_early(args) -> None:
 
     if args.out_crs:
         crs_from(args.out_crs)
+    if args.save_as:
+        from .core.standing_file import check_name, search_path
+
+        if search_path(args.index_dir, check_name(args.save_as)).exists():
+            raise RsirError(f"{search_path(args.index_dir, args.save_as)}: a saved search of that name exists; "
+                            "remove it first (`rsir searches remove`) or choose another name")
     if args.out:
         output_target(args.out, args.index_dir)  # a device, a FIFO or the index's own files: refused now
     if args.image_gsd is not None and args.image is None:

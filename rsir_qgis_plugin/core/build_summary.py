@@ -27,10 +27,17 @@ class BuildSummary:
     provider: str = ""
     index_kind: str = ""
     segments: int = 0
+    # Saved searches re-run on the rasters this build added (core/standing.py: StandingReport), or skipped
+    standing: list = field(default_factory=list)
 
     @property
     def tiles_per_second(self) -> float:
         return self.tiles_indexed / self.embed_seconds if self.embed_seconds > 0 else 0.0
+
+    @property
+    def new_hits(self) -> int:
+        """Hits the saved searches found among this build's new rasters."""
+        return sum(report.new_hits for report in self.standing)
 
     @property
     def rasters_succeeded(self) -> int:
@@ -55,4 +62,5 @@ class BuildSummary:
         if self.failed:
             text += f"; {len(self.failed)} raster(s) failed:" + "".join(
                 f"\n  {path}: {reason}" for path, reason in self.failed)
+        text += "".join(f"\n{report.describe()}" for report in self.standing)  # one line a saved search
         return text

@@ -80,10 +80,22 @@ def build_index(params: BuildParams, progress: Progress | None = None,
         dba_run = DbaRun(index_dir, model.contract.embedding_dim, progress=progress,
                          is_cancelled=is_cancelled) if dba else None
         manifest = _commit(index_dir, previous, model, params, plan, progress, dba_run)
+        summary.standing = _standing_searches(index_dir, progress, is_cancelled)
     _describe_index(summary, manifest, previous)
     summary.seconds = time.perf_counter() - started
     progress(100.0, "done")
     return summary
+
+
+def _standing_searches(index_dir: Path, progress: Progress, is_cancelled) -> list:
+    """The saved searches re-run on what this build added, after its commit: whatever happens to them,
+    the build stands (its index is already committed), so any failure is a line of the summary."""
+    from .standing import StandingReport, run_standing_searches
+
+    try:
+        return run_standing_searches(index_dir, lambda percent, message: progress(99.0, message), is_cancelled)
+    except Exception as exc:  # noqa: BLE001 - after the commit nothing may fail the build; the user is told
+        return [StandingReport(name="*", problem=f"the saved searches could not run ({exc})")]
 
 
 def _checked_previous(index_dir: Path, model: ModelInfo, force: bool, summary: BuildSummary) -> dict | None:

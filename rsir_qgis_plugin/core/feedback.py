@@ -38,7 +38,7 @@ from .query_step import (
     read_box,
 )
 from .ranking import rank
-from .results import SearchResult
+from .results import Scorer, SearchResult
 from .store import IndexReader, RasterEntry
 
 ROCCHIO_BETA = 0.5  # weight of the negatives' mean in the Rocchio query
@@ -93,6 +93,7 @@ def search_feedback(index_dir: str | Path, feedback: Feedback, params: SearchPar
     positive = np.array([box.positive for box in boxes])
     pos, neg = vectors[positive], vectors[~positive]
     query = rocchio(pos, neg)
+    weights, bias = None, 0.0
     if len(pos) >= CLASSIFIER_MIN_EXAMPLES and len(neg) >= CLASSIFIER_MIN_EXAMPLES:
         weights, bias = fit_logistic(pos, neg, prior=query)
         candidates: Candidates = _ClassifierCandidates(reader, query, weights, bias)
@@ -108,7 +109,8 @@ def search_feedback(index_dir: str | Path, feedback: Feedback, params: SearchPar
     first = places[int(np.flatnonzero(positive)[0])].raster
     return SearchResult(hits=hits, query_polygon=None, query_crs_wkt=first.crs_wkt, query_raster=first.path,
                         provider=provider, seconds=time.perf_counter() - started, all_excluded=all_excluded,
-                        scoring=scoring, feedback=Feedback(tuple(boxes)))
+                        scoring=scoring, feedback=Feedback(tuple(boxes)),
+                        scorer=Scorer(query=query, weights=weights, bias=bias, areas=tuple(areas)))
 
 
 def rocchio(positives: np.ndarray, negatives: np.ndarray, beta: float = ROCCHIO_BETA) -> np.ndarray:

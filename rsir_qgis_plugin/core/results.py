@@ -4,7 +4,10 @@ Shared by box, image and feedback searches, and read by the writers of hits (hit
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from .examples import Feedback
 from .geometry import Ring
@@ -24,6 +27,18 @@ class Hit:
     tile_id: int = -1  # the tile's id in the index (FAISS and catalog); -1 only for a Hit made by hand
 
 
+@dataclass(frozen=True, eq=False)
+class Scorer:
+    """How a search scored the index's tiles, so that tiles added later can be scored the same way (a
+    standing search, core/standing.py) without the query's rasters or the model."""
+
+    query: np.ndarray  # (D,) unit vector: Hit.score is the cosine with it
+    weights: np.ndarray | None = None  # a feedback classifier's (D,): probability sigmoid(v.w + bias)
+    bias: float = 0.0
+    augmented: bool = False  # tiles scored by the index's DBA search vectors where it has them
+    areas: Sequence = ()  # QueryArea (core/query_step.py): hits overlapping them are left out
+
+
 @dataclass(frozen=True)
 class SearchResult:
     hits: list[Hit]
@@ -37,3 +52,4 @@ class SearchResult:
     scoring: str = "cosine"  # what Hit.score is: "cosine" similarity, or "probability" (feedback classifier)
     feedback: Feedback | None = None  # the labelled examples of a feedback search (core/feedback.py)
     notes: tuple[str, ...] = ()  # what a user should know about how the query was taken (image scale)
+    scorer: Scorer | None = None  # what saving the search keeps (core/standing.py)

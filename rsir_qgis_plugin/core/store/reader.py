@@ -142,6 +142,24 @@ class IndexReader:
                        if count and raster_id in segment.rasters]
         return firsts
 
+    def raster_tile_ids(self, raster_ids) -> np.ndarray:
+        """The live tile ids of the given live rasters, ascending: what a search of only some rasters (a
+        standing search's new ones, core/standing.py) ranks."""
+        wanted = {int(i) for i in raster_ids}
+        found = [np.zeros(0, np.int64)]
+        for segment in self.segments:
+            mine = wanted.intersection(segment.rasters)
+            if not mine:
+                continue
+            with self._db_lock:
+                ranges = raster_tile_ranges(segment.db, segment.catalog_path)
+            ids = [np.arange(first, first + count, dtype=np.int64)
+                   for raster_id, (first, count) in ranges.items() if raster_id in mine and count]
+            if ids:
+                ids = np.concatenate(ids)
+                found.append(ids[np.isin(ids, segment.live_local_ids() + segment.base)])
+        return np.unique(np.concatenate(found))
+
     def tile_at(self, raster: RasterEntry, window: tuple[int, int, int, int]) -> int | None:
         """The id of the live tile of `raster` whose pixel window is exactly `window`, if any."""
         for segment in self.segments:
