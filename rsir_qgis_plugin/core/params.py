@@ -108,6 +108,10 @@ class SearchParams:
     # Re-ranking (core/query_expansion.py): αQE, and the index's DBA search vectors where it has them.
     # False: the ranking by the model's embeddings alone, exactly as before re-ranking existed.
     rerank: bool = True
+    # Scale-aware search (core/scales.py): where the index holds tiles of several ground sizes, the query is
+    # embedded at each and every raster's tiles ranked against it at their scale. False: one embedding of
+    # the box as drawn (or the image at the tiles' median size) for all, as before. One scale: no change.
+    scale_aware: bool = True
 
     def __post_init__(self):
         if self.k < 1:

@@ -5,8 +5,9 @@ overlapping the query box and labelled tiles left out, repeats of one place thin
 so the expansion is never the query area itself or one place counted twice. The query becomes the normalised
 sum of itself and their vectors weighted by similarity^ALPHA (core/expansion.py), and a second search
 ranks the index by it. Where the index was built with DBA both searches use its augmented vectors
-(store/dba.py). SearchParams.rerank False searches the model's embeddings with the query as embedded:
-the ranking of rsir before re-ranking, exactly.
+(store/dba.py). A query taken at several ground scales (core/scales.py) is expanded scale by scale, each
+by the best tiles of its own rasters (expanded_scales). SearchParams.rerank False searches the model's
+embeddings with the query as embedded: the ranking of rsir before re-ranking, exactly.
 """
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ import numpy as np
 
 from .expansion import ALPHA, NEIGHBOURS, expand
 from .params import SearchParams
-from .query_step import Candidates, QueryArea, nearest
-from .ranking import rank
+from .query_step import Candidates, QueryArea, ScaleQuery, nearest
+from .ranking import by_scale, rank
 from .results import Hit
 from .store import IndexReader
 
@@ -36,11 +37,26 @@ def reranked(reader: IndexReader, query: np.ndarray, params: SearchParams, areas
     return augmented_nearest(reader, expanded_query(reader, query, params, areas, is_cancelled, skip))
 
 
+def expanded_scales(reader: IndexReader, parts: Sequence[ScaleQuery], params: SearchParams,
+                    areas: Sequence[QueryArea], is_cancelled: Callable[[], bool] | None) -> list[ScaleQuery]:
+    """Each scale's query expanded by αQE among its own rasters' tiles (params.rerank), else as embedded;
+    rank them with ranking.by_scale(reader, parts, augmented=params.rerank)."""
+    if not params.rerank:
+        return list(parts)
+    if len(parts) == 1:
+        return [replace(parts[0], vector=expanded_query(reader, parts[0].vector, params, areas, is_cancelled))]
+    return [replace(part, vector=expanded_query(reader, part.vector, params, areas, is_cancelled,
+                                                candidates=by_scale(reader, parts, True, only=i)))
+            for i, part in enumerate(parts)]
+
+
 def expanded_query(reader: IndexReader, query: np.ndarray, params: SearchParams, areas: Sequence[QueryArea],
-                   is_cancelled: Callable[[], bool] | None, skip: frozenset[int] = frozenset()) -> np.ndarray:
+                   is_cancelled: Callable[[], bool] | None, skip: frozenset[int] = frozenset(),
+                   candidates: Candidates | None = None) -> np.ndarray:
     """The αQE query: `query` and its expansion neighbours' search vectors, weighted by their similarity to
-    it raised to ALPHA. The query itself where no neighbour is left."""
-    hits = expansion_neighbours(reader, query, params, areas, is_cancelled, skip)
+    it raised to ALPHA. The query itself where no neighbour is left. `candidates`: where the neighbours
+    are found (default: the whole index by the query's search vectors)."""
+    hits = expansion_neighbours(reader, query, params, areas, is_cancelled, skip, candidates)
     if not hits:
         return query
     neighbours = reader.vectors([hit.tile_id for hit in hits], augmented=True)
@@ -49,11 +65,12 @@ def expanded_query(reader: IndexReader, query: np.ndarray, params: SearchParams,
 
 def expansion_neighbours(reader: IndexReader, query: np.ndarray, params: SearchParams,
                          areas: Sequence[QueryArea], is_cancelled: Callable[[], bool] | None,
-                         skip: frozenset[int] = frozenset()) -> list[Hit]:
-    """The query's top NEIGHBOURS tiles by its search vectors, as rank() keeps them: none overlapping the
-    query areas or in `skip`, one per place (NMS at EXPANSION_NMS_IOU), whatever params.min_score."""
+                         skip: frozenset[int] = frozenset(), candidates: Candidates | None = None) -> list[Hit]:
+    """The query's top NEIGHBOURS tiles by its search vectors (or `candidates`), as rank() keeps them: none
+    overlapping the query areas or in `skip`, one per place (NMS at EXPANSION_NMS_IOU), whatever
+    params.min_score."""
     first = replace(params, k=NEIGHBOURS, min_score=None, nms_iou=EXPANSION_NMS_IOU)
-    return rank(reader, augmented_nearest(reader, query), first, areas, is_cancelled, skip)[0]
+    return rank(reader, candidates or augmented_nearest(reader, query), first, areas, is_cancelled, skip)[0]
 
 
 def augmented_nearest(reader: IndexReader, query: np.ndarray) -> Candidates:

@@ -12,11 +12,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
-
 from .errors import RasterError, RsirError
 from .query_box import MIN_QUERY_BOX_PX, box_big_enough, size_px, too_small
 from .raster import RasterSource
+from .scales import ScaleWindow, centred_window, nearest_group, scale_groups, tile_scales, weighted_median
 from .store import IndexReader
 from .tiling import pixel_size_metres
 
@@ -39,10 +38,15 @@ class TileScale:
 
 @dataclass(frozen=True)
 class ImageQuery:
-    """What of the image to embed (a pixel window), and notes for the user about its scale."""
+    """What of the image to embed (a pixel window), and notes for the user about its scale.
+
+    `scales`: where the index holds tiles of several ground sizes (core/scales.py), the image's centre at
+    each other group's size, embedded for that group's rasters; `window` is for the rest (the group of
+    the tiles' median size, and rasters of unknown size)."""
 
     window: tuple[int, int, int, int]
     notes: tuple[str, ...] = ()
+    scales: tuple[ScaleWindow, ...] = ()
 
 
 def metres(value: float) -> str:
@@ -63,22 +67,12 @@ def image_gsd(source: RasterSource) -> float | None:
 def tile_scale(reader: IndexReader) -> TileScale | None:
     """The ground size of the index's tiles, from one real tile of each raster with a CRS, weighted by its
     tile count; None when no raster has a ground size (rasters without a CRS or in a local grid)."""
-    sizes, weights = [], []
-    for tile in reader.tiles(reader.first_tile_ids()):
-        if not tile.raster.crs_wkt:
-            continue
-        try:
-            pixel = pixel_size_metres(tile.raster)
-        except RasterError:
-            continue
-        sizes.append(math.sqrt(tile.window[2] * tile.window[3]) * pixel)
-        weights.append(tile.raster.tile_count)
-    if not sizes:
+    scales = tile_scales(reader)
+    if not scales.sizes:
         return None
-    order = np.argsort(sizes)
-    sizes_sorted, cumulative = np.asarray(sizes)[order], np.cumsum(np.asarray(weights, float)[order])
-    median = float(sizes_sorted[np.searchsorted(cumulative, cumulative[-1] / 2)])
-    return TileScale(median=median, smallest=float(sizes_sorted[0]), largest=float(sizes_sorted[-1]))
+    sizes = list(scales.sizes.values())
+    median = weighted_median(sizes, [scales.counts[raster] for raster in scales.sizes])
+    return TileScale(median=median, smallest=min(sizes), largest=max(sizes))
 
 
 def plan_image_query(reader: IndexReader, source: RasterSource, given_gsd: float | None) -> ImageQuery:
@@ -100,6 +94,7 @@ def plan_image_query(reader: IndexReader, source: RasterSource, given_gsd: float
             f"{name} has no ground scale (no georeferencing in metres): it is compared whatever its scale "
             f"with tiles of {tiles.describe()}; give its metres a pixel (--image-gsd) or resample it so "
             f"that it covers about {metres(tiles.median)} m",))
+    scales = _other_scales(reader, width, height, gsd, tiles.median)
     covers = f"covers {metres(width * gsd)} x {metres(height * gsd)} m ({metres(gsd)} m a pixel)"
     ratio = math.sqrt(width * height) * gsd / tiles.median
     side = max(float(MIN_QUERY_BOX_PX), tiles.median / gsd)  # a tile's ground size in the image's pixels
@@ -112,11 +107,24 @@ def plan_image_query(reader: IndexReader, source: RasterSource, given_gsd: float
         if side > tiles.median / gsd:
             note += (f" (its pixels are coarser than a tile's {metres(tiles.median)} m holds at "
                      f"{MIN_QUERY_BOX_PX} pixels: resample it finer or index larger tiles)")
-        return ImageQuery(window, (note,))
+        return ImageQuery(window, (note,), scales)
     if ratio < 1 / SCALE_NOTE_RATIO:
         return ImageQuery(window, (
             f"{name} {covers}, much less than the indexed tiles' {tiles.describe()}: it is embedded whole, "
             f"at {1 / ratio:.0f}x the tiles' ground scale, so expect weak matches; query with an image "
             f"covering about {metres(tiles.median)} m, or index with tiles of about "
-            f"{metres(math.sqrt(width * height) * gsd)} m (--tile-metres)",))
-    return ImageQuery(window)  # within 2x of a tile: its centre at a tile's size, or the whole image
+            f"{metres(math.sqrt(width * height) * gsd)} m (--tile-metres)",), scales)
+    return ImageQuery(window, (), scales)  # within 2x of a tile: its centre at a tile's size, or the whole image
+
+
+def _other_scales(reader: IndexReader, width: int, height: int, gsd: float,
+                  median: float) -> tuple[ScaleWindow, ...]:
+    """The image's centre at the ground size of each scale group but the one holding the tiles' median
+    size (embedded for its rasters: ImageQuery.window); () for an index of one scale."""
+    groups = scale_groups(reader)
+    if len(groups) < 2:
+        return ()
+    own = nearest_group(groups, median)
+    whole = (0, 0, width, height)
+    return tuple(ScaleWindow(centred_window(width, height, whole, max(float(MIN_QUERY_BOX_PX), group.size / gsd)),
+                             group.rasters) for group in groups if group is not own)

@@ -1,6 +1,7 @@
 """Taking a query, the steps box, image and feedback searches share: the index and the model to use, where
-a box lies on its raster and its pixels, where a query lies (to leave out the hits that overlap it), and
-the index's nearest tiles to a query vector as a source of candidates for ranking (core/ranking.py)."""
+a box lies on its raster and its pixels (at each ground scale the index holds: scale-aware search), where
+a query lies (to leave out the hits that overlap it), and the index's nearest tiles to a query vector as a
+source of candidates for ranking (core/ranking.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,10 +14,11 @@ from .errors import IndexStoreError, ModelError, RasterError, RasterMissingError
 from .geometry import Quad, ground_quads
 from .model import ModelInfo, find_model, read_model
 from .params import SearchParams
-from .query_box import fmt_box, query_window
+from .query_box import MIN_QUERY_BOX_PX, fmt_box, query_window
 from .raster import RasterSource, describe, open_dataset, resolve_raster_path
+from .scales import ScaleWindow, centred_window, nearest_group, scale_groups
 from .store import IndexReader, check_model, shared_reader
-from .tiling import read_window
+from .tiling import pixel_size_metres, read_window
 
 # A source of ranked candidates: given n, the best n (or fewer) tiles as (scores, ids), best first.
 # Defined here beside nearest(), its plainest source, so that ranking (which consumes it) depends on
@@ -31,6 +33,15 @@ class QueryArea:
     raster: str
     window: tuple[int, int, int, int]
     ground: Quad | None
+
+
+@dataclass(frozen=True, eq=False)
+class ScaleQuery:
+    """One embedding of a query and the rasters whose tiles are ranked against it (None: every raster no
+    other ScaleQuery of the query names). A query of one scale is one ScaleQuery with rasters None."""
+
+    vector: np.ndarray  # (D,) unit vector
+    rasters: frozenset[int] | None = None
 
 
 def index_reader(index_dir: str | Path) -> IndexReader:
@@ -80,6 +91,35 @@ def read_box(source: RasterSource, window: tuple[int, int, int, int], size: int,
     if valid == 0:
         raise RasterError(source.path, f"the query box {fmt_box(bbox)} holds only nodata")
     return tile
+
+
+def box_scale_windows(reader: IndexReader, source: RasterSource,
+                      window: tuple[int, int, int, int]) -> list[ScaleWindow]:
+    """Where to read a box for each ground scale of the index's tiles (core/scales.py), first the box as
+    drawn: for the tiles of the box's own scale (its raster's group, else the group nearest the box's ground
+    size) and rasters of unknown size. Each other group gets a square of its tiles' ground size around the
+    box's centre, so the model sees the ground at the scale those tiles show it. One window (the box) when
+    the index holds one scale or the box's raster has no ground size: the search of rsir before scales."""
+    drawn = [ScaleWindow(tuple(window))]
+    groups = scale_groups(reader)
+    if len(groups) < 2 or not source.crs_wkt:
+        return drawn
+    try:
+        pixel = pixel_size_metres(source)
+    except RasterError:
+        return drawn
+    ids = [raster_id for raster_id, entry in reader.rasters.items() if entry.path == source.path]
+    own = next((g for g in groups if ids and ids[0] in g.rasters), None)
+    if own is None:
+        own = nearest_group(groups, (window[2] * window[3]) ** 0.5 * pixel)
+    return drawn + [ScaleWindow(centred_window(source.width, source.height, window,
+                                               max(float(MIN_QUERY_BOX_PX), group.size / pixel)), group.rasters)
+                    for group in groups if group is not own]
+
+
+def read_boxes(source: RasterSource, windows: list[tuple[int, int, int, int]], size: int, bbox) -> np.ndarray:
+    """A box's pixels at each of its windows (box_scale_windows) as model inputs (n, bands, size, size)."""
+    return np.stack([read_box(source, window, size, bbox) for window in windows])
 
 
 def query_areas(raster, windows: list[tuple[int, int, int, int]]) -> list[QueryArea]:

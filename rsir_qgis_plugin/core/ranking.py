@@ -2,7 +2,8 @@
 (NMS) and low scores, and keep the top k.
 
 Both rules work on the ground, across rasters: two rasters of the same place (another date, another CRS
-or resolution) must neither return the query area nor fill the list with one place twice.
+or resolution) must neither return the query area nor fill the list with one place twice. A query taken at
+several ground scales ranks each raster's tiles against its embedding at their scale (by_scale).
 """
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from .errors import IndexStoreError, SearchCancelled
 from .footprints import boxes_may_overlap
 from .geometry import Quad, ground_overlap, ground_overlaps, ground_quads, window_iou
 from .params import SearchParams
-from .query_step import Candidates, QueryArea
+from .query_step import Candidates, QueryArea, ScaleQuery
 from .results import Hit
+from .scales import tile_scales
 from .store import IndexReader, TileEntry
 from .tiling import window_corners
 
@@ -69,6 +71,52 @@ def rank(reader: IndexReader, candidates: Candidates, params: SearchParams, area
         fetch = min(reader.size, fetch * 4)
     all_excluded = not kept and len(scores) > 0 and excluded == len(scores)
     return [_hit(number, score, tile) for number, (score, tile) in enumerate(kept, start=1)], all_excluded
+
+
+def by_scale(reader: IndexReader, parts: Sequence[ScaleQuery], augmented: bool = False,
+             only: int | None = None) -> Candidates:
+    """The index's tiles, each scored by the cosine with its own scale's query (ScaleQuery.rasters), best
+    first; `only`: the tiles of parts[only] alone. `augmented`: by the index's DBA search vectors where it
+    has them (IndexReader.search). One part for every raster is the plain FAISS search, exactly."""
+    if len(parts) == 1 and parts[0].rasters is None:
+        vector = parts[0].vector
+        return lambda n: reader.search(vector, n, augmented)
+    named = frozenset().union(*(part.rasters for part in parts if part.rasters is not None))
+    sources = [_scale_source(reader, part, named, augmented)
+               for i, part in enumerate(parts) if only is None or i == only]
+
+    def candidates(n: int) -> tuple[np.ndarray, np.ndarray]:
+        found = [source(n) for source in sources]
+        scores = np.concatenate([f[0] for f in found])
+        ids = np.concatenate([f[1] for f in found])
+        order = np.argsort(-scores, kind="stable")[:n]
+        return scores[order], ids[order]
+    return candidates
+
+
+def _scale_source(reader: IndexReader, part: ScaleQuery, named: frozenset[int], augmented: bool) -> Candidates:
+    """The best tiles of one part's rasters for its query: FAISS searches the whole index, so the search
+    is widened (by the index's share of those rasters, then 4x a round) until n of them are found."""
+    scales = tile_scales(reader)
+    counts = scales.counts
+    if part.rasters is not None:
+        members = np.array(sorted(part.rasters), dtype=np.int64)
+        tiles = sum(counts.get(r, 0) for r in part.rasters)
+    else:
+        members = np.array(sorted(named), dtype=np.int64)
+        tiles = reader.size - sum(counts.get(r, 0) for r in named)
+    share = max(tiles, 1) / max(reader.size, 1)
+
+    def candidates(n: int) -> tuple[np.ndarray, np.ndarray]:
+        k = min(reader.size, max(n, int(np.ceil(1.2 * n / share))))
+        while True:
+            scores, ids = reader.search(part.vector, k, augmented)
+            inside = np.isin(scales.rasters_of(ids), members)
+            keep = inside if part.rasters is not None else ~inside
+            if keep.sum() >= n or k >= reader.size:
+                return scores[keep][:n], ids[keep][:n]
+            k = min(reader.size, k * 4)
+    return candidates
 
 
 class _Footprints:
