@@ -93,6 +93,7 @@ class RsirPlugin:
         self.map_tool.boxDrawn.connect(self.search.search)
         self.map_tool.boxLabelled.connect(self.search.label_box)
         self.build.indexBuilt.connect(self.search.show_index)
+        self.build.newHits.connect(self.search.show_new_hits)
 
         self.toolbar = self.iface.addToolBar("rsir")
         self.toolbar.setObjectName("rsirToolbar")

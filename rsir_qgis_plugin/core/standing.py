@@ -47,11 +47,17 @@ class StandingReport:
     path: str | None = None  # the .new.gpkg written
     problem: str | None = None  # one line: the search was skipped
 
-    def describe(self) -> str:
+    @property
+    def headline(self) -> str:
+        """'3 new hits for 'solar farms'' (or the line saying it was skipped)."""
         if self.problem:
             return f"standing search '{self.name}' skipped: {self.problem}"
-        return (f"{self.new_hits} new hit{'' if self.new_hits == 1 else 's'} for '{self.name}' "
-                f"({self.new_rasters} new raster(s); {self.path})")
+        return f"{self.new_hits} new hit{'' if self.new_hits == 1 else 's'} for '{self.name}'"
+
+    def describe(self) -> str:
+        if self.problem:
+            return self.headline
+        return f"{self.headline} ({self.new_rasters} new raster(s); {self.path})"
 
 
 @dataclass(frozen=True)

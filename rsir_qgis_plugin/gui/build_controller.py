@@ -45,6 +45,13 @@ def summary_line(summary) -> str:
         kept = getattr(summary, "rasters_kept", 0)
         if kept:
             text += f" ({kept} kept {'its' if kept == 1 else 'their'} previous tiles)"
+    standing = getattr(summary, "standing", [])
+    found = [report for report in standing if not report.problem]
+    if found:  # "3 new hits for 'solar farms'"
+        text += ", " + ", ".join(report.headline for report in found)
+    if len(found) < len(standing):
+        skipped = len(standing) - len(found)
+        text += f", {skipped} saved search{'' if skipped == 1 else 'es'} skipped"
     return text
 
 
@@ -116,6 +123,7 @@ class BuildController(QObject):
     """One build at a time; emits `indexBuilt(index_dir)` when an index is ready to search."""
 
     indexBuilt = pyqtSignal(str)
+    newHits = pyqtSignal(object)  # the build's StandingReports (core/standing.py): the dock's badge
     buildEnded = pyqtSignal(str)  # "succeeded", "cancelled" or "failed", once its message is shown
 
     def __init__(self, iface, engine_ready: Callable[[], bool]):
@@ -197,6 +205,8 @@ class BuildController(QObject):
         self.outcome_item = self._push(line, level, duration, details)
         if index_dir is not None:
             self.indexBuilt.emit(index_dir)
+            if self.summary is not None:
+                self.newHits.emit(list(getattr(self.summary, "standing", [])))
         self.buildEnded.emit(outcome)
 
     # Message bar -------------------------------------------------------------------------

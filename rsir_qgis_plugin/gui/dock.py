@@ -1,5 +1,6 @@
 """The results dock: which index, search options, the hit list with thumbnails and thumbs
-up/down, relevance feedback (Refine, save and load labels), clear and save.
+up/down, relevance feedback (Refine, save and load labels), clear and save; saving the search as a
+standing search, and the badge of the new hits a build found for the saved searches.
 
 The dock only collects what the user chose and shows what it is given; `SearchController`
 runs searches and owns the layers.
@@ -19,6 +20,7 @@ from qgis.PyQt.QtWidgets import (
     QFrame,
     QGroupBox,
     QHBoxLayout,
+    QInputDialog,
     QLabel,
     QListWidget,
     QListWidgetItem,
@@ -57,6 +59,8 @@ class ResultsDock(QgsDockWidget):
     refineRequested = pyqtSignal()
     saveLabelsRequested = pyqtSignal(str)  # .gpkg path
     loadLabelsRequested = pyqtSignal(str)  # .gpkg path
+    saveSearchRequested = pyqtSignal(str)  # the name of a standing search (core/standing.py)
+    newHitsRequested = pyqtSignal()  # load the new hits the last build found as layers
 
     def __init__(self, find_action: QAction, parent: QWidget | None = None):
         super().__init__("rsir: similar places", parent)
@@ -74,6 +78,7 @@ class ResultsDock(QgsDockWidget):
         layout.addLayout(draw_row)
         layout.addLayout(form)
         layout.addWidget(self.status_label)
+        layout.addWidget(self.new_hits_button)
         layout.addWidget(self.hit_list, 1)
         layout.addLayout(buttons)
         layout.addWidget(feedback)
@@ -195,16 +200,31 @@ class ResultsDock(QgsDockWidget):
         file_buttons.addStretch(1)
         return feedback_buttons, file_buttons
 
-    def _result_buttons(self, body: QWidget) -> QHBoxLayout:
+    def _result_buttons(self, body: QWidget) -> QVBoxLayout:
         self.clear_button = QPushButton("Clear", body)
         self.clear_button.clicked.connect(self.clearRequested)
         self.save_button = QPushButton("Save hits...", body)
         self.save_button.setToolTip("Save the hits and the query box to a GeoPackage")
         self.save_button.clicked.connect(self._on_save_clicked)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.clear_button)
-        buttons.addStretch(1)
-        buttons.addWidget(self.save_button)
+        self.save_search_button = QPushButton("Save search...", body)
+        self.save_search_button.setToolTip("Keep this search in the index folder by name: every index build "
+                                           "then searches the rasters it adds and shows their hits here")
+        self.save_search_button.clicked.connect(self._on_save_search_clicked)
+        # The badge, under the status line: hidden until a build finds new hits for a saved search.
+        self.new_hits_button = QPushButton("", body)
+        self.new_hits_button.setObjectName("rsirNewHits")
+        self.new_hits_button.clicked.connect(self.newHitsRequested)
+        self.new_hits_button.setVisible(False)
+        row = QHBoxLayout()
+        row.addWidget(self.clear_button)
+        row.addStretch(1)
+        row.addWidget(self.save_button)
+        standing = QHBoxLayout()  # a row of its own: the dock's default width holds two buttons a row
+        standing.addStretch(1)
+        standing.addWidget(self.save_search_button)
+        buttons = QVBoxLayout()
+        buttons.addLayout(row)
+        buttons.addLayout(standing)
         return buttons
 
     def _scrolling(self, body: QWidget) -> QScrollArea:
@@ -290,6 +310,12 @@ class ResultsDock(QgsDockWidget):
         self.save_labels_button.setEnabled(has_labels)
         self.refine_button.setEnabled(can_refine)
 
+    def set_new_hits(self, count: int, details: str = "") -> None:
+        """The badge: 'New hits (3)' with the build's lines in its tooltip; hidden at 0."""
+        self.new_hits_button.setText(f"New hits ({count})")
+        self.new_hits_button.setToolTip((details + "\n" if details else "") + "Click to load them as layers")
+        self.new_hits_button.setVisible(count > 0)
+
     def clear_hits(self) -> None:
         self.hit_list.clear()
         self._set_has_results(False)
@@ -306,6 +332,12 @@ class ResultsDock(QgsDockWidget):
         path = ask_save_gpkg(self, "Save hits", "rsir_hits.gpkg")
         if path:
             self.saveRequested.emit(path)
+
+    def _on_save_search_clicked(self) -> None:
+        name, accepted = QInputDialog.getText(self, "Save search", "Name of the standing search (each index "
+                                              "build then reports its new hits):")
+        if accepted and name.strip():
+            self.saveSearchRequested.emit(name.strip())
 
     def _on_save_labels_clicked(self) -> None:
         path = ask_save_gpkg(self, "Save labels", "rsir_labels.gpkg")
@@ -331,3 +363,4 @@ class ResultsDock(QgsDockWidget):
     def _set_has_results(self, has: bool) -> None:
         self.clear_button.setEnabled(has)
         self.save_button.setEnabled(has)
+        self.save_search_button.setEnabled(has)

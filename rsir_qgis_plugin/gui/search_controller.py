@@ -8,13 +8,24 @@ runs at a time: a new box (or Refine) cancels the running one.
 Feedback: thumbs up/down on a hit and Shift-/Ctrl-drags on the map add features to the `rsir
 labels` layer (labels_controller.py); Refine reads that layer in a FeedbackSearchTask and shows
 its hits like a box search's.
+
+Standing searches: "Save search..." keeps the current search in the index folder (core/standing.py, in
+a task); after a build, the dock's badge counts the new hits it found, and clicking it loads each saved
+search's searches/<name>.new.gpkg as a "New hits" layer.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Callable
 
-from qgis.core import Qgis, QgsApplication, QgsCoordinateReferenceSystem, QgsProject, QgsRectangle
+from qgis.core import (
+    Qgis,
+    QgsApplication,
+    QgsCoordinateReferenceSystem,
+    QgsProject,
+    QgsRectangle,
+    QgsVectorLayer,
+)
 from qgis.PyQt.QtCore import QObject, pyqtSignal
 
 from ..labels.edit import count_labels
@@ -45,11 +56,17 @@ class SearchController(QObject):
         self._task: SearchTask | None = None
         self._info_task: InfoTask | None = None
         self._save_task: InfoTask | None = None
+        self._save_search_task: InfoTask | None = None
+        self._params = None  # the SearchParams of the search shown (what saving it keeps)
+        self.standing: list = []  # the last build's StandingReports (core/standing.py)
+        self.new_hit_layers: list[QgsVectorLayer] = []
         dock.indexDirChanged.connect(self.set_index_dir)
         dock.hitActivated.connect(self.zoom_to_hit)
         dock.clearRequested.connect(self.clear)
         dock.saveRequested.connect(self.save)
         dock.refineRequested.connect(self.refine)
+        dock.saveSearchRequested.connect(self.save_search)
+        dock.newHitsRequested.connect(self.load_new_hits)
         self.labels = LabelsController(iface, dock, self._warn)
         # Saving a new project moves the default index next to the project file (QgsProject.write(path)
         # emits projectSaved but not fileNameChanged).
@@ -146,6 +163,7 @@ class SearchController(QObject):
         return task
 
     def _on_found(self, outcome: SearchOutcome) -> None:
+        self._params = self._task.request.params if self._task is not None else None
         self._task = None
         self.outcome = outcome
         self.labels.show_result(outcome.result)
@@ -196,6 +214,51 @@ class SearchController(QObject):
         self._save_task = task
         QgsApplication.taskManager().addTask(task)
 
+    # Standing searches ---------------------------------------------------------------------
+
+    def save_search(self, name: str) -> InfoTask | None:
+        """Keep the search shown as a standing search named `name`, in a task; None with a message why not."""
+        if self.outcome is None or self._index_to_search() is None:
+            return None
+        from ..core.standing import save_search
+
+        params = self._params or self.dock.search_settings().to_params()
+        task = InfoTask(f"rsir: saving the search '{name}'", save_search, self.index_dir(), name,
+                        self.outcome.result, params)
+        task.succeeded.connect(lambda path: self._warn(
+            f"Search saved as '{name}': each index build now shows its new hits here ({path})",
+            Qgis.MessageLevel.Success))
+        task.failed.connect(lambda error: self._warn(f"Saving the search failed: {error}",
+                                                     Qgis.MessageLevel.Critical))
+        self._save_search_task = task
+        QgsApplication.taskManager().addTask(task)
+        return task
+
+    def show_new_hits(self, reports: list) -> None:
+        """After a build: the badge counts the saved searches' new hits; skipped searches are warned of."""
+        self.standing = list(reports)
+        count = sum(report.new_hits for report in self.standing)
+        self.dock.set_new_hits(count, "\n".join(report.describe() for report in self.standing))
+        problems = [report.describe() for report in self.standing if report.problem]
+        if problems:
+            self._warn("; ".join(problems[:3]))
+
+    def load_new_hits(self) -> list[QgsVectorLayer]:
+        """Each saved search's new hits as a layer 'New hits: <name>'; the badge is then cleared."""
+        layers = []
+        for report in self.standing:
+            if not report.path or not report.new_hits:
+                continue
+            layer = QgsVectorLayer(f"{report.path}|layername=rsir_hits", f"New hits: {report.name}", "ogr")
+            if not layer.isValid():
+                self._warn(f"The new hits of '{report.name}' could not be read from {report.path}")
+                continue
+            self.project.addMapLayer(layer)
+            layers.append(layer)
+        self.new_hit_layers = layers
+        self.dock.set_new_hits(0)
+        return layers
+
     # Relevance feedback -------------------------------------------------------------------
 
     def label_box(self, box: QgsRectangle, box_crs: QgsCoordinateReferenceSystem, positive: bool) -> bool:
@@ -225,7 +288,7 @@ class SearchController(QObject):
     # Lifetime ----------------------------------------------------------------------------
 
     def running_tasks(self) -> list:
-        tasks = (self._task, self._info_task, self._save_task)
+        tasks = (self._task, self._info_task, self._save_task, self._save_search_task)
         return [t for t in tasks if is_active(t)] + self.labels.running_tasks()
 
     def disconnect_project(self) -> None:
