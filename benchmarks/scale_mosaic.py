@@ -72,10 +72,14 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def hit_class(hit, mosaics: dict[str, Mosaic]) -> str:
-    """The class of the cell holding the hit tile's centre, on its mosaic."""
+    """The class of the cell holding the hit tile's centre, on its mosaic ("" for an empty cell of the last
+    row: never the query's class)."""
     mosaic = mosaics[hit.raster]
     col, row, width, height = hit.window
-    return cell_class(mosaic.classes, col + width // 2, row + height // 2, mosaic.cell_px)
+    try:
+        return cell_class(mosaic.classes, col + width // 2, row + height // 2, mosaic.cell_px)
+    except KeyError:
+        return ""
 
 
 def query_box(mosaic: Mosaic, cell: tuple[int, int], fraction: float) -> tuple[float, float, float, float]:
