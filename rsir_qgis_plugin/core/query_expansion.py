@@ -20,7 +20,7 @@ import numpy as np
 from .expansion import ALPHA, NEIGHBOURS, expand
 from .params import SearchParams
 from .query_step import Candidates, QueryArea, ScaleQuery, nearest
-from .ranking import by_scale, rank
+from .ranking import TileFootprints, by_scale, rank
 from .results import Hit
 from .store import IndexReader
 
@@ -30,33 +30,39 @@ EXPANSION_NMS_IOU = 0.3
 
 
 def reranked(reader: IndexReader, query: np.ndarray, params: SearchParams, areas: Sequence[QueryArea],
-             is_cancelled: Callable[[], bool] | None, skip: frozenset[int] = frozenset()) -> Candidates:
-    """The candidates to rank for `query`: by the expanded query (params.rerank), else by the query alone."""
+             is_cancelled: Callable[[], bool] | None, skip: frozenset[int] = frozenset(),
+             footprints: TileFootprints | None = None) -> Candidates:
+    """The candidates to rank for `query`: by the expanded query (params.rerank), else by the query alone.
+    `footprints`: the final rank()'s, so the tiles both rankings meet are placed on the ground once."""
     if not params.rerank:
         return nearest(reader, query)
-    return augmented_nearest(reader, expanded_query(reader, query, params, areas, is_cancelled, skip))
+    return augmented_nearest(reader, expanded_query(reader, query, params, areas, is_cancelled, skip,
+                                                    footprints=footprints))
 
 
 def expanded_scales(reader: IndexReader, parts: Sequence[ScaleQuery], params: SearchParams,
-                    areas: Sequence[QueryArea], is_cancelled: Callable[[], bool] | None) -> list[ScaleQuery]:
+                    areas: Sequence[QueryArea], is_cancelled: Callable[[], bool] | None,
+                    footprints: TileFootprints | None = None) -> list[ScaleQuery]:
     """Each scale's query expanded by αQE among its own rasters' tiles (params.rerank), else as embedded;
-    rank them with ranking.by_scale(reader, parts, augmented=params.rerank)."""
+    rank them with ranking.by_scale(reader, parts, augmented=params.rerank) (and the same `footprints`)."""
     if not params.rerank:
         return list(parts)
     if len(parts) == 1:
-        return [replace(parts[0], vector=expanded_query(reader, parts[0].vector, params, areas, is_cancelled))]
+        return [replace(parts[0], vector=expanded_query(reader, parts[0].vector, params, areas, is_cancelled,
+                                                        footprints=footprints))]
     return [replace(part, vector=expanded_query(reader, part.vector, params, areas, is_cancelled,
-                                                candidates=by_scale(reader, parts, True, only=i)))
+                                                candidates=by_scale(reader, parts, True, only=i),
+                                                footprints=footprints))
             for i, part in enumerate(parts)]
 
 
 def expanded_query(reader: IndexReader, query: np.ndarray, params: SearchParams, areas: Sequence[QueryArea],
                    is_cancelled: Callable[[], bool] | None, skip: frozenset[int] = frozenset(),
-                   candidates: Candidates | None = None) -> np.ndarray:
+                   candidates: Candidates | None = None, footprints: TileFootprints | None = None) -> np.ndarray:
     """The αQE query: `query` and its expansion neighbours' search vectors, weighted by their similarity to
     it raised to ALPHA. The query itself where no neighbour is left. `candidates`: where the neighbours
     are found (default: the whole index by the query's search vectors)."""
-    hits = expansion_neighbours(reader, query, params, areas, is_cancelled, skip, candidates)
+    hits = expansion_neighbours(reader, query, params, areas, is_cancelled, skip, candidates, footprints)
     if not hits:
         return query
     neighbours = reader.vectors([hit.tile_id for hit in hits], augmented=True)
@@ -65,12 +71,14 @@ def expanded_query(reader: IndexReader, query: np.ndarray, params: SearchParams,
 
 def expansion_neighbours(reader: IndexReader, query: np.ndarray, params: SearchParams,
                          areas: Sequence[QueryArea], is_cancelled: Callable[[], bool] | None,
-                         skip: frozenset[int] = frozenset(), candidates: Candidates | None = None) -> list[Hit]:
+                         skip: frozenset[int] = frozenset(), candidates: Candidates | None = None,
+                         footprints: TileFootprints | None = None) -> list[Hit]:
     """The query's top NEIGHBOURS tiles by its search vectors (or `candidates`), as rank() keeps them: none
     overlapping the query areas or in `skip`, one per place (NMS at EXPANSION_NMS_IOU), whatever
     params.min_score."""
     first = replace(params, k=NEIGHBOURS, min_score=None, nms_iou=EXPANSION_NMS_IOU)
-    return rank(reader, candidates or augmented_nearest(reader, query), first, areas, is_cancelled, skip)[0]
+    return rank(reader, candidates or augmented_nearest(reader, query), first, areas, is_cancelled, skip,
+                footprints)[0]
 
 
 def augmented_nearest(reader: IndexReader, query: np.ndarray) -> Candidates:

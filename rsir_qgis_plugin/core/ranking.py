@@ -33,16 +33,17 @@ NMS_SHARED = 0.2
 
 def rank(reader: IndexReader, candidates: Candidates, params: SearchParams, areas: Sequence[QueryArea],
          is_cancelled: Callable[[], bool] | None,
-         skip: frozenset[int] = frozenset()) -> tuple[list[Hit], bool]:
+         skip: frozenset[int] = frozenset(), footprints: TileFootprints | None = None) -> tuple[list[Hit], bool]:
     """Top-k of the candidates after dropping the query areas and the tiles in `skip`, thinning
     overlaps (NMS) and low scores.
 
     Candidates are fetched in growing rounds until k survive or the index is exhausted. Also says
     whether no hit is left because every indexed tile overlaps a query area (or is skipped).
+    `footprints`: the ground quads of tiles already met, shared by two rankings of one query (αQE).
     """
     if reader.size == 0:
         raise IndexStoreError(f"{reader.index_dir}: the index holds no tiles")
-    footprints = _Footprints()
+    footprints = footprints if footprints is not None else TileFootprints()
     fetch = min(reader.size, params.k * OVERSAMPLE + 64)
     while True:
         if is_cancelled and is_cancelled():
@@ -119,7 +120,7 @@ def _scale_source(reader: IndexReader, part: ScaleQuery, named: frozenset[int], 
     return candidates
 
 
-class _Footprints:
+class TileFootprints:
     """Ground quads of candidate tiles, computed once per tile, one reprojection call per raster.
 
     Each quad's longitude/latitude box is kept too: most pairs of tiles are far apart, and comparing

@@ -30,7 +30,7 @@ from .query_step import (
     query_raster_path,
     read_boxes,
 )
-from .ranking import by_scale, rank
+from .ranking import TileFootprints, by_scale, rank
 from .raster import describe, open_dataset
 from .results import Scorer, SearchResult
 from .scales import ScaleWindow
@@ -55,9 +55,10 @@ def search_box(index_dir: str | Path, raster_path: str | Path, bbox: tuple[float
     embedder = shared_embedder(model, params.device)
     vectors = (embedder.embed_tta if params.tta else embedder.embed)(tiles)
     areas = query_areas(source, [window]) if params.exclude_query_overlap else []
+    footprints = TileFootprints()  # the expansion's ranking and the final one place each tile once
     scorer, candidates = _ranked_by(reader, [ScaleQuery(v, s.rasters) for v, s in zip(vectors, scales)], params,
-                                    areas, is_cancelled)
-    hits, all_excluded = rank(reader, candidates, params, areas, is_cancelled)
+                                    areas, is_cancelled, footprints)
+    hits, all_excluded = rank(reader, candidates, params, areas, is_cancelled, footprints=footprints)
     xs, ys = window_corners(source.transform, window)
     return SearchResult(hits=hits, query_polygon=list(zip(xs, ys)), query_crs_wkt=source.crs_wkt,
                         query_raster=source.path, provider=embedder.describe(),
@@ -87,19 +88,20 @@ def search_image(index_dir: str | Path, image_path: str | Path, params: SearchPa
                           for scale in scales])
     embedder = shared_embedder(model, params.device)
     vectors = (embedder.embed_tta if params.tta else embedder.embed)(tiles)
+    footprints = TileFootprints()
     scorer, candidates = _ranked_by(reader, [ScaleQuery(v, s.rasters) for v, s in zip(vectors, scales)], params,
-                                    [], is_cancelled)
-    hits, _ = rank(reader, candidates, params, [], is_cancelled)
+                                    [], is_cancelled, footprints)
+    hits, _ = rank(reader, candidates, params, [], is_cancelled, footprints=footprints)
     return SearchResult(hits=hits, query_polygon=None, query_crs_wkt="", query_raster=None,
                         provider=embedder.describe(), seconds=time.perf_counter() - started, notes=plan.notes,
                         scorer=scorer)
 
 
 def _ranked_by(reader: IndexReader, parts: list[ScaleQuery], params: SearchParams, areas,
-               is_cancelled) -> tuple[Scorer, Candidates]:
+               is_cancelled, footprints: TileFootprints | None = None) -> tuple[Scorer, Candidates]:
     """The queries that rank (each scale's expanded by αQE where params.rerank) and their candidates; the
     Scorer keeps the first scale's (the box as drawn, or the image at the tiles' median size), so a saved
     search scores new tiles alike (tiles of another ground scale by that query: an approximation)."""
-    expanded = expanded_scales(reader, parts, params, areas, is_cancelled)
+    expanded = expanded_scales(reader, parts, params, areas, is_cancelled, footprints)
     return (Scorer(query=expanded[0].vector, augmented=params.rerank, areas=tuple(areas)),
             by_scale(reader, expanded, params.rerank))
