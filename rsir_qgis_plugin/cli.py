@@ -151,6 +151,10 @@ def _add_search(commands) -> None:
     search.add_argument("--no-rerank", dest="rerank", action="store_false",
                         help="rank by the query's own embedding: no query expansion (αQE) and not the index's "
                              "DBA vectors (the ranking of rsir before re-ranking)")
+    search.add_argument("--no-scale-aware", dest="scale_aware", action="store_false",
+                        help="one query embedding for every raster, even where the index holds tiles of several "
+                             "ground sizes (by default the query is embedded at each and each raster's tiles "
+                             "ranked at their own scale)")
     search.add_argument("--model", type=Path, help="ONNX model (default: the one the index was built with)")
     search.add_argument("--device", choices=DEVICES, default="auto")
     search.add_argument("--out", type=Path, help="write hits to .gpkg or .geojson instead of stdout")

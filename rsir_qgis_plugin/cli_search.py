@@ -15,7 +15,7 @@ from .core.params import SearchParams
 def search(args) -> int:
     params = SearchParams(k=args.k, tta=args.tta, exclude_query_overlap=not args.keep_overlap,
                           min_score=args.min_score, device=args.device, model_path=args.model,
-                          rerank=args.rerank)
+                          rerank=args.rerank, scale_aware=args.scale_aware)
     _refuse_early(args)
     result = _query(args, params)
     _notes(result)

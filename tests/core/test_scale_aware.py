@@ -152,3 +152,20 @@ def test_one_ground_size_ranks_exactly_as_before(one_scale, rasters, rerank):
         before = _before_scales_image(one_scale, coarse, params, gsd)
         assert [(h.tile_id, h.score) for h in now] == [(h.tile_id, h.score) for h in before]
     assert np.isfinite([h.score for h in now]).all()
+
+
+def test_the_command_line_searches_scale_aware_unless_told_not_to(two_scales, rasters, capsys):
+    import json
+
+    from rsir_qgis_plugin import cli
+
+    _, fine, coarse = rasters
+    left, bottom, right, top = fine_box()
+    query = ["search", str(two_scales), "--raster", str(fine), "--bbox", *map(str, (left, bottom, right, top)),
+             "-k", "5"]
+    first = []
+    for extra in ([], ["--no-scale-aware"]):
+        assert cli.main(query + extra) == 0
+        features = json.loads(capsys.readouterr().out)["features"]
+        first.append(next(f["properties"]["raster"] for f in features if f["properties"]["rank"] == 1))
+    assert first == [str(coarse), str(fine)]
