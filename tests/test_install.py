@@ -32,7 +32,9 @@ def test_pip_install_gives_an_rsir_command_that_indexes_and_searches_with_the_bu
     for model in ("default.onnx", "default-int8.onnx", "README.md", "LICENSE-Apache-2.0", *previous):
         shipped = installed / "models" / model
         assert shipped.stat().st_size == (bundled / model).stat().st_size
-    assert (installed / "icon.png").is_file() and len(list((installed / "gui" / "icons").glob("*.png"))) == 2
+    icons = sorted(p.name for p in (ROOT / "rsir_qgis_plugin" / "gui" / "icons").glob("*.png"))
+    assert (installed / "icon.png").is_file() and len(icons) >= 3
+    assert sorted(p.name for p in (installed / "gui" / "icons").glob("*.png")) == icons
     # pyproject.toml lists its packages (gui/ is a namespace package): a new subpackage left off the list
     # would be missing from every pip install.
     purelib = site_packages_of(bin_dir)

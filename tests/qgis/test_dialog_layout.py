@@ -8,6 +8,7 @@ from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtTest import QTest
 from qgis.PyQt.QtWidgets import QWidget
 
+from rsir_qgis_plugin.core.model import DEFAULT_MODEL_PATH, read_model
 from rsir_qgis_plugin.gui.build_dialog import BuildIndexDialog
 
 LONG_LAYER = "naip_m_3807708_ne_18_060_20181110_20190212 clipped to the study area, spring survey"
@@ -51,9 +52,12 @@ def test_model_card_is_readable_with_the_json_behind_details(described_dialog, q
     viewer = box.viewer
     assert viewer is not None and viewer.isVisible()
     text = viewer.text_edit.toPlainText()
-    assert text.startswith("rsir-lite0-da-sncace-aid150-128px-ood")
+    bundled = read_model(DEFAULT_MODEL_PATH).contract  # the card must show the bundled file's own facts
+    metrics = bundled.training["metrics"]
+    assert text.startswith(bundled.name)
     assert "Trained on" in text and "AID aerial scenes" in text and "30 scene classes" in text
-    assert "mAP: 0.905" in text and "P@10: 0.932" in text and "UC Merced" in text
+    assert f"mAP: {metrics['aid150_test_map']:.3f}" in text and f"P@10: {metrics['aid150_test_p@10']:.3f}" in text
+    assert "UC Merced" in text
     assert "mean average precision" in text  # what a figure means, not just its key
     assert "Licence" in text and "Apache-2.0" in text
     for raw in ("bank_milestones", "aid150_test_map_queries_rotated_45", "../shared/data", '"git"', "{"):
@@ -91,7 +95,8 @@ def test_index_folder_and_model_name_show_without_scrolling_at_the_default_size(
     assert wholly_visible(dialog.index_widget)
     combo = dialog.model_box.bundled_combo
     assert wholly_visible(combo) and wholly_visible(dialog.model_box.card_button)
-    assert "AID150 mAP 0.905" in combo.currentText()
+    aid_map = read_model(DEFAULT_MODEL_PATH).contract.training["metrics"]["aid150_test_map"]
+    assert f"AID150 mAP {aid_map:.3f}" in combo.currentText()
     arrow = 40  # the drop-down button and the frame
     assert combo.fontMetrics().horizontalAdvance(combo.currentText()) + arrow <= combo.width(), (
         f"the model name {combo.currentText()!r} is cut in a {combo.width()} px box")
