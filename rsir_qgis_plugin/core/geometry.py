@@ -159,11 +159,26 @@ def ground_quads(crs_wkt: str, transform: tuple[float, ...], windows) -> np.ndar
     """
     if not reaches_lonlat(crs_wkt):
         return None
+    xs, ys = window_corner_xy(transform, windows)
+    return corner_quads(crs_wkt, xs, ys)
+
+
+def window_corner_xy(transform: tuple[float, ...], windows) -> tuple[np.ndarray, np.ndarray]:
+    """The corners of pixel windows (col, row, width, height) in the raster's CRS: xs, ys, each (n, 4), in
+    the order top-left, top-right, bottom-right, bottom-left (in pixels)."""
     a, b, c, d, e, f = transform[:6]
     win = np.asarray(windows, dtype=np.float64).reshape(-1, 4)
     cols = np.stack([win[:, 0], win[:, 0] + win[:, 2], win[:, 0] + win[:, 2], win[:, 0]], axis=1)
     rows = np.stack([win[:, 1], win[:, 1], win[:, 1] + win[:, 3], win[:, 1] + win[:, 3]], axis=1)
-    xs, ys = a * cols + b * rows + c, d * cols + e * rows + f
+    return a * cols + b * rows + c, d * cols + e * rows + f
+
+
+def corner_quads(crs_wkt: str, xs: np.ndarray, ys: np.ndarray) -> np.ndarray | None:
+    """Quads (n, 4, 2) of lon/lat of corners (n, 4) given in a CRS, in one reprojection call however many
+    rasters of that CRS they come from (ground_quads' second half); None where the CRS has no way to
+    lon/lat."""
+    if not reaches_lonlat(crs_wkt):
+        return None
     src = crs_from(crs_wkt)
     if src.is_geographic and src.to_epsg() == 4326:
         lon, lat = xs, ys

@@ -14,7 +14,7 @@ import numpy as np
 
 from .errors import IndexStoreError, SearchCancelled
 from .footprints import boxes_may_overlap
-from .geometry import Quad, ground_overlap, ground_overlaps, ground_quads, window_iou
+from .geometry import Quad, corner_quads, ground_overlap, ground_overlaps, window_corner_xy, window_iou
 from .params import SearchParams
 from .query_step import Candidates, QueryArea, ScaleQuery
 from .results import Hit
@@ -132,17 +132,24 @@ class TileFootprints:
         self._boxes: dict[int, np.ndarray | None] = {}
 
     def add(self, tiles: list[TileEntry]) -> None:
-        by_raster: dict[int, list[TileEntry]] = {}
+        # One reprojection call per CRS, not per raster: candidates come from tens of rasters, mostly of
+        # one CRS (a UTM zone, a national grid), and each call costs a millisecond or two of setup.
+        by_crs: dict[str, dict[int, list[TileEntry]]] = {}
         for tile in tiles:
             if tile.id not in self._quads:
-                by_raster.setdefault(tile.raster.id, []).append(tile)
-        for group in by_raster.values():
-            raster = group[0].raster
-            quads = ground_quads(raster.crs_wkt, raster.transform, [t.window for t in group])
-            boxes = None if quads is None else np.concatenate([quads.min(axis=1), quads.max(axis=1)], axis=1)
+                self._quads[tile.id] = self._boxes[tile.id] = None
+                by_crs.setdefault(tile.raster.crs_wkt, {}).setdefault(tile.raster.id, []).append(tile)
+        for crs_wkt, by_raster in by_crs.items():
+            group = [tile for raster_tiles in by_raster.values() for tile in raster_tiles]
+            corners = [window_corner_xy(raster_tiles[0].raster.transform, [t.window for t in raster_tiles])
+                       for raster_tiles in by_raster.values()]
+            quads = corner_quads(crs_wkt, np.concatenate([xs for xs, _ in corners]),
+                                 np.concatenate([ys for _, ys in corners]))
+            if quads is None:
+                continue
+            boxes = np.concatenate([quads.min(axis=1), quads.max(axis=1)], axis=1)
             for i, tile in enumerate(group):
-                self._quads[tile.id] = None if quads is None else quads[i]
-                self._boxes[tile.id] = None if boxes is None else boxes[i]
+                self._quads[tile.id], self._boxes[tile.id] = quads[i], boxes[i]
 
     def overlaps_query(self, tile: TileEntry, where: QueryArea) -> bool:
         """Whether a tile shares area with the query box: in pixels on its raster, else on the ground."""
