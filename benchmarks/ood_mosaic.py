@@ -72,15 +72,20 @@ def precision(hits, classes: dict, scene_px: int, label: str) -> float:
     return float(np.mean([hit_class(h, classes, scene_px) == label for h in hits]))
 
 
-def measure(index: Path, mosaic: Path, classes: dict, cfg: Config, box_fraction: float) -> list[float]:
-    """Mean P@10 of the box query, then of each feedback round, over the query scenes."""
+def measure(index: Path, mosaic: Path, classes: dict, cfg: Config, box_fraction: float, params=None,
+            feedback_params=None) -> list[float]:
+    """Mean P@10 of the box query, then of each feedback round, over the query scenes.
+
+    params: the box query's SearchParams (default k=K, as shipped); feedback_params: the feedback rounds'
+    (default: the same)."""
     from rsir_qgis_plugin.core.feedback import Feedback, LabelledBox, search_feedback
     from rsir_qgis_plugin.core.params import SearchParams
     from rsir_qgis_plugin.core.search import search_box
 
     cell_m = cfg.scene_px * cfg.gsd_m
     side = box_fraction * cell_m
-    params = SearchParams(k=K)
+    params = params or SearchParams(k=K)
+    feedback_params = feedback_params or params
     cells = sorted(classes)
     if cfg.queries:
         cells = [cells[i] for i in np.linspace(0, len(cells) - 1, cfg.queries).round().astype(int)]
@@ -98,7 +103,7 @@ def measure(index: Path, mosaic: Path, classes: dict, cfg: Config, box_fraction:
                 positive = hit_class(hit, classes, cfg.scene_px) == label
                 feedback = feedback.with_box(LabelledBox(str(mosaic), (min(xs), min(ys), max(xs), max(ys)),
                                                          None, positive))
-            hits = search_feedback(index, feedback, params).hits
+            hits = search_feedback(index, feedback, feedback_params).hits
             per_round.append(precision(hits, classes, cfg.scene_px, label))
         scores.append(per_round)
     return list(np.mean(scores, axis=0))

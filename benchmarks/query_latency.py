@@ -10,7 +10,9 @@
    as the exact index the store builds at this size ('flat') and once as its approximate one ('ivf').
 2. The end-to-end box query, `core.search.search_box` (read the box from the raster, embed it, FAISS,
    catalog look-ups, overlap exclusion, NMS), for --queries boxes at random places of the raster:
-   p50 and p95 wall time per query, warm (the session and the index opened by a first query).
+   p50 and p95 wall time per query, warm (the session and the index opened by a first query); as shipped
+   before re-ranking (rerank=False) and with αQE (two FAISS searches), then on the exact index written with
+   DBA, whose time is set against the time of embedding that many tiles (part 3's rate).
 3. Side by side in the same run: answering a query by re-embedding every tile (how the Deepness plugin
    answers one): every tile of the COG read and embedded as a build does, then scored against the
    query; measured on the real raster and scaled linearly to --tiles.
@@ -41,7 +43,7 @@ from rsir_qgis_plugin.core.model import read_model  # noqa: E402
 from rsir_qgis_plugin.core.params import BuildParams, SearchParams, TilingParams  # noqa: E402
 from rsir_qgis_plugin.core.raster import describe  # noqa: E402
 from rsir_qgis_plugin.core.search import search_box  # noqa: E402
-from rsir_qgis_plugin.core.store import Shard, read_manifest, write_generation  # noqa: E402
+from rsir_qgis_plugin.core.store import DbaRun, Shard, read_manifest, write_generation  # noqa: E402
 from rsir_qgis_plugin.core.tiling import resolve_grid, tile_windows, window_bounds  # noqa: E402
 
 NOISE = 0.15  # per-dimension noise added to the copied embeddings (unit vectors of 128 dimensions)
@@ -102,8 +104,8 @@ def query_boxes(source, real: Shard, count: int) -> list[tuple[float, float, flo
     return [window_bounds(source.transform, tuple(real.windows[i].tolist())) for i in chosen]
 
 
-def time_queries(index_dir: Path, raster: Path, boxes, k: int) -> tuple[list[float], int]:
-    params = SearchParams(k=k)
+def time_queries(index_dir: Path, raster: Path, boxes, k: int, rerank: bool = True) -> tuple[list[float], int]:
+    params = SearchParams(k=k, rerank=rerank)
     hits = len(search_box(index_dir, raster, boxes[0], None, params).hits)  # warm: session, index, catalog
     times = []
     for box in boxes:
@@ -147,17 +149,24 @@ def main(args) -> int:
         boxes = query_boxes(source, real, args.queries)
         print(f"index: {summary.tiles_indexed} real tiles of {raster.name} + synthetic copies = "
               f"{sum(len(s.vectors) for s in shards.values()):,d} catalog rows in {len(shards)} rasters")
-        medians = {}
-        for kind, approximate in (("flat", False), ("ivf", True)):
+        medians, dba_seconds = {}, 0.0
+        # The store's kinds at this size, each ranked as shipped (--no-rerank) and re-ranked (αQE); then the
+        # exact index with DBA (its neighbour search is exact up to 10^5 tiles: the costliest case).
+        for kind, approximate, dba in (("flat", False, False), ("ivf", True, False), ("flat", False, True)):
             started = time.perf_counter()
-            manifest = write_generation(index_dir, shards, model, approximate, read_manifest(index_dir))
+            manifest = write_generation(index_dir, shards, model, approximate, read_manifest(index_dir),
+                                        dba=DbaRun(index_dir, model.contract.embedding_dim) if dba else None)
             written = time.perf_counter() - started
-            times, hits = time_queries(index_dir, raster, boxes, args.k)
-            medians[kind] = statistics.median(times)
-            print(f"search_box, {manifest['index_kind']} index of {manifest['tile_count']:,d} tiles "
-                  f"(written in {written:.1f} s), k={args.k} ({hits} hits), {len(times)} queries: "
-                  f"p50 {medians[kind]:.1f} ms, p95 {np.percentile(times, 95):.1f} ms, "
-                  f"max {max(times):.1f} ms", flush=True)
+            if dba:
+                dba_seconds = manifest["segments"][0]["dba"]["seconds"]
+            for rerank in (False, True) if not dba else (True,):
+                times, hits = time_queries(index_dir, raster, boxes, args.k, rerank)
+                name = f"{kind}{' + DBA' if dba else ''}, {'αQE' if rerank else 'no re-ranking'}"
+                medians[name] = statistics.median(times)
+                print(f"search_box, {name}, {manifest['index_kind']} index of {manifest['tile_count']:,d} tiles "
+                      f"(written in {written:.1f} s{f', DBA {dba_seconds:.1f} s of it' if dba else ''}), "
+                      f"k={args.k} ({hits} hits), {len(times)} queries: p50 {medians[name]:.1f} ms, "
+                      f"p95 {np.percentile(times, 95):.1f} ms, max {max(times):.1f} ms", flush=True)
         query = Embedder(model, "cpu").embed(np.zeros((1, model.contract.bands, model.contract.input_size,
                                                        model.contract.input_size), np.uint8) + 100)[0]
         rounds = [reembed_every_tile(model, raster, query) for _ in range(args.reembed_rounds)]
@@ -167,9 +176,14 @@ def main(args) -> int:
         print(f"re-embedding every tile per query (Deepness' way): {seconds:.2f} s for the {embedded} "
               f"tiles of {raster.name} (median of {len(rounds)}), {embedded / seconds:.0f} tiles/s -> "
               f"{per_query:,.0f} s per query at {args.tiles:,d} tiles")
+        flat, ivf = medians["flat, no re-ranking"], medians["ivf, no re-ranking"]
         print(f"per query at {args.tiles:,d} tiles: re-embedding {per_query:,.0f} s vs rsir's index "
-              f"{medians['flat']:.0f} ms (flat, the store's choice here) / {medians['ivf']:.0f} ms (ivf): "
-              f"{per_query * 1000 / medians['flat']:,.0f}x")
+              f"{flat:.0f} ms (flat, the store's choice here) / {ivf:.0f} ms (ivf): "
+              f"{per_query * 1000 / flat:,.0f}x")
+        embedding = seconds / embedded * args.tiles
+        print(f"DBA at {args.tiles:,d} tiles (exact neighbours): {dba_seconds:.0f} s against {embedding:,.0f} s of "
+              f"embedding them at {embedded / seconds:.0f} tiles/s: {100 * dba_seconds / embedding:.1f} % "
+              "(target <= 20 %)")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(load())

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from rsir_qgis_plugin.core.model import read_model  # noqa: E402
-from rsir_qgis_plugin.core.store import Shard, write_generation  # noqa: E402
+from rsir_qgis_plugin.core.store import DbaRun, Shard, write_generation  # noqa: E402
 
 SAMPLE_RASTER = ROOT / "tests" / "data" / "oam_town_1024.tif"
 TILES_PER_RASTER = 10_000  # a 100 x 100 grid of tiles
@@ -77,11 +77,14 @@ def _raster_shard(number: int, vectors: np.ndarray) -> Shard:
 
 
 def write_synthetic_index(index_dir: Path, tiles: int, base: np.ndarray, seed: int = 0,
-                          extra: dict[str, Shard] | None = None) -> dict:
-    """An index of `tiles` synthetic tiles (plus `extra` real shards) written by rsir's store; its manifest."""
+                          extra: dict[str, Shard] | None = None, dba: bool = False) -> dict:
+    """An index of `tiles` synthetic tiles (plus `extra` real shards) written by rsir's store; its manifest.
+    With `dba` the segment gets its DBA search vectors (store/dba.py)."""
     shards: dict[str, Shard] = dict(extra or {})
     for number, start in enumerate(range(0, tiles, TILES_PER_RASTER)):
         count = min(TILES_PER_RASTER, tiles - start)
         shards[f"virtual{number:06d}"] = _raster_shard(number, synthetic_vectors(base, count, seed + number))
     Path(index_dir).mkdir(parents=True, exist_ok=True)
-    return write_generation(Path(index_dir), shards, read_model(None), None, None)
+    model = read_model(None)
+    run = DbaRun(Path(index_dir), model.contract.embedding_dim) if dba else None
+    return write_generation(Path(index_dir), shards, model, None, None, dba=run)
