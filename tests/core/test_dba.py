@@ -271,3 +271,42 @@ def test_repair_keeps_dba_where_the_manifest_said_so(incremental):
     assert repair_index(copy, DEFAULT_MODEL_PATH).tiles == read_manifest(index)["tile_count"]
     with IndexReader(copy) as reader:
         assert reader.augmented == {"neighbours": NEIGHBOURS, "alpha": ALPHA} and len(reader.segments) == 1
+
+
+@pytest.mark.slow  # trains IVF-PQ on 20,000 vectors (about 20 s on 2 cores)
+def test_a_compressed_segment_gets_pq_search_vectors_and_a_float16_copy_from_approximate_neighbours(
+        tmp_path, monkeypatch):
+    """ivfpq segments (threshold lowered, as tests/core/test_segments.py does) hold search.faiss and search.f16;
+    above EXACT_KNN_MAX (lowered too) the neighbours come from the segment's own IVF index, approximately."""
+    import sys
+
+    from rsir_qgis_plugin.core.store import dba, vectors
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from synthetic_index import synthetic_vectors, write_synthetic_index
+
+    monkeypatch.setattr(vectors, "COMPRESS_THRESHOLD", 10_000)
+    monkeypatch.setattr(dba, "EXACT_KNN_MAX", 5_000)
+    base = np.random.default_rng(0).standard_normal((300, 128)).astype(np.float32)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    manifest = write_synthetic_index(tmp_path / "idx", 20_000, base, dba=True)
+    segment, = manifest["segments"]
+    assert segment["kind"] == "ivfpq" and segment["dba"]["knn"].startswith("ivf nprobe")
+    assert (tmp_path / "idx" / segment["search_f16"]).stat().st_size == 20_000 * 128 * 2
+    every = np.concatenate([synthetic_vectors(base, 10_000, number) for number in range(2)])
+    rows = np.arange(0, 20_000, 997)
+    # The virtual rasters' tiles do not overlap (a grid of whole tiles): the neighbours are the 10 best others.
+    sims = every[rows] @ every.T
+    sims[np.arange(len(rows)), rows] = -np.inf
+    top = np.argsort(-sims, axis=1)[:, :NEIGHBOURS]
+    weights = np.maximum(np.take_along_axis(sims, top, 1), 0) ** ALPHA
+    expected = every[rows] + np.einsum("rk,rkd->rd", weights, every[top])
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    with IndexReader(tmp_path / "idx") as reader:
+        assert reader.augmented is not None
+        stored = reader.vectors(rows, augmented=True)
+        assert np.abs(reader.vectors(rows) - every[rows]).max() < 2e-3  # the model's float16 copy, untouched
+        close = np.abs(stored - expected).max(axis=1) < 5e-3  # float16, and a neighbour IVF may miss
+        assert close.mean() >= 0.8, close.mean()
+        scores, ids = reader.search(expected[0], 5, augmented=True)
+        assert ids[0] == rows[0] and scores[0] == pytest.approx(1.0, abs=2e-3)
