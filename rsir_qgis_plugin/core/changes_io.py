@@ -6,14 +6,11 @@ GeoJSON holds the places as features and the examples as the foreign member `exa
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from .atomic import atomic_output, output_target
 from .change_results import ChangeResult
-from .errors import RsirError
 from .geometry import Ring, crs_from, ogr_srs, reproject_ring
-from .ogr_files import closed, geojson_crs, geojson_polygon, gpkg_bytes, write_polygon_layer
+from .ogr_files import closed, geojson_crs, geojson_polygon, write_polygon_file, write_polygon_layer
 
 CHANGES_LAYER = "rsir_changes"
 EXAMPLES_LAYER = "rsir_change_examples"
@@ -59,18 +56,8 @@ def write_changes(result: ChangeResult, path: str | Path, crs: str | None = None
 
     The path must be a new or regular file outside `index_dir` (core.atomic.output_target).
     """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".geojson", ".json", ".gpkg"):
-        raise RsirError(f"{path}: unsupported output format '{suffix}' (use .gpkg or .geojson)")
-    target = output_target(path, index_dir)
-    if suffix == ".gpkg":
-        data = gpkg_bytes(lambda name: _write_gpkg(result, name, changes_crs(result, crs)))
-    else:
-        data = json.dumps(changes_to_geojson(result, crs)).encode("utf-8")
-    with atomic_output(target, path) as tmp:
-        tmp.write_bytes(data)
-    return path
+    return write_polygon_file(path, index_dir, lambda name: _write_gpkg(result, name, changes_crs(result, crs)),
+                              lambda: changes_to_geojson(result, crs))
 
 
 def _write_gpkg(result: ChangeResult, path: str, crs_wkt: str) -> None:

@@ -1,13 +1,10 @@
 """Search results as GeoJSON or GeoPackage, in the CRS the user works in."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from .atomic import atomic_output, output_target
-from .errors import RsirError
 from .geometry import Ring, crs_from, ogr_srs, reproject_ring
-from .ogr_files import closed, geojson_crs, geojson_polygon, gpkg_bytes, write_polygon_layer
+from .ogr_files import closed, geojson_crs, geojson_polygon, write_polygon_file, write_polygon_layer
 from .results import SearchResult
 
 HITS_LAYER = "rsir_hits"
@@ -51,18 +48,8 @@ def write_hits(result: SearchResult, path: str | Path, crs: str | None = None,
     The path must be a new or regular file (a link to one is followed) outside `index_dir`
     (core.atomic.output_target); a full disk is one line, "disk full: PATH".
     """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".geojson", ".json", ".gpkg"):
-        raise RsirError(f"{path}: unsupported output format '{suffix}' (use .gpkg or .geojson)")
-    target = output_target(path, index_dir)
-    if suffix == ".gpkg":
-        data = gpkg_bytes(lambda name: _write_gpkg(result, name, output_crs(result, crs)))
-    else:
-        data = json.dumps(hits_to_geojson(result, crs)).encode("utf-8")
-    with atomic_output(target, path) as tmp:
-        tmp.write_bytes(data)
-    return path
+    return write_polygon_file(path, index_dir, lambda name: _write_gpkg(result, name, output_crs(result, crs)),
+                              lambda: hits_to_geojson(result, crs))
 
 
 def _write_gpkg(result: SearchResult, path: str, crs_wkt: str) -> None:

@@ -5,15 +5,38 @@ here. Spatial references come from geometry.ogr_srs (x/y order, whatever the CRS
 """
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
+
+from .atomic import atomic_output, output_target
+from .errors import RsirError
 
 if TYPE_CHECKING:
     from .geometry import Ring
 
 # The OGR field type of each kind of value a layer holds (osgeo.ogr constants, looked up when writing).
 FIELD_TYPES = {"string": "OFTString", "int": "OFTInteger", "real": "OFTReal"}
+
+
+def write_polygon_file(path: str | Path, index_dir: str | Path | None, write_gpkg: Callable[[str], None],
+                       geojson: Callable[[], dict]) -> Path:
+    """A result file the user named: .gpkg made by `write_gpkg(name)`, or .geojson/.json of `geojson()`.
+
+    The path must be a new or regular file (a link to one is followed) outside `index_dir`
+    (core.atomic.output_target); it is written atomically, and a full disk is one line, "disk full: PATH".
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".geojson", ".json", ".gpkg"):
+        raise RsirError(f"{path}: unsupported output format '{suffix}' (use .gpkg or .geojson)")
+    target = output_target(path, index_dir)
+    data = gpkg_bytes(write_gpkg) if suffix == ".gpkg" else json.dumps(geojson()).encode("utf-8")
+    with atomic_output(target, path) as tmp:
+        tmp.write_bytes(data)
+    return path
 
 
 def gpkg_bytes(write: Callable[[str], None]) -> bytes:
