@@ -11,11 +11,12 @@ from typing import Callable
 from qgis.core import Qgis, QgsApplication, QgsProject
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QObject, QTimer, pyqtSignal
-from qgis.PyQt.QtWidgets import QDialog, QLabel, QProgressBar, QPushButton, QSizePolicy
+from qgis.PyQt.QtWidgets import QDialog
 
 from ..core.params import BuildParams
 from ..tasks import BuildIndexTask, is_active, log
 from .build_dialog import BuildIndexDialog
+from .task_progress import TaskProgress
 from .text_viewer import DetailsWindow
 
 MESSAGE_TITLE = "rsir"
@@ -72,53 +73,6 @@ def _duration(seconds: float) -> str:
     return f"{int(seconds // 60)} min {seconds % 60:.0f} s"
 
 
-class BuildProgress(QObject):
-    """The message-bar item of a running build. The user may close it at any time: every update
-    first checks that its widgets still exist, and the task goes on (and stays in the task bar)."""
-
-    def __init__(self, bar, task: BuildIndexTask):
-        super().__init__()
-        self.bar = bar
-        self.task = task
-        item = bar.createMessage(MESSAGE_TITLE, f"Indexing {_count(len(task.params.rasters), 'raster')}")
-        item.setToolTip(f"Index folder: {task.params.index_dir}")
-        self.progress = QProgressBar(item)
-        self.progress.setRange(0, 100)
-        self.progress.setMaximumWidth(220)
-        self.status = QLabel("", item)
-        # Ignored: a long raster name in the text must not widen the message bar, which would take the
-        # width from QGIS's side panels (the label shows what fits; its tooltip has the whole line).
-        self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        self.cancel_button = QPushButton("Cancel", item)
-        self.cancel_button.clicked.connect(self._cancel)
-        for widget in (self.progress, self.status, self.cancel_button):
-            item.layout().addWidget(widget)
-        self.item = bar.pushWidget(item, Qgis.MessageLevel.Info)
-        task.progressChanged.connect(self._on_progress)
-        task.progressMessage.connect(self._on_message)
-
-    def shown(self) -> bool:
-        return self.item is not None and not sip.isdeleted(self.item) and not sip.isdeleted(self.progress)
-
-    def _on_progress(self, value: float) -> None:
-        if self.shown():
-            self.progress.setValue(int(value))
-
-    def _on_message(self, text: str) -> None:
-        if self.shown():
-            self.status.setText(text[:80])
-            self.status.setToolTip(text)
-
-    def _cancel(self) -> None:
-        if is_active(self.task):
-            self.task.cancel()
-
-    def close(self) -> None:
-        if self.shown():
-            self.bar.popWidget(self.item)
-        self.item = None
-
-
 class BuildController(QObject):
     """One build at a time; emits `indexBuilt(index_dir)` when an index is ready to search."""
 
@@ -133,7 +87,7 @@ class BuildController(QObject):
         self.task: BuildIndexTask | None = None
         self.params: BuildParams | None = None
         self.summary = None
-        self.progress: BuildProgress | None = None
+        self.progress: TaskProgress | None = None
         self.outcome_item = None  # the message-bar item of the last outcome
         self.details = DetailsWindow("rsir: index build", iface.mainWindow())
 
@@ -157,7 +111,9 @@ class BuildController(QObject):
         task.cancelled.connect(self._on_cancelled)
         task.failed.connect(self._on_failed)
         self.task, self.params = task, params
-        self.progress = BuildProgress(self.iface.messageBar(), task)
+        self.progress = TaskProgress(self.iface.messageBar(), task,
+                                     f"Indexing {_count(len(task.params.rasters), 'raster')}")
+        self.progress.item.setToolTip(f"Index folder: {task.params.index_dir}")
         QgsApplication.taskManager().addTask(task)
         return task
 
