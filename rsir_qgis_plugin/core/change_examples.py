@@ -11,10 +11,11 @@ from .change_pairs import indexed_tta
 from .change_scores import MIN_CHANGE
 from .errors import RasterError, RsirError
 from .examples import Feedback, LabelledBox
-from .geometry import crs_from, reproject_ring
+from .feedback import checked_example
+from .geometry import reproject_ring
 from .model import ModelInfo
 from .pair_places import PairPlaces
-from .query_box import checked_box, query_window
+from .query_box import query_window
 from .query_step import QueryArea, query_areas, query_raster_path, read_box
 from .store import IndexReader
 from .tiling import window_corners
@@ -29,16 +30,7 @@ def checked_examples(examples: Feedback | Sequence[LabelledBox]) -> Feedback:
     if not feedback.positives():
         raise RsirError("a search by change needs at least one example of the change sought (--like)"
                         + (f"; got {len(feedback.boxes)} counter-example(s) only" if feedback.boxes else ""))
-    boxes = []
-    for box, name in zip(feedback.boxes, example_names(feedback)):
-        try:
-            bbox = checked_box(box.bbox)
-            if box.crs:
-                crs_from(box.crs)
-        except RsirError as exc:
-            raise RsirError(f"{name} on {box.raster}: {exc}") from exc
-        boxes.append(LabelledBox(raster=str(box.raster), bbox=bbox, crs=box.crs or None, positive=box.positive))
-    return Feedback(tuple(boxes))
+    return Feedback(tuple(checked_example(box, name) for box, name in zip(feedback.boxes, example_names(feedback))))
 
 
 def example_names(feedback: Feedback) -> list[str]:

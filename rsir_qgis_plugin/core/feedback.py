@@ -80,7 +80,7 @@ def search_feedback(index_dir: str | Path, feedback: Feedback, params: SearchPar
         raise RsirError("relevance feedback needs at least one positive example (a box marked as good)"
                         + (f"; got {len(boxes)} negative example(s) only" if boxes else ""))
     names = _names(boxes)
-    boxes = tuple(_checked_example(box, name) for box, name in zip(boxes, names))
+    boxes = tuple(checked_example(box, name) for box, name in zip(boxes, names))
     reader = index_reader(index_dir)
     model = model_for(reader, params)
     places = _places(reader, model, boxes, names, is_cancelled)
@@ -211,8 +211,8 @@ class _ClassifierCandidates:
         return self._probabilities[:n], self._ids[:n]
 
 
-def _checked_example(box: LabelledBox, name: str) -> LabelledBox:
-    """The box with its numbers and CRS checked, before any file is read."""
+def checked_example(box: LabelledBox, name: str) -> LabelledBox:
+    """The box with its numbers, CRS and raster name checked, before any file is read (`name`: "positive 2")."""
     try:
         bbox = checked_box(box.bbox)
         if box.crs:

@@ -28,6 +28,7 @@ import numpy as np
 
 from .atomic import atomic_output
 from .safe_json import check_record, is_int, is_number, list_of, loads
+from .store.shards import arrays_digest
 
 PAIR_DIR = "pairs"
 PAIR_FORMAT = 1
@@ -84,11 +85,7 @@ class StoredPair:
     #               model_sha256, tta, min_coverage, embedded (places embedded), reused (stored index vectors)
 
     def checksum(self) -> str:
-        digest = hashlib.sha256()
-        for name in ARRAYS:
-            array = np.ascontiguousarray(getattr(self, name))
-            digest.update(f"{name}{array.dtype.str}{array.shape}".encode())
-            digest.update(array.tobytes())
+        digest = arrays_digest((name, getattr(self, name)) for name in ARRAYS)
         digest.update(json.dumps(self.record, sort_keys=True).encode())
         return digest.hexdigest()
 

@@ -1,9 +1,6 @@
 """`rsir change` end to end in a subprocess, as a user runs it (issue 23): hot spots to stdout and to a
 GeoPackage, a search by change example, a second question that embeds nothing, and one-line refusals."""
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import rasterio
@@ -12,16 +9,7 @@ from affine import Affine
 from tests.conftest import DEFAULT_MODEL
 from tests.core.change_data import AT_A, AT_B, RIVER_A, RIVER_B, TILE, before_index, crop_pixels, pasted, window_box
 from tests.core.change_data import write_after as write_after_raster
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def rsir(*args, check=True):
-    done = subprocess.run([sys.executable, "-m", "rsir_qgis_plugin", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
-    if check:
-        assert done.returncode == 0, done.stderr
-    return done
+from tests.core.test_cli import rsir
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,12 +74,7 @@ class Shard:
     record: dict  # the raster: fingerprint, size, CRS, transform, bands, stretch, tiling, counts, model
 
     def checksum(self) -> str:
-        digest = hashlib.sha256()
-        for name in ARRAYS:
-            array = np.ascontiguousarray(getattr(self, name))
-            digest.update(f"{name}{array.dtype.str}{array.shape}".encode())
-            digest.update(array.tobytes())
-        return digest.hexdigest()
+        return arrays_digest((name, getattr(self, name)) for name in ARRAYS).hexdigest()
 
     def save(self, path: Path) -> None:
         self.verify_shape(path)
@@ -179,3 +175,14 @@ def finished_shard_files(index_dir: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir()
                   if p.name.endswith(".npz") and not p.name.endswith(".partial.npz")
                   and not p.name.startswith(".") and p.is_file() and not p.is_symlink())
+
+
+def arrays_digest(arrays: Iterable[tuple[str, np.ndarray]]):
+    """A sha256 over named arrays: each name, dtype and shape as well as the bytes, so an array renamed,
+    retyped or reshaped with the same bytes does not pass. Returned open, for a record to be added."""
+    digest = hashlib.sha256()
+    for name, array in arrays:
+        array = np.ascontiguousarray(array)
+        digest.update(f"{name}{array.dtype.str}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest
