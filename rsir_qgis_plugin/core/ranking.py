@@ -29,6 +29,10 @@ OVERSAMPLE = 8  # candidates fetched per wanted hit: overlap exclusion and NMS d
 # shared quarter was hit #1 and #3. 1/5 suppresses them, a small tile inside a larger one of another raster
 # too, and keeps tiles that share a thin strip (1/8 on a 7/8-stride grid). nms_iou 1 turns NMS off.
 NMS_SHARED = 0.2
+# A ground scale of at most this many tiles is ranked by scoring each of its tiles (64k x 512 float32: a
+# 128 MB matrix product, ~20 ms) instead of widening FAISS's k to its share of the index: a rare scale of
+# 750 tiles among 10^6 widened k to ~300,000 per query (1.6 s re-ranked, docs/results.md). It is exact too.
+EXACT_SCALE_TILES = 65_536
 
 
 def rank(reader: IndexReader, candidates: Candidates, params: SearchParams, areas: Sequence[QueryArea],
@@ -96,27 +100,43 @@ def by_scale(reader: IndexReader, parts: Sequence[ScaleQuery], augmented: bool =
 
 
 def _scale_source(reader: IndexReader, part: ScaleQuery, named: frozenset[int], augmented: bool) -> Candidates:
-    """The best tiles of one part's rasters for its query: FAISS searches the whole index, so the search
-    is widened (by the index's share of those rasters, then 4x a round) until n of them are found."""
+    """The best tiles of one part's rasters for its query. A part of few tiles is scored exactly, all of
+    them (exact_source); else FAISS searches the whole index, widened (by the index's share of those
+    rasters, then 4x a round) until n of them are found."""
     scales = tile_scales(reader)
     counts = scales.counts
-    if part.rasters is not None:
-        members = np.array(sorted(part.rasters), dtype=np.int64)
-        tiles = sum(counts.get(r, 0) for r in part.rasters)
-    else:
-        members = np.array(sorted(named), dtype=np.int64)
-        tiles = reader.size - sum(counts.get(r, 0) for r in named)
-    share = max(tiles, 1) / max(reader.size, 1)
+    rasters = part.rasters if part.rasters is not None else frozenset(counts).difference(named)
+    tiles = sum(counts.get(r, 0) for r in rasters)
+    if tiles <= EXACT_SCALE_TILES:
+        return exact_source(reader, part.vector, reader.raster_tile_ids(rasters), augmented)
+    members = np.array(sorted(rasters), dtype=np.int64)
+    share = tiles / max(reader.size, 1)
 
     def candidates(n: int) -> tuple[np.ndarray, np.ndarray]:
         k = min(reader.size, max(n, int(np.ceil(1.2 * n / share))))
         while True:
             scores, ids = reader.search(part.vector, k, augmented)
-            inside = np.isin(scales.rasters_of(ids), members)
-            keep = inside if part.rasters is not None else ~inside
+            keep = np.isin(scales.rasters_of(ids), members)
             if keep.sum() >= n or k >= reader.size:
                 return scores[keep][:n], ids[keep][:n]
             k = min(reader.size, k * 4)
+    return candidates
+
+
+def exact_source(reader: IndexReader, vector: np.ndarray, ids: np.ndarray, augmented: bool) -> Candidates:
+    """The given tiles ranked by their stored vectors' cosine with `vector` (scored once, on first use,
+    EXACT_SCALE_TILES at a time): the scores FAISS gives them, as IndexReader.vectors holds what it ranks."""
+    ranked: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def candidates(n: int) -> tuple[np.ndarray, np.ndarray]:
+        if not ranked:
+            scores = np.concatenate([np.zeros(0, np.float32)] + [
+                reader.vectors(ids[start:start + EXACT_SCALE_TILES], augmented) @ vector.astype(np.float32)
+                for start in range(0, len(ids), EXACT_SCALE_TILES)])
+            order = np.argsort(-scores, kind="stable")
+            ranked.append((scores[order], ids[order]))
+        scores, found = ranked[0]
+        return scores[:n], found[:n]
     return candidates
 
 

@@ -15,15 +15,16 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.transform import from_origin
 
+from rsir_qgis_plugin.core import ranking
 from rsir_qgis_plugin.core.builder import build_index
 from rsir_qgis_plugin.core.embedder import shared_embedder
 from rsir_qgis_plugin.core.params import BuildParams, SearchParams, TilingParams
 from rsir_qgis_plugin.core.query_expansion import reranked
 from rsir_qgis_plugin.core.query_image import plan_image_query
-from rsir_qgis_plugin.core.query_step import box_window, index_reader, model_for, query_areas, read_box
-from rsir_qgis_plugin.core.ranking import rank
+from rsir_qgis_plugin.core.query_step import ScaleQuery, box_window, index_reader, model_for, query_areas, read_box
+from rsir_qgis_plugin.core.ranking import by_scale, rank
 from rsir_qgis_plugin.core.raster import describe, open_dataset
-from rsir_qgis_plugin.core.scales import scale_groups
+from rsir_qgis_plugin.core.scales import scale_groups, tile_scales
 from rsir_qgis_plugin.core.search import search_box, search_image
 from rsir_qgis_plugin.core.tiling import read_window
 from tests.conftest import town_pixels, write_raster
@@ -169,3 +170,22 @@ def test_the_command_line_searches_scale_aware_unless_told_not_to(two_scales, ra
         features = json.loads(capsys.readouterr().out)["features"]
         first.append(next(f["properties"]["raster"] for f in features if f["properties"]["rank"] == 1))
     assert first == [str(coarse), str(fine)]
+
+
+def test_a_small_scale_is_scored_exactly_as_the_widened_faiss_search_ranks_it(two_scales, monkeypatch):
+    """A scale of few tiles is scored tile by tile (ranking.exact_source) instead of widening FAISS's k:
+    on this flat index both give the same tiles in the same order with the same scores, for both parts."""
+    reader = index_reader(two_scales)
+    coarse = next(iter(scale_groups(reader)[1].rasters))
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(2, reader.dim)).astype(np.float32)
+    parts = [ScaleQuery(v / np.linalg.norm(v), rasters) for v, rasters in zip(vectors, (frozenset({coarse}), None))]
+    exact = by_scale(reader, parts)(40)
+    monkeypatch.setattr(ranking, "EXACT_SCALE_TILES", 0)
+    widened = by_scale(reader, parts)(40)
+    assert len(exact[1]) == 40
+    np.testing.assert_array_equal(exact[1], widened[1])
+    np.testing.assert_allclose(exact[0], widened[0], atol=1e-5)
+    for only, expected in ((0, {coarse}), (1, set(reader.rasters) - {coarse})):
+        ids = by_scale(reader, parts, only=only)(200)[1]
+        assert set(tile_scales(reader).rasters_of(ids).tolist()) == expected
