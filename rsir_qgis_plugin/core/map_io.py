@@ -69,9 +69,7 @@ def map_to_geojson(match_map: MatchMap, polygons: list[tuple[list[Ring], dict]],
 def read_map(path: str | Path) -> MatchMap:
     """The map in a .gpkg or .geojson map file; RsirError naming the file and the problem otherwise."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".gpkg", ".geojson", ".json"):
-        raise RsirError(f"{path}: unsupported map format '{path.suffix}' (use .gpkg or .geojson)")
+    suffix = map_format(path)
     if not path.is_file():
         raise RsirError(f"{path}: no such map file")
     read = _read_gpkg if suffix == ".gpkg" else _read_geojson
@@ -79,6 +77,14 @@ def read_map(path: str | Path) -> MatchMap:
     polygons = tuple(_polygon(path, number, values, geometry, crs_wkt)
                      for number, (values, geometry) in enumerate(features, start=1))
     return MatchMap(polygons=polygons, **record)
+
+
+def map_format(path: str | Path) -> str:
+    """A map file's extension, lower case ('.gpkg', '.geojson' or '.json'); one line for any other."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in (".gpkg", ".geojson", ".json"):
+        raise RsirError(f"{path}: unsupported map format '{Path(path).suffix}' (use .gpkg or .geojson)")
+    return suffix
 
 
 def _record(match_map: MatchMap) -> dict[str, Any]:

@@ -108,12 +108,17 @@ def index(tmp_path_factory, tiny_model):
     return indexed_town_crop(tmp_path_factory.mktemp("map"), tiny_model)
 
 
-def test_every_tile_is_scored_as_the_feedback_search_reports_it(index, tmp_path):
+def _feedback(index) -> Feedback:
+    """Two positive and two negative tiles from a box search: the classifier's case."""
     from tests.core.test_feedback import first_hits, hit_box
 
-    index_dir, raster = index
-    hits = first_hits(index_dir, raster, k=12)
-    feedback = Feedback((hit_box(hits[0]), hit_box(hits[1]), hit_box(hits[-1], False), hit_box(hits[-2], False)))
+    hits = first_hits(*index, k=12)
+    return Feedback((hit_box(hits[0]), hit_box(hits[1]), hit_box(hits[-1], False), hit_box(hits[-2], False)))
+
+
+def test_every_tile_is_scored_as_the_feedback_search_reports_it(index, tmp_path):
+    index_dir, _ = index
+    feedback = _feedback(index)
     reported = search_feedback(index_dir, feedback, SearchParams(k=200, exclude_query_overlap=False, nms_iou=1.0))
     assert reported.scoring == "probability"
     calls = []
@@ -135,3 +140,22 @@ def test_every_tile_is_scored_as_the_feedback_search_reports_it(index, tmp_path)
     back = read_map(write_map(made, tmp_path / "map.gpkg", index_dir))
     assert (back.threshold, back.tiles, len(back.polygons)) == (threshold, made.tiles, len(made.polygons))
     assert back.area_m2 == pytest.approx(made.area_m2, rel=1e-6)
+
+
+def test_rsir_map_end_to_end(index, tmp_path):
+    from tests.core.test_cli import one_error_line, rsir
+
+    index_dir, _ = index
+    feedback = _feedback(index)
+    labels = write_labels(feedback, tmp_path / "labels.gpkg")
+    expected = score_tiles(index_dir, feedback, MapParams()).count_at(0.5)
+    done = rsir("map", index_dir, "--labels", labels, "--threshold", "0.5", "--out", tmp_path / "map.geojson")
+    made = read_map(tmp_path / "map.geojson")
+    assert (made.threshold, made.tiles, made.tiles_scored, made.scoring) == (0.5, expected, 49, "probability")
+    assert done.stdout.startswith(f"{len(made.polygons)} polygon(s) of {expected} matched tile(s) (of 49 scored")
+    assert done.stdout.strip().endswith(f"written to {tmp_path / 'map.geojson'}")
+    line = one_error_line(rsir("map", index_dir, "--labels", labels, "--threshold", "0.5", "--out",
+                               tmp_path / "map.shp", check=False))
+    assert "map.shp: unsupported map format '.shp'" in line
+    assert rsir("map", index_dir, "--labels", labels, "--threshold", "2", "--out", tmp_path / "m.gpkg",
+                check=False).returncode == 2
