@@ -20,7 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import cli_change, cli_doctor, cli_index, cli_search, cli_searches
+from . import cli_change, cli_doctor, cli_index, cli_map, cli_search, cli_searches
 from .cli_errors import EXIT_ERROR, EXIT_INTERRUPTED, gdal_messages, with_gdal_reason
 from .cli_numbers import (
     MAX_PX,
@@ -53,6 +53,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     doctor.set_defaults(func=cli_doctor.doctor)
     _add_search(commands)
     cli_change.add_parser(commands)
+    cli_map.add_parser(commands)
     _add_searches(commands)
     return parser
 
