@@ -9,6 +9,7 @@ from .change_hotspots import ChangeHotspotsAlgorithm
 from .common import ICON
 from .find_similar import FindSimilarAlgorithm
 from .find_similar_change import FindSimilarChangeAlgorithm
+from .map_matches import MapMatchesAlgorithm
 
 
 class RsirProvider(QgsProcessingProvider):
@@ -29,3 +30,4 @@ class RsirProvider(QgsProcessingProvider):
         self.addAlgorithm(FindSimilarAlgorithm())
         self.addAlgorithm(ChangeHotspotsAlgorithm())
         self.addAlgorithm(FindSimilarChangeAlgorithm())
+        self.addAlgorithm(MapMatchesAlgorithm())
