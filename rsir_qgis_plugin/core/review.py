@@ -46,6 +46,7 @@ def wilson_interval(successes: float, n: float, z: float = Z95) -> tuple[float, 
     """The Wilson score interval of a proportion successes/n (n may be an effective, fractional size)."""
     if n <= 0:
         return 0.0, 1.0
+    successes, n = float(successes), float(n)  # plain floats out, whatever numbers came in (QGIS takes no numpy)
     p = min(max(successes / n, 0.0), 1.0)
     z2 = z * z
     centre = (p + z2 / (2 * n)) / (1 + z2 / n)
@@ -195,7 +196,7 @@ def estimate_precision(strata: Sequence[Stratum], reviewed: Sequence[int],
     parts = []
     for stratum, n, x in zip(strata, n_h, x_h):
         if n >= stratum.size:
-            low = high = x / n  # reviewed whole
+            low = high = float(x / n)  # reviewed whole
         else:
             low, high = wilson_interval(x * finite_sample_size(n, stratum.size) / n,
                                         finite_sample_size(n, stratum.size), z)

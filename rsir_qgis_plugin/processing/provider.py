@@ -7,6 +7,7 @@ from qgis.PyQt.QtGui import QIcon
 from .build_index import BuildIndexAlgorithm
 from .change_hotspots import ChangeHotspotsAlgorithm
 from .common import ICON
+from .estimate_precision import EstimatePrecisionAlgorithm
 from .find_similar import FindSimilarAlgorithm
 from .find_similar_change import FindSimilarChangeAlgorithm
 from .map_matches import MapMatchesAlgorithm
@@ -31,3 +32,4 @@ class RsirProvider(QgsProcessingProvider):
         self.addAlgorithm(ChangeHotspotsAlgorithm())
         self.addAlgorithm(FindSimilarChangeAlgorithm())
         self.addAlgorithm(MapMatchesAlgorithm())
+        self.addAlgorithm(EstimatePrecisionAlgorithm())

@@ -21,8 +21,12 @@ TILE = 64  # pixels
 
 @pytest.fixture(scope="module")
 def map_file(tmp_path_factory):
-    """A map of 30 one-tile polygons on a real raster, scores 0.50..0.79 by map id, and its raster."""
-    folder = tmp_path_factory.mktemp("review_cli")
+    return write_tile_map(tmp_path_factory.mktemp("review_cli"))
+
+
+def write_tile_map(folder):
+    """folder/map.gpkg: a map of 30 one-tile polygons on a real raster (folder/town_crop.tif), scores
+    0.50..0.79 by map id; returns (map, raster)."""
     raster = write_town_crop(folder)
     with rasterio.open(raster) as src:
         transform, crs = src.transform, src.crs.to_wkt()
