@@ -84,7 +84,12 @@ class MatchMap:
     def describe(self) -> str:
         """One line for the user: polygons, tiles and area."""
         return (f"{len(self.polygons)} polygon(s) of {self.tiles} matched tile(s) (of {self.tiles_scored} scored, "
-                f"{self.scoring} >= {self.threshold:g}), {self.area_m2 / 1e6:.3f} km²")
+                f"{self.scoring} >= {self.threshold:g}), {area_text(self.area_m2)}")
+
+
+def area_text(area_m2: float) -> str:
+    """An area for people: m² below a tenth of a km², else km²."""
+    return f"{area_m2:,.0f} m²" if area_m2 < 1e5 else f"{area_m2 / 1e6:,.3f} km²"
 
 
 @dataclass(frozen=True)
