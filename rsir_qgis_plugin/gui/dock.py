@@ -36,6 +36,7 @@ from ..settings import SearchSettings, load_search_settings, save_search_setting
 from ..thumbnail_pixels import THUMBNAIL_PX, thumbnail_problems
 from .file_dialogs import ask_open_gpkg, ask_save_gpkg
 from .hit_row import UNLABELLED, HitRow, thumb_icon
+from .map_panel import MapPanel
 from .thumbnails import to_qimage
 
 RANK_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -82,6 +83,8 @@ class ResultsDock(QgsDockWidget):
         layout.addWidget(self.hit_list, 1)
         layout.addLayout(buttons)
         layout.addWidget(feedback)
+        self.map_panel = MapPanel(self.index_dir, body)  # its own tasks: scoring, then the map file
+        layout.addWidget(self.map_panel)
         self.setWidget(self._scrolling(body))
 
         self._load_settings()
