@@ -48,6 +48,10 @@ def add_parser(commands) -> None:
     change.add_argument("--device", choices=DEVICES, default="auto")
     change.add_argument("--out", type=Path, help="write places to .gpkg (layer rsir_changes) or .geojson")
     change.add_argument("--out-crs", help="CRS of the output (default: the first before raster's)")
+    change.add_argument("--save-as", metavar="NAME",
+                        help="with --like, keep this search in the index folder as a standing search: every "
+                             "`index build` then ranks the pairs of dates new to it (a newly indexed raster over "
+                             "one it has seen, a pair compared since) and writes searches/NAME.new.gpkg")
 
 
 def run(args) -> int:
@@ -67,6 +71,12 @@ def run(args) -> int:
             result = change_hotspots(args.index_dir, args.before, args.after, params, progress)
     _report(result)
     _write(result, args)
+    if args.save_as:
+        from .core.standing_change import save_change_search
+
+        path = save_change_search(args.index_dir, args.save_as, result, params)
+        print(f"search saved as '{args.save_as}' ({path}); each `rsir index build` of this index now reports the "
+              f"changes like it in the pairs new to it, in {path.with_suffix('.new.gpkg').name}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -86,6 +96,12 @@ def _refuse_early(args) -> None:
         raise RsirError("--unusual scores hot spots; a search by change (--like) ranks by the change marked")
     if args.crs:
         crs_from(args.crs)
+    if args.save_as:
+        from .core.standing_file import refuse_taken
+
+        if not args.like:
+            raise RsirError("--save-as keeps a search by change example; give --like (hot spots cannot be saved)")
+        refuse_taken(args.index_dir, args.save_as)
 
 
 def _examples(args) -> list:

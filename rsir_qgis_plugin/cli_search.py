@@ -38,11 +38,9 @@ def _refuse_early(args) -> None:
     if args.out_crs:
         crs_from(args.out_crs)
     if args.save_as:
-        from .core.standing_file import check_name, search_path
+        from .core.standing_file import refuse_taken
 
-        if search_path(args.index_dir, check_name(args.save_as)).exists():
-            raise RsirError(f"{search_path(args.index_dir, args.save_as)}: a saved search of that name exists; "
-                            "remove it first (`rsir searches remove`) or choose another name")
+        refuse_taken(args.index_dir, args.save_as)
     if args.out:
         output_target(args.out, args.index_dir)  # a device, a FIFO or the index's own files: refused now
     if args.image_gsd is not None and args.image is None:

@@ -5,6 +5,7 @@ Entry points (what the CLI, the QGIS tasks, the Processing algorithms and standi
 
     change_hotspots(index_dir, before, after, params, progress=None, is_cancelled=None) -> ChangeResult
     search_change(index_dir, before, after, examples, params, progress=None, is_cancelled=None) -> ChangeResult
+    rank_by_scorer(reader, model, places, scorer, params, is_cancelled=None) -> ChangeResult  (standing searches)
 
 A place's change is 1 - cosine(before, after) of its two embeddings; its change vector is after - before,
 normalised (zero where the two dates look the same to the model). Ranking, overlap exclusion and
@@ -22,7 +23,7 @@ import numpy as np
 from .change_examples import checked_examples, example_changes
 from .change_pairs import plan_pairs
 from .change_params import ChangeParams
-from .change_results import ChangeHit, ChangeResult
+from .change_results import ChangeHit, ChangeResult, ChangeScorer
 from .change_scores import change, change_vectors, like_change, unusual_change
 from .embedder import Embedder, shared_embedder
 from .examples import Feedback, LabelledBox
@@ -85,18 +86,44 @@ def search_change(index_dir: str | Path, before: Sequence[str | Path], after: Se
     positive = np.array([box.positive for box in feedback.boxes])
     pos, neg = changes[positive], changes[~positive]
     query = rocchio(pos, neg)
-    directions = [change_vectors(p.before, p.after) for p in run.places]
-    if len(pos) >= 2 and len(neg) >= 2:
-        weights, bias = fit_logistic(pos, neg, prior=query)
-        scores = [0.5 * (1.0 + np.tanh(0.5 * (d.astype(np.float64) @ weights + bias))) for d in directions]
-        scoring = "probability"
-    else:
-        scores = [d.astype(np.float64) @ query for d in directions]
-        scoring = "cosine"
-    size = float(sizes[positive].mean())
-    scores = [like_change(s, p.before, p.after, size) for s, p in zip(scores, run.places)]
-    hits, all_excluded = run.rank(scores, areas if params.exclude_example_overlap else [])
-    return run.result(hits, scoring, started, all_excluded=all_excluded, examples=feedback, rings=rings)
+    weights, bias = fit_logistic(pos, neg, prior=query) if len(pos) >= 2 and len(neg) >= 2 else (None, 0.0)
+    scorer = ChangeScorer(query=np.asarray(query, np.float32), weights=weights, bias=float(bias),
+                          size=float(sizes[positive].mean()),
+                          areas=tuple(areas) if params.exclude_example_overlap else (),
+                          pairs=tuple(p.key for p in run.places))
+    hits, all_excluded = run.rank(change_likeness(run.places, scorer), list(scorer.areas))
+    return run.result(hits, scorer_kind(scorer), started, all_excluded=all_excluded, examples=feedback,
+                      rings=rings, scorer=scorer)
+
+
+def rank_by_scorer(reader: IndexReader, model: ModelInfo, places: list[PairPlaces], scorer: ChangeScorer,
+                   params: ChangeParams, is_cancelled: Callable[[], bool] | None = None) -> ChangeResult:
+    """Places of pairs already at hand ranked by a saved search by change (a standing search's re-run on
+    the pairs made since it was saved: core/standing_change.py); the scorer's areas are left out."""
+    started = time.perf_counter()
+    run = _Run(reader, model, params, is_cancelled)
+    run.places, run.given = list(places), list(places)
+    hits, all_excluded = run.rank(change_likeness(run.places, scorer), list(scorer.areas))
+    return run.result(hits, scorer_kind(scorer), started, all_excluded=all_excluded, scorer=scorer)
+
+
+def change_likeness(places: list[PairPlaces], scorer: ChangeScorer) -> list[np.ndarray]:
+    """Each pair's places scored by how like the scorer's change theirs is: the cosine of change directions
+    with Rocchio's query, or the classifier's probability; damped where a place changed less than the
+    examples (core/change_scores.like_change)."""
+    scores = []
+    for p in places:
+        directions = change_vectors(p.before, p.after).astype(np.float64)
+        if scorer.weights is None:
+            similarity = directions @ scorer.query.astype(np.float64)
+        else:
+            similarity = 0.5 * (1.0 + np.tanh(0.5 * (directions @ scorer.weights.astype(np.float64) + scorer.bias)))
+        scores.append(like_change(similarity, p.before, p.after, scorer.size))
+    return scores
+
+
+def scorer_kind(scorer: ChangeScorer) -> str:
+    return "cosine" if scorer.weights is None else "probability"
 
 
 class _Run:
@@ -161,12 +188,12 @@ class _Run:
                          after_crs_wkt=after.crs_wkt, after_bands=tuple(after.bands), after_stretch=after.stretch)
 
     def result(self, hits: list[ChangeHit], scoring: str, started: float, all_excluded: bool = False,
-               examples: Feedback | None = None, rings: tuple = ()) -> ChangeResult:
+               examples: Feedback | None = None, rings: tuple = (), scorer: ChangeScorer | None = None) -> ChangeResult:
         provider = self._session.describe() if self._session else "stored embeddings (nothing embedded)"
         return ChangeResult(hits=hits, scoring=scoring, pairs=tuple(p.counts for p in self.places),
                             crs_wkt=self.given[0].pair.before.crs_wkt, provider=provider,
                             seconds=time.perf_counter() - started, examples=examples, example_polygons=rings,
-                            all_excluded=all_excluded, notes=tuple(self.notes))
+                            all_excluded=all_excluded, notes=tuple(self.notes), scorer=scorer)
 
 
 def _scaled(progress: Progress | None, start: float, span: float) -> Progress | None:

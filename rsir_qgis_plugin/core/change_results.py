@@ -5,7 +5,10 @@ and the front ends (CLI, QGIS tasks, standing searches).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from .examples import Feedback
 from .results import Hit
@@ -61,6 +64,19 @@ class PairCounts:
                 f"{self.outside} off the after raster")
 
 
+@dataclass(frozen=True, eq=False)
+class ChangeScorer:
+    """How a search by change scored places, so that the places of pairs made later can be scored the same way
+    (a standing search, core/standing_change.py) without the examples' rasters."""
+
+    query: np.ndarray  # (D,) unit vector: Rocchio's change direction (cosine scoring)
+    weights: np.ndarray | None  # a logistic regression's (D,) over change directions: probability scoring
+    bias: float
+    size: float  # the positive examples' mean |after - before|: places that changed less are damped by it
+    areas: Sequence = ()  # QueryArea (core/query_step.py): the examples' places, left out
+    pairs: tuple[str, ...] = ()  # the keys (core/pair_store.pair_key) of the pairs ranked
+
+
 @dataclass(frozen=True)
 class ChangeResult:
     hits: list[ChangeHit]
@@ -74,3 +90,4 @@ class ChangeResult:
     example_polygons: tuple[list[tuple[float, float]], ...] = ()  # each example's ring, in crs_wkt
     all_excluded: bool = False  # no hit because every compared place overlaps an example
     notes: tuple[str, ...] = ()
+    scorer: ChangeScorer | None = None  # a search by change's: what saving it as a standing search keeps

@@ -56,6 +56,7 @@ class PairPlaces:
     after: np.ndarray  # (m, D) float32 unit embeddings of the after date
     after_windows: np.ndarray  # (m, 4) int64: where each place was read on the after raster
     counts: PairCounts
+    key: str = ""  # the pair's key (core/pair_store.pair_key): its rasters, model, TTA and coverage
 
 
 def raster_tiles(reader: IndexReader, entry: RasterEntry) -> tuple[np.ndarray, np.ndarray]:
@@ -151,7 +152,7 @@ def _places(reader: IndexReader, pair: Pair, ids: np.ndarray, stored: StoredPair
     ok = stored.state == OK
     return PairPlaces(pair=pair, tile_ids=ids[ok], before=l2_normalize(reader.vectors(ids[ok])),
                       after=stored.vectors, after_windows=stored.after_windows[ok],
-                      counts=_counts(pair, stored, from_store))
+                      counts=_counts(pair, stored, from_store), key=str(stored.record["key"]))
 
 
 def pair_identity(pair: Pair) -> tuple[dict, dict]:

@@ -11,6 +11,9 @@ only the index's stored vectors of the new tiles. "Seen" is kept by raster (the 
 mtime, tiling, model, TTA), not by segment, so compaction (which rewrites every segment) brings nothing
 "new", while a raster that changed on disk and was embedded again is searched again.
 
+A search by change example (kind "change") is re-run on the pairs of dates new to it instead of new tiles:
+core/standing_change.py; its new hits are places (layer rsir_changes).
+
 A build calls run_standing_searches() after its commit: nothing here can fail or undo the build; a saved
 search that cannot run (damaged, another model) is one line in the build's summary.
 """
@@ -24,14 +27,27 @@ from typing import Callable
 import numpy as np
 
 from .atomic import write_bytes_atomic
+from .changes_io import CHANGES_LAYER
 from .embedder import shared_embedder
 from .errors import RsirError, SearchCancelled
-from .hits_io import write_hits
+from .hits_io import HITS_LAYER, write_hits
 from .params import SearchParams
 from .query_step import box_window, index_reader, model_for, query_areas, read_box
 from .ranking import rank
 from .results import Scorer, SearchResult
-from .standing_file import SEARCHES, SavedSearch, check_name, new_hits_path, read_saved, search_path
+from .standing_change import rerun_change_search
+from .standing_file import (
+    SEARCHES,
+    SavedSearch,
+    check_name,
+    example_record,
+    live_keys,
+    model_identity,
+    new_hits_path,
+    read_saved,
+    search_path,
+    write_new_saved,
+)
 from .store import IndexReader
 
 SCORE_BATCH = 65536  # new tiles scored at a time: (batch, D) float32 vectors in memory
@@ -46,6 +62,7 @@ class StandingReport:
     new_rasters: int = 0
     path: str | None = None  # the .new.gpkg written
     problem: str | None = None  # one line: the search was skipped
+    layer: str = HITS_LAYER  # the layer of the .new.gpkg: rsir_hits, or rsir_changes for a search by change
 
     @property
     def headline(self) -> str:
@@ -77,29 +94,21 @@ def save_search(index_dir: str | Path, name: str, result: SearchResult, params: 
     check_name(name)
     reader = index_reader(index_dir)
     scorer = result.scorer or _box_scorer(reader, result, params)
-    path = search_path(reader.index_dir, name)
-    if path.exists() and not overwrite:
-        raise RsirError(f"{path}: a saved search of that name exists; remove it first or choose another name")
-    folder = _searches_folder(reader.index_dir, create=True)
-    built_with = reader.manifest["model"]
-    examples = [{"raster": box.raster, "bbox": [float(v) for v in box.bbox], "crs": box.crs,
-                 "positive": box.positive} for box in (result.feedback.boxes if result.feedback else ())]
+    examples = [example_record(box) for box in (result.feedback.boxes if result.feedback else ())]
     if not examples and result.query_polygon and result.query_raster:  # a box query: the box, in its raster's CRS
         xs, ys = zip(*result.query_polygon)
         examples = [{"raster": result.query_raster, "bbox": [float(min(xs)), float(min(ys)), float(max(xs)),
                                                              float(max(ys))], "crs": None, "positive": True}]
     saved = SavedSearch(
         name=name, kind="feedback" if result.feedback else ("box" if result.query_polygon else "image"),
-        model={"name": built_with["name"], "sha256": built_with["sha256"],
-               "embedding_dim": int(built_with["embedding_dim"])},
+        model=model_identity(reader.manifest),
         query=np.asarray(scorer.query, np.float32), k=params.k, nms_iou=params.nms_iou,
         min_score=params.min_score, scoring=result.scoring, weights=scorer.weights, bias=scorer.bias,
         augmented=scorer.augmented, areas=tuple(scorer.areas), examples=examples,
         query_polygon=[[float(x), float(y)] for x, y in result.query_polygon] if result.query_polygon else None,
-        query_crs_wkt=result.query_crs_wkt, seen=_live_keys(reader),
+        query_crs_wkt=result.query_crs_wkt, seen=live_keys(reader),
         saved_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), generation=int(reader.manifest["generation"]))
-    write_bytes_atomic(folder / path.name, saved.to_bytes())
-    return path
+    return write_new_saved(reader.index_dir, saved, overwrite)
 
 
 def load_search(index_dir: str | Path, name: str) -> SavedSearch:
@@ -188,6 +197,10 @@ def _run_one(reader: IndexReader, listing: SearchListing, is_cancelled) -> Stand
     problem = model_problem(saved, reader.manifest)
     if problem:
         return StandingReport(saved.name, problem=problem)
+    if saved.kind == "change":  # new pairs of dates, not new tiles: core/standing_change.py
+        found = rerun_change_search(reader, saved, listing.path, is_cancelled)
+        return None if found is None else StandingReport(saved.name, new_hits=found.hits, new_rasters=found.rasters,
+                                                         path=str(found.path), layer=CHANGES_LAYER)
     seen = set(saved.seen)
     new = [entry for entry in reader.rasters.values() if entry.shard not in seen]
     if not new:
@@ -204,7 +217,7 @@ def _run_one(reader: IndexReader, listing: SearchListing, is_cancelled) -> Stand
     if path.is_symlink():
         raise RsirError(f"{path}: is a symbolic link; rsir writes new hits only as a plain file")
     write_hits(result, path)
-    updated = replace(saved, seen=_live_keys(reader), generation=int(reader.manifest["generation"]))
+    updated = replace(saved, seen=live_keys(reader), generation=int(reader.manifest["generation"]))
     write_bytes_atomic(listing.path, updated.to_bytes())
     return StandingReport(saved.name, new_hits=len(hits), new_rasters=len(new), path=str(path))
 
@@ -241,15 +254,3 @@ def _box_scorer(reader: IndexReader, result: SearchResult, params: SearchParams)
     return Scorer(query=np.asarray(query, np.float32), areas=tuple(areas))
 
 
-def _live_keys(reader: IndexReader) -> tuple[str, ...]:
-    return tuple(sorted({entry.shard for entry in reader.rasters.values()}))
-
-
-def _searches_folder(index_dir: Path, create: bool) -> Path:
-    """INDEX/searches, never through a symbolic link (a link could send writes anywhere)."""
-    folder = Path(index_dir) / SEARCHES
-    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
-        raise RsirError(f"{folder}: is not a plain folder; rsir keeps saved searches only in a real folder")
-    if create:
-        folder.mkdir(exist_ok=True)
-    return folder

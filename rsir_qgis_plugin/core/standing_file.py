@@ -35,7 +35,8 @@ MAX_DIM = 16384
 # Letters, digits, space, '_', '-', '.', not first a dot or space: a file name on every system, no separators.
 _NAME = re.compile(r"^[^\W_][\w .-]*$")
 _RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
-KINDS = ("box", "image", "feedback")
+KINDS = ("box", "image", "feedback", "change")
+MAX_PAIRS = 100_000  # pair keys a search by change may have seen
 
 
 def check_name(name: str) -> str:
@@ -64,6 +65,52 @@ def new_hits_path(index_dir: str | Path, name: str) -> Path:
     return Path(index_dir) / SEARCHES / f"{check_name(name)}.new.gpkg"
 
 
+def refuse_taken(index_dir: str | Path, name: str) -> Path:
+    """The file a new search of this name would be; RsirError when a saved search has the name already."""
+    path = search_path(index_dir, name)
+    if path.exists():
+        raise RsirError(f"{path}: a saved search of that name exists; remove it first (`rsir searches remove`) "
+                        "or choose another name")
+    return path
+
+
+def searches_folder(index_dir: str | Path, create: bool) -> Path:
+    """INDEX/searches, never through a symbolic link (a link could send writes anywhere)."""
+    folder = Path(index_dir) / SEARCHES
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise RsirError(f"{folder}: is not a plain folder; rsir keeps saved searches only in a real folder")
+    if create:
+        folder.mkdir(exist_ok=True)
+    return folder
+
+
+def model_identity(manifest: dict) -> dict:
+    """The index's model as a saved search records it (name, sha256, embedding_dim)."""
+    built_with = manifest["model"]
+    return {"name": built_with["name"], "sha256": built_with["sha256"],
+            "embedding_dim": int(built_with["embedding_dim"])}
+
+
+def live_keys(reader) -> tuple[str, ...]:
+    """The shard keys of the index's live rasters (an IndexReader's): what a saved search has seen."""
+    return tuple(sorted({entry.shard for entry in reader.rasters.values()}))
+
+
+def example_record(box) -> dict:
+    """A LabelledBox as a saved search keeps it: {raster, bbox, crs, positive}."""
+    return {"raster": box.raster, "bbox": [float(v) for v in box.bbox], "crs": box.crs, "positive": box.positive}
+
+
+def write_new_saved(index_dir: str | Path, saved: SavedSearch, overwrite: bool = False) -> Path:
+    """Write a newly saved search (atomically); an existing one of its name is refused unless `overwrite`."""
+    from .atomic import write_bytes_atomic
+
+    path = search_path(index_dir, saved.name) if overwrite else refuse_taken(index_dir, saved.name)
+    folder = searches_folder(index_dir, create=True)
+    write_bytes_atomic(folder / path.name, saved.to_bytes())
+    return path
+
+
 @dataclass(frozen=True, eq=False)
 class SavedSearch:
     """A search kept by name: what scores tiles, how hits are ranked, and which rasters it has seen."""
@@ -86,6 +133,10 @@ class SavedSearch:
     seen: tuple[str, ...] = ()  # shard keys of the rasters already searched (core/build_plan.shard_key_of)
     saved_at: str = ""
     generation: int = 0  # the index generation last searched
+    # A search by change (kind "change"): {"size": the examples' mean |after - before| (places that changed
+    # less are damped), "pairs": the keys of the pairs already ranked (core/pair_store.pair_key),
+    # "other_pairs": whether stored pairs made since are ranked too, "min_coverage"}; None otherwise.
+    change: dict | None = None
 
     def to_record(self) -> dict:
         return {"format": FORMAT, "name": self.name, "kind": self.kind, "model": self.model,
@@ -99,7 +150,7 @@ class SavedSearch:
                           for a in self.areas],
                 "examples": self.examples, "query_polygon": self.query_polygon,
                 "query_crs_wkt": self.query_crs_wkt, "seen": sorted(self.seen), "saved_at": self.saved_at,
-                "generation": self.generation}
+                "generation": self.generation, "change": self.change}
 
     def to_bytes(self) -> bytes:
         return json.dumps(self.to_record(), indent=1).encode("utf-8")
@@ -150,6 +201,11 @@ SCHEMA = {
     "query_polygon": optional(list_of(list_of(_finite_number, 2))), "query_crs_wkt": _text,
     "seen": list_of(_key), "saved_at": _text, "generation": is_int,
 }
+# Keys a file may lack (one saved before they existed).
+OPTIONAL = {
+    "change": optional(_object({"size": lambda v: _finite_number(v) and v > 0, "pairs": list_of(_key),
+                                "other_pairs": _flag, "min_coverage": lambda v: _finite_number(v) and 0 < v <= 1})),
+}
 
 
 def read_saved(path: Path) -> SavedSearch:
@@ -160,7 +216,7 @@ def read_saved(path: Path) -> SavedSearch:
         record = loads(data, max_bytes=MAX_FILE_BYTES)
     except (OSError, JsonLimitError) as exc:
         raise RsirError(f"{path}: damaged saved search ({getattr(exc, 'strerror', None) or exc})") from None
-    problems = check_record(record, SCHEMA)
+    problems = check_record(record, SCHEMA, OPTIONAL)
     if not problems:
         problems = _sense(record, path)
     if problems:
@@ -177,7 +233,7 @@ def read_saved(path: Path) -> SavedSearch:
                     for a in record["areas"]),
         examples=record["examples"], query_polygon=record["query_polygon"],
         query_crs_wkt=record["query_crs_wkt"], seen=tuple(record["seen"]), saved_at=record["saved_at"],
-        generation=record["generation"])
+        generation=record["generation"], change=record.get("change"))
 
 
 def _sense(record: dict, path: Path) -> list[str]:
@@ -201,4 +257,8 @@ def _sense(record: dict, path: Path) -> list[str]:
         problems.append(f"{len(record['areas'])} areas, over {MAX_AREAS}")
     if any(w[2] <= 0 or w[3] <= 0 for w in (a["window"] for a in record["areas"])):
         problems.append("an area with an empty window")
+    if (record["kind"] == "change") != (record.get("change") is not None):
+        problems.append(f"kind '{record['kind']}' with{'out' if record.get('change') is None else ''} a change record")
+    elif record.get("change") is not None and len(record["change"]["pairs"]) > MAX_PAIRS:
+        problems.append(f"{len(record['change']['pairs'])} pairs seen, over {MAX_PAIRS}")
     return problems
