@@ -1,14 +1,17 @@
 """rsir:find_similar_change: the places of a pair of dates whose change is most like the change inside an
-extent (search by change example), as a polygon layer."""
+extent, or like the positive (and unlike the negative) examples of a labels layer (search by change example),
+as a polygon layer."""
 from __future__ import annotations
 
 from qgis.core import (
+    QgsProcessing,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterExtent,
     QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterVectorLayer,
 )
 
 from ..core.examples import LabelledBox
@@ -18,7 +21,8 @@ from .common import engine_errors, layer_file
 
 
 class FindSimilarChangeAlgorithm(ChangeAlgorithm):
-    RASTER, EXTENT, EXCLUDE_OVERLAP, OTHER_PAIRS = "RASTER", "EXTENT", "EXCLUDE_OVERLAP", "OTHER_PAIRS"
+    RASTER, EXTENT, LABELS, EXCLUDE_OVERLAP, OTHER_PAIRS = (
+        "RASTER", "EXTENT", "LABELS", "EXCLUDE_OVERLAP", "OTHER_PAIRS")
 
     def name(self) -> str:
         return "find_similar_change"
@@ -28,16 +32,24 @@ class FindSimilarChangeAlgorithm(ChangeAlgorithm):
 
     def shortHelpString(self) -> str:  # noqa: N802
         return ("The example is an extent (in any CRS) on one of the before or after rasters that changed the "
-                "way sought; it is read at both dates. Places are ranked by the cosine between their change "
-                "(after - before, normalised) and the example's, damped where a place changed much less; places "
-                "overlapping the example are left out. The index's other stored pairs (from earlier runs) are "
-                "ranked too unless unticked. " + PLACES_NOTE)
+                "way sought, and/or the boxes of a labels layer (polygons with the fields 'raster' and 'label': "
+                "'positive' for a change sought, 'negative' for one that is not; the layout of `rsir labels` and "
+                "of the plugin's labels, an empty raster meaning the raster under the box). Each example is read "
+                "at both dates. Places are ranked by the cosine between their change (after - before, "
+                "normalised) and the examples' (Rocchio: the positives' mean less half the negatives'), or with "
+                "2+ positives and 2+ negatives by a logistic regression's probability, as relevance feedback "
+                "ranks tiles; damped where a place changed much less; places overlapping an example are left "
+                "out. The index's other stored pairs (from earlier runs) are ranked too unless unticked. "
+                + PLACES_NOTE)
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802
         self.add_dates()
         self.addParameter(QgsProcessingParameterRasterLayer(
-            self.RASTER, "Raster the example extent is on (a before or an after raster)"))
-        self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Example of the change sought"))
+            self.RASTER, "Raster the example extent is on (a before or an after raster)", optional=True))
+        self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Example of the change sought", optional=True))
+        self.addParameter(QgsProcessingParameterVectorLayer(
+            self.LABELS, "Labelled examples (fields raster, label: positive/negative)",
+            [QgsProcessing.SourceType.TypeVectorPolygon], optional=True))
         self.add_advanced(
             QgsProcessingParameterBoolean(self.EXCLUDE_OVERLAP, "Exclude places overlapping the example", True),
             QgsProcessingParameterBoolean(self.OTHER_PAIRS, "Also rank the index's other stored pairs", True))
@@ -47,7 +59,32 @@ class FindSimilarChangeAlgorithm(ChangeAlgorithm):
         from ..core.change_rank import search_change
 
         before, after, crs = self.dates(parameters, context)
+        examples = self.extent_example(parameters, context, feedback)
+        examples += self.labelled_examples(parameters, context, feedback)
+        if not examples:
+            raise QgsProcessingException(f"Give an example: an {self.EXTENT} on a {self.RASTER}, or a {self.LABELS} "
+                                         "layer with at least one positive box")
+        params = self.change_params(
+            parameters, context,
+            exclude_example_overlap=self.parameterAsBool(parameters, self.EXCLUDE_OVERLAP, context),
+            other_pairs=self.parameterAsBool(parameters, self.OTHER_PAIRS, context))
+        index_dir = self.parameterAsFile(parameters, self.INDEX, context)
+        with engine_errors():
+            result = search_change(index_dir, before, after, examples, params, self.progress(feedback),
+                                   is_cancelled=feedback.isCanceled)
+        if result.all_excluded:
+            feedback.pushWarning("Every place compared overlaps an example: untick 'Exclude places "
+                                 "overlapping the example' to see them")
+        return self.write(result, parameters, context, feedback, crs)
+
+    def extent_example(self, parameters, context: QgsProcessingContext,
+                       feedback: QgsProcessingFeedback) -> list[LabelledBox]:
+        """The example extent as a positive box on its raster; none when no extent is given."""
+        if parameters.get(self.EXTENT) in (None, ""):
+            return []
         raster = self.parameterAsRasterLayer(parameters, self.RASTER, context)
+        if raster is None:
+            raise QgsProcessingException(f"{self.RASTER}: give the raster the example extent is on")
         path = layer_file(raster, self.RASTER)
         extent_crs = self.parameterAsExtentCrs(parameters, self.EXTENT, context)
         if not extent_crs.isValid():
@@ -55,19 +92,25 @@ class FindSimilarChangeAlgorithm(ChangeAlgorithm):
         extent = self.parameterAsExtent(parameters, self.EXTENT, context, extent_crs)
         if extent.isEmpty():
             raise QgsProcessingException(f"{self.EXTENT}: the example extent is empty")
-        example = LabelledBox(raster=path, bbox=(extent.xMinimum(), extent.yMinimum(), extent.xMaximum(),
-                                                 extent.yMaximum()),
-                              crs=crs_for_engine(extent_crs), positive=True)
-        params = self.change_params(
-            parameters, context,
-            exclude_example_overlap=self.parameterAsBool(parameters, self.EXCLUDE_OVERLAP, context),
-            other_pairs=self.parameterAsBool(parameters, self.OTHER_PAIRS, context))
-        index_dir = self.parameterAsFile(parameters, self.INDEX, context)
-        feedback.pushInfo(f"Example {example.bbox} in {extent_crs.authid() or 'custom CRS'} on {path}")
-        with engine_errors():
-            result = search_change(index_dir, before, after, [example], params, self.progress(feedback),
-                                   is_cancelled=feedback.isCanceled)
-        if result.all_excluded:
-            feedback.pushWarning("Every place compared overlaps the example: untick 'Exclude places "
-                                 "overlapping the example' to see them")
-        return self.write(result, parameters, context, feedback, crs)
+        feedback.pushInfo(f"Example {extent.toString()} in {extent_crs.authid() or 'custom CRS'} on {path}")
+        return [LabelledBox(raster=path, bbox=(extent.xMinimum(), extent.yMinimum(), extent.xMaximum(),
+                                               extent.yMaximum()), crs=crs_for_engine(extent_crs), positive=True)]
+
+    def labelled_examples(self, parameters, context: QgsProcessingContext,
+                          feedback: QgsProcessingFeedback) -> list[LabelledBox]:
+        """The labels layer's boxes, read by the rules every labels reader of rsir follows
+        (core/label_records.py); each feature left out is a warning."""
+        from ..labels.convert import feedback_from_features, footprints
+        from ..labels.files import labels_dir
+
+        labels = self.parameterAsVectorLayer(parameters, self.LABELS, context)
+        if labels is None:
+            return []
+        rasters = footprints([*self.parameterAsLayerList(parameters, self.BEFORE, context),
+                              *self.parameterAsLayerList(parameters, self.AFTER, context)])
+        read = feedback_from_features(labels.getFeatures(), labels.crs(), rasters, context.transformContext(),
+                                      labels_dir(labels))
+        for line in read.skipped:
+            feedback.pushWarning(f"{labels.name()}: {line}")
+        feedback.pushInfo(f"{read.positives} positive and {read.negatives} negative example(s) from {labels.name()}")
+        return list(read.feedback.boxes)

@@ -107,3 +107,47 @@ def test_an_after_raster_elsewhere_is_one_line(provider, project, dates, town_ha
         processing.run("rsir:change_hotspots", {
             "INDEX": str(index), "BEFORE": [layer(project, before, "2019")],
             "AFTER": [layer(project, town_half, "elsewhere")], "OUTPUT": "TEMPORARY_OUTPUT"})
+
+
+def test_find_similar_change_takes_positives_and_negatives_from_a_labels_layer(provider, project, dates,
+                                                                               tmp_path):
+    """No extent: a labels layer (the `rsir labels` layout) with two boxes of the river change sought and two
+    roof blocks pasted elsewhere as changes not sought: the logistic regression of relevance feedback ranks,
+    and the second river block comes first. One negative has no raster: the raster under it is taken."""
+    import processing
+    from qgis.core import QgsFeature, QgsGeometry
+
+    from rsir_qgis_plugin.labels.layer import label_fields, make_labels_layer
+    from tests.core.change_data import RIVER_A, RIVER_B, crop_pixels, pasted, write_after
+
+    index, before, _, _ = dates
+    roofs, at_c, at_d = (100, 900), (288, 0), (288, 288)  # town blocks pasted over other town: not water
+    after = write_after(tmp_path / "after_mixed.tif", pasted(crop_pixels()[0], (RIVER_A, AT_A), (RIVER_B, AT_B),
+                                                             (roofs, at_c), (roofs, at_d)))
+    before_layer, after_layer = layer(project, before, "2019"), layer(project, after, "2024")
+    labels = make_labels_layer(before_layer.crs())
+    boxes = [((*AT_A, TILE, TILE), str(before), "positive"),
+             ((AT_A[0] + 16, AT_A[1] + 16, 64, 64), str(after), "positive"),
+             ((*at_c, TILE, TILE), str(before), "negative"), ((*at_d, TILE, TILE), "", "negative")]
+    features = []
+    for window, raster, label in boxes:
+        feature = QgsFeature(label_fields())
+        feature.setGeometry(QgsGeometry.fromRect(rectangle(window_box(before, window))))
+        feature.setAttributes([raster, label])
+        features.append(feature)
+    assert labels.dataProvider().addFeatures(features)[0]
+    feedback = QgsProcessingFeedback()
+    out = processing.run("rsir:find_similar_change", {
+        "INDEX": str(index), "BEFORE": [before_layer], "AFTER": [after_layer], "LABELS": labels, "K": 3,
+        "OTHER_PAIRS": False, "OUTPUT": "TEMPORARY_OUTPUT"}, feedback=feedback)["OUTPUT"]
+    log = feedback.textLog()
+    assert "2 positive and 2 negative example(s)" in log and "probability scores" in log
+    features = sorted_features(out)
+    block_b = rectangle(window_box(before, (*AT_B, TILE, TILE)))
+    assert features[0].geometry().boundingBox().intersect(block_b).area() > 0.25 * block_b.area()
+    assert all(0.0 <= f["score"] <= 1.0 for f in features)
+
+    with pytest.raises(QgsProcessingException, match="Give an example"):
+        processing.run("rsir:find_similar_change", {
+            "INDEX": str(index), "BEFORE": [before_layer], "AFTER": [after_layer], "K": 3,
+            "OUTPUT": "TEMPORARY_OUTPUT"})
