@@ -4,8 +4,10 @@ progress and Cancel in the message bar, and the places in the `rsir changes` lay
 Hot spots: the dialog's index and dates -> ChangeRequest (change_requests.py) -> ChangeTask (worker thread).
 Search by a change: a box dragged with this controller's own box tool is the example (on the before or the
 after raster, whichever holds the box's centre); Shift-drag adds another positive example, Ctrl-drag a
-negative one, each re-running the search with every example so far. One task at a time: a new request
-cancels the running one.
+negative one, each re-running the search with every example so far; the examples are drawn in the
+`rsir change examples` layer as they are dragged. One task at a time: a new request cancels the running one.
+Save search (the changes panel) keeps the search by change shown as a standing search (core/standing_change.py)
+in a task; the build's new hits then reach the results dock's badge like every saved search's.
 """
 from __future__ import annotations
 
@@ -20,10 +22,16 @@ from ..change_requests import ChangeOutcome, ChangeRequest
 from ..core.change_params import ChangeParams
 from ..core.examples import LabelledBox
 from ..layers import crs_for_engine, query_raster, raster_file_path
-from ..tasks import ChangeTask, is_active, log
+from ..tasks import ChangeTask, InfoTask, is_active, log
 from .change_dialog import CompareDatesDialog, DatesChoice
 from .change_panel import ChangesPanel
-from .change_results import describe_changes, frame_change, remove_changes, show_changes_on_map
+from .change_results import (
+    describe_changes,
+    frame_change,
+    remove_changes,
+    show_change_examples,
+    show_changes_on_map,
+)
 from .map_tool import BoxMapTool
 from .task_progress import TaskProgress
 
@@ -51,6 +59,8 @@ class ChangeController(QObject):
         self.panel.hide()  # shown with the first result
         self.panel.placeActivated.connect(self.zoom_to_place)
         self.panel.clearRequested.connect(self.clear)
+        self.panel.saveSearchRequested.connect(self.save_search)
+        self._save_task: InfoTask | None = None
         self.map_tool = BoxMapTool(iface.mapCanvas())
         self.map_tool.boxDrawn.connect(self.search_by_box)
         self.map_tool.boxLabelled.connect(self.add_example)
@@ -96,6 +106,7 @@ class ChangeController(QObject):
         if request is None:
             return None
         self.examples = [example]
+        self._draw_examples()
         return self._start(request)
 
     def add_example(self, box: QgsRectangle, box_crs: QgsCoordinateReferenceSystem,
@@ -110,7 +121,13 @@ class ChangeController(QObject):
         if request is None:
             return None
         self.examples.append(example)
+        self._draw_examples()
         return self._start(request)
+
+    def _draw_examples(self) -> None:
+        canvas = self.iface.mapCanvas()
+        show_change_examples(self.project, self.examples, canvas.mapSettings().destinationCrs(),
+                             self.project.transformContext())
 
     def _choice(self) -> DatesChoice | None:
         if self.dialog is None or sip.isdeleted(self.dialog):
@@ -223,7 +240,30 @@ class ChangeController(QObject):
     def clear(self) -> None:
         remove_changes(self.project)
         self.outcome = None
+        self.examples = []
         self.panel.clear_places()
+
+    def save_search(self, name: str) -> InfoTask | None:
+        """Keep the search by change shown as a standing search named `name`, in a task; None with a message
+        when there is none."""
+        outcome = self.outcome
+        if outcome is None or outcome.result.scorer is None:
+            self._message("Search by a change first (drag a box around it): hot spots cannot be saved.",
+                          Qgis.MessageLevel.Info)
+            return None
+        from ..core.standing_change import save_change_search
+
+        request = outcome.request
+        task = InfoTask(f"rsir: saving the search '{name}'", save_change_search, request.index_dir, name,
+                        outcome.result, request.params)
+        task.succeeded.connect(lambda path: self._message(
+            f"Search saved as '{name}': each index build now shows the changes like it in new pairs of dates "
+            f"({path})", Qgis.MessageLevel.Success))
+        task.failed.connect(lambda error: self._message(f"Saving the search failed: {error}",
+                                                        Qgis.MessageLevel.Critical))
+        self._save_task = task
+        QgsApplication.taskManager().addTask(task)
+        return task
 
     def _on_project_cleared(self) -> None:
         """Another project: the places belonged to the old one (its layer went with it)."""

@@ -20,6 +20,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from ..thumbnail_pixels import THUMBNAIL_PX
+from .dock import ask_search_name
 from .hit_row import ElidedLabel
 from .thumbnails import to_qimage
 
@@ -60,6 +61,7 @@ class ChangeRow(QWidget):
 class ChangesPanel(QgsDockWidget):
     placeActivated = pyqtSignal(int)  # rank
     clearRequested = pyqtSignal()
+    saveSearchRequested = pyqtSignal(str)  # the name of a standing search (core/standing_change.py)
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__("rsir: changes", parent)
@@ -74,8 +76,15 @@ class ChangesPanel(QgsDockWidget):
         self.clear_button = QPushButton("Clear", body)
         self.clear_button.setToolTip("Remove the places from the list and the 'rsir changes' layer")
         self.clear_button.clicked.connect(self.clearRequested)
+        self.save_search_button = QPushButton("Save search...", body)
+        self.save_search_button.setToolTip("Keep this search by change in the index folder: each index build then "
+                                           "ranks the pairs of dates new to it (a raster indexed later over one "
+                                           "it has seen) and shows their changes like it as new hits")
+        self.save_search_button.setEnabled(False)  # a search by change example shown
+        self.save_search_button.clicked.connect(self._on_save_search_clicked)
         buttons = QHBoxLayout()
         buttons.addStretch(1)
+        buttons.addWidget(self.save_search_button)
         buttons.addWidget(self.clear_button)
         layout = QVBoxLayout(body)
         layout.setContentsMargins(4, 4, 4, 4)
@@ -90,6 +99,7 @@ class ChangesPanel(QgsDockWidget):
     def show_changes(self, outcome) -> None:
         """One row a place of a ChangeOutcome (change_requests.py); thumbnails made here, on the UI thread."""
         self.place_list.clear()
+        self.save_search_button.setEnabled(outcome.result.scorer is not None)
         words = SCORE_WORDS.get(outcome.result.scoring, outcome.result.scoring)
         for change in outcome.result.hits:
             before, after = outcome.thumbnails.get(change.rank, (None, None))
@@ -104,6 +114,7 @@ class ChangesPanel(QgsDockWidget):
 
     def clear_places(self) -> None:
         self.place_list.clear()
+        self.save_search_button.setEnabled(False)
         self.set_status("")
 
     def rows(self) -> list[ChangeRow]:
@@ -111,6 +122,11 @@ class ChangesPanel(QgsDockWidget):
 
     def _on_clicked(self, item: QListWidgetItem) -> None:
         self.placeActivated.emit(int(item.data(RANK_ROLE)))
+
+    def _on_save_search_clicked(self) -> None:
+        name = ask_search_name(self)
+        if name:
+            self.saveSearchRequested.emit(name)
 
 
 def _pixmap(rgb) -> QPixmap | None:

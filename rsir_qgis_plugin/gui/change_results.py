@@ -1,14 +1,29 @@
 """A search through time on the map: the `rsir changes` layer filled and styled like search hits (re-made
-when the map CRS changed), a place zoomed to, the layer removed, and the status line for an outcome."""
+when the map CRS changed), the analyst's change examples in the `rsir change examples` layer (styled as the
+`rsir labels` layer: green positives, red negatives), a place zoomed to, the layers removed, and the status
+line for an outcome."""
 from __future__ import annotations
 
-from qgis.core import QgsProject
+from collections.abc import Sequence
+
+from qgis.core import QgsCoordinateReferenceSystem, QgsCoordinateTransformContext, QgsProject, QgsVectorLayer
 
 from ..change_requests import ChangeOutcome
-from ..layers import make_changes_layer, owned_layer, replace_features, style_hits_by_score
+from ..labels.convert import features_from_feedback
+from ..labels.layer import label_fields, style_labels
+from ..layers import (
+    ROLE_PROPERTY,
+    make_changes_layer,
+    owned_layer,
+    polygon_memory_layer,
+    replace_features,
+    style_hits_by_score,
+)
 from .results import frame_hit, result_layer
 
 CHANGES_ROLE = "changes"
+EXAMPLES_ROLE = "change-examples"
+EXAMPLES_LAYER_NAME = "rsir change examples"
 
 
 def show_changes_on_map(project: QgsProject, outcome: ChangeOutcome) -> None:
@@ -18,9 +33,29 @@ def show_changes_on_map(project: QgsProject, outcome: ChangeOutcome) -> None:
 
 
 def remove_changes(project: QgsProject) -> None:
-    layer = owned_layer(project, CHANGES_ROLE)
-    if layer is not None:
-        project.removeMapLayer(layer.id())
+    for role in (CHANGES_ROLE, EXAMPLES_ROLE):
+        layer = owned_layer(project, role)
+        if layer is not None:
+            project.removeMapLayer(layer.id())
+
+
+def make_examples_layer(crs: QgsCoordinateReferenceSystem) -> QgsVectorLayer:
+    """The change examples' layer: the labels layout (raster, label) and style, marked as the plugin's."""
+    layer = polygon_memory_layer(EXAMPLES_LAYER_NAME, crs, label_fields())
+    layer.setCustomProperty(ROLE_PROPERTY, EXAMPLES_ROLE)
+    layer.setCustomProperty("skipMemoryLayersCheck", 1)  # re-drawn in a drag; nothing to lose on close
+    style_labels(layer)
+    return layer
+
+
+def show_change_examples(project: QgsProject, examples: Sequence, crs: QgsCoordinateReferenceSystem,
+                         context: QgsCoordinateTransformContext) -> QgsVectorLayer:
+    """The examples dragged so far (LabelledBox, each in the CRS it was drawn in) as the examples layer."""
+    from ..core.examples import Feedback
+
+    layer = result_layer(project, EXAMPLES_ROLE, make_examples_layer, crs)
+    replace_features(layer, features_from_feedback(Feedback(tuple(examples)), crs, context))
+    return layer
 
 
 def frame_change(canvas, project: QgsProject, rank: int) -> None:

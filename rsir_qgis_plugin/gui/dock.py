@@ -337,10 +337,9 @@ class ResultsDock(QgsDockWidget):
             self.saveRequested.emit(path)
 
     def _on_save_search_clicked(self) -> None:
-        name, accepted = QInputDialog.getText(self, "Save search", "Name of the standing search (each index "
-                                              "build then reports its new hits):")
-        if accepted and name.strip():
-            self.saveSearchRequested.emit(name.strip())
+        name = ask_search_name(self)
+        if name:
+            self.saveSearchRequested.emit(name)
 
     def _on_save_labels_clicked(self) -> None:
         path = ask_save_gpkg(self, "Save labels", "rsir_labels.gpkg")
@@ -367,3 +366,10 @@ class ResultsDock(QgsDockWidget):
         self.clear_button.setEnabled(has)
         self.save_button.setEnabled(has)
         self.save_search_button.setEnabled(has)
+
+
+def ask_search_name(parent: QWidget) -> str | None:
+    """The name of a standing search, asked in a dialog (the dock's and the changes panel's Save search)."""
+    name, accepted = QInputDialog.getText(parent, "Save search", "Name of the standing search (each index "
+                                          "build then reports its new hits):")
+    return name.strip() if accepted and name.strip() else None

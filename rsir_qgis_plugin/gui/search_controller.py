@@ -249,7 +249,7 @@ class SearchController(QObject):
         for report in self.standing:
             if not report.path or not report.new_hits:
                 continue
-            layer = QgsVectorLayer(f"{report.path}|layername=rsir_hits", f"New hits: {report.name}", "ogr")
+            layer = QgsVectorLayer(f"{report.path}|layername={report.layer}", f"New hits: {report.name}", "ogr")
             if not layer.isValid():
                 self._warn(f"The new hits of '{report.name}' could not be read from {report.path}")
                 continue

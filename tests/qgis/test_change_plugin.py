@@ -40,20 +40,22 @@ def add_raster(project: QgsProject, path, name: str) -> QgsRasterLayer:
 @pytest.fixture
 def compare(plugin, project, qgis_canvas, dates):
     """The Compare dates window opened with the toolbar action, on the index of the results dock."""
-    def open_with(after_path):
-        before = add_raster(project, dates.before, "2019")
-        after = add_raster(project, after_path, "2024")
-        qgis_canvas.setLayers([after, before])
-        qgis_canvas.setExtent(qgis_canvas.mapSettings().layerExtentToOutputExtent(before, before.extent()))
-        qgis_canvas.refresh()
-        QgsApplication.processEvents()
-        plugin.search.show_index(dates.index)
-        plugin.compare_action.trigger()
-        dialog = plugin.change.dialog
-        dialog.set_dates(before, after)
-        return dialog, before, after
+    return lambda after_path: open_dates(plugin, project, qgis_canvas, dates.index, dates.before, after_path)
 
-    return open_with
+
+def open_dates(plugin, project, canvas, index, before_path, after_path):
+    """Both dates on the map, the Compare dates window opened with the toolbar action on `index`."""
+    before = add_raster(project, before_path, "2019")
+    after = add_raster(project, after_path, "2024")
+    canvas.setLayers([after, before])
+    canvas.setExtent(canvas.mapSettings().layerExtentToOutputExtent(before, before.extent()))
+    canvas.refresh()
+    QgsApplication.processEvents()
+    plugin.search.show_index(index)
+    plugin.compare_action.trigger()
+    dialog = plugin.change.dialog
+    dialog.set_dates(before, after)
+    return dialog, before, after
 
 
 def in_map_crs(raster_crs, box, project) -> QgsRectangle:
@@ -171,3 +173,92 @@ def test_cancel_in_the_message_bar_stops_the_task(plugin, compare, dates, projec
     assert (set(pairs.iterdir()) if pairs.is_dir() else set()) == stored
     assert plugin.change.panel.status_label.text() == "Cancelled."
     assert plugin.change.running_tasks() == []
+
+
+def viewport_drag(canvas, box: QgsRectangle, modifiers: Qt.KeyboardModifier) -> None:
+    """A real drag over `box` (map CRS) on the canvas widget, a few pixels inside it, with keys held: the events go
+    through QgsMapCanvas to the active map tool, as in QGIS."""
+    from qgis.PyQt.QtTest import QTest
+
+    to_screen = canvas.getCoordinateTransform()
+    top_left = to_screen.transform(box.xMinimum(), box.yMaximum())
+    bottom_right = to_screen.transform(box.xMaximum(), box.yMinimum())
+    start = QPoint(int(top_left.x()) + 2, int(top_left.y()) + 2)
+    end = QPoint(int(bottom_right.x()) - 2, int(bottom_right.y()) - 2)
+    viewport = canvas.viewport()
+    QTest.mousePress(viewport, Qt.MouseButton.LeftButton, modifiers, start)
+    for t in (0.3, 0.6, 1.0):
+        QTest.mouseMove(viewport, QPoint(int(start.x() + (end.x() - start.x()) * t),
+                                         int(start.y() + (end.y() - start.y()) * t)))
+    QTest.mouseRelease(viewport, Qt.MouseButton.LeftButton, modifiers, end)
+
+
+@pytest.mark.slow
+def test_change_examples_are_drawn_shift_and_ctrl_drags_add_more_and_the_search_is_saved_and_watched(
+        plugin, project, qgis_canvas, qtbot, tmp_path):
+    """A drag, a Shift-drag and a Ctrl-drag through the canvas: the `rsir change examples` layer holds them,
+    styled like labels; the changes panel's Save search keeps the search (its real name dialog); a build
+    through the plugin that indexes a later date brings its changes like the examples to the dock's badge."""
+    import json
+    import shutil
+
+    from qgis.core import QgsCategorizedSymbolRenderer
+
+    from rsir_qgis_plugin.gui.change_results import EXAMPLES_LAYER_NAME
+    from rsir_qgis_plugin.settings import BuildSettings
+    from tests.conftest import DEFAULT_MODEL
+    from tests.qgis.test_standing import answer_name_dialog
+
+    fresh = make_dates(tmp_path)  # its own index: this test adds a raster to it
+    dialog, before, _ = open_dates(plugin, project, qgis_canvas, fresh.index, fresh.before, fresh.both)
+    dialog.draw_button.click()
+
+    def box(window):
+        return in_map_crs(before.crs(), window_box(fresh.before, window), project)
+
+    block_a, block_b = box((*AT_A, TILE, TILE)), box((*AT_B, TILE, TILE))
+    drags = ((block_a, Qt.KeyboardModifier.NoModifier),
+             (box((AT_A[0] + 16, AT_A[1] + 16, 64, 64)), Qt.KeyboardModifier.ShiftModifier),  # inside A
+             (box((AT_A[0] + 48, AT_A[1], TILE, TILE)), Qt.KeyboardModifier.ControlModifier))  # half river, half roofs
+    outcomes = []
+    for number, (drawn, modifiers) in enumerate(drags, start=1):
+        with qtbot.waitSignal(plugin.change.changesFinished, timeout=TASK_TIMEOUT_MS) as finished:
+            viewport_drag(qgis_canvas, drawn, modifiers)
+        outcomes.append(finished.args[0])
+        [examples] = project.mapLayersByName(EXAMPLES_LAYER_NAME)
+        features = list(examples.getFeatures())
+        assert len(features) == number
+        assert features[-1].geometry().boundingBox().intersect(drawn).area() > 0.9 * drawn.area()
+    assert [example.positive for example in outcomes[-1].request.examples] == [True, True, False]
+    assert [feature["label"] for feature in features] == ["positive", "positive", "negative"]
+    assert isinstance(examples.renderer(), QgsCategorizedSymbolRenderer)
+    assert {feature["raster"] for feature in features} == {str(fresh.before)}
+    first = min(changes_layer(project).getFeatures(), key=lambda f: f["rank"])  # two positives: B first
+    assert len(outcomes[1].request.examples) == 2
+    assert first.geometry().boundingBox().intersect(block_b).area() > 0.25 * block_b.area()
+
+    panel = plugin.change.panel
+    assert panel.save_search_button.isEnabled()
+    answer_name_dialog("rivers")
+    panel.save_search_button.click()
+    saved = fresh.index / "searches" / "rivers.json"
+    qtbot.waitUntil(saved.exists, timeout=30_000)
+    record = json.loads(saved.read_text())
+    assert record["kind"] == "change" and [e["positive"] for e in record["examples"]] == [True, True, False]
+
+    later = shutil.copy(fresh.both, tmp_path / "after_2025.tif")  # a later date, indexed
+    params = BuildSettings(tile_size=TILE, stride=48, model_path=str(DEFAULT_MODEL)).to_params(
+        fresh.index, [str(fresh.before), str(later)])
+    with qtbot.waitSignal(plugin.build.buildEnded, timeout=TASK_TIMEOUT_MS) as ended:
+        plugin.build.start(params)
+    assert ended.args == ["succeeded"]
+    [report] = plugin.build.summary.standing
+    assert report.problem is None and report.new_hits > 0
+    badge = plugin.dock.new_hits_button
+    assert badge.text() == f"New hits ({report.new_hits})"
+    badge.click()
+    [layer] = project.mapLayersByName("New hits: rivers")
+    places = sorted(layer.getFeatures(), key=lambda f: f["rank"])
+    assert len(places) == report.new_hits and {f["after"] for f in places} == {str(later)}
+    assert places[0].geometry().boundingBox().intersect(
+        QgsRectangle(*window_box(fresh.before, (*AT_B, TILE, TILE)))).area() > 0
