@@ -10,6 +10,7 @@
     rsir change INDEX_DIR --before R... --after R... [--like R:XMIN,YMIN,XMAX,YMAX...] [--unlike ...]
     rsir searches list|show|remove INDEX_DIR [NAME]
     rsir review MAP --sample N --out SAMPLE [--seed S] | rsir review --marked SAMPLE [--labels-out L]
+    rsir export-chips INDEX_DIR --labels FILE --out DIR [--per-class N]
     rsir doctor
 
 Exit status: 0 success; 1 error (nothing changed; a build in which every raster failed included);
@@ -21,7 +22,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import cli_change, cli_doctor, cli_index, cli_map, cli_review, cli_search, cli_searches
+from . import cli_change, cli_chips, cli_doctor, cli_index, cli_map, cli_review, cli_search, cli_searches
 from .cli_errors import EXIT_ERROR, EXIT_INTERRUPTED, gdal_messages, with_gdal_reason
 from .cli_numbers import (
     MAX_PX,
@@ -55,6 +56,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     _add_search(commands)
     cli_change.add_parser(commands)
     cli_map.add_parser(commands)
+    cli_chips.add_parser(commands)
     _add_searches(commands)
     cli_review.add_parser(commands)
     return parser
