@@ -49,7 +49,7 @@ def synthetic_vectors(base: np.ndarray, count: int, seed: int) -> np.ndarray:
     return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
 
 
-def _raster_shard(number: int, vectors: np.ndarray) -> Shard:
+def raster_shard(number: int, vectors: np.ndarray) -> Shard:
     from rasterio.crs import CRS
     from rasterio.warp import transform
 
@@ -83,7 +83,7 @@ def write_synthetic_index(index_dir: Path, tiles: int, base: np.ndarray, seed: i
     shards: dict[str, Shard] = dict(extra or {})
     for number, start in enumerate(range(0, tiles, TILES_PER_RASTER)):
         count = min(TILES_PER_RASTER, tiles - start)
-        shards[f"virtual{number:06d}"] = _raster_shard(number, synthetic_vectors(base, count, seed + number))
+        shards[f"virtual{number:06d}"] = raster_shard(number, synthetic_vectors(base, count, seed + number))
     Path(index_dir).mkdir(parents=True, exist_ok=True)
     model = read_model(None)
     run = DbaRun(Path(index_dir), model.contract.embedding_dim) if dba else None

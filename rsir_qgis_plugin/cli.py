@@ -95,6 +95,9 @@ def _add_build(index) -> None:
     dba.add_argument("--no-dba", dest="dba", action="store_false", help="remove DBA from an index that has it")
     build.add_argument("--force", action="store_true",
                        help="start afresh in a folder whose manifest is lost or damaged (shards are reused)")
+    build.add_argument("--no-merge", dest="merge", action="store_false",
+                       help="do not merge segments of similar size after the build (default: merge when 4 "
+                            "share a size tier; `index compact` merges everything)")
     build.add_argument("--dask", metavar="ADDRESS|local",
                        help="embed on a Dask cluster: a scheduler address (the index folder and rasters on a "
                             "path every worker sees), or 'local' for worker processes on this machine")

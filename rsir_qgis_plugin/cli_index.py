@@ -20,7 +20,7 @@ def build(args) -> int:
     params = BuildParams(index_dir=args.index_dir, rasters=tuple(args.rasters), model_path=args.model,
                          tiling=tiling, device=args.device, batch_size=batch_size,
                          approximate=args.approximate, tta=args.tta, force=args.force,
-                         dask=args.dask, dba=args.dba)
+                         dask=args.dask, dba=args.dba, merge=args.merge)
     return _run_build(params)
 
 
@@ -62,7 +62,9 @@ def export(args) -> int:
 
 
 def info(args) -> int:
-    from .core.store import read_index_info
+    from .core.store import read_index_info, require_manifest
+    from .core.store.merge_policy import describe_tiers
 
     print(read_index_info(args.index_dir).describe())
+    print(describe_tiers(require_manifest(args.index_dir)))
     return EXIT_OK

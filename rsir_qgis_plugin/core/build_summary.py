@@ -27,6 +27,7 @@ class BuildSummary:
     provider: str = ""
     index_kind: str = ""
     segments: int = 0
+    merged: str = ""  # what the size-tiered merge after the commit did (store/merge.py), "" when nothing
     # Saved searches re-run on the rasters this build added (core/standing.py: StandingReport), or skipped
     standing: list = field(default_factory=list)
 
@@ -53,6 +54,8 @@ class BuildSummary:
                  f"(gone from disk); {self.seconds:.1f} s in all")
         if self.dba_seconds:
             text += f"; database-side augmentation {self.dba_seconds:.1f} s"
+        if self.merged:
+            text += f"; {self.merged}"
         if self.tiles_non_finite:
             text += f"; {self.tiles_non_finite} tile(s) dropped: the model gave NaN/infinite embeddings"
         if self.shards_recomputed:

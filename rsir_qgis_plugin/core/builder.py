@@ -81,6 +81,8 @@ def build_index(params: BuildParams, progress: Progress | None = None,
                          is_cancelled=is_cancelled) if dba else None
         manifest = _commit(index_dir, previous, model, params, plan, progress, dba_run)
         summary.standing = _standing_searches(index_dir, progress, is_cancelled)
+        if params.merge:  # after the saved searches: they look for this build's own new segment
+            manifest = _merge(index_dir, manifest, model, params, summary, progress, is_cancelled)
     _describe_index(summary, manifest, previous)
     summary.seconds = time.perf_counter() - started
     progress(100.0, "done")
@@ -96,6 +98,21 @@ def _standing_searches(index_dir: Path, progress: Progress, is_cancelled) -> lis
         return run_standing_searches(index_dir, lambda percent, message: progress(99.0, message), is_cancelled)
     except Exception as exc:  # noqa: BLE001 - after the commit nothing may fail the build; the user is told
         return [StandingReport(name="*", problem=f"the saved searches could not run ({exc})")]
+
+
+def _merge(index_dir: Path, manifest: dict, model: ModelInfo, params: BuildParams, summary: BuildSummary,
+           progress: Progress, is_cancelled) -> dict:
+    """Segments of similar size merged (store/merge.py), each merge its own commit: the build is committed
+    already, so a merge that fails leaves the index as the last commit left it and is a line of the summary."""
+    from .store.merge import merge_tiers
+
+    try:
+        manifest, report = merge_tiers(index_dir, manifest, model, params.approximate, progress, is_cancelled)
+        summary.merged = report.describe()
+    except (IndexStoreError, OSError) as exc:
+        summary.merged = f"merging segments stopped ({exc}); the index is whole, the next build merges again"
+        manifest = read_manifest(index_dir) or manifest
+    return manifest
 
 
 def _checked_previous(index_dir: Path, model: ModelInfo, force: bool, summary: BuildSummary) -> dict | None:

@@ -82,6 +82,7 @@ class BuildParams:
     tta: bool = False  # rotation test-time augmentation for the indexed tiles
     force: bool = False  # start afresh in a folder whose manifest is lost or damaged (shards are reused)
     compact: bool = False  # rewrite the index as one segment (drops replaced tiles, re-verifies shards)
+    merge: bool = True  # after the commit, merge segments of similar size (store/merge_policy.py); False: --no-merge
     dask: str | None = None  # embed on a Dask cluster: a scheduler address, or "local" for a LocalCluster
     # Database-side augmentation (store/dba.py): True adds it, False removes it (either rewrites an index
     # that has the other), None keeps the index's own setting (a new index: none, the default)

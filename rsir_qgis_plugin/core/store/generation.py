@@ -17,13 +17,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..atomic import fsync_dir, is_temporary
+from ..errors import IndexStoreError
 from ..model import ModelInfo
 from .catalog import catalog_error, open_catalog, parse_column, raster_tile_ranges
 from .dba import DbaRun
 from .files import faiss_write_error, os_error_message
 from .integrity import manifest_problems
 from .manifest import FIRST_COMMIT, FORMAT, FORMAT_VERSION, MANIFEST, SEGMENT_DIR, index_kind, write_manifest
-from .segments import verify_segment, write_segment
+from .segments import ShardVectors, verify_segment, write_segment
 from .shards import SHARD_DIR, Shard
 
 _SHARD_FILE = re.compile(r"([0-9a-f]{24})(\.partial)?\.npz")  # the names build_plan.shard_key gives
@@ -111,8 +112,10 @@ def commit_changes(index_dir: Path, previous: dict | None, model: ModelInfo, new
         if new_shards:
             # The new segment's neighbours are also found among the segments it joins, tombstones applied.
             extra = None if dba is None else replace(dba, others=[dict(segment) for segment in segments])
+            # A new index (or --force) trains its own IVF-PQ codebook, never an old index's left in the folder.
             added = write_segment(index_dir, _next_number(index_dir, previous), new_shards, model, approximate,
-                                  next_tile, next_raster, extra=extra)
+                                  next_tile, next_raster, extra=extra,
+                                  vectors=ShardVectors(Path(index_dir), approximate, retrain=previous is None))
             segments.append(added)
             next_tile, next_raster = next_tile + added["tiles"], next_raster + added["rasters"]
         manifest = _manifest(previous, model, segments, next_tile, next_raster, dba)
@@ -131,6 +134,39 @@ def commit_changes(index_dir: Path, previous: dict | None, model: ModelInfo, new
     if previous is None and not marker.is_symlink():
         marker.unlink(missing_ok=True)
     remove_stale_files(index_dir, manifest, previous, live_keys, drop_shards)
+    return manifest
+
+
+def next_segment_number(index_dir: Path, manifest: dict) -> int:
+    """The number the next segment written beside this manifest's gets."""
+    return _next_number(index_dir, manifest)
+
+
+def commit_merge(index_dir: Path, previous: dict, merged: list[str], added: dict) -> dict:
+    """Commit a merge: the segment `added` (already renamed in) replaces the segments named `merged`.
+
+    The manifest is written last, as for a build: a kill before it leaves the previous state whole (the
+    unnamed segment folder is removed by the next commit), a kill after it the merged state whole (the
+    merged segments' folders are kept one commit longer, for readers of the previous manifest).
+    """
+    gone = [s for s in previous["segments"] if s["name"] in merged]
+    live = sum(s["tiles"] - s["dead_tiles"] for s in gone)
+    if added["tiles"] != live or added["rasters"] != sum(s["rasters"] - len(s["dead_rasters"]) for s in gone):
+        _remove_segment(Path(index_dir) / SEGMENT_DIR / added["name"])
+        raise IndexStoreError(f"{index_dir}: the merged segment holds {added['tiles']} tiles where the segments "
+                              f"{', '.join(merged)} hold {live} live ones; nothing was changed")
+    segments = [dict(s) for s in previous["segments"] if s["name"] not in merged] + [added]
+    manifest = {**previous, "generation": previous["generation"] + 1, "segments": segments,
+                "next_tile": previous["next_tile"] + added["tiles"],
+                "next_raster": previous["next_raster"] + added["rasters"],
+                "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    manifest["index_kind"] = index_kind(manifest)
+    try:
+        write_manifest(index_dir, manifest)
+    except OSError as exc:
+        _remove_segment(Path(index_dir) / SEGMENT_DIR / added["name"])
+        raise os_error_message(exc, index_dir, "cannot commit the merged segment") from None
+    remove_stale_files(Path(index_dir), manifest, previous, set())
     return manifest
 
 

@@ -35,6 +35,8 @@ _MODEL_REQUIRED = {"name": str, "sha256": str, "embedding_dim": int}
 # Optional in a segment (absent from those of earlier rsir): its identity stamp and file digests.
 _SEGMENT_OPTIONAL = {"uid": str, "vectors_sample": str, "f16_sample": str, "f16_sha256": str,
                      "catalog_sha256": str, "vectors_sha256": str, "vectors_bytes": int,
+                     # ivfpq: the sha256 of the index's shared codebook it was encoded with (store/codebook.py)
+                     "codebook": str,
                      # database-side augmentation (store/dba.py): the search vectors' files and how they were made
                      "search": str, "search_bytes": int, "search_sha256": str, "search_sample": str,
                      "search_f16": str, "search_f16_sha256": str, "search_f16_sample": str, "dba": dict}

@@ -16,6 +16,7 @@ import os
 import shutil
 import sqlite3
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -25,6 +26,7 @@ from ..atomic import atomic_path, fsync_dir, umask_mode
 from ..errors import IndexStoreError
 from ..model import ModelInfo
 from .catalog import TileEntry, catalog_error, open_catalog, read_rasters, tile_count, write_catalog
+from .codebook import shared_codebook
 from .files import file_sha256
 from .integrity import check_catalog, file_sample, seed_of, verify_tile_rows
 from .manifest import SEGMENT_DIR
@@ -36,16 +38,50 @@ from .vectors import choose_kind, make_faiss_index, write_f16, write_index
 # the shards in catalog order, their vectors and the FAISS index made of them and its kind; returns
 # ({manifest key: file name in the folder}, more manifest fields). Called before the folder is renamed in.
 SegmentExtra = Callable[[Path, list[tuple[str, Shard]], list[np.ndarray], object, str], tuple[dict, dict]]
+# Writes vectors.faiss (and for ivfpq vectors.f16) into a segment folder being filled, given the folder and
+# the shards in catalog order; returns (kind, the FAISS index, more manifest fields). The default encodes the
+# shards' vectors (ShardVectors); a merge copies codes from the merged segments (store/merge.py).
+VectorWriter = Callable[[Path, list[tuple[str, Shard]]], tuple[str, object, dict]]
+
+
+@dataclass(frozen=True)
+class ShardVectors:
+    """The vectors of a segment made from its shards' float32 vectors: flat, ivf, or ivfpq encoded with
+    the index's shared codebook (trained here where the index has none, or afresh with `retrain`)."""
+
+    index_dir: Path
+    approximate: bool | None
+    retrain: bool = False
+
+    def __call__(self, folder: Path, ordered: list[tuple[str, Shard]]) -> tuple[str, object, dict]:
+        chunks = shard_chunks(ordered)
+        kind = choose_kind(sum(len(c) for c in chunks), self.approximate)
+        fields = {}
+        if kind == "ivfpq":
+            codebook = shared_codebook(self.index_dir, chunks, self.retrain)
+            index, fields = codebook.filled(chunks), {"codebook": codebook.sha256}
+        else:
+            index = make_faiss_index(chunks, kind)
+        write_index(index, folder / "vectors.faiss")
+        if kind == "ivfpq":
+            write_f16(folder / "vectors.f16", chunks)
+        return kind, index, fields
+
+
+def shard_chunks(ordered: list[tuple[str, Shard]]) -> list[np.ndarray]:
+    dim = ordered[0][1].vectors.shape[1] if ordered else 0
+    return [s.vectors for _, s in ordered if len(s.vectors)] or [np.zeros((0, dim), np.float32)]
 
 
 def write_segment(index_dir: Path, number: int, shards: dict[str, Shard], model: ModelInfo,
                   approximate: bool | None, base: int, first_raster: int,
-                  extra: SegmentExtra | None = None) -> dict:
+                  extra: SegmentExtra | None = None, vectors: VectorWriter | None = None) -> dict:
     """Write a segment of these shards (sorted by raster path) and return its manifest record.
 
     The folder is filled under a temporary name and renamed at the end, so a killed writer
     leaves no half segment under a live name. `extra` adds files to it before the rename; each gets
     its path, sha256 and sample digest in the record (keys <key>, <key>_sha256, <key>_sample).
+    `vectors` writes its vectors (default: ShardVectors, from the shards' float32 vectors).
     """
     name = f"s{number:06d}"
     segments = Path(index_dir) / SEGMENT_DIR
@@ -54,10 +90,8 @@ def write_segment(index_dir: Path, number: int, shards: dict[str, Shard], model:
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir(mode=umask_mode(0o777))
     ordered = sorted(shards.items(), key=lambda item: item[1].record["path"])
-    dim = model.contract.embedding_dim
-    chunks = [s.vectors for _, s in ordered if len(s.vectors)] or [np.zeros((0, dim), np.float32)]
-    count = sum(len(c) for c in chunks)
-    kind = choose_kind(count, approximate)
+    count = sum(len(s.vectors) for _, s in ordered)
+    writer = vectors or ShardVectors(Path(index_dir), approximate)
     # The identity stamp: the manifest record and the catalog both hold it, so a catalog of another
     # segment or index is refused when opened (integrity.check_catalog).
     stamp = {"uid": uuid.uuid4().hex, "base": base, "tiles": count, "first_raster": first_raster,
@@ -67,11 +101,9 @@ def write_segment(index_dir: Path, number: int, shards: dict[str, Shard], model:
             tmp.unlink()
             write_catalog(tmp, ordered, first_tile=base, first_raster=first_raster, meta=stamp)
             os.chmod(tmp, umask_mode())  # SQLite creates its files 0644 whatever the umask
-        index = make_faiss_index(chunks, kind)
-        vector_bytes = write_index(index, building / "vectors.faiss")
-        if kind == "ivfpq":
-            write_f16(building / "vectors.f16", chunks)
-        files, fields = extra(building, ordered, chunks, index, kind) if extra else ({}, {})
+        kind, index, vector_fields = writer(building, ordered)
+        vector_bytes = (building / "vectors.faiss").stat().st_size
+        files, fields = extra(building, ordered, shard_chunks(ordered), index, kind) if extra else ({}, {})
         del index
         shutil.rmtree(final, ignore_errors=True)  # a leftover of a commit that never happened
         os.replace(building, final)
@@ -92,7 +124,7 @@ def write_segment(index_dir: Path, number: int, shards: dict[str, Shard], model:
     for key, file_name in files.items():
         record |= {key: f"{prefix}/{file_name}", f"{key}_sha256": file_sha256(final / file_name),
                    f"{key}_sample": file_sample(final / file_name)}
-    return record | fields
+    return record | vector_fields | fields
 
 
 SQL_VARIABLES = 30_000  # ids a catalog query takes at once (SQLite's lowest default limit is 32766)

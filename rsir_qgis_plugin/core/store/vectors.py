@@ -71,22 +71,27 @@ def make_faiss_index(vectors: np.ndarray | Sequence[np.ndarray], kind: str):
     `vectors` is one (n, D) float32 array or a sequence of them (a segment's shards, in order),
     so a segment of 10^7 tiles is never copied into one array.
     """
-    faiss = faiss_module()
     chunks = [vectors] if isinstance(vectors, np.ndarray) else list(vectors)
-    n, dim = sum(len(c) for c in chunks), chunks[0].shape[1]
-    if kind == "flat":
-        index = faiss.IndexFlatIP(dim)
-    else:
-        lists = ivf_lists(n)
-        quantizer = faiss.IndexFlatIP(dim)
-        if kind == "ivfpq":
-            index = faiss.IndexIVFPQ(quantizer, dim, lists, pq_subquantizers(dim), 8, faiss.METRIC_INNER_PRODUCT)
-        else:
-            index = faiss.IndexIVFFlat(quantizer, dim, lists, faiss.METRIC_INNER_PRODUCT)
-        sample_size = min(n, lists * IVF_TRAIN_PER_LIST, IVF_TRAIN_MAX)
-        index.train(_rows(chunks, np.sort(np.random.default_rng(0).choice(n, sample_size, replace=False))))
+    index = trained_index(chunks, kind)
     for batch in batches(chunks):
         index.add(batch)
+    return index
+
+
+def trained_index(chunks: Sequence[np.ndarray], kind: str):
+    """An empty FAISS index of the given kind, its IVF lists (and PQ codebook) trained on a sample of the chunks."""
+    faiss = faiss_module()
+    n, dim = sum(len(c) for c in chunks), chunks[0].shape[1]
+    if kind == "flat":
+        return faiss.IndexFlatIP(dim)
+    lists = ivf_lists(n)
+    quantizer = faiss.IndexFlatIP(dim)
+    if kind == "ivfpq":
+        index = faiss.IndexIVFPQ(quantizer, dim, lists, pq_subquantizers(dim), 8, faiss.METRIC_INNER_PRODUCT)
+    else:
+        index = faiss.IndexIVFFlat(quantizer, dim, lists, faiss.METRIC_INNER_PRODUCT)
+    sample_size = min(n, lists * IVF_TRAIN_PER_LIST, IVF_TRAIN_MAX)
+    index.train(_rows(chunks, np.sort(np.random.default_rng(0).choice(n, sample_size, replace=False))))
     return index
 
 
