@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -143,29 +144,26 @@ def _write_gpkg(match_map: MatchMap, polygons: list[tuple[list[Ring], dict]], cr
         for key, value in _record(match_map).items():
             layer.SetMetadataItem(key, str(value))
         definition = layer.GetLayerDefn()
+        columns = [(definition.GetFieldIndex(field), field) for field in FIELDS]
         layer.StartTransaction()
         for rings, values in polygons:
             feature = ogr.Feature(definition)
-            for field, value in values.items():
-                feature.SetField(field, value)
-            feature.SetGeometry(_ogr_polygon(rings))
+            for number, field in columns:  # by index: by name, OGR looks each one up again
+                feature.SetField(number, values[field])
+            feature.SetGeometryDirectly(ogr.CreateGeometryFromWkb(_wkb(rings)))
             layer.CreateFeature(feature)
         layer.CommitTransaction()
     finally:
         source = None  # closing the data source flushes it
 
 
-def _ogr_polygon(rings: list[Ring]):
-    from osgeo import ogr
-
-    polygon = ogr.Geometry(ogr.wkbPolygon)
+def _wkb(rings: list[Ring]) -> bytes:
+    """A polygon's well-known binary (little-endian), each ring closed: one call to OGR, not one a point."""
+    parts = [struct.pack("<BII", 1, 3, len(rings))]
     for ring in rings:
-        linear = ogr.Geometry(ogr.wkbLinearRing)
-        for x, y in ring:
-            linear.AddPoint_2D(float(x), float(y))
-        linear.CloseRings()
-        polygon.AddGeometry(linear)
-    return polygon
+        points = np.asarray([*ring, ring[0]], dtype="<f8")
+        parts += [struct.pack("<I", len(points)), points.tobytes()]
+    return b"".join(parts)
 
 
 # A reader gives (the record, [(field values, rings or a problem)], the layer's CRS WKT).

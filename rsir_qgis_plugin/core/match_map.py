@@ -237,24 +237,24 @@ def _raster_polygons(entry: RasterEntry, windows: np.ndarray, outlines: bool):
     np.add.at(cover, (y1, x0), -1)
     np.add.at(cover, (y1, x1), 1)
     mask = (cover.cumsum(axis=0).cumsum(axis=1)[:ny, :nx] > 0).astype(np.uint8)
-    labels, geometries = _polygonize(mask)
+    labels, rings, ring_counts = _polygonize(mask, outlines)
     member = labels[y0, x0]  # each tile's polygon number, 1..count
-    count = len(geometries)
+    count = len(ring_counts)
     cell_area = np.outer(np.diff(ys), np.diff(xs)).astype(np.float64)  # pixels²
     metres = _cell_metres(entry, xs, ys, cell_area)
     areas = np.bincount(labels.ravel(), weights=metres.ravel(), minlength=count + 1)
     order = np.argsort(member, kind="stable")
     groups = np.split(order, np.searchsorted(member[order], np.arange(2, count + 1)))
-    out = []
-    for number, (geometry, members) in enumerate(zip(geometries, groups), start=1):
-        rings = _rings_on_ground(geometry, xs, ys, entry.transform) if outlines else ()
-        out.append((rings, members, float(areas[number])))
-    return out
+    ground = _rings_on_ground(rings, xs, ys, entry.transform) if outlines else []
+    ends = np.cumsum(ring_counts).tolist()
+    return [(tuple(ground[end - rings_of:end]), members, float(areas[number]))
+            for number, (members, rings_of, end) in enumerate(zip(groups, ring_counts, ends), start=1)]
 
 
-def _polygonize(mask: np.ndarray):
-    """(labels (ny, nx) int32: 0 uncovered, else the polygon's number; [ring arrays of each polygon in grid
-    coordinates]) of the covered cells of a 0/1 mask, cells sharing an edge joined."""
+def _polygonize(mask: np.ndarray, outlines: bool):
+    """(labels (ny, nx) int32: 0 uncovered, else the polygon's number; the rings of every polygon in grid
+    coordinates, polygon after polygon (with `outlines`, else none); each polygon's count of rings) of the
+    covered cells of a 0/1 mask, cells sharing an edge joined."""
     from osgeo import gdal, ogr
 
     ny, nx = mask.shape
@@ -265,37 +265,42 @@ def _polygonize(mask: np.ndarray):
     layer = source.CreateLayer("cells", None, ogr.wkbPolygon)
     layer.CreateField(ogr.FieldDefn("number", ogr.OFTInteger))
     gdal.Polygonize(band, band, layer, 0, [], callback=None)  # the mask band: covered cells only
-    geometries = []
+    rings, ring_counts = [], []
     layer.ResetReading()
     for number, feature in enumerate(layer, start=1):
         feature.SetField(0, number)
         layer.SetFeature(feature)
         geometry = feature.GetGeometryRef()
-        geometries.append([np.rint(np.array(geometry.GetGeometryRef(i).GetPoints())[:, :2]).astype(np.int64)
-                           for i in range(geometry.GetGeometryCount())])
+        ring_counts.append(geometry.GetGeometryCount())
+        if outlines:
+            rings += [geometry.GetGeometryRef(i).GetPoints() for i in range(ring_counts[-1])]
     labels = gdal.GetDriverByName("MEM").Create("", nx, ny, 1, gdal.GDT_Int32)
     gdal.PushErrorHandler("CPLQuietErrorHandler")  # "no spatial reference": grid and layer have none, alike
     try:
         gdal.RasterizeLayer(labels, [1], layer, options=["ATTRIBUTE=number"])
     finally:
         gdal.PopErrorHandler()
-    return labels.GetRasterBand(1).ReadAsArray(), geometries
+    return labels.GetRasterBand(1).ReadAsArray(), rings, ring_counts
 
 
-def _rings_on_ground(rings: list[np.ndarray], xs: np.ndarray, ys: np.ndarray,
-                     transform: tuple[float, ...]) -> tuple[Ring, ...]:
-    """Grid-corner rings to the raster's CRS: grid index -> pixel edge -> affine transform; collinear
-    points dropped, the closing point not repeated."""
+def _rings_on_ground(rings: list[list[tuple]], xs: np.ndarray, ys: np.ndarray,
+                     transform: tuple[float, ...]) -> list[Ring]:
+    """Closed rings of grid corners to the raster's CRS: grid index -> pixel edge -> affine transform;
+    collinear points and the closing point dropped. One pass of numpy for all of a raster's rings."""
     a, b, c, d, e, f = transform[:6]
-    out = []
-    for ring in rings:
-        ring = ring[:-1] if len(ring) > 1 and (ring[0] == ring[-1]).all() else ring
-        before, after = ring - np.roll(ring, 1, axis=0), np.roll(ring, -1, axis=0) - ring
-        turn = before[:, 0] * after[:, 1] - before[:, 1] * after[:, 0] != 0
-        ring = ring[turn]
-        col, row = xs[ring[:, 0]].astype(np.float64), ys[ring[:, 1]].astype(np.float64)
-        out.append(list(zip((a * col + b * row + c).tolist(), (d * col + e * row + f).tolist())))
-    return tuple(out)
+    lengths = np.array([len(ring) - 1 for ring in rings])  # without the closing point
+    points = np.rint(np.array([p[:2] for ring in rings for p in ring[:-1]], dtype=np.float64)).astype(np.int64)
+    firsts = np.cumsum(lengths) - lengths
+    starts = np.repeat(firsts, lengths)
+    at = np.arange(len(points)) - starts  # position within its ring
+    ring_length = np.repeat(lengths, lengths)
+    before = points - points[starts + (at - 1) % ring_length]
+    after = points[starts + (at + 1) % ring_length] - points
+    turn = before[:, 0] * after[:, 1] - before[:, 1] * after[:, 0] != 0
+    col, row = xs[points[:, 0]].astype(np.float64), ys[points[:, 1]].astype(np.float64)
+    x, y = (a * col + b * row + c)[turn].tolist(), (d * col + e * row + f)[turn].tolist()
+    ends = np.cumsum(np.add.reduceat(turn, firsts)).tolist() if len(rings) else []
+    return [list(zip(x[start:end], y[start:end])) for start, end in zip([0, *ends[:-1]], ends)]
 
 
 def _cell_metres(entry: RasterEntry, xs: np.ndarray, ys: np.ndarray, cell_pixels: np.ndarray) -> np.ndarray:
