@@ -37,6 +37,7 @@ from ..thumbnail_pixels import THUMBNAIL_PX, thumbnail_problems
 from .file_dialogs import ask_open_gpkg, ask_save_gpkg
 from .hit_row import UNLABELLED, HitRow, thumb_icon
 from .map_panel import MapPanel
+from .review_panel import ReviewPanel
 from .thumbnails import to_qimage
 
 RANK_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -85,6 +86,8 @@ class ResultsDock(QgsDockWidget):
         layout.addWidget(feedback)
         self.map_panel = MapPanel(self.index_dir, body)  # its own tasks: scoring, then the map file
         layout.addWidget(self.map_panel)
+        self.review_panel = ReviewPanel(body)  # its own tasks: the sample, then the marked files
+        layout.addWidget(self.review_panel)
         self.setWidget(self._scrolling(body))
 
         self._load_settings()
