@@ -7,11 +7,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from qgis.core import (
+    QgsCoordinateReferenceSystem,
     QgsMapLayer,
     QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsRasterLayer,
+    QgsRectangle,
 )
 from qgis.PyQt.QtGui import QIcon
 
@@ -65,6 +68,21 @@ class RsirAlgorithm(QgsProcessingAlgorithm):
         # Before `process` imports the engine: a missing package is one line naming it, not a traceback.
         require_engine()
         return self.process(parameters, context, feedback)
+
+    def raster_extent(self, parameters, context: QgsProcessingContext, raster_name: str, extent_name: str,
+                      what: str) -> tuple[QgsRasterLayer, str, QgsRectangle, QgsCoordinateReferenceSystem]:
+        """The layer and file of raster parameter `raster_name` and the extent parameter `extent_name` on
+        it, in the extent's CRS (the raster's when the extent names none); an empty extent is one line
+        naming `what`."""
+        raster = self.parameterAsRasterLayer(parameters, raster_name, context)
+        path = layer_file(raster, raster_name)
+        extent_crs = self.parameterAsExtentCrs(parameters, extent_name, context)
+        if not extent_crs.isValid():
+            extent_crs = raster.crs()
+        extent = self.parameterAsExtent(parameters, extent_name, context, extent_crs)
+        if extent.isEmpty():
+            raise QgsProcessingException(f"{extent_name}: the {what} extent is empty")
+        return raster, path, extent, extent_crs
 
     def process(self, parameters, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:
         """The algorithm's work, once the engine's packages are known to be there."""

@@ -19,7 +19,7 @@ from qgis.core import (
 
 from ..core.params import SearchParams
 from ..layers import HitFeatureFactory, crs_for_engine, hit_fields
-from .common import RsirAlgorithm, engine_errors, layer_file
+from .common import RsirAlgorithm, engine_errors
 
 
 class FindSimilarAlgorithm(RsirAlgorithm):
@@ -63,14 +63,7 @@ class FindSimilarAlgorithm(RsirAlgorithm):
     def process(self, parameters, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:
         from ..core.search import search_box
 
-        raster = self.parameterAsRasterLayer(parameters, self.RASTER, context)
-        path = layer_file(raster, self.RASTER)
-        extent_crs = self.parameterAsExtentCrs(parameters, self.EXTENT, context)
-        if not extent_crs.isValid():
-            extent_crs = raster.crs()
-        extent = self.parameterAsExtent(parameters, self.EXTENT, context, extent_crs)
-        if extent.isEmpty():
-            raise QgsProcessingException(f"{self.EXTENT}: the query extent is empty")
+        raster, path, extent, extent_crs = self.raster_extent(parameters, context, self.RASTER, self.EXTENT, "query")
         min_score = parameters.get(self.MIN_SCORE)
         try:
             params = SearchParams(k=self.parameterAsInt(parameters, self.K, context),

@@ -17,7 +17,7 @@ from qgis.core import (
 from ..core.examples import LabelledBox
 from ..layers import crs_for_engine
 from .change_hotspots import PLACES_NOTE, ChangeAlgorithm
-from .common import engine_errors, layer_file
+from .common import engine_errors
 
 
 class FindSimilarChangeAlgorithm(ChangeAlgorithm):
@@ -82,16 +82,9 @@ class FindSimilarChangeAlgorithm(ChangeAlgorithm):
         """The example extent as a positive box on its raster; none when no extent is given."""
         if parameters.get(self.EXTENT) in (None, ""):
             return []
-        raster = self.parameterAsRasterLayer(parameters, self.RASTER, context)
-        if raster is None:
+        if self.parameterAsRasterLayer(parameters, self.RASTER, context) is None:
             raise QgsProcessingException(f"{self.RASTER}: give the raster the example extent is on")
-        path = layer_file(raster, self.RASTER)
-        extent_crs = self.parameterAsExtentCrs(parameters, self.EXTENT, context)
-        if not extent_crs.isValid():
-            extent_crs = raster.crs()
-        extent = self.parameterAsExtent(parameters, self.EXTENT, context, extent_crs)
-        if extent.isEmpty():
-            raise QgsProcessingException(f"{self.EXTENT}: the example extent is empty")
+        _, path, extent, extent_crs = self.raster_extent(parameters, context, self.RASTER, self.EXTENT, "example")
         feedback.pushInfo(f"Example {extent.toString()} in {extent_crs.authid() or 'custom CRS'} on {path}")
         return [LabelledBox(raster=path, bbox=(extent.xMinimum(), extent.yMinimum(), extent.xMaximum(),
                                                extent.yMaximum()), crs=crs_for_engine(extent_crs), positive=True)]
