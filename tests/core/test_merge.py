@@ -219,3 +219,17 @@ def test_ivfpq_segments_merge_by_their_codes_with_the_shared_codebook(tmp_path, 
     assert same >= 0.95, same
     assert all(np.allclose([s for *_, s in a], [s for *_, s in b], atol=1e-6)
                for a, b in zip(before, after) if [x[:2] for x in a] == [x[:2] for x in b])
+
+
+@pytest.mark.slow  # three commands in subprocesses (~11 s)
+def test_cli_info_shows_the_tiers_and_build_merges_unless_no_merge(tmp_path, tiny_model, town_crop):
+    from tests.reliability.conftest import run_cli
+
+    index, _ = four_segments(tmp_path, tiny_model, town_crop)
+    info = run_cli("index", "info", index)
+    assert info.returncode == 0 and "tier 0 (0-40,000 tiles): 4" in info.stdout, info.stderr
+    kept = run_cli("index", "build", index, "--no-merge")
+    assert kept.returncode == 0 and "merged" not in kept.stdout and len(segments_of(index)) == 4, kept.stderr
+    merged = run_cli("index", "build", index)
+    assert merged.returncode == 0 and len(segments_of(index)) == 1, merged.stderr
+    assert "merged s000001+s000002+s000003+s000004 -> s000005 (64 tiles, flat)" in merged.stdout
