@@ -174,10 +174,15 @@ def main(cfg: Config) -> None:
             widths.append(got.high - got.low)
             print(f"{review + 1:>6} {label:13} {len(polygons):>8} {truth:>6.3f} {got.precision:>8.3f} "
                   f"{got.low:>6.3f}-{got.high:<6.3f} {'yes' if hit else 'NO'}")
+            held = []
             for again in range(cfg.resamples):
                 more = estimate(scores, ids, relevant, cfg.sample, seed=10_000 + review * cfg.resamples + again)
-                resampled.append(more.low <= truth <= more.high)
+                held.append(more.low <= truth <= more.high)
                 resampled_widths.append(more.high - more.low)
+            resampled += held
+            if held:
+                print(f"{'':>6} {'':13} {'':>8} {'':>6} {'':>8} {'':>14} {np.mean(held):.3f} of {len(held)} "
+                      "further samples")
         print(f"\n{covered} of {cfg.reviews} intervals hold the true precision (95 % nominal: about "
               f"{0.95 * cfg.reviews:.0f}); mean width {np.mean(widths):.3f}, median {np.median(widths):.3f}")
         if resampled:

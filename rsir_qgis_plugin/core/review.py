@@ -207,6 +207,7 @@ def estimate_precision(strata: Sequence[Stratum], reviewed: Sequence[int],
     p = float(np.sum(weights * p_h))
     n = float(n_h.sum())
     if np.all(n_h >= sizes):
+        p = float(x_h.sum()) / population  # every polygon reviewed: exactly the share relevant
         return PrecisionEstimate(p, p, p, int(n), int(x_h.sum()), population, math.inf, tuple(parts))
     variance = float(np.sum(weights ** 2 * (1 - n_h / sizes) * p_h * (1 - p_h) / np.maximum(n_h - 1, 1)))
     n_srs = finite_sample_size(n, population)
