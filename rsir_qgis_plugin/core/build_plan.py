@@ -1,5 +1,5 @@
 """What a build does with each raster it covers: keep it as it is, reuse a shard an earlier build finished,
-embed it (a job), or, when it fails, keep its previous tiles.
+embed it (jobs: one per block of its windows, core/blocks.py), or, when it fails, keep its previous tiles.
 
 A raster's shard is named by its key, a hash of everything that changes its embeddings (the file, the
 tiling, the bands, the model, TTA): a shard on disk under that key is a finished one.
@@ -11,9 +11,10 @@ import json
 import os
 from pathlib import Path
 
+from .blocks import BlockAssembly, remove_blocks
 from .build_summary import BuildSummary
 from .errors import RasterError, RasterMissingError
-from .jobs import Job, resumable
+from .jobs import Job
 from .model import ModelInfo
 from .params import BuildParams, TilingParams
 from .raster import RasterSource, describe, resolve_raster_path
@@ -74,6 +75,8 @@ class BuildPlan:
         self.shards: dict[str, Shard] = {}  # to write: new ones, or (rewrite) all
         self.live_keys: set[str] = set()  # kept as they are in their segments
         self.jobs: list[Job] = []
+        # The jobs are blocks of the rasters' windows; this turns their outcomes back into rasters'.
+        self.blocks = BlockAssembly(index_dir, model.contract.embedding_dim, params.block_tiles)
 
     def add(self, path: str, tiling: TilingParams) -> None:
         model, dim = self.model, self.model.contract.embedding_dim
@@ -101,10 +104,15 @@ class BuildPlan:
                     self.summary.rasters_unchanged += 1
                 else:
                     self.summary.rasters_resumed += 1
+                remove_blocks(self.index_dir, key)  # left by a build killed while it joined them
                 return
         extra = {"model_sha256": model.sha256, "tta": self.params.tta}
         windows = tile_windows(source.width, source.height, grid)
-        self.jobs.append(resumable(Job(source, tiling, grid, key, windows, extra), self.index_dir, dim))
+        jobs, joined = self.blocks.add(Job(source, tiling, grid, key, windows, extra))
+        self.jobs += jobs
+        if joined is not None:  # every block was finished by a build killed before it joined them
+            self.shards[key] = joined
+            self.summary.rasters_resumed += 1
 
     def fail(self, path: str, problem: str, gone: bool = False) -> None:
         """Report a raster that failed; an indexed one keeps its previous tiles unless it is gone."""

@@ -36,7 +36,6 @@ from .store import (
     dba_setting,
     live_rasters,
     read_manifest,
-    shard_path,
     verify_generation,
     write_generation,
 )
@@ -148,7 +147,8 @@ def _embed(plan: BuildPlan, embedder: Embedder, progress: Progress, is_cancelled
     summary.provider = embedder.describe() + (" with 4-rotation TTA" if params.tta else "")
     counts = JobCounts()
     embed_started = time.perf_counter()
-    _keep_finished(plan, _run_jobs(plan, embedder, counts, progress, is_cancelled))
+    _keep_finished(plan, plan.blocks.finished(_run_jobs(plan, embedder, counts, progress, is_cancelled),
+                                              save=not params.dask))
     summary.embed_seconds = time.perf_counter() - embed_started
     summary.tiles_indexed, summary.tiles_skipped = counts.indexed, counts.skipped
     summary.tiles_non_finite = counts.non_finite
@@ -170,15 +170,13 @@ def _run_jobs(plan: BuildPlan, embedder: Embedder, counts: JobCounts, progress: 
 
 
 def _keep_finished(plan: BuildPlan, finished: Finished) -> None:
-    """Save each finished raster's shard (Dask workers save theirs themselves) and add it to the plan;
-    a raster that failed is reported and keeps its previous tiles."""
+    """Add each finished raster's shard (saved by plan.blocks) to the plan; a raster that failed is
+    reported and keeps its previous tiles."""
     try:
         for job, shard, error in finished:
             if error is not None:
                 plan.fail(job.source.path, error)
                 continue
-            if not plan.params.dask:  # Dask workers save their shards themselves, on the shared path
-                shard.save(shard_path(plan.index_dir, job.key))
             plan.shards[job.key] = shard
             plan.summary.rasters_indexed += 1
     except OSError as exc:

@@ -1,4 +1,5 @@
-"""The task a Dask worker runs for a build (core/distributed.py submits it): embed one raster, save its shard.
+"""The task a Dask worker runs for a build (core/distributed.py submits it): embed one block of a raster's
+windows (a whole raster when it has one block, core/blocks.py), save its shard.
 
 Workers write each finished shard (and the checkpoints inside a large raster) straight into the
 index folder, which the client and every worker must see at the same path; the task returns only its
@@ -45,7 +46,8 @@ _EMBEDDERS_LOCK = threading.Lock()
 
 def embed_on_worker(job: Job, model: ModelInfo, model_files: dict[str, bytes], settings: WorkerSettings,
                      index_dir: str) -> dict:
-    """Embed one raster on this worker and save its shard on the shared path; return the counts."""
+    """Embed one block of a raster on this worker, from its checkpoint if an earlier attempt left one (a
+    worker lost mid-block), and save its shard on the shared path; return the counts."""
     import distributed
 
     worker = distributed.get_worker()

@@ -1,13 +1,17 @@
-"""Embedding rasters on a Dask cluster: one task per raster, each worker with its own onnxruntime session.
+"""Embedding rasters on a Dask cluster: one task per block of a raster's windows (core/blocks.py; a raster
+of up to BuildParams.block_tiles windows is one block), each worker with its own onnxruntime session, so one
+huge raster spreads over every worker.
 
-    embed_on_dask(jobs, ...)    the client: submits the jobs, yields each raster as it finishes
+    embed_on_dask(jobs, ...)    the client: submits the jobs, yields each block as it finishes
     embed_on_worker(job, ...)   the task (core/dask_worker.py): jobs.embed_jobs on one job; the
-                                worker saves the shard
+                                worker saves the block's shard
 
 Workers write each finished shard (and the checkpoints inside a large raster) straight into the
 index folder, which the client and every worker must see at the same path, as they must see the
 rasters; a task returns only its counts and the client reads the shard back from that path. So a
-client killed mid-build loses nothing a worker finished: the next build resumes those shards.
+client killed mid-build loses nothing a worker finished: the next build resumes those shards. A worker
+lost mid-task costs that block: Dask runs the task again on another worker, which resumes from the
+block's last checkpoint.
 The commit stays with the client (builder.build_index), under its writer lock.
 
 The scheduling is Dask's own: `local` starts a LocalCluster of worker processes on this machine,
@@ -51,7 +55,7 @@ class ClusterError(RsirError):
 def embed_on_dask(jobs: list[Job], model: ModelInfo, params: BuildParams, index_dir: Path, counts: JobCounts,
                   progress: Callable[[float, str], None], is_cancelled: Callable[[], bool]
                   ) -> Iterator[tuple[Job, Shard | None, str | None]]:
-    """Yield (job, shard, error) as each raster finishes on a worker, like jobs.embed_jobs.
+    """Yield (job, shard, error) as each job (a block) finishes on a worker, like jobs.embed_jobs.
 
     Unlike there, each shard is already saved at shard_path(index_dir, job.key) by its worker.
     """
@@ -79,7 +83,7 @@ def embed_on_dask(jobs: list[Job], model: ModelInfo, params: BuildParams, index_
 def _run_tasks(distributed, client, jobs: list[Job], model: ModelInfo, params: BuildParams, index_dir: Path,
                counts: JobCounts, progress: Callable[[float, str], None], is_cancelled: Callable[[], bool]
                ) -> Iterator[tuple[Job, Shard | None, str | None]]:
-    """Submit one task per raster and yield each outcome as it finishes."""
+    """Submit one task per job (a block of a raster) and yield each outcome as it finishes."""
     token = uuid.uuid4().hex[:12]
     cancel = distributed.Event(f"rsir-cancel-{token}", client=client)
     windows = {job.key: len(job.windows) - job.start for job in jobs}
@@ -95,7 +99,8 @@ def _run_tasks(distributed, client, jobs: list[Job], model: ModelInfo, params: B
     # one from them), so losing a worker does not lose the model and, with it, every task still to run.
     model_files = client.scatter(_model_files(model), hash=False, broadcast=True)
     futures = {}
-    # Largest rasters first, so the cluster is not left waiting on one big raster at the end.
+    # Largest jobs first, so the cluster is not left waiting on one big raster at the end (a raster's blocks,
+    # of equal size, stay in order: the client joins each raster's blocks as soon as it can).
     for job in sorted(jobs, key=lambda j: -windows[j.key]):
         future = client.submit(embed_on_worker, _without_checkpoint(job), model, model_files, settings,
                                str(index_dir), key=f"rsir-embed-{job.key}-{token}", pure=False)
@@ -117,7 +122,7 @@ def _run_tasks(distributed, client, jobs: list[Job], model: ModelInfo, params: B
         if (round(done), finished) != reported:
             reported = round(done), finished
             progress(min(98.0, 100.0 * done / total),
-                     f"{round(done)}/{total} tiles, {finished}/{len(jobs)} rasters done on Dask ({where})")
+                     f"{round(done)}/{total} tiles, {finished}/{len(jobs)} blocks done on Dask ({where})")
 
 
 def _model_files(model: ModelInfo) -> dict[str, bytes]:

@@ -27,7 +27,8 @@ CHECKPOINT_TILES = 2048  # a raster's partial embeddings are saved this often (i
 
 @dataclass
 class Job:
-    """One raster to embed, from window `start` on (after a checkpoint of an interrupted build)."""
+    """One raster (or one block of its windows) to embed, from window `start` on (after a checkpoint of an
+    interrupted build)."""
 
     source: RasterSource
     tiling: TilingParams
@@ -37,6 +38,7 @@ class Job:
     record_extra: dict  # what the shard records besides the raster: model, TTA
     start: int = 0
     done: Shard | None = None  # what the checkpoint holds
+    block: tuple[int, int] | None = None  # (number, of) for one block of a raster cut in blocks (core/blocks.py)
 
 
 @dataclass
@@ -145,7 +147,8 @@ def embed_jobs(jobs: list[Job], embedder: Embedder, tta: bool, batch_size: int, 
             current.read += batch.read
             done += batch.read
             counts.skipped += batch.skipped
-            progress(min(98.0, 100.0 * done / total), f"{Path(job.source.path).name}: {done}/{total} tiles")
+            part = f" block {job.block[0]}/{job.block[1]}" if job.block else ""
+            progress(min(98.0, 100.0 * done / total), f"{Path(job.source.path).name}{part}: {done}/{total} tiles")
             if batch.last:
                 partial_path(index_dir, job.key).unlink(missing_ok=True)
                 if batch.error:

@@ -87,12 +87,19 @@ class BuildParams:
     # Database-side augmentation (store/dba.py): True adds it, False removes it (either rewrites an index
     # that has the other), None keeps the index's own setting (a new index: none, the default)
     dba: bool | None = None
+    # Rasters with more tile windows than this are embedded in blocks of about this many (core/blocks.py):
+    # one Dask task, one checkpointed unit of resume and of progress each. 4096: about a minute of a CPU's
+    # inference, seconds of a GPU's; small enough to spread one raster over many workers, large enough
+    # that a task's start (opening the file, the model's session) is noise
+    block_tiles: int = 4096
 
     def __post_init__(self):
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {', '.join(DEVICES)}, got '{self.device}'")
         if self.batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        if self.block_tiles < 1:
+            raise ValueError("block_tiles must be at least 1")
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from rsir_qgis_plugin import cli  # noqa: E402
 from rsir_qgis_plugin.core import distributed as rsir_distributed  # noqa: E402
 from rsir_qgis_plugin.core.atomic import is_temporary  # noqa: E402
 from rsir_qgis_plugin.core.builder import build_index  # noqa: E402
-from rsir_qgis_plugin.core.errors import BuildCancelled, MissingDependencyError  # noqa: E402
+from rsir_qgis_plugin.core.errors import BuildCancelled, BuildFailed, MissingDependencyError  # noqa: E402
 from rsir_qgis_plugin.core.params import BuildParams, TilingParams  # noqa: E402
 from rsir_qgis_plugin.core.store import MANIFEST, IndexReader  # noqa: E402
 from tests.conftest import TOWN_RASTER  # noqa: E402
@@ -349,17 +349,12 @@ def test_a_worker_killed_mid_build_loses_nothing(tmp_path, installed, cluster):
 
 def test_a_build_whose_last_worker_dies_is_one_line_and_the_next_build_resumes(tmp_path, installed, cluster,
                                                                                capsys):
-    import threading
-
     rasters = crops(tmp_path / "rasters", 3)
     address = cluster.scheduler(installed)
     only = cluster.worker(installed, "w0")
     cluster.wait_for_workers(1)
     index = tmp_path / "idx"
-    killed = []
-    killer = threading.Thread(target=lambda: killed.append(
-        _kill_while_it_works(cluster, only, "w0", index / "shards", None)), daemon=True)
-    killer.start()
+    killer, killed = kill_in_background(cluster, only, "w0", index / "shards")
     code = cli.main(["index", "build", str(index), *map(str, rasters), "--dask", address])
     killer.join(timeout=CLUSTER_WAIT_S)
     err = capsys.readouterr().err.strip().splitlines()[-1]
@@ -375,6 +370,17 @@ def test_a_build_whose_last_worker_dies_is_one_line_and_the_next_build_resumes(t
     local = rsir(installed, tmp_path, "index", "build", tmp_path / "local", *rasters)
     assert local.returncode == 0, local.stderr
     assert contents(index)[0] == contents(tmp_path / "local")[0]
+
+def kill_in_background(cluster: Cluster, worker: subprocess.Popen, name: str, shards: Path):
+    """(the thread, the list it puts the killed task's key in) of _kill_while_it_works, started."""
+    import threading
+
+    killed: list[str] = []
+    killer = threading.Thread(target=lambda: killed.append(_kill_while_it_works(cluster, worker, name, shards, None)),
+                              daemon=True)
+    killer.start()
+    return killer, killed
+
 
 def _kill_while_it_works(cluster: Cluster, worker: subprocess.Popen, name: str, shards: Path,
                          build: subprocess.Popen | None) -> str:
@@ -396,6 +402,72 @@ def _kill_while_it_works(cluster: Cluster, worker: subprocess.Popen, name: str, 
                 worker.kill()
                 return busy[0]
             time.sleep(0.05)
+
+
+# --- one raster larger than a block, spread over the cluster (core/blocks.py) ------------------------------
+# The client is this process (BuildParams.block_tiles has no command-line flag); the workers run the
+# pip-installed rsir.
+
+def chunked_town(index_dir: Path, model: Path, **changes) -> BuildParams:
+    """The 1024 px town raster in 96 px tiles at a 48 px stride: 441 windows, 8 blocks of up to 64."""
+    return BuildParams(index_dir=index_dir, rasters=(TOWN_RASTER,), model_path=model,
+                       tiling=TilingParams(tile_px=96, stride_px=48), batch_size=8, block_tiles=64, **changes)
+
+
+def ids_and_vectors(index_dir: Path) -> tuple[list, np.ndarray]:
+    with IndexReader(index_dir) as reader:
+        tiles, vectors = [], []
+        for batch, batch_vectors in reader.iter_tiles():
+            tiles += [(t.id, t.raster.path, t.window) for t in batch]
+            vectors.append(batch_vectors)
+        return tiles, np.concatenate(vectors)
+
+
+def test_a_raster_larger_than_a_block_is_spread_over_the_workers_and_equals_the_local_build(
+        tmp_path, tiny_model, installed, cluster):
+    address = cluster.scheduler(installed)
+    cluster.worker(installed, "w0")
+    cluster.worker(installed, "w1")
+    cluster.wait_for_workers(2)
+    local = build_index(chunked_town(tmp_path / "local", tiny_model))
+    messages = []
+    built = build_index(chunked_town(tmp_path / "dask", tiny_model, dask=address),
+                        progress=lambda percent, message: messages.append(message))
+    assert built.rasters_indexed == 1 and built.tiles_total == local.tiles_total > 300
+    assert any(message.startswith("441/441 tiles, 8/8 blocks done on Dask") for message in messages), messages
+    # Both workers embedded blocks of the one raster: each made its model session (from the model's
+    # files written into its own local directory), which a worker does on its first task.
+    for name in ("w0", "w1"):
+        assert list((cluster.home / name).glob("**/rsir-model-*/*.onnx")), f"worker {name} ran no block"
+    local_tiles, local_vectors = ids_and_vectors(tmp_path / "local")
+    dask_tiles, dask_vectors = ids_and_vectors(tmp_path / "dask")
+    assert dask_tiles == local_tiles
+    np.testing.assert_allclose(dask_vectors, local_vectors, atol=1e-5)
+    assert sorted(p.name for p in (tmp_path / "dask" / "shards").iterdir()) == sorted(
+        p.name for p in (tmp_path / "local" / "shards").iterdir())  # one raster shard, no block left
+
+
+def test_a_worker_killed_mid_block_loses_nothing(tmp_path, tiny_model, installed, cluster):
+    local = build_index(chunked_town(tmp_path / "local", tiny_model))
+    address = cluster.scheduler(installed)
+    doomed = cluster.worker(installed, "w0")
+    cluster.worker(installed, "w1")
+    cluster.wait_for_workers(2)
+    index = tmp_path / "dask"
+    killer, killed = kill_in_background(cluster, doomed, "w0", index / "shards")
+    try:
+        built = build_index(chunked_town(index, tiny_model, dask=address))
+    except BuildFailed as exc:  # the scheduler gave up on the block: the raster is named, the blocks kept
+        assert "failed on a Dask worker" in str(exc)
+        built = build_index(chunked_town(index, tiny_model, dask=address))
+    killer.join(timeout=CLUSTER_WAIT_S)
+    assert killed and ".block-" in killed[0]  # killed while it embedded a block of the raster
+    assert doomed.wait(timeout=10) == -signal.SIGKILL
+    assert built.tiles_total == local.tiles_total and built.failed == []
+    local_tiles, local_vectors = ids_and_vectors(tmp_path / "local")
+    dask_tiles, dask_vectors = ids_and_vectors(index)
+    assert dask_tiles == local_tiles
+    np.testing.assert_allclose(dask_vectors, local_vectors, atol=1e-5)
 
 
 def test_a_scheduler_or_a_worker_that_cannot_import_rsir_is_one_line_naming_the_host(

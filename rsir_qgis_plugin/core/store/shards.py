@@ -2,6 +2,10 @@
 
     INDEX_DIR/shards/<key>.npz          a finished raster
     INDEX_DIR/shards/<key>.partial.npz  the checkpoint of a raster an interrupted build was embedding
+    INDEX_DIR/shards/<key>.block-<first>-<end>.npz  one finished block of a raster embedded in blocks
+                                        (core/blocks.py): windows first..end-1; joined into <key>.npz
+                                        when the raster's last block is done, then removed
+    INDEX_DIR/shards/<key>.block-<first>-<end>.partial.npz  a block's checkpoint
 
 A shard records a checksum of its arrays and one of its record (the raster's size, CRS, transform,
 bands...) when written and is verified when read, so a damaged, truncated or edited shard is
@@ -56,7 +60,9 @@ RECORD_SCHEMA = {"path": _is_str, "size": is_int, "mtime_ns": is_int, "crs_wkt":
                  "height": is_int, "transform": _is_transform, "bands": list_of(is_int),
                  "stretch": optional(list_of(list_of(is_number, 2))), "tiling": lambda v: isinstance(v, dict),
                  "tile_px": is_int, "stride_px": is_int, "skipped": is_int}
-RECORD_OPTIONAL = {"model_sha256": _is_str, "tta": lambda v: isinstance(v, bool), "next_window": is_int}
+RECORD_OPTIONAL = {"model_sha256": _is_str, "tta": lambda v: isinstance(v, bool), "next_window": is_int,
+                   "block": list_of(is_int, 2)}  # a block shard's [first, end) window range
+BLOCK_MARK = ".block-"  # in the names of block shards, which are not a raster's shard
 
 
 class ShardError(ValueError):
@@ -167,14 +173,42 @@ def partial_path(index_dir: Path, key: str) -> Path:
     return Path(index_dir) / SHARD_DIR / f"{key}.partial.npz"
 
 
+def block_key(key: str, first: int, end: int) -> str:
+    """The name of a raster's block of windows first..end-1: shard_path/partial_path of it are its files."""
+    return f"{key}{BLOCK_MARK}{first}-{end}"
+
+
+def block_files(index_dir: Path, key: str) -> list[Path]:
+    """The block shards and block checkpoints of the raster with shard key `key` (plain files only)."""
+    directory = Path(index_dir) / SHARD_DIR
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.glob(f"{key}{BLOCK_MARK}*.npz") if p.is_file() and not p.is_symlink())
+
+
 def finished_shard_files(index_dir: Path) -> list[Path]:
-    """Every finished shard file (regular files only: a stray directory or link is not a shard)."""
+    """Every finished raster shard file (regular files only: a stray directory or link is not a shard; a
+    block is part of a raster still being embedded)."""
     directory = Path(index_dir) / SHARD_DIR
     if not directory.is_dir():
         return []
     return sorted(p for p in directory.iterdir()
-                  if p.name.endswith(".npz") and not p.name.endswith(".partial.npz")
+                  if p.name.endswith(".npz") and not p.name.endswith(".partial.npz") and BLOCK_MARK not in p.name
                   and not p.name.startswith(".") and p.is_file() and not p.is_symlink())
+
+
+def joined_shard(blocks: list[Shard]) -> Shard:
+    """A raster's shard from its block shards, in window order: the arrays end to end, the record the
+    raster's (without the block range), its skipped tiles summed. The blocks must be of one raster."""
+    first = blocks[0].record
+    same = {key: value for key, value in first.items() if key not in ("block", "skipped", "next_window")}
+    for block in blocks[1:]:
+        if any(block.record.get(key) != value for key, value in same.items()):
+            raise ShardError(f"block {block.record.get('block')} of {first['path']} records another raster "
+                             "or embedding than its first block")
+    record = {**same, "skipped": sum(block.record["skipped"] for block in blocks)}
+    arrays = {name: np.concatenate([getattr(block, name) for block in blocks]) for name in ARRAYS}
+    return Shard(record=record, **arrays)
 
 
 def arrays_digest(arrays: Iterable[tuple[str, np.ndarray]]):
