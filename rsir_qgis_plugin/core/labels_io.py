@@ -33,6 +33,7 @@ from .ogr_files import (
     geojson_crs,
     geojson_polygon,
     gpkg_bytes,
+    open_vector_file,
     write_polygon_layer,
 )
 
@@ -95,14 +96,7 @@ def load_labels(path: str | Path) -> LabelsRead:
     ogr.UseExceptions()
     path = Path(path)
     labels_format(path)
-    if not path.is_file():
-        raise RsirError(f"{path}: no such labels file")
-    try:
-        source = ogr.Open(str(path))
-    except RuntimeError as exc:
-        raise RsirError(f"{path}: not a readable GeoPackage/GeoJSON file ({str(exc).strip()})") from None
-    if source is None:
-        raise RsirError(f"{path}: not a readable GeoPackage/GeoJSON file")
+    source = open_vector_file(path, "labels file")
     try:
         layer = _labels_layer(source, path)
         if layer.GetFeatureCount() > MAX_LABELS:

@@ -62,6 +62,23 @@ def gpkg_bytes(write: Callable[[str], None]) -> bytes:
                 gdal.Unlink(f"/vsimem/{leftover}")
 
 
+def open_vector_file(path: Path, what: str):
+    """An OGR data source of an existing .gpkg/.geojson file, read only; RsirError in one line naming the file
+    when it is missing ("no such {what}") or not one GDAL reads (labels files, review files)."""
+    from osgeo import ogr
+
+    ogr.UseExceptions()
+    if not path.is_file():
+        raise RsirError(f"{path}: no such {what}")
+    try:
+        source = ogr.Open(str(path))
+    except RuntimeError as exc:
+        raise RsirError(f"{path}: not a readable GeoPackage/GeoJSON file ({str(exc).strip()})") from None
+    if source is None:
+        raise RsirError(f"{path}: not a readable GeoPackage/GeoJSON file")
+    return source
+
+
 def write_polygon_layer(source, name: str, srs, fields: dict[str, str],
                         rows: Iterable[tuple[Ring, dict[str, Any]]]) -> None:
     """A polygon layer `name` in the OGR data source, with `fields` (name -> 'string' | 'int' | 'real')

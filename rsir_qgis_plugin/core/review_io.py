@@ -25,7 +25,7 @@ from pathlib import Path
 from .errors import RsirError
 from .examples import Feedback, LabelledBox
 from .geometry import Ring, crs_from, ogr_srs, reproject_ring
-from .ogr_files import closed, field_names, geojson_crs, ogr_polygon, write_polygon_file
+from .ogr_files import closed, field_names, geojson_crs, ogr_polygon, open_vector_file, write_polygon_file
 from .review import PrecisionEstimate, Sample, Stratum, estimate_precision
 
 REVIEW_LAYER = "rsir_review"
@@ -173,14 +173,7 @@ def read_review(path: str | Path) -> Review:
     path = Path(path)
     if path.suffix.lower() not in (".gpkg", ".geojson", ".json"):
         raise RsirError(f"{path}: unsupported review file format '{path.suffix}' (use .gpkg or .geojson)")
-    if not path.is_file():
-        raise RsirError(f"{path}: no such review file")
-    try:
-        source = ogr.Open(str(path))
-    except RuntimeError as exc:
-        raise RsirError(f"{path}: not a readable GeoPackage/GeoJSON file ({str(exc).strip()})") from None
-    if source is None:
-        raise RsirError(f"{path}: not a readable GeoPackage/GeoJSON file")
+    source = open_vector_file(path, "review file")
     try:
         layer = source.GetLayerByName(REVIEW_LAYER) or (source.GetLayer(0) if source.GetLayerCount() == 1 else None)
         if layer is None:
