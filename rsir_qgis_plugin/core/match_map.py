@@ -12,7 +12,6 @@ The scores of the last scoring are kept (TileScores), so another threshold is on
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -25,7 +24,8 @@ from .errors import RsirError, SearchCancelled
 from .examples import Feedback
 from .geometry import Ring, crs_from
 from .params import SearchParams
-from .store import IndexReader, RasterEntry
+from .query_step import index_reader
+from .store import RasterEntry
 
 EARTH_RADIUS_M = 6_378_137.0  # for areas of rasters in degrees: a sphere, to 0.5 % of the ellipsoid's area
 MAX_CELLS = 200_000_000  # cells of one raster's dissolve grid (a regular tiling of 10^6 tiles needs ~4x that)
@@ -145,34 +145,31 @@ def score_tiles(index_dir: str | Path, feedback: Feedback, params: MapParams, la
     search = search_feedback(index_dir, feedback, SearchParams(k=1, tta=params.tta, device=params.device,
                                                                exclude_query_overlap=False), is_cancelled)
     scorer = search.scorer
-    # A reader of our own: its catalogs are read without the shared reader's lock, from this thread only.
-    with IndexReader(Path(index_dir).expanduser()) as reader:
-        model = reader.manifest["model"]
-        n = reader.size
-        scores = np.zeros(n, np.float32)
-        rasters = np.zeros(n, np.int64)
-        windows = np.zeros((n, 4), np.int64)
-        done = 0
-        for segment in reader.segments:
-            live = segment.live_local_ids()
-            for start in range(0, len(live), params.batch):
-                if is_cancelled and is_cancelled():
-                    raise SearchCancelled("mapping cancelled")
-                local = live[start:start + params.batch]
-                vectors = segment.vectors(local).astype(np.float64)
-                if scorer.weights is None:
-                    batch_scores = vectors @ scorer.query.astype(np.float64)
-                else:  # as feedback's classifier scores its candidates
-                    batch_scores = 0.5 * (1.0 + np.tanh(0.5 * (vectors @ scorer.weights.astype(np.float64)
-                                                               + scorer.bias)))
-                end = done + len(local)
-                scores[done:end] = batch_scores
-                rasters[done:end], windows[done:end] = segment.footprint_rows(local + segment.base,
-                                                                              contextlib.nullcontext())
-                done = end
-                if progress:
-                    progress(100.0 * done / max(n, 1), f"scored {done:,} of {n:,} tiles")
-        places = dict(reader.rasters)
+    # The reader the search used (the shared one: no second copy of the index in memory, and the same
+    # generation), read through its public, locked calls: the plugin may search from other threads meanwhile.
+    reader = index_reader(index_dir)
+    model = reader.manifest["model"]
+    n = reader.size
+    scores = np.zeros(n, np.float32)
+    rasters = np.zeros(n, np.int64)
+    windows = np.zeros((n, 4), np.int64)
+    done = 0
+    for tiles, vectors in reader.iter_tiles(params.batch):  # segment by segment, a batch at a time
+        if is_cancelled and is_cancelled():
+            raise SearchCancelled("mapping cancelled")
+        vectors = vectors.astype(np.float64)
+        if scorer.weights is None:
+            batch_scores = vectors @ scorer.query.astype(np.float64)
+        else:  # as feedback's classifier scores its candidates
+            batch_scores = 0.5 * (1.0 + np.tanh(0.5 * (vectors @ scorer.weights.astype(np.float64) + scorer.bias)))
+        end = done + len(tiles)
+        scores[done:end] = batch_scores
+        rasters[done:end] = [tile.raster.id for tile in tiles]
+        windows[done:end] = [tile.window for tile in tiles]
+        done = end
+        if progress:
+            progress(100.0 * done / max(n, 1), f"scored {done:,} of {n:,} tiles")
+    places = dict(reader.rasters)
     return TileScores(scores=scores[:done], rasters=rasters[:done], windows=windows[:done], places=places,
                       scoring=search.scoring, labels=labels, index=str(index_dir),
                       model=f"{model['name']} (sha256 {model['sha256'][:12]})",
