@@ -52,11 +52,14 @@ def run(args) -> int:
 
 def _draw(args) -> int:
     from .core.atomic import output_target
+    from .core.errors import RsirError
     from .core.map_io import read_map
     from .core.review import draw_sample
     from .core.review_io import sample_review, write_review
 
     output_target(args.out, None)  # refused before the map is read
+    if args.out.resolve() == args.map.resolve():
+        raise RsirError(f"{args.out}: is the map itself; write the sample to another file")
     match_map = read_map(args.map)
     polygons = match_map.polygons
     sample = draw_sample([p.score_max for p in polygons], [p.map_id for p in polygons], args.sample,
@@ -77,6 +80,8 @@ def _estimate(args) -> int:
 
     if args.labels_out is not None:
         labels_format(args.labels_out)
+        if args.labels_out.resolve() == args.marked.resolve():
+            raise RsirError(f"{args.labels_out}: is the marked sample itself; write the labels to another file")
     review = read_review(args.marked)
     if review.marked == 0:
         raise RsirError(f"{args.marked}: no polygon is marked yet: fill field 'relevant' with yes or no")

@@ -101,6 +101,7 @@ def test_part_marked_samples_and_bad_files_are_one_line(map_file, tmp_path):
     sample.write_text(json.dumps(data))
     assert "no polygon of stratum 2 of 3" in one_error_line(rsir("review", "--marked", sample, check=False))
     assert "no such review file" in one_error_line(rsir("review", "--marked", tmp_path / "x.gpkg", check=False))
+    assert "is the map itself" in one_error_line(rsir("review", path, "--sample", 3, "--out", path, check=False))
     assert "give MAP --sample N --out FILE" in one_error_line(rsir("review", path, "--out", sample, check=False))
     assert "no such map file" in one_error_line(rsir("review", tmp_path / "none.gpkg", "--sample", 3, "--out",
                                                      tmp_path / "o.gpkg", check=False))
