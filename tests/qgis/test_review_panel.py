@@ -4,10 +4,12 @@ steps back); then the estimate shown and the marked sample and labels written, a
 from __future__ import annotations
 
 import pytest
+import rasterio
 from qgis.core import QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsRectangle, QgsVectorLayer
 from qgis.PyQt.QtCore import Qt
 
-from rsir_qgis_plugin.core.labels_io import read_labels
+from rsir_qgis_plugin.core.examples import Feedback, LabelledBox
+from rsir_qgis_plugin.core.labels_io import read_labels, write_labels
 from rsir_qgis_plugin.core.review_io import read_review
 from tests.core.test_review_cli import write_tile_map
 
@@ -72,3 +74,24 @@ def test_review_a_sample_with_keys(plugin, project, map_layer, qgis_canvas, qtbo
     assert {b.raster for b in labels.boxes} == {str(raster)}
     qtbot.keyClick(target, Qt.Key.Key_Y)  # the review is over: keys mark nothing more
     assert read_review(path.with_name("map_review.gpkg")).marked == 9
+
+
+
+def test_a_layer_that_is_not_a_map_file_is_one_line(plugin, project, map_layer, tmp_path, qtbot):
+    _, _, raster = map_layer
+    panel = plugin.dock.review_panel
+    memory = QgsVectorLayer("Polygon?crs=EPSG:3857", "drawn", "memory")
+    project.addMapLayer(memory)
+    panel.layer_combo.setLayer(memory)
+    panel.review_button.click()
+    assert panel.status_label.text().startswith("Pick a map layer stored in a file")
+    with rasterio.open(raster) as src:
+        left, bottom = src.bounds.left, src.bounds.bottom
+    labels = write_labels(Feedback((LabelledBox(str(raster), (left, bottom, left + 5, bottom + 5), None, True),)),
+                          tmp_path / "labels.gpkg")
+    other = QgsVectorLayer(f"{labels}|layername=rsir_labels", "labels", "ogr")
+    project.addMapLayer(other)
+    panel.layer_combo.setLayer(other)
+    panel.review_button.click()
+    qtbot.waitUntil(lambda: "no layer 'rsir_map'" in panel.status_label.text(), timeout=TASK_MS)
+    assert panel.review is None and not panel.yes_button.isEnabled()

@@ -49,6 +49,9 @@ def test_estimate_precision_reports_the_engines_estimate_and_writes_labels(provi
     assert len(back.boxes) == 11 and sum(b.positive for b in back.boxes) == want.relevant
     assert {b.raster for b in back.boxes} == {str(raster)}
 
+    plain = processing.run("rsir:estimate_precision", {"SAMPLE": str(sample), "OUTPUT": "memory:"})
+    assert plain["PRECISION"] == pytest.approx(want.precision) and not plain.get("LABELS_OUT")
+
     unmarked = write_review(sample_review(read_map(map_path), draw_sample([0.5, 0.6], [1, 2], 2)),
                             tmp_path / "unmarked.gpkg")
     with pytest.raises(QgsProcessingException, match="no polygon is marked yet"):
