@@ -65,7 +65,7 @@ def _draw(args) -> int:
     sample = draw_sample([p.score_max for p in polygons], [p.map_id for p in polygons], args.sample,
                          args.strata, args.seed)
     path = write_review(sample_review(match_map, sample), args.out)
-    print(f"{len(sample.picks)} of {len(polygons)} polygons written to {path} in {len(sample.strata)} score "
+    print(f"rsir: {len(sample.picks)} of {len(polygons)} polygons written to {path} in {len(sample.strata)} score "
           "strata:", file=sys.stderr)
     for stratum in sample.strata:
         print(f"rsir:   {stratum.describe()}: {sample.stratum_of.count(stratum.number)} to review", file=sys.stderr)
