@@ -1,6 +1,6 @@
 """The dock's "Map all matches" box: score every tile of the index with the labels' classifier once (a
 QgsTask), then a threshold slider previews the polygons, tiles and area the map would have (only the
-scores kept in memory are re-thresholded), and "Map matches..." writes the map file in a task and adds it
+scores kept in memory are re-thresholded, in a task too), and "Map matches..." writes the map file in a task and adds it
 as a layer (core/match_map.py, core/map_io.py)."""
 from __future__ import annotations
 
@@ -73,6 +73,8 @@ class MapPanel(QGroupBox):
         self._index_dir = index_dir
         self.tile_scores = None  # core.match_map.TileScores of the last scoring
         self._task: EngineTask | None = None
+        self._preview_task: EngineTask | None = None
+        self._shown: float | None = None  # the threshold the label speaks of (a preview or the map written)
         self.score_button = QPushButton("Score tiles", self)
         self.score_button.setToolTip("Score every tile of the index with the classifier of the 'rsir labels' "
                                      "layer (the probability Refine ranks by), once; then choose a threshold")
@@ -138,13 +140,32 @@ class MapPanel(QGroupBox):
         self._start(task, "Scoring every tile...")
 
     def preview(self) -> None:
-        """The polygons, tiles and area at the slider's threshold, from the kept scores (no file read)."""
-        if self.tile_scores is None:
-            return
-        from ..core.match_map import area_text, summarise
+        """The polygons, tiles and area at the slider's threshold, from the kept scores (no file read), in a
+        task: at 10^6 tiles a dissolve takes seconds, and the slider must not freeze meanwhile."""
+        from ..core.match_map import summarise
 
-        summary = summarise(self.tile_scores, self.threshold())
-        self.preview_label.setText(f"{summary.polygons} polygon(s), {summary.tiles} of {len(self.tile_scores.scores)} "
+        if self.tile_scores is None or is_active(self._preview_task) or self._shown == self.threshold():
+            return  # a preview running (its end previews again if the slider moved meanwhile), or shown
+        threshold, scores = self.threshold(), self.tile_scores
+        task = InfoTask("rsir: previewing the map", summarise, scores, threshold)
+        task.succeeded.connect(lambda summary: self._on_previewed(scores, threshold, summary))
+        task.failed.connect(self._on_failed)
+        self._preview_task = task
+        QgsApplication.taskManager().addTask(task)
+
+    def _on_previewed(self, scores, threshold: float, summary) -> None:
+        from ..core.match_map import area_text
+
+        self._preview_task = None
+        if scores is not self.tile_scores or is_active(self._task):
+            return  # scored again, or writing: that says what happens now
+        if threshold != self.threshold():
+            self.preview()
+            return
+        if threshold == self._shown:
+            return
+        self._shown = threshold
+        self.preview_label.setText(f"{summary.polygons} polygon(s), {summary.tiles} of {len(scores.scores)} "
                                    f"tiles, {area_text(summary.area_m2)}")
 
     def write_map(self, path: str) -> None:
@@ -159,7 +180,7 @@ class MapPanel(QGroupBox):
         self._start(task, f"Writing {Path(path).name}...")
 
     def _start(self, task: EngineTask, text: str) -> None:
-        self._task = task
+        self._task, self._shown = task, None
         self.preview_label.setText(text)
         self.score_button.setEnabled(False)
         self.map_button.setEnabled(False)
@@ -172,7 +193,7 @@ class MapPanel(QGroupBox):
         self._set_scored(self.tile_scores is not None)
 
     def _on_scored(self, tile_scores) -> None:
-        self.tile_scores = tile_scores
+        self.tile_scores, self._shown = tile_scores, None
         self._set_scored(True)
         self.preview()
         self.scoresReady.emit(tile_scores)
@@ -181,10 +202,12 @@ class MapPanel(QGroupBox):
         layer = QgsVectorLayer(f"{path}|layername=rsir_map", f"rsir map (score ≥ {threshold:.2f})", "ogr")
         if layer.isValid():
             QgsProject.instance().addMapLayer(layer)
+        self._shown = threshold
         self.preview_label.setText(f"{result.describe()}; written to {path}")
         self.mapWritten.emit(path)
 
     def _on_failed(self, message: str) -> None:
+        self._shown = None
         self.preview_label.setText(message)
 
     def _on_slider(self, *_args) -> None:
