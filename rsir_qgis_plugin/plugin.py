@@ -36,6 +36,7 @@ class RsirPlugin:
         self.build_action: QAction | None = None
         self.dock_action: QAction | None = None
         self.diagnostics_action: QAction | None = None
+        self.chips_action: QAction | None = None
         self.diagnostics = None  # the Diagnostics window while it is open
 
     # QGIS entry points -------------------------------------------------------------------
@@ -68,6 +69,9 @@ class RsirPlugin:
         self.compare_action = self._action("rsirCompareDates", "Compare dates...", "gui/icons/compare.png",
                                            "Where did it change between two dates, or change like a place "
                                            "you mark?")
+        self.chips_action = self._action("rsirExportChips", "Export training chips...", "icon.png",
+                                         "Write the labelled boxes as image chips to fine-tune the model on "
+                                         "(README: Teach rsir your target)")
         self.diagnostics_action = self._action("rsirDiagnostics", "Diagnostics...", "icon.png",
                                                "Versions, packages, devices and models rsir finds, to copy "
                                                "into a bug report")
@@ -90,6 +94,7 @@ class RsirPlugin:
         self.build_action.triggered.connect(self.build.open_dialog)
         self.compare_action.triggered.connect(self.change.open_dialog)
         self.diagnostics_action.triggered.connect(self.show_diagnostics)
+        self.chips_action.triggered.connect(self.export_chips)
         self.map_tool.boxDrawn.connect(self.search.search)
         self.map_tool.boxLabelled.connect(self.search.label_box)
         self.build.indexBuilt.connect(self.search.show_index)
@@ -100,6 +105,7 @@ class RsirPlugin:
         for action in (self.find_action, self.build_action, self.compare_action, self.dock_action):
             self.toolbar.addAction(action)
             self.iface.addPluginToRasterMenu(MENU, action)
+        self.iface.addPluginToRasterMenu(MENU, self.chips_action)  # menu only
         self.iface.addPluginToRasterMenu(MENU, self.diagnostics_action)  # menu only
         self.dependencies.ready()  # a message with an install button when packages are missing
 
@@ -125,7 +131,7 @@ class RsirPlugin:
             self.change.release()
             self.change = None
         for action in (self.find_action, self.build_action, self.compare_action, self.dock_action,
-                       self.diagnostics_action):
+                       self.chips_action, self.diagnostics_action):
             if action is not None and not sip.isdeleted(action):
                 self.iface.removePluginRasterMenu(MENU, action)
         if self.toolbar is not None:
@@ -167,6 +173,13 @@ class RsirPlugin:
         self.diagnostics.show()
         self.diagnostics.raise_()
         self.diagnostics.activateWindow()
+
+    def export_chips(self) -> None:
+        """rsir:export_chips in Processing's dialog (it runs as a task there), the index in use filled in."""
+        import processing
+
+        index = self.search.index_dir() if self.search is not None else None
+        processing.execAlgorithmDialog("rsir:export_chips", {"INDEX": str(index)} if index else {})
 
     def _on_find_toggled(self, checked: bool) -> None:
         canvas = self.iface.mapCanvas()

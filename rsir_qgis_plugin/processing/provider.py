@@ -8,6 +8,7 @@ from .build_index import BuildIndexAlgorithm
 from .change_hotspots import ChangeHotspotsAlgorithm
 from .common import ICON
 from .estimate_precision import EstimatePrecisionAlgorithm
+from .export_chips import ExportChipsAlgorithm
 from .find_similar import FindSimilarAlgorithm
 from .find_similar_change import FindSimilarChangeAlgorithm
 from .map_matches import MapMatchesAlgorithm
@@ -33,3 +34,4 @@ class RsirProvider(QgsProcessingProvider):
         self.addAlgorithm(FindSimilarChangeAlgorithm())
         self.addAlgorithm(MapMatchesAlgorithm())
         self.addAlgorithm(EstimatePrecisionAlgorithm())
+        self.addAlgorithm(ExportChipsAlgorithm())

@@ -37,7 +37,7 @@ def test_load_and_unload_leave_nothing_behind(qgis_iface, project):
     assert registry.providerById("rsir") is not None
     assert {a.id() for a in registry.providerById("rsir").algorithms()} == {
         "rsir:build_index", "rsir:find_similar", "rsir:change_hotspots", "rsir:find_similar_change",
-        "rsir:map_matches", "rsir:estimate_precision"}
+        "rsir:map_matches", "rsir:estimate_precision", "rsir:export_chips"}
 
     plugin.find_action.trigger()
     assert qgis_iface.mapCanvas().mapTool() is plugin.map_tool

@@ -1,0 +1,84 @@
+"""rsir:export_chips: the labelled boxes of a labels layer as image chips to train a model on (core/chips.py)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterVectorLayer,
+)
+
+from ..layers import project_rasters
+from .change_hotspots import ChangeAlgorithm
+from .common import RsirAlgorithm, engine_errors
+
+
+class ExportChipsAlgorithm(RsirAlgorithm):
+    INDEX, LABELS, OUTPUT, PER_CLASS, SEED = "INDEX", "LABELS", "OUTPUT", "PER_CLASS", "SEED"
+    POSITIVE, NEGATIVE = "POSITIVE", "NEGATIVE"
+
+    def name(self) -> str:
+        return "export_chips"
+
+    def displayName(self) -> str:  # noqa: N802
+        return "Export training chips"
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return ("Writes each box of a labels layer (polygons with the fields 'raster' and 'label': "
+                "positive/negative, as the plugin's `rsir labels` layer and `rsir search --save-labels` write "
+                "them) as a georeferenced GeoTIFF chip, read as a query box is: the bands the raster was indexed "
+                "with, resampled to the index model's input size. Positives go to OUTPUT/positive, negatives "
+                "to OUTPUT/negative (the class 'not the target'), with chips.csv (raster, box, label, CRS, "
+                "file) and chips.json (the labels, index and model). The folder is what `python -m training.fit "
+                "--data OUTPUT --init MODEL.onnx --freeze-bn` fine-tunes on (README: Teach rsir your target). "
+                "The output folder must be new, empty, or an earlier chips folder (replaced whole).")
+
+    def initAlgorithm(self, config=None) -> None:  # noqa: N802
+        self.addParameter(QgsProcessingParameterFile(self.INDEX, "Index folder",
+                                                     behavior=QgsProcessingParameterFile.Behavior.Folder))
+        self.addParameter(QgsProcessingParameterVectorLayer(
+            self.LABELS, "Labelled examples (fields raster, label: positive/negative)",
+            [QgsProcessing.SourceType.TypeVectorPolygon]))
+        self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT, "Chips folder"))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.PER_CLASS, "At most this many chips per class (0: every box)",
+            QgsProcessingParameterNumber.Type.Integer, defaultValue=0, minValue=0))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.SEED, "Seed of the per-class choice", QgsProcessingParameterNumber.Type.Integer,
+            defaultValue=0, minValue=0))
+        self.addOutput(QgsProcessingOutputNumber(self.POSITIVE, "Positive chips"))
+        self.addOutput(QgsProcessingOutputNumber(self.NEGATIVE, "Negative chips"))
+
+    def process(self, parameters, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:
+        from ..core.chips import ChipParams, export_chips
+        from ..labels.convert import feedback_from_features, footprints
+        from ..labels.files import labels_dir
+
+        index_dir = self.parameterAsFile(parameters, self.INDEX, context)
+        output = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
+        labels = self.parameterAsVectorLayer(parameters, self.LABELS, context)
+        if labels is None:
+            raise QgsProcessingException(f"{self.LABELS}: give a labels layer")
+        with engine_errors():
+            read = feedback_from_features(labels.getFeatures(), labels.crs(),
+                                          footprints(project_rasters(context.project())),
+                                          context.transformContext(), labels_dir(labels))
+            for line in read.skipped:
+                feedback.pushWarning(f"{labels.name()}: {line}")
+            source = labels.source().split("|")[0] if labels.providerType() == "ogr" else labels.name()
+            params = ChipParams(index_dir=Path(index_dir), labels=Path(source), out_dir=Path(output),
+                                per_class=self.parameterAsInt(parameters, self.PER_CLASS, context),
+                                seed=self.parameterAsInt(parameters, self.SEED, context))
+            summary = export_chips(params, ChangeAlgorithm.progress(feedback), feedback.isCanceled, read)
+        for note in summary.notes:
+            feedback.pushWarning(note)
+        feedback.pushInfo(summary.describe())
+        return {self.OUTPUT: str(summary.out_dir), self.POSITIVE: summary.counts["positive"],
+                self.NEGATIVE: summary.counts["negative"]}
