@@ -42,8 +42,8 @@ class FitConfig:
     # model
     backbone: str = _f("efficientnet_lite0", "backbone", tuple(BACKBONES))
     weights: str = _f("imagenet", "backbone weights: none, imagenet, or a state-dict path")
-    init: str = _f("", "start from this checkpoint's network (e.g. training.from_onnx of a bundled model): "
-                       "same architecture, fresh optimiser, schedule and bank")
+    init: str = _f("", "start from this checkpoint's or rsir ONNX model's network (an index's model, a bundled "
+                       "one): its architecture is the default, fresh optimiser, schedule and bank")
     freeze_bn: bool = _f(False, "keep BatchNorm statistics fixed (needed for a checkpoint whose BatchNorm "
                                 "was folded by the ONNX export)")
     head: str = _f("dual_attention", "attention head", tuple(HEADS))
@@ -159,6 +159,10 @@ def parse_config(argv: Sequence[str] | None = None) -> FitConfig:
     parser = get_args_parser()
     args = parser.parse_args(argv)
     defaults: dict = {}
+    if args.init:  # the starting network's architecture, below every file and flag (training/init_model.py)
+        from .init_model import architecture_defaults, init_meta
+
+        defaults.update(architecture_defaults(init_meta(args.init)))
     if args.resume:
         saved = Path(args.out or FitConfig(**_coerce({k: getattr(args, k) for k in FIELDS})).run_dir) / "config.toml"
         if saved.is_file():

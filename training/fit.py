@@ -23,6 +23,7 @@ from .data.augment import AugmentSettings, augment
 from .data.folder import load_images, scan_folder
 from .data.split import Split, read_split, stratified_split, subsample_train, write_split
 from .data.stats import band_stats
+from .init_model import read_init
 from .logger import MetricsLog
 from .losses import LossSpec, loss_spec
 from .meta import git_revision, make_meta
@@ -325,7 +326,7 @@ def main(cfg: FitConfig) -> Path:
     split = prepare_split(cfg, cfg.run_dir, rt)
     data, record = load_data(cfg, split, rt)
     arch, spec = run_architecture(cfg), loss_spec(cfg.loss)
-    init = checkpoint.read(Path(cfg.init)) if cfg.init else None
+    init = read_init(cfg.init) if cfg.init else None
     parts = build_parts(cfg, arch, spec, data, rt, init)
     init_meta = init["meta"] if init is not None else None
     if init_meta is not None:

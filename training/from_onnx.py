@@ -139,10 +139,12 @@ def parity(net: nn.Module, path: Path, input_size: int, bands: int, count: int =
     return float(cosine.min())
 
 
-def convert(source: Path, out: Path) -> float:
-    """Write the checkpoint; returns the parity (min cosine) it passed."""
+def rebuild(source: Path) -> tuple[dict, float]:
+    """The checkpoint ({"meta", "state_dict"}) of an rsir ONNX model, checked against onnxruntime, and the
+    parity (min cosine) it passed: what convert writes, and what `training.fit --init MODEL.onnx` starts from."""
     import onnx
 
+    source = Path(source)
     model = onnx.load(str(source))
     meta = meta_from_metadata(read_metadata(model), source)
     net = build_net(meta, weights="none")
@@ -150,8 +152,21 @@ def convert(source: Path, out: Path) -> float:
     cosine = parity(net, source, meta["input_size"], meta["bands"])
     if cosine < MIN_COSINE:
         raise SystemExit(f"{source}: rebuilt network disagrees with the ONNX model (min cosine {cosine:.6f})")
+    return {"meta": meta, "state_dict": net.state_dict()}, cosine
+
+
+def read_meta(source: Path) -> dict:
+    """The checkpoint meta an rsir ONNX model describes (its metadata only: no weights read, no parity)."""
+    import onnx
+
+    return meta_from_metadata(read_metadata(onnx.load(str(source), load_external_data=False)), Path(source))
+
+
+def convert(source: Path, out: Path) -> float:
+    """Write the checkpoint; returns the parity (min cosine) it passed."""
+    state, cosine = rebuild(source)
     out.parent.mkdir(parents=True, exist_ok=True)
-    checkpoint.save_atomic({"meta": meta, "state_dict": net.state_dict()}, out)
+    checkpoint.save_atomic(state, out)
     return cosine
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from . import checkpoint
 from .config import FitConfig
+from .data.chips import chips_source
 from .data.split import Split
 from .runtime import Runtime
 
@@ -43,7 +44,8 @@ def make_meta(cfg: FitConfig, arch: dict, mean, std, split: Split, rt: Runtime, 
         "format_version": 1, "name": cfg.run_name, **arch, "mean": mean, "std": std,
         "band_indices": cfg.bands, "backbone_weights": cfg.weights,
         "training": {
-            "data": {"root": Path(cfg.data).name, "band_indices": cfg.bands, **split.describe()},
+            "data": {"root": Path(cfg.data).name, "band_indices": cfg.bands, **split.describe(),
+                     **(chips_source(cfg.data) or {})},
             "split": {"seed": split.seed, "test_fraction": split.test_fraction, "file": "split.json"},
             "loss": loss, "epochs": epochs_done, "metrics": metrics,
             "device": rt.describe(), "train_seconds": round(seconds, 1), "git": git_revision(),
