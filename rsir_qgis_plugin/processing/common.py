@@ -2,7 +2,7 @@
 as Processing errors."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -15,6 +15,7 @@ from qgis.core import (
     QgsProcessingFeedback,
     QgsRasterLayer,
     QgsRectangle,
+    QgsVectorLayer,
 )
 from qgis.PyQt.QtGui import QIcon
 
@@ -40,6 +41,26 @@ def engine_errors() -> Iterator[None]:
         raise QgsProcessingException(f"cancelled: {exc}") from exc
     except RsirError as exc:
         raise QgsProcessingException(str(exc)) from exc
+
+
+def read_labels_layer(labels: QgsVectorLayer, rasters: Sequence[QgsMapLayer], context: QgsProcessingContext,
+                      feedback: QgsProcessingFeedback):
+    """A labels layer's boxes on `rasters` as the plugin reads them (labels/convert: the rsir labels
+    layout, core/label_records' checks): each feature left out is a warning, then one count line."""
+    from ..labels.convert import feedback_from_features, footprints
+    from ..labels.files import labels_dir
+
+    read = feedback_from_features(labels.getFeatures(), labels.crs(), footprints(rasters),
+                                  context.transformContext(), labels_dir(labels))
+    for line in read.skipped:
+        feedback.pushWarning(f"{labels.name()}: {line}")
+    feedback.pushInfo(f"{read.positives} positive and {read.negatives} negative example(s) from {labels.name()}")
+    return read
+
+
+def labels_source(labels: QgsVectorLayer) -> str:
+    """What a labels layer is recorded as: its file for a file layer, else its name."""
+    return labels.source().split("|")[0] if labels.providerType() == "ogr" else labels.name()
 
 
 def layer_file(layer: QgsMapLayer | None, parameter: str) -> str:

@@ -17,7 +17,7 @@ from qgis.core import (
 
 from ..layers import project_rasters
 from .change_hotspots import ChangeAlgorithm
-from .common import RsirAlgorithm, engine_errors
+from .common import RsirAlgorithm, engine_errors, labels_source, read_labels_layer
 
 
 class ExportChipsAlgorithm(RsirAlgorithm):
@@ -58,8 +58,6 @@ class ExportChipsAlgorithm(RsirAlgorithm):
 
     def process(self, parameters, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:
         from ..core.chips import ChipParams, export_chips
-        from ..labels.convert import feedback_from_features, footprints
-        from ..labels.files import labels_dir
 
         index_dir = self.parameterAsFile(parameters, self.INDEX, context)
         output = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
@@ -67,12 +65,8 @@ class ExportChipsAlgorithm(RsirAlgorithm):
         if labels is None:
             raise QgsProcessingException(f"{self.LABELS}: give a labels layer")
         with engine_errors():
-            read = feedback_from_features(labels.getFeatures(), labels.crs(),
-                                          footprints(project_rasters(context.project())),
-                                          context.transformContext(), labels_dir(labels))
-            for line in read.skipped:
-                feedback.pushWarning(f"{labels.name()}: {line}")
-            source = labels.source().split("|")[0] if labels.providerType() == "ogr" else labels.name()
+            read = read_labels_layer(labels, project_rasters(context.project()), context, feedback)
+            source = labels_source(labels)
             params = ChipParams(index_dir=Path(index_dir), labels=Path(source), out_dir=Path(output),
                                 per_class=self.parameterAsInt(parameters, self.PER_CLASS, context),
                                 seed=self.parameterAsInt(parameters, self.SEED, context))

@@ -17,7 +17,7 @@ from qgis.core import (
 from ..core.examples import LabelledBox
 from ..layers import crs_for_engine
 from .change_hotspots import PLACES_NOTE, ChangeAlgorithm
-from .common import engine_errors
+from .common import engine_errors, read_labels_layer
 
 
 class FindSimilarChangeAlgorithm(ChangeAlgorithm):
@@ -93,17 +93,10 @@ class FindSimilarChangeAlgorithm(ChangeAlgorithm):
                           feedback: QgsProcessingFeedback) -> list[LabelledBox]:
         """The labels layer's boxes, read by the rules every labels reader of rsir follows
         (core/label_records.py); each feature left out is a warning."""
-        from ..labels.convert import feedback_from_features, footprints
-        from ..labels.files import labels_dir
-
         labels = self.parameterAsVectorLayer(parameters, self.LABELS, context)
         if labels is None:
             return []
-        rasters = footprints([*self.parameterAsLayerList(parameters, self.BEFORE, context),
-                              *self.parameterAsLayerList(parameters, self.AFTER, context)])
-        read = feedback_from_features(labels.getFeatures(), labels.crs(), rasters, context.transformContext(),
-                                      labels_dir(labels))
-        for line in read.skipped:
-            feedback.pushWarning(f"{labels.name()}: {line}")
-        feedback.pushInfo(f"{read.positives} positive and {read.negatives} negative example(s) from {labels.name()}")
+        read = read_labels_layer(labels, [*self.parameterAsLayerList(parameters, self.BEFORE, context),
+                                          *self.parameterAsLayerList(parameters, self.AFTER, context)],
+                                 context, feedback)
         return list(read.feedback.boxes)

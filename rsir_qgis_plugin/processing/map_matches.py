@@ -16,7 +16,7 @@ from qgis.core import (
 
 from ..layers import project_rasters
 from .change_hotspots import ChangeAlgorithm
-from .common import RsirAlgorithm, engine_errors
+from .common import RsirAlgorithm, engine_errors, labels_source, read_labels_layer
 
 
 class MapMatchesAlgorithm(RsirAlgorithm):
@@ -56,8 +56,6 @@ class MapMatchesAlgorithm(RsirAlgorithm):
     def process(self, parameters, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:
         from ..core.map_io import map_format, write_map
         from ..core.match_map import MapParams, dissolve, score_tiles
-        from ..labels.convert import feedback_from_features, footprints
-        from ..labels.files import labels_dir
 
         index_dir = self.parameterAsFile(parameters, self.INDEX, context)
         output = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
@@ -67,14 +65,8 @@ class MapMatchesAlgorithm(RsirAlgorithm):
         threshold = self.parameterAsDouble(parameters, self.THRESHOLD, context)
         with engine_errors():
             map_format(output)
-            read = feedback_from_features(labels.getFeatures(), labels.crs(),
-                                          footprints(project_rasters(context.project())),
-                                          context.transformContext(), labels_dir(labels))
-            for line in read.skipped:
-                feedback.pushWarning(f"{labels.name()}: {line}")
-            feedback.pushInfo(f"{read.positives} positive and {read.negatives} negative example(s) "
-                              f"from {labels.name()}")
-            source = labels.source().split("|")[0] if labels.providerType() == "ogr" else labels.name()
+            read = read_labels_layer(labels, project_rasters(context.project()), context, feedback)
+            source = labels_source(labels)
             scores = score_tiles(index_dir, read.feedback, MapParams(threshold=threshold), source,
                                  ChangeAlgorithm.progress(feedback), is_cancelled=feedback.isCanceled)
             result = dissolve(scores, threshold)
