@@ -396,7 +396,11 @@ def _kill_while_it_works(cluster: Cluster, worker: subprocess.Popen, name: str, 
             # the glob matches too: killing then would leave no shard to resume.
             saved = [p for p in shards.glob("*.npz") if ".partial." not in p.name and not is_temporary(p)]
             workers = client.scheduler_info(n_workers=-1)["workers"]
-            address = next(a for a, w in workers.items() if w.get("name") == name)
+            address = next((a for a, w in workers.items() if w.get("name") == name), None)
+            if address is None:  # not (or no longer) listed: a loaded machine may report it late
+                assert worker.poll() is None, f"worker {name} exited with status {worker.returncode}"
+                time.sleep(0.05)
+                continue
             busy = client.processing([address]).get(address, [])
             if saved and busy:
                 worker.kill()
