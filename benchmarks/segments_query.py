@@ -28,7 +28,7 @@ from scale import QUERY_SEED, probe
 from synthetic_index import TILES_PER_RASTER, raster_shard, real_embeddings, synthetic_vectors
 
 from rsir_qgis_plugin.core.model import read_model
-from rsir_qgis_plugin.core.store import commit_changes, live_rasters, write_generation
+from rsir_qgis_plugin.core.store import commit_changes, live_rasters, read_manifest, write_generation
 from rsir_qgis_plugin.core.store.merge import merge_tiers
 
 
@@ -39,6 +39,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--nights", type=int, default=30)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--workdir", type=Path, default=None, help="where the indexes go (default: a temp dir)")
+    parser.add_argument("--query-threads", type=int, default=None,
+                        help="FAISS threads while querying (default: FAISS's, all cores); building keeps all")
     return parser
 
 
@@ -59,6 +61,19 @@ def segmented_index(index: Path, base: np.ndarray, tiles: int, segments: int, mo
     return manifest
 
 
+def timed_queries(index: Path, queries: np.ndarray, threads: int | None) -> dict:
+    """scale.probe's figures, with FAISS limited to `threads` while it queries."""
+    from rsir_qgis_plugin.core.store import faiss_module
+
+    faiss = faiss_module()
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(threads or before)
+    try:
+        return probe(index, queries)
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
 def line(label: str, figures: dict, extra: str = "") -> None:
     print(f"{label:34s} p50 {figures['p50_ms']:7.2f} ms  p95 {figures['p95_ms']:7.2f} ms  ({figures['kind']}){extra}",
           flush=True)
@@ -70,21 +85,28 @@ def part_segments(args, base: np.ndarray, queries: np.ndarray, workdir: Path, mo
         started = time.perf_counter()
         manifest = segmented_index(index, base, args.tiles, segments, model)
         written = time.perf_counter() - started
-        line(f"{args.tiles} tiles in {len(manifest['segments'])} segment(s)", probe(index, queries),
-             f"  written in {written:.0f} s")
+        line(f"{args.tiles} tiles in {len(manifest['segments'])} segment(s)",
+             timed_queries(index, queries, args.query_threads), f"  written in {written:.0f} s")
         started = time.perf_counter()
         manifest, report = merge_tiers(index, manifest, model)
         if report.merges:
-            line(f"  after merging: {len(manifest['segments'])} segment(s)", probe(index, queries),
+            line(f"  after merging: {len(manifest['segments'])} segment(s)",
+                 timed_queries(index, queries, args.query_threads),
                  f"  merged in {time.perf_counter() - started:.0f} s")
         else:
             print("  nothing to merge (no tier holds 4 segments)", flush=True)
+        if segments == 1:  # the start of the nights: written once
+            shutil.copytree(index, workdir / "one-segment")
         shutil.rmtree(index)
 
 
 def part_nights(args, base: np.ndarray, queries: np.ndarray, workdir: Path, model, merge: bool) -> None:
     index = workdir / f"nights-{'merge' if merge else 'nomerge'}"
-    manifest = segmented_index(index, base, args.tiles, 1, model)
+    if (workdir / "one-segment").is_dir():
+        shutil.copytree(workdir / "one-segment", index)
+        manifest = read_manifest(index)
+    else:
+        manifest = segmented_index(index, base, args.tiles, 1, model)
     rasters, seconds, p50s = args.tiles // TILES_PER_RASTER, [], []
     for night in range(args.nights):
         started = time.perf_counter()
@@ -96,12 +118,14 @@ def part_nights(args, base: np.ndarray, queries: np.ndarray, workdir: Path, mode
         if merge:
             manifest, report = merge_tiers(index, manifest, model)
         seconds.append(time.perf_counter() - started)
-        figures = probe(index, queries)
-        p50s.append(figures["p50_ms"])
-        if night in (0, 9, 19, args.nights - 1) or (merge and report.merges):
+        measured = night in (0, 9, 19, args.nights - 1)  # queries every night would take longer than the nights
+        if measured or (merge and report.merges):
+            figures = timed_queries(index, queries, args.query_threads) if measured else None
+            p50s += [figures["p50_ms"]] if figures else []
             dead = sum(s["dead_tiles"] for s in manifest["segments"])
             print(f"  night {night + 1:2d}: {seconds[-1]:6.1f} s, {len(manifest['segments']):2d} segments, "
-                  f"{dead} tombstoned tiles, p50 {figures['p50_ms']:.2f} ms p95 {figures['p95_ms']:.2f} ms"
+                  f"{dead} tombstoned tiles" + (f", p50 {figures['p50_ms']:.2f} ms p95 {figures['p95_ms']:.2f} ms"
+                                                if figures else "")
                   + (f"; {report.describe()}" if merge and report.merges else ""), flush=True)
     print(f"{args.nights} nights, merging {'on' if merge else 'off'}: {np.mean(seconds):.1f} s a night "
           f"(max {max(seconds):.1f} s), {len(manifest['segments'])} segments after, query p50 {p50s[0]:.2f} ms "
@@ -120,7 +144,8 @@ def main(args) -> int:
     if args.nights:
         part_nights(args, base, queries, workdir, model, merge=True)
         part_nights(args, base, queries, workdir, model, merge=False)
-    shutil.rmtree(workdir / "sample-index", ignore_errors=True)
+    for folder in ("sample-index", "one-segment"):
+        shutil.rmtree(workdir / folder, ignore_errors=True)
     return 0
 
 
