@@ -22,7 +22,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from synthetic_index import SAMPLE_RASTER, TILES_PER_RASTER, real_embeddings, synthetic_vectors, write_synthetic_index
+from synthetic_index import (
+    SAMPLE_RASTER,
+    TILES_PER_RASTER,
+    real_embeddings,
+    synthetic_vectors,
+    write_synthetic_index,
+    write_synthetic_segments,
+)
 
 QUERY_SEED = 10**6
 
@@ -30,6 +37,9 @@ QUERY_SEED = 10**6
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiles", type=int, default=10_000_000)
+    parser.add_argument("--segments", type=int, default=1,
+                        help="part 1: write the tiles as this many successive builds (one segment each, then "
+                             "tiered merging as index build runs it) instead of one")
     parser.add_argument("--e2e-tiles", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--workdir", type=Path, default=None, help="where the indexes go (default: a temp dir)")
@@ -85,7 +95,16 @@ def part_one(args, base: np.ndarray, workdir: Path) -> None:
     index = workdir / f"index-{args.tiles}"
     shutil.rmtree(index, ignore_errors=True)
     started = time.perf_counter()
-    manifest = write_synthetic_index(index, args.tiles, base)
+    if args.segments > 1:
+        from rsir_qgis_plugin.core.model import read_model
+        from rsir_qgis_plugin.core.store.merge import merge_tiers
+
+        manifest = write_synthetic_segments(index, args.tiles, base, args.segments)
+        written_s = time.perf_counter() - started
+        manifest, report = merge_tiers(index, manifest, read_model(None))
+        print(f"{args.segments} builds written in {written_s:.0f} s; then {report.describe() or 'nothing merged'}")
+    else:
+        manifest = write_synthetic_index(index, args.tiles, base)
     build_s = time.perf_counter() - started
     size = sum(p.stat().st_size for p in index.rglob("*") if p.is_file())
     queries = synthetic_vectors(base, args.queries, QUERY_SEED)
@@ -95,10 +114,14 @@ def part_one(args, base: np.ndarray, workdir: Path) -> None:
     measured = json.loads(done.stdout)
     truth = exact_top10(base, args.tiles, queries)
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(measured["ids"], truth.tolist())])
-    segment = manifest["segments"][0]
-    files = {p.name: p.stat().st_size / 1e9 for p in (index / segment["catalog"]).parent.iterdir()}
-    print(f"\n== {args.tiles:,} tiles, one {measured['kind']} segment ==")
-    print(f"build (catalog + FAISS training/adding + float16 copy): {build_s:.0f} s "
+    files: dict[str, float] = {}
+    for segment in manifest["segments"]:
+        for path in (index / segment["catalog"]).parent.iterdir():
+            files[path.name] = files.get(path.name, 0.0) + path.stat().st_size / 1e9
+    count = len(manifest["segments"])
+    print(f"\n== {args.tiles:,} tiles, {'one' if count == 1 else count} {measured['kind']} segment(s) ==")
+    print(f"build (catalog + FAISS training/adding + float16 copy{', merging' if args.segments > 1 else ''}): "
+          f"{build_s:.0f} s "
           f"({args.tiles / build_s:,.0f} tiles/s)")
     print(f"size on disk: {size / 1e9:.2f} GB ({size / args.tiles:.0f} B/tile): "
           + ", ".join(f"{name} {gb:.2f} GB" for name, gb in sorted(files.items())))

@@ -25,10 +25,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scale import QUERY_SEED, probe
-from synthetic_index import TILES_PER_RASTER, raster_shard, real_embeddings, synthetic_vectors
+from synthetic_index import TILES_PER_RASTER, raster_shard, real_embeddings, synthetic_vectors, write_synthetic_segments
 
 from rsir_qgis_plugin.core.model import read_model
-from rsir_qgis_plugin.core.store import commit_changes, live_rasters, read_manifest, write_generation
+from rsir_qgis_plugin.core.store import commit_changes, live_rasters, read_manifest
 from rsir_qgis_plugin.core.store.merge import merge_tiers
 
 
@@ -42,23 +42,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--query-threads", type=int, default=None,
                         help="FAISS threads while querying (default: FAISS's, all cores); building keeps all")
     return parser
-
-
-def shards_of(base: np.ndarray, numbers: range) -> dict:
-    return {f"virtual{n:06d}": raster_shard(n, synthetic_vectors(base, TILES_PER_RASTER, n)) for n in numbers}
-
-
-def segmented_index(index: Path, base: np.ndarray, tiles: int, segments: int, model) -> dict:
-    """An index of `tiles` tiles written as `segments` segments (as that many builds would)."""
-    rasters = tiles // TILES_PER_RASTER
-    cuts = np.linspace(0, rasters, segments + 1).astype(int)
-    index.mkdir(parents=True)
-    manifest = None
-    for start, end in zip(cuts[:-1], cuts[1:]):
-        shards = shards_of(base, range(start, end))
-        manifest = (write_generation(index, shards, model, None, None) if manifest is None
-                    else commit_changes(index, manifest, model, shards, [], set(), None))
-    return manifest
 
 
 def timed_queries(index: Path, queries: np.ndarray, threads: int | None) -> dict:
@@ -83,7 +66,7 @@ def part_segments(args, base: np.ndarray, queries: np.ndarray, workdir: Path, mo
     for segments in args.segments:
         index = workdir / f"seg{segments}"
         started = time.perf_counter()
-        manifest = segmented_index(index, base, args.tiles, segments, model)
+        manifest = write_synthetic_segments(index, base=base, tiles=args.tiles, segments=segments)
         written = time.perf_counter() - started
         line(f"{args.tiles} tiles in {len(manifest['segments'])} segment(s)",
              timed_queries(index, queries, args.query_threads), f"  written in {written:.0f} s")
@@ -106,7 +89,7 @@ def part_nights(args, base: np.ndarray, queries: np.ndarray, workdir: Path, mode
         shutil.copytree(workdir / "one-segment", index)
         manifest = read_manifest(index)
     else:
-        manifest = segmented_index(index, base, args.tiles, 1, model)
+        manifest = write_synthetic_segments(index, base=base, tiles=args.tiles, segments=1)
     rasters, seconds, p50s = args.tiles // TILES_PER_RASTER, [], []
     for night in range(args.nights):
         started = time.perf_counter()

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from rsir_qgis_plugin.core.model import read_model  # noqa: E402
-from rsir_qgis_plugin.core.store import DbaRun, Shard, write_generation  # noqa: E402
+from rsir_qgis_plugin.core.store import DbaRun, Shard, commit_changes, write_generation  # noqa: E402
 
 SAMPLE_RASTER = ROOT / "tests" / "data" / "oam_town_1024.tif"
 TILES_PER_RASTER = 10_000  # a 100 x 100 grid of tiles
@@ -88,3 +88,20 @@ def write_synthetic_index(index_dir: Path, tiles: int, base: np.ndarray, seed: i
     model = read_model(None)
     run = DbaRun(Path(index_dir), model.contract.embedding_dim) if dba else None
     return write_generation(Path(index_dir), shards, model, None, None, dba=run)
+
+
+def write_synthetic_segments(index_dir: Path, tiles: int, base: np.ndarray, segments: int) -> dict:
+    """An index of `tiles` synthetic tiles (whole virtual rasters) written as `segments` successive builds
+    would write it: the first a new generation, each next one a commit of its rasters in a new segment
+    (ivfpq segments encoded with the index's shared codebook); its manifest. Only one build's vectors are
+    in memory at a time. Raster n's vectors are write_synthetic_index's (seed n)."""
+    rasters = tiles // TILES_PER_RASTER
+    cuts = np.linspace(0, rasters, segments + 1).astype(int)
+    Path(index_dir).mkdir(parents=True)
+    model, manifest = read_model(None), None
+    for start, end in zip(cuts[:-1], cuts[1:]):
+        shards = {f"virtual{n:06d}": raster_shard(n, synthetic_vectors(base, TILES_PER_RASTER, n))
+                  for n in range(start, end)}
+        manifest = (write_generation(Path(index_dir), shards, model, None, None) if manifest is None
+                    else commit_changes(Path(index_dir), manifest, model, shards, [], set(), None))
+    return manifest
