@@ -161,3 +161,15 @@ def isolated_settings(tmp_path, monkeypatch):
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path / "settings"))
     QgsSettings().clear()
     yield
+
+
+@pytest.fixture
+def provider(qgis_processing):
+    """rsir's Processing provider registered in QGIS's registry for one test."""
+    from rsir_qgis_plugin.processing.provider import RsirProvider
+
+    registry = QgsApplication.processingRegistry()
+    provider = RsirProvider()
+    assert registry.addProvider(provider)
+    yield provider
+    registry.removeProvider(provider)

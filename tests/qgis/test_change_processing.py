@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 from qgis.core import (
-    QgsApplication,
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsProcessingException,
@@ -25,17 +24,6 @@ pytestmark = pytest.mark.slow  # the bundled model embeds the before date and ea
 def dates(tmp_path_factory):
     """(index, before, after with blocks A and B pasted, after with block A only): files."""
     return make_dates(tmp_path_factory.mktemp("change_processing"))
-
-
-@pytest.fixture
-def provider(qgis_processing):
-    from rsir_qgis_plugin.processing.provider import RsirProvider
-
-    registry = QgsApplication.processingRegistry()
-    provider = RsirProvider()
-    assert registry.addProvider(provider)
-    yield provider
-    registry.removeProvider(provider)
 
 
 def layer(project: QgsProject, path, name: str) -> QgsRasterLayer:

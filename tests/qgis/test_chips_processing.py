@@ -9,10 +9,10 @@ from qgis.core import QgsProcessingException, QgsVectorLayer
 
 from rsir_qgis_plugin.core.chips import ChipParams, export_chips
 from rsir_qgis_plugin.core.chips_folder import read_csv
-from tests.qgis.test_map_processing import labelled, provider  # noqa: F401 - provider is a fixture used here
+from tests.qgis.test_map_processing import labelled
 
 
-def test_export_chips_writes_the_engines_chips(provider, project, town_index, town_half, tmp_path):  # noqa: F811
+def test_export_chips_writes_the_engines_chips(provider, project, town_index, town_half, tmp_path):
     import processing
 
     labels_path = labelled(town_index, town_half, tmp_path)

@@ -3,24 +3,13 @@ engine makes from the same labels, and QGIS opens it as a polygon layer."""
 from __future__ import annotations
 
 import pytest
-from qgis.core import QgsApplication, QgsProcessingException, QgsVectorLayer
+from qgis.core import QgsProcessingException, QgsVectorLayer
 
 from rsir_qgis_plugin.core.examples import Feedback, LabelledBox
 from rsir_qgis_plugin.core.labels_io import write_labels
 from rsir_qgis_plugin.core.map_io import read_map
 from rsir_qgis_plugin.core.match_map import MapParams, map_matches
 from rsir_qgis_plugin.core.params import SearchParams
-
-
-@pytest.fixture
-def provider(qgis_processing):
-    from rsir_qgis_plugin.processing.provider import RsirProvider
-
-    registry = QgsApplication.processingRegistry()
-    provider = RsirProvider()
-    assert registry.addProvider(provider)
-    yield provider
-    registry.removeProvider(provider)
 
 
 def labelled(town_index, town_half, folder):

@@ -19,17 +19,6 @@ from qgis.core import (
 
 
 @pytest.fixture
-def provider(qgis_processing):
-    from rsir_qgis_plugin.processing.provider import RsirProvider
-
-    registry = QgsApplication.processingRegistry()
-    provider = RsirProvider()
-    assert registry.addProvider(provider)
-    yield provider
-    registry.removeProvider(provider)
-
-
-@pytest.fixture
 def raster(project, town_half) -> QgsRasterLayer:
     layer = QgsRasterLayer(str(town_half), "town left", "gdal")
     project.addMapLayer(layer)

@@ -3,24 +3,13 @@ engine's estimate as a table and outputs, and the marks as a labels file; an unm
 from __future__ import annotations
 
 import pytest
-from qgis.core import QgsApplication, QgsProcessingException
+from qgis.core import QgsProcessingException
 
 from rsir_qgis_plugin.core.labels_io import read_labels
 from rsir_qgis_plugin.core.map_io import read_map
 from rsir_qgis_plugin.core.review import draw_sample
 from rsir_qgis_plugin.core.review_io import sample_review, write_review
 from tests.core.test_review_cli import write_tile_map
-
-
-@pytest.fixture
-def provider(qgis_processing):
-    from rsir_qgis_plugin.processing.provider import RsirProvider
-
-    registry = QgsApplication.processingRegistry()
-    provider = RsirProvider()
-    assert registry.addProvider(provider)
-    yield provider
-    registry.removeProvider(provider)
 
 
 def test_estimate_precision_reports_the_engines_estimate_and_writes_labels(provider, tmp_path):
