@@ -2,17 +2,19 @@
 `python -m training.fit --data DIR` (core/chips.py; README "Teach rsir your target")."""
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from .cli_errors import EXIT_OK
+from .cli_numbers import bounded
 
 USAGE_NOTE = ("Each box is read as a query box is (the bands the raster was indexed with, resampled to the index "
               "model's input size) and written as a georeferenced GeoTIFF: positives to DIR/positive, negatives "
               "to DIR/negative (the class 'not the target'), with DIR/chips.csv (raster, box, label, CRS, file) "
               "and DIR/chips.json (the labels file, index and model they came from). DIR must be new, empty or "
               "an earlier chips folder, which is replaced whole.")
+
+chips_per_class = bounded("--per-class (chips of each class)", 1, 10**9, integer=True)
 
 
 def add_parser(commands) -> None:
@@ -25,19 +27,9 @@ def add_parser(commands) -> None:
                        help="a .gpkg or .geojson labels layer (fields raster and label), e.g. from "
                             "`rsir search --save-labels` or the plugin's `rsir labels` layer")
     chips.add_argument("--out", type=Path, required=True, metavar="DIR", help="the chips folder to write")
-    chips.add_argument("--per-class", type=_count, default=0, metavar="N",
+    chips.add_argument("--per-class", type=chips_per_class, default=0, metavar="N",
                        help="at most N chips of each class, a seeded choice (default: every box)")
     chips.add_argument("--seed", type=int, default=0, help="seed of the --per-class choice (default 0)")
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a number of chips is a whole number, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"--per-class needs at least 1, got {value}")
-    return value
 
 
 def run(args) -> int:

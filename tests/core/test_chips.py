@@ -97,6 +97,10 @@ def test_the_command_writes_the_chips_and_refuses_a_folder_it_did_not_write(inde
     assert "neither empty nor a chips folder rsir wrote" in done.stderr
     assert (out / "notes.txt").read_text() == "mine" and len(list(out.glob("*/*.tif"))) == 4
     assert [p.name for p in tmp_path.iterdir()] == ["chips"]  # no temporary folder left beside it
+    done = rsir("export-chips", index, "--labels", labels, "--out", tmp_path / "none", "--per-class", "0",
+                check=False)
+    assert done.returncode == 2 and "--per-class (chips of each class) must be at least 1" in done.stderr
+    assert not (tmp_path / "none").exists()
 
 
 @pytest.mark.parametrize("where, message", [
