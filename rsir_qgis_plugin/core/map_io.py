@@ -21,7 +21,7 @@ import numpy as np
 from .errors import RsirError
 from .geometry import Ring, crs_from, ogr_srs, reaches_lonlat
 from .match_map import MappedPolygon, MatchMap
-from .ogr_files import closed, field_names, geojson_crs, write_polygon_file
+from .ogr_files import closed, field_names, geojson_crs, open_vector_file, write_polygon_file
 from .safe_json import JsonLimitError, loads
 
 MAP_LAYER = "rsir_map"
@@ -171,15 +171,9 @@ Features = list[tuple[dict[str, Any], "list[Ring] | str"]]
 
 
 def _read_gpkg(path: Path) -> tuple[dict, Features, str]:
-    from osgeo import ogr, osr
+    from osgeo import osr
 
-    ogr.UseExceptions()
-    try:
-        source = ogr.Open(str(path))
-    except RuntimeError as exc:
-        raise RsirError(f"{path}: not a readable GeoPackage ({str(exc).strip()})") from None
-    if source is None:
-        raise RsirError(f"{path}: not a readable GeoPackage")
+    source = open_vector_file(path, "map file")
     try:
         layer = source.GetLayerByName(MAP_LAYER)
         if layer is None:
