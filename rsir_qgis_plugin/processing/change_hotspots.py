@@ -12,7 +12,6 @@ from qgis.core import (
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSink,
-    QgsProcessingParameterFile,
     QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
     QgsWkbTypes,
@@ -21,7 +20,7 @@ from qgis.core import (
 from ..core.change_params import HOTSPOT_SCORES, ChangeParams
 from ..core.params import DEVICES
 from ..layers import HitFeatureFactory, change_fields
-from .common import RsirAlgorithm, engine_errors, layer_file
+from .common import RsirAlgorithm, engine_errors, index_folder_parameter, layer_file
 
 PLACES_NOTE = ("The before rasters must be indexed (rsir:build_index): their tiles are the places compared. The "
                "after rasters are read on each place's footprint and need not be indexed, nor share a grid, CRS or "
@@ -37,8 +36,7 @@ class ChangeAlgorithm(RsirAlgorithm):
         "INDEX", "BEFORE", "AFTER", "K", "MIN_SCORE", "DEVICE", "OUTPUT")
 
     def add_dates(self) -> None:
-        self.addParameter(QgsProcessingParameterFile(self.INDEX, "Index folder",
-                                                     QgsProcessingParameterFile.Behavior.Folder))
+        self.addParameter(index_folder_parameter(self.INDEX))
         self.addParameter(QgsProcessingParameterMultipleLayers(
             self.BEFORE, "Before: indexed raster layer(s) of the earlier date", QgsProcessing.SourceType.TypeRaster))
         self.addParameter(QgsProcessingParameterMultipleLayers(

@@ -9,10 +9,13 @@ from pathlib import Path
 from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsMapLayer,
+    QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterVectorLayer,
     QgsRasterLayer,
     QgsRectangle,
     QgsVectorLayer,
@@ -24,6 +27,7 @@ from ..dependencies import describe_missing, missing_requirements
 from ..layers import raster_file_path
 
 ICON = Path(__file__).resolve().parent.parent / "icon.png"
+LABELS_TITLE = "Labelled examples (fields raster, label: positive/negative)"
 
 
 def require_engine() -> None:
@@ -41,6 +45,17 @@ def engine_errors() -> Iterator[None]:
         raise QgsProcessingException(f"cancelled: {exc}") from exc
     except RsirError as exc:
         raise QgsProcessingException(str(exc)) from exc
+
+
+def index_folder_parameter(name: str) -> QgsProcessingParameterFile:
+    """An existing index folder, as every algorithm that reads an index takes it."""
+    return QgsProcessingParameterFile(name, "Index folder", QgsProcessingParameterFile.Behavior.Folder)
+
+
+def labels_parameter(name: str, optional: bool = False) -> QgsProcessingParameterVectorLayer:
+    """A polygon layer in the rsir labels layout (read by read_labels_layer)."""
+    return QgsProcessingParameterVectorLayer(name, LABELS_TITLE, [QgsProcessing.SourceType.TypeVectorPolygon],
+                                             optional=optional)
 
 
 def read_labels_layer(labels: QgsVectorLayer, rasters: Sequence[QgsMapLayer], context: QgsProcessingContext,
@@ -104,6 +119,13 @@ class RsirAlgorithm(QgsProcessingAlgorithm):
         if extent.isEmpty():
             raise QgsProcessingException(f"{extent_name}: the {what} extent is empty")
         return raster, path, extent, extent_crs
+
+    def required_labels(self, parameters, context: QgsProcessingContext, name: str) -> QgsVectorLayer:
+        """The layer of a labels parameter that must be given; one line when it is not."""
+        labels = self.parameterAsVectorLayer(parameters, name, context)
+        if labels is None:
+            raise QgsProcessingException(f"{name}: give a labels layer")
+        return labels
 
     def process(self, parameters, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:
         """The algorithm's work, once the engine's packages are known to be there."""

@@ -4,20 +4,23 @@ from __future__ import annotations
 from pathlib import Path
 
 from qgis.core import (
-    QgsProcessing,
     QgsProcessingContext,
-    QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
-    QgsProcessingParameterFile,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterNumber,
-    QgsProcessingParameterVectorLayer,
 )
 
 from ..layers import project_rasters
 from .change_hotspots import ChangeAlgorithm
-from .common import RsirAlgorithm, engine_errors, labels_source, read_labels_layer
+from .common import (
+    RsirAlgorithm,
+    engine_errors,
+    index_folder_parameter,
+    labels_parameter,
+    labels_source,
+    read_labels_layer,
+)
 
 
 class ExportChipsAlgorithm(RsirAlgorithm):
@@ -41,11 +44,8 @@ class ExportChipsAlgorithm(RsirAlgorithm):
                 "The output folder must be new, empty, or an earlier chips folder (replaced whole).")
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802
-        self.addParameter(QgsProcessingParameterFile(self.INDEX, "Index folder",
-                                                     behavior=QgsProcessingParameterFile.Behavior.Folder))
-        self.addParameter(QgsProcessingParameterVectorLayer(
-            self.LABELS, "Labelled examples (fields raster, label: positive/negative)",
-            [QgsProcessing.SourceType.TypeVectorPolygon]))
+        self.addParameter(index_folder_parameter(self.INDEX))
+        self.addParameter(labels_parameter(self.LABELS))
         self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT, "Chips folder"))
         self.addParameter(QgsProcessingParameterNumber(
             self.PER_CLASS, "At most this many chips per class (0: every box)",
@@ -61,9 +61,7 @@ class ExportChipsAlgorithm(RsirAlgorithm):
 
         index_dir = self.parameterAsFile(parameters, self.INDEX, context)
         output = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
-        labels = self.parameterAsVectorLayer(parameters, self.LABELS, context)
-        if labels is None:
-            raise QgsProcessingException(f"{self.LABELS}: give a labels layer")
+        labels = self.required_labels(parameters, context, self.LABELS)
         with engine_errors():
             read = read_labels_layer(labels, project_rasters(context.project()), context, feedback)
             source = labels_source(labels)

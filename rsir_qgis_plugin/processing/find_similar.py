@@ -11,7 +11,6 @@ from qgis.core import (
     QgsProcessingParameterDefinition,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSink,
-    QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
     QgsWkbTypes,
@@ -19,7 +18,7 @@ from qgis.core import (
 
 from ..core.params import SearchParams
 from ..layers import HitFeatureFactory, crs_for_engine, hit_fields
-from .common import RsirAlgorithm, engine_errors
+from .common import RsirAlgorithm, engine_errors, index_folder_parameter
 
 
 class FindSimilarAlgorithm(RsirAlgorithm):
@@ -40,8 +39,7 @@ class FindSimilarAlgorithm(RsirAlgorithm):
                 "index's DBA vectors where it has them; off, tiles are ranked by the query alone.")
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802
-        self.addParameter(QgsProcessingParameterFile(self.INDEX, "Index folder",
-                                                     QgsProcessingParameterFile.Behavior.Folder))
+        self.addParameter(index_folder_parameter(self.INDEX))
         self.addParameter(QgsProcessingParameterRasterLayer(self.RASTER, "Raster holding the query extent"))
         self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Query extent"))
         self.addParameter(QgsProcessingParameterNumber(

@@ -4,20 +4,18 @@ as a polygon layer."""
 from __future__ import annotations
 
 from qgis.core import (
-    QgsProcessing,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterExtent,
     QgsProcessingParameterRasterLayer,
-    QgsProcessingParameterVectorLayer,
 )
 
 from ..core.examples import LabelledBox
 from ..layers import crs_for_engine
 from .change_hotspots import PLACES_NOTE, ChangeAlgorithm
-from .common import engine_errors, read_labels_layer
+from .common import engine_errors, labels_parameter, read_labels_layer
 
 
 class FindSimilarChangeAlgorithm(ChangeAlgorithm):
@@ -47,9 +45,7 @@ class FindSimilarChangeAlgorithm(ChangeAlgorithm):
         self.addParameter(QgsProcessingParameterRasterLayer(
             self.RASTER, "Raster the example extent is on (a before or an after raster)", optional=True))
         self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Example of the change sought", optional=True))
-        self.addParameter(QgsProcessingParameterVectorLayer(
-            self.LABELS, "Labelled examples (fields raster, label: positive/negative)",
-            [QgsProcessing.SourceType.TypeVectorPolygon], optional=True))
+        self.addParameter(labels_parameter(self.LABELS, optional=True))
         self.add_advanced(
             QgsProcessingParameterBoolean(self.EXCLUDE_OVERLAP, "Exclude places overlapping the example", True),
             QgsProcessingParameterBoolean(self.OTHER_PAIRS, "Also rank the index's other stored pairs", True))

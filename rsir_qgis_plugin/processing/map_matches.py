@@ -3,20 +3,23 @@ threshold, dissolved into polygons and written to a map file (core/match_map.py,
 from __future__ import annotations
 
 from qgis.core import (
-    QgsProcessing,
     QgsProcessingContext,
-    QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
-    QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
-    QgsProcessingParameterVectorLayer,
 )
 
 from ..layers import project_rasters
 from .change_hotspots import ChangeAlgorithm
-from .common import RsirAlgorithm, engine_errors, labels_source, read_labels_layer
+from .common import (
+    RsirAlgorithm,
+    engine_errors,
+    index_folder_parameter,
+    labels_parameter,
+    labels_source,
+    read_labels_layer,
+)
 
 
 class MapMatchesAlgorithm(RsirAlgorithm):
@@ -39,11 +42,8 @@ class MapMatchesAlgorithm(RsirAlgorithm):
                 "the threshold, the labels, the index and the model.")
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802
-        self.addParameter(QgsProcessingParameterFile(self.INDEX, "Index folder",
-                                                     behavior=QgsProcessingParameterFile.Behavior.Folder))
-        self.addParameter(QgsProcessingParameterVectorLayer(
-            self.LABELS, "Labelled examples (fields raster, label: positive/negative)",
-            [QgsProcessing.SourceType.TypeVectorPolygon]))
+        self.addParameter(index_folder_parameter(self.INDEX))
+        self.addParameter(labels_parameter(self.LABELS))
         self.addParameter(QgsProcessingParameterNumber(
             self.THRESHOLD, "Threshold (the score a tile needs: a probability, 0-1)",
             QgsProcessingParameterNumber.Type.Double, 0.5, minValue=-1.0, maxValue=1.0))
@@ -59,9 +59,7 @@ class MapMatchesAlgorithm(RsirAlgorithm):
 
         index_dir = self.parameterAsFile(parameters, self.INDEX, context)
         output = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
-        labels = self.parameterAsVectorLayer(parameters, self.LABELS, context)
-        if labels is None:
-            raise QgsProcessingException(f"{self.LABELS}: give a labels layer")
+        labels = self.required_labels(parameters, context, self.LABELS)
         threshold = self.parameterAsDouble(parameters, self.THRESHOLD, context)
         with engine_errors():
             map_format(output)
