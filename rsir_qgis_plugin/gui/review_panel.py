@@ -219,9 +219,16 @@ class ReviewPanel(QGroupBox):
         self.review = self.review.with_mark(self.position, relevant)
         self.position += 1
         if self.position < len(self.review.items):
+            self.status_label.setText(self._tally())
             self._show_item()
         else:
             self._finish()
+
+    def _tally(self) -> str:
+        """The marks so far (a count, not an estimate: the strata are weighed once all are marked)."""
+        marks = [item.relevant for item in self.review.items if item.relevant is not None]
+        return (f"{len(marks)} of {len(self.review.items)} marked: {sum(marks)} yes, {len(marks) - sum(marks)} no; "
+                f"the estimate comes when all are marked.")
 
     def back(self) -> None:
         """Show the previous polygon again, to change its mark."""

@@ -52,6 +52,8 @@ def test_review_a_sample_with_keys(plugin, project, map_layer, qgis_canvas, qtbo
         if position == 0:  # a slip, corrected: N, Backspace, then the right key
             qtbot.keyClick(target, Qt.Key.Key_N if relevant(item.map_id) else Qt.Key.Key_Y)
             assert "Polygon 2 of 9" in panel.item_label.text()
+            wrong = "0 yes, 1 no" if relevant(item.map_id) else "1 yes, 0 no"
+            assert panel.status_label.text().startswith(f"1 of 9 marked: {wrong}")
             qtbot.keyClick(target, Qt.Key.Key_Backspace)
             assert "Polygon 1 of 9 (marked" in panel.item_label.text()
         key = Qt.Key.Key_Y if relevant(item.map_id) else Qt.Key.Key_N
@@ -60,6 +62,9 @@ def test_review_a_sample_with_keys(plugin, project, map_layer, qgis_canvas, qtbo
                 qtbot.keyClick(target, key)
         else:
             qtbot.keyClick(target, key)
+            marks = [relevant(i.map_id) for i in review.items[:position + 1]]
+            assert panel.status_label.text().startswith(
+                f"{position + 1} of 9 marked: {sum(marks)} yes, {len(marks) - sum(marks)} no; the estimate")
     estimate = finished.args[0]
     assert panel.status_label.text().startswith(estimate.describe()[0])
     assert "stratum 3 (score 0.700-0.790" in panel.status_label.text()
