@@ -158,7 +158,9 @@ def check_catalog(index_dir: Path, segment: dict, db: sqlite3.Connection, catalo
                       if found[key] != recorded[key]]
             raise IndexStoreError(f"{catalog}: not the catalog the manifest names for {segment['name']} "
                                   f"({', '.join(differ[:3])}); the index is damaged, {REBUILD}")
-    low, high = db.execute("SELECT min(id), max(id) FROM tiles").fetchone()
+    # Two subqueries: SQLite reads min() or max() of the key from the b-tree's ends only when each stands
+    # alone; "SELECT min(id), max(id)" scans every row (1 s a 10^7-tile segment at each open).
+    low, high = db.execute("SELECT (SELECT min(id) FROM tiles), (SELECT max(id) FROM tiles)").fetchone()
     if segment["tiles"] and (low, high) != (segment["base"], segment["base"] + segment["tiles"] - 1):
         raise IndexStoreError(f"{catalog}: tile ids {low}-{high} where the manifest records "
                               f"{segment['base']}-{segment['base'] + segment['tiles'] - 1}; the index is "
