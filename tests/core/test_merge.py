@@ -221,6 +221,45 @@ def test_ivfpq_segments_merge_by_their_codes_with_the_shared_codebook(tmp_path, 
                for a, b in zip(before, after) if [x[:2] for x in a] == [x[:2] for x in b])
 
 
+def test_in_an_index_searched_approximately_a_merge_of_tier_1_is_ivf(tmp_path, monkeypatch):
+    """Nightly flat segments merged into a flat segment were scanned whole by every query; in an index that
+    is approximate anyway the merge writes IVF (thresholds scaled down: 2,000 tiles for 250,000, 1,000 for
+    40,000), unless the build asks for --exact."""
+    from rsir_qgis_plugin.core.model import read_model
+    from rsir_qgis_plugin.core.store import commit_changes, merge, merge_policy, vectors, write_generation
+    from rsir_qgis_plugin.core.store.merge import merge_tiers
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from synthetic_index import raster_shard, synthetic_vectors
+
+    for module in (vectors, merge):
+        monkeypatch.setattr(module, "APPROXIMATE_THRESHOLD", 2_000)
+    monkeypatch.setattr(merge, "MERGED_IVF_MIN", 1_000)
+    monkeypatch.setattr(merge_policy, "TIER_FLOOR", 100)  # nightly segments in tier 0, the base in tier 2
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal((300, 128)).astype(np.float32)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    index, model = tmp_path / "idx", read_model(None)
+    index.mkdir()
+
+    def shards(count, *numbers):
+        return {f"virtual{n:06d}": raster_shard(n, synthetic_vectors(base, count, n)) for n in numbers}
+
+    manifest = write_generation(index, shards(1_500, 0, 1), model, None, None)
+    for night in range(2, 6):
+        manifest = commit_changes(index, manifest, model, shards(300, night), [], set(), None)
+    assert [s["kind"] for s in manifest["segments"]] == ["ivf"] + ["flat"] * 4
+    exact = tmp_path / "exact"
+    shutil.copytree(index, exact)
+    queries = synthetic_vectors(base, 20, 99)
+    before = results(index, queries, 10)
+    merged_manifest, report = merge_tiers(index, manifest, model)
+    assert [(s["kind"], s["tiles"]) for s in merged_manifest["segments"]] == [("ivf", 3_000), ("ivf", 1_200)]
+    assert_same_results(before, results(index, queries, 10))  # 30 lists, all probed: the same hits
+    kept, _ = merge_tiers(exact, json.loads((exact / MANIFEST).read_text()), model, approximate=False)
+    assert [s["kind"] for s in kept["segments"]] == ["ivf", "flat"]
+
+
 @pytest.mark.slow  # three commands in subprocesses (~11 s)
 def test_cli_info_shows_the_tiers_and_build_merges_unless_no_merge(tmp_path, tiny_model, town_crop):
     from tests.reliability.conftest import run_cli

@@ -35,6 +35,8 @@ from .segments import SegmentReader, write_segment
 from .shards import Shard
 from .vectors import APPROXIMATE_THRESHOLD, choose_kind, faiss_module, write_f16, write_index
 
+MERGED_IVF_MIN = 40_000  # a merged segment of tier 1 or above (merge_policy.py) may be IVF: merged_kind
+
 _RASTER_ROW = ("id, path, size, mtime_ns, crs_wkt, width, height, transform, bands, stretch, tiling, tile_px, "
                "stride_px, shard, skipped")
 _TILE_ROW = "col, row, width, height, xmin, ymin, xmax, ymax, lon_min, lat_min, lon_max, lat_max"
@@ -103,7 +105,7 @@ def merge_segments(index_dir: Path, manifest: dict, names: list[str], model: Mod
     total = sum(live_tiles(s) for s in inputs)
     if total > MAX_MERGED_TILES:
         raise IndexStoreError(f"{index_dir}: merging {total} tiles at once exceeds {MAX_MERGED_TILES}")
-    kind = choose_kind(total, approximate if approximate is not None else implied_approximate(manifest))
+    kind = merged_kind(manifest, total, approximate)
     readers: list[SegmentReader] = []
     try:
         for segment in inputs:
@@ -127,6 +129,21 @@ def merge_segments(index_dir: Path, manifest: dict, names: list[str], model: Mod
             reader.close()
     line = f"{'+'.join(names)} -> {added['name']} ({added['tiles']} tiles, {added['kind']})"
     return commit_merge(index_dir, manifest, names, added), line
+
+
+def merged_kind(manifest: dict, tiles: int, approximate: bool | None) -> str:
+    """The kind of a merged segment of `tiles` live tiles: as --exact/--approximate asks, else as the
+    index's segments imply, else by size, except that from MERGED_IVF_MIN tiles it is IVF in an index of
+    more than APPROXIMATE_THRESHOLD live tiles. Such an index is searched approximately anyway (its large
+    segments are IVF), while an exact segment is scanned whole by every query: after 30 nightly updates
+    of a 10^6-tile index, the flat segments merged from them held 300,000 tiles and most of a query's time
+    (benchmarks/segments_query.py, docs/scale.md)."""
+    if approximate is None:
+        approximate = implied_approximate(manifest)
+    if (approximate is None and tiles >= MERGED_IVF_MIN
+            and sum(live_tiles(s) for s in manifest["segments"]) > APPROXIMATE_THRESHOLD):
+        approximate = True
+    return choose_kind(tiles, approximate)
 
 
 def implied_approximate(manifest: dict) -> bool | None:
