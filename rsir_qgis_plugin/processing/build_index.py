@@ -26,7 +26,7 @@ from qgis.core import (
 from ..core.errors import BuildFailed
 from ..core.params import DEVICES, BuildParams, TilingParams, parse_bands
 from ..settings import band_problem, default_index_dir
-from .common import RsirAlgorithm, engine_errors, layer_file
+from .common import RsirAlgorithm, engine_errors, layer_file, progress_reporter
 
 TEMPORARY_INDEX = ("INDEX: an index in a temporary folder is deleted when QGIS exits; choose a folder for it "
                    "(for instance next to the project file)")
@@ -148,14 +148,9 @@ class BuildIndexAlgorithm(RsirAlgorithm):
                              device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
                              tta=self.parameterAsBool(parameters, self.TTA, context),
                              dba=True if self.parameterAsBool(parameters, self.DBA, context) else None)
-
-        def progress(percent: float, message: str) -> None:
-            feedback.setProgress(percent)
-            feedback.setProgressText(message)
-
         try:
             with engine_errors():
-                summary = build_index(params, progress=progress, is_cancelled=feedback.isCanceled)
+                summary = build_index(params, progress=progress_reporter(feedback), is_cancelled=feedback.isCanceled)
         except QgsProcessingException as exc:
             failure = exc.__cause__
             if not isinstance(failure, BuildFailed):

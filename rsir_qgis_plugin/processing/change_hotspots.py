@@ -20,7 +20,7 @@ from qgis.core import (
 from ..core.change_params import HOTSPOT_SCORES, ChangeParams
 from ..core.params import DEVICES
 from ..layers import HitFeatureFactory, change_fields
-from .common import RsirAlgorithm, engine_errors, index_folder_parameter, layer_file
+from .common import RsirAlgorithm, engine_errors, index_folder_parameter, layer_file, progress_reporter
 
 PLACES_NOTE = ("The before rasters must be indexed (rsir:build_index): their tiles are the places compared. The "
                "after rasters are read on each place's footprint and need not be indexed, nor share a grid, CRS or "
@@ -78,14 +78,6 @@ class ChangeAlgorithm(RsirAlgorithm):
         except ValueError as exc:
             raise QgsProcessingException(str(exc)) from exc
 
-    @staticmethod
-    def progress(feedback: QgsProcessingFeedback):
-        def report(percent: float, message: str) -> None:
-            feedback.setProgress(percent)
-            feedback.setProgressText(message)
-
-        return report
-
     def write(self, result, parameters, context: QgsProcessingContext, feedback: QgsProcessingFeedback,
               crs: QgsCoordinateReferenceSystem) -> dict:
         """The places as polygons in `crs`, and each pair's counts and the notes in the log."""
@@ -137,6 +129,6 @@ class ChangeHotspotsAlgorithm(ChangeAlgorithm):
             parameters, context, hotspots=HOTSPOT_SCORES[self.parameterAsEnum(parameters, self.SCORE, context)])
         index_dir = self.parameterAsFile(parameters, self.INDEX, context)
         with engine_errors():
-            result = change_hotspots(index_dir, before, after, params, self.progress(feedback),
+            result = change_hotspots(index_dir, before, after, params, progress_reporter(feedback),
                                      is_cancelled=feedback.isCanceled)
         return self.write(result, parameters, context, feedback, crs)

@@ -2,7 +2,7 @@
 as Processing errors."""
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -45,6 +45,15 @@ def engine_errors() -> Iterator[None]:
         raise QgsProcessingException(f"cancelled: {exc}") from exc
     except RsirError as exc:
         raise QgsProcessingException(str(exc)) from exc
+
+
+def progress_reporter(feedback: QgsProcessingFeedback) -> Callable[[float, str], None]:
+    """The engine's progress(percent, message) shown in a Processing feedback's bar and text."""
+    def report(percent: float, message: str) -> None:
+        feedback.setProgress(percent)
+        feedback.setProgressText(message)
+
+    return report
 
 
 def index_folder_parameter(name: str) -> QgsProcessingParameterFile:

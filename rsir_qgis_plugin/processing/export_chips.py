@@ -12,13 +12,13 @@ from qgis.core import (
 )
 
 from ..layers import project_rasters
-from .change_hotspots import ChangeAlgorithm
 from .common import (
     RsirAlgorithm,
     engine_errors,
     index_folder_parameter,
     labels_parameter,
     labels_source,
+    progress_reporter,
     read_labels_layer,
 )
 
@@ -68,7 +68,7 @@ class ExportChipsAlgorithm(RsirAlgorithm):
             params = ChipParams(index_dir=Path(index_dir), labels=Path(source), out_dir=Path(output),
                                 per_class=self.parameterAsInt(parameters, self.PER_CLASS, context),
                                 seed=self.parameterAsInt(parameters, self.SEED, context))
-            summary = export_chips(params, ChangeAlgorithm.progress(feedback), feedback.isCanceled, read)
+            summary = export_chips(params, progress_reporter(feedback), feedback.isCanceled, read)
         for note in summary.notes:
             feedback.pushWarning(note)
         feedback.pushInfo(summary.describe())

@@ -15,7 +15,7 @@ from qgis.core import (
 from ..core.examples import LabelledBox
 from ..layers import crs_for_engine
 from .change_hotspots import PLACES_NOTE, ChangeAlgorithm
-from .common import engine_errors, labels_parameter, read_labels_layer
+from .common import engine_errors, labels_parameter, progress_reporter, read_labels_layer
 
 
 class FindSimilarChangeAlgorithm(ChangeAlgorithm):
@@ -66,7 +66,7 @@ class FindSimilarChangeAlgorithm(ChangeAlgorithm):
             other_pairs=self.parameterAsBool(parameters, self.OTHER_PAIRS, context))
         index_dir = self.parameterAsFile(parameters, self.INDEX, context)
         with engine_errors():
-            result = search_change(index_dir, before, after, examples, params, self.progress(feedback),
+            result = search_change(index_dir, before, after, examples, params, progress_reporter(feedback),
                                    is_cancelled=feedback.isCanceled)
         if result.all_excluded:
             feedback.pushWarning("Every place compared overlaps an example: untick 'Exclude places "

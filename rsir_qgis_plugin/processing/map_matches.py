@@ -11,13 +11,13 @@ from qgis.core import (
 )
 
 from ..layers import project_rasters
-from .change_hotspots import ChangeAlgorithm
 from .common import (
     RsirAlgorithm,
     engine_errors,
     index_folder_parameter,
     labels_parameter,
     labels_source,
+    progress_reporter,
     read_labels_layer,
 )
 
@@ -66,7 +66,7 @@ class MapMatchesAlgorithm(RsirAlgorithm):
             read = read_labels_layer(labels, project_rasters(context.project()), context, feedback)
             source = labels_source(labels)
             scores = score_tiles(index_dir, read.feedback, MapParams(threshold=threshold), source,
-                                 ChangeAlgorithm.progress(feedback), is_cancelled=feedback.isCanceled)
+                                 progress_reporter(feedback), is_cancelled=feedback.isCanceled)
             result = dissolve(scores, threshold)
             write_map(result, output, index_dir)
         if scores.scoring != "probability":
