@@ -27,7 +27,7 @@ from .change_results import ChangeHit, ChangeResult, ChangeScorer
 from .change_scores import change, change_vectors, like_change, unusual_change
 from .embedder import Embedder, shared_embedder
 from .examples import Feedback, LabelledBox
-from .feedback import fit_logistic, rocchio
+from .feedback import example_scores, fit_logistic, rocchio
 from .model import ModelInfo
 from .pair_places import PairPlaces, other_stored_places, pair_places
 from .query_step import QueryArea, index_reader, model_for
@@ -113,11 +113,7 @@ def change_likeness(places: list[PairPlaces], scorer: ChangeScorer) -> list[np.n
     examples (core/change_scores.like_change)."""
     scores = []
     for p in places:
-        directions = change_vectors(p.before, p.after).astype(np.float64)
-        if scorer.weights is None:
-            similarity = directions @ scorer.query.astype(np.float64)
-        else:
-            similarity = 0.5 * (1.0 + np.tanh(0.5 * (directions @ scorer.weights.astype(np.float64) + scorer.bias)))
+        similarity = example_scores(change_vectors(p.before, p.after), scorer.query, scorer.weights, scorer.bias)
         scores.append(like_change(similarity, p.before, p.after, scorer.size))
     return scores
 

@@ -188,6 +188,16 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))  # no overflow warnings for large |z|
 
 
+def example_scores(vectors: np.ndarray, query: np.ndarray, weights: np.ndarray | None, bias: float) -> np.ndarray:
+    """Vectors scored as a search by examples scores them, in float64: the cosine with the Rocchio query, or
+    the classifier's probability where it has weights (mapping, standing searches and change searches
+    score their tiles or change directions with this)."""
+    vectors = vectors.astype(np.float64)
+    if weights is None:
+        return vectors @ query.astype(np.float64)
+    return _sigmoid(vectors @ weights.astype(np.float64) + bias)
+
+
 class _ClassifierCandidates:
     """The n best of the Rocchio query's candidates by classifier probability (a Candidates source).
 
@@ -204,8 +214,8 @@ class _ClassifierCandidates:
         pool = min(self._reader.size, max(CANDIDATES, 4 * n))
         if pool > len(self._ids):
             _, ids = self._reader.search(self._query, pool)
-            logits = self._reader.vectors(ids.tolist()).astype(np.float64) @ self._weights + self._bias
-            probabilities = _sigmoid(logits)
+            probabilities = example_scores(self._reader.vectors(ids.tolist()), self._query, self._weights,
+                                           self._bias)
             order = np.argsort(-probabilities, kind="stable")  # ties keep FAISS order: deterministic
             self._probabilities, self._ids = probabilities[order].astype(np.float32), ids[order]
         return self._probabilities[:n], self._ids[:n]

@@ -139,7 +139,7 @@ def score_tiles(index_dir: str | Path, feedback: Feedback, params: MapParams, la
     progress(percent, message); SearchCancelled when is_cancelled() turns true. Labelled tiles are
     scored like any other (a map shows the positives too).
     """
-    from .feedback import search_feedback
+    from .feedback import example_scores, search_feedback
 
     started = time.perf_counter()
     search = search_feedback(index_dir, feedback, SearchParams(k=1, tta=params.tta, device=params.device,
@@ -157,13 +157,8 @@ def score_tiles(index_dir: str | Path, feedback: Feedback, params: MapParams, la
     for tiles, vectors in reader.iter_tiles(params.batch):  # segment by segment, a batch at a time
         if is_cancelled and is_cancelled():
             raise SearchCancelled("mapping cancelled")
-        vectors = vectors.astype(np.float64)
-        if scorer.weights is None:
-            batch_scores = vectors @ scorer.query.astype(np.float64)
-        else:  # as feedback's classifier scores its candidates
-            batch_scores = 0.5 * (1.0 + np.tanh(0.5 * (vectors @ scorer.weights.astype(np.float64) + scorer.bias)))
         end = done + len(tiles)
-        scores[done:end] = batch_scores
+        scores[done:end] = example_scores(vectors, scorer.query, scorer.weights, scorer.bias)
         rasters[done:end] = [tile.raster.id for tile in tiles]
         windows[done:end] = [tile.window for tile in tiles]
         done = end

@@ -30,6 +30,7 @@ from .atomic import write_bytes_atomic
 from .changes_io import CHANGES_LAYER
 from .embedder import shared_embedder
 from .errors import RsirError, SearchCancelled
+from .feedback import example_scores
 from .hits_io import HITS_LAYER, write_hits
 from .params import SearchParams
 from .query_step import box_window, index_reader, model_for, query_areas, read_box
@@ -226,12 +227,8 @@ def _scored_among(reader: IndexReader, saved: SavedSearch, ids: np.ndarray):
     """A Candidates source (core/query_step) over the given tiles only: all scored, best first."""
     scores = np.empty(len(ids), np.float64)
     for start in range(0, len(ids), SCORE_BATCH):
-        vectors = reader.vectors(ids[start:start + SCORE_BATCH], augmented=saved.augmented).astype(np.float64)
-        if saved.weights is None:
-            scores[start:start + len(vectors)] = vectors @ saved.query.astype(np.float64)
-        else:
-            logits = vectors @ saved.weights.astype(np.float64) + saved.bias
-            scores[start:start + len(vectors)] = 0.5 * (1.0 + np.tanh(0.5 * logits))
+        vectors = reader.vectors(ids[start:start + SCORE_BATCH], augmented=saved.augmented)
+        scores[start:start + len(vectors)] = example_scores(vectors, saved.query, saved.weights, saved.bias)
     order = np.argsort(-scores, kind="stable")
     ranked_scores, ranked_ids = scores[order].astype(np.float32), ids[order]
     return lambda n: (ranked_scores[:n], ranked_ids[:n])
