@@ -108,7 +108,8 @@ def _scale_source(reader: IndexReader, part: ScaleQuery, named: frozenset[int], 
     rasters = part.rasters if part.rasters is not None else frozenset(counts).difference(named)
     tiles = sum(counts.get(r, 0) for r in rasters)
     if tiles <= EXACT_SCALE_TILES:
-        return exact_source(reader, part.vector, reader.raster_tile_ids(rasters), augmented)
+        vector = part.vector.astype(np.float32)
+        return exact_source(reader, reader.raster_tile_ids(rasters), lambda vectors: vectors @ vector, augmented)
     members = np.array(sorted(rasters), dtype=np.int64)
     share = tiles / max(reader.size, 1)
 
@@ -123,18 +124,20 @@ def _scale_source(reader: IndexReader, part: ScaleQuery, named: frozenset[int], 
     return candidates
 
 
-def exact_source(reader: IndexReader, vector: np.ndarray, ids: np.ndarray, augmented: bool) -> Candidates:
-    """The given tiles ranked by their stored vectors' cosine with `vector` (scored once, on first use,
-    EXACT_SCALE_TILES at a time): the scores FAISS gives them, as IndexReader.vectors holds what it ranks."""
+def exact_source(reader: IndexReader, ids: np.ndarray, score: Callable[[np.ndarray], np.ndarray],
+                 augmented: bool) -> Candidates:
+    """The given tiles ranked by `score` of their stored vectors, best first (scored once, on first use,
+    EXACT_SCALE_TILES at a time; ties keep the order of `ids`). A cosine with a query vector gives the
+    scores FAISS would, as IndexReader.vectors holds what it ranks."""
     ranked: list[tuple[np.ndarray, np.ndarray]] = []
 
     def candidates(n: int) -> tuple[np.ndarray, np.ndarray]:
         if not ranked:
-            scores = np.concatenate([np.zeros(0, np.float32)] + [
-                reader.vectors(ids[start:start + EXACT_SCALE_TILES], augmented) @ vector.astype(np.float32)
+            scores = np.concatenate([np.zeros(0)] + [
+                score(reader.vectors(ids[start:start + EXACT_SCALE_TILES], augmented))
                 for start in range(0, len(ids), EXACT_SCALE_TILES)])
             order = np.argsort(-scores, kind="stable")
-            ranked.append((scores[order], ids[order]))
+            ranked.append((scores[order].astype(np.float32), ids[order]))
         scores, found = ranked[0]
         return scores[:n], found[:n]
     return candidates

@@ -34,7 +34,7 @@ from .feedback import example_scores
 from .hits_io import HITS_LAYER, write_hits
 from .params import SearchParams
 from .query_step import box_window, index_reader, model_for, query_areas, read_box
-from .ranking import rank
+from .ranking import exact_source, rank
 from .results import Scorer, SearchResult
 from .standing_change import rerun_change_search
 from .standing_file import (
@@ -50,8 +50,6 @@ from .standing_file import (
     write_new_saved,
 )
 from .store import IndexReader
-
-SCORE_BATCH = 65536  # new tiles scored at a time: (batch, D) float32 vectors in memory
 
 
 @dataclass(frozen=True)
@@ -210,7 +208,9 @@ def _run_one(reader: IndexReader, listing: SearchListing, is_cancelled) -> Stand
     params = SearchParams(k=saved.k, nms_iou=saved.nms_iou, min_score=saved.min_score)
     hits = []
     if len(ids):
-        hits, _ = rank(reader, _scored_among(reader, saved, ids), params, saved.areas, is_cancelled)
+        scored = exact_source(reader, ids, lambda vectors: example_scores(vectors, saved.query, saved.weights,
+                                                                          saved.bias), saved.augmented)
+        hits, _ = rank(reader, scored, params, saved.areas, is_cancelled)
     result = SearchResult(hits=hits, query_polygon=saved.query_polygon, query_crs_wkt=saved.query_crs_wkt,
                           query_raster=saved.examples[0]["raster"] if saved.examples else None,
                           provider="stored vectors", seconds=0.0, scoring=saved.scoring)
@@ -221,17 +221,6 @@ def _run_one(reader: IndexReader, listing: SearchListing, is_cancelled) -> Stand
     updated = replace(saved, seen=live_keys(reader), generation=int(reader.manifest["generation"]))
     write_bytes_atomic(listing.path, updated.to_bytes())
     return StandingReport(saved.name, new_hits=len(hits), new_rasters=len(new), path=str(path))
-
-
-def _scored_among(reader: IndexReader, saved: SavedSearch, ids: np.ndarray):
-    """A Candidates source (core/query_step) over the given tiles only: all scored, best first."""
-    scores = np.empty(len(ids), np.float64)
-    for start in range(0, len(ids), SCORE_BATCH):
-        vectors = reader.vectors(ids[start:start + SCORE_BATCH], augmented=saved.augmented)
-        scores[start:start + len(vectors)] = example_scores(vectors, saved.query, saved.weights, saved.bias)
-    order = np.argsort(-scores, kind="stable")
-    ranked_scores, ranked_ids = scores[order].astype(np.float32), ids[order]
-    return lambda n: (ranked_scores[:n], ranked_ids[:n])
 
 
 def _box_scorer(reader: IndexReader, result: SearchResult, params: SearchParams) -> Scorer:
