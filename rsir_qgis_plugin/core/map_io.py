@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,14 @@ import numpy as np
 from .errors import RsirError
 from .geometry import Ring, crs_from, ogr_srs, reaches_lonlat
 from .match_map import MappedPolygon, MatchMap
-from .ogr_files import closed, field_names, geojson_crs, open_vector_file, write_polygon_file
+from .ogr_files import (
+    field_names,
+    open_vector_file,
+    polygon_rings,
+    rings_geojson,
+    write_polygon_file,
+    write_rings_layer,
+)
 from .safe_json import JsonLimitError, loads
 
 MAP_LAYER = "rsir_map"
@@ -56,15 +62,7 @@ def map_crs(match_map: MatchMap) -> str:
 
 def map_to_geojson(match_map: MatchMap, polygons: list[tuple[list[Ring], dict]], crs_wkt: str) -> dict:
     """A FeatureCollection named rsir_map of (rings, values) in crs_wkt, with the map's record as members."""
-    collection: dict = {"type": "FeatureCollection", "name": MAP_LAYER, **_record(match_map)}
-    crs_member = geojson_crs(crs_wkt)
-    if crs_member:
-        collection["crs"] = crs_member
-    collection["features"] = [
-        {"type": "Feature", "properties": values,
-         "geometry": {"type": "Polygon", "coordinates": [closed(ring) for ring in rings]}}
-        for rings, values in polygons]
-    return collection
+    return rings_geojson(MAP_LAYER, polygons, crs_wkt, _record(match_map))
 
 
 def read_map(path: str | Path) -> MatchMap:
@@ -137,33 +135,9 @@ def _write_gpkg(match_map: MatchMap, polygons: list[tuple[list[Ring], dict]], cr
     ogr.UseExceptions()
     source = ogr.GetDriverByName("GPKG").CreateDataSource(name)
     try:
-        layer = source.CreateLayer(MAP_LAYER, ogr_srs(crs_wkt), ogr.wkbPolygon)
-        for field, kind in FIELDS.items():
-            layer.CreateField(ogr.FieldDefn(field, ogr.OFTString if kind == "string"
-                                            else ogr.OFTInteger if kind == "int" else ogr.OFTReal))
-        for key, value in _record(match_map).items():
-            layer.SetMetadataItem(key, str(value))
-        definition = layer.GetLayerDefn()
-        columns = [(definition.GetFieldIndex(field), field) for field in FIELDS]
-        layer.StartTransaction()
-        for rings, values in polygons:
-            feature = ogr.Feature(definition)
-            for number, field in columns:  # by index: by name, OGR looks each one up again
-                feature.SetField(number, values[field])
-            feature.SetGeometryDirectly(ogr.CreateGeometryFromWkb(_wkb(rings)))
-            layer.CreateFeature(feature)
-        layer.CommitTransaction()
+        write_rings_layer(source, MAP_LAYER, ogr_srs(crs_wkt), FIELDS, polygons, _record(match_map))
     finally:
         source = None  # closing the data source flushes it
-
-
-def _wkb(rings: list[Ring]) -> bytes:
-    """A polygon's well-known binary (little-endian), each ring closed: one call to OGR, not one a point."""
-    parts = [struct.pack("<BII", 1, 3, len(rings))]
-    for ring in rings:
-        points = np.asarray([*ring, ring[0]], dtype="<f8")
-        parts += [struct.pack("<I", len(points)), points.tobytes()]
-    return b"".join(parts)
 
 
 # A reader gives (the record, [(field values, rings or a problem)], the layer's CRS WKT).
@@ -191,7 +165,7 @@ def _read_gpkg(path: Path) -> tuple[dict, Features, str]:
             if len(features) >= MAX_POLYGONS:
                 raise _too_many(path)
             values = {field: feature.GetField(field) for field in FIELDS}
-            features.append((values, _rings(feature.GetGeometryRef())))
+            features.append((values, polygon_rings(feature.GetGeometryRef())))
         return record, features, srs.ExportToWkt() if srs is not None else ""
     finally:
         source = None
@@ -221,7 +195,7 @@ def _read_geojson(path: Path) -> tuple[dict, Features, str]:
         geometry = feature.get("geometry") if isinstance(feature, dict) else None
         values = {field: properties.get(field) for field in FIELDS} if isinstance(properties, dict) else {}
         try:
-            rings = _rings(ogr.CreateGeometryFromJson(json.dumps(geometry))) if geometry else "no geometry"
+            rings = polygon_rings(ogr.CreateGeometryFromJson(json.dumps(geometry))) if geometry else "no geometry"
         except RuntimeError:
             rings = "a geometry that is not GeoJSON"
         features.append((values, rings))
@@ -259,25 +233,6 @@ def _checked_record(path: Path, found: dict, text: bool) -> dict[str, Any]:
                             "is this a map written by `rsir map`?")
         record[key] = kind(value)
     return record
-
-
-def _rings(geometry) -> list[Ring] | str:
-    """The rings (exterior, then holes) of an OGR polygon, or what is wrong with the geometry."""
-    from osgeo import ogr
-
-    if geometry is None or geometry.IsEmpty():
-        return "no geometry"
-    if ogr.GT_Flatten(geometry.GetGeometryType()) != ogr.wkbPolygon:
-        return f"a {geometry.GetGeometryName().lower()}, not a polygon"
-    rings = []
-    for number in range(geometry.GetGeometryCount()):
-        points = [(p[0], p[1]) for p in geometry.GetGeometryRef(number).GetPoints() or ()]
-        if len(points) > 1 and points[0] == points[-1]:
-            points = points[:-1]
-        if len(points) < 3 or not all(math.isfinite(v) for p in points for v in p):
-            return "a ring of fewer than 3 points or with a coordinate that is not finite"
-        rings.append(points)
-    return rings
 
 
 def _polygon(path: Path, number: int, values: dict[str, Any], rings: list[Ring] | str,

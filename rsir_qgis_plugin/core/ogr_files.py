@@ -1,4 +1,4 @@
-"""GeoPackage and GeoJSON plumbing shared by the hits files (hits_io) and the labels files (labels_io).
+"""GeoPackage and GeoJSON plumbing shared by the hits, labels, change, map and review files (*_io modules).
 
 OGR only, no Qt: the command line, the Processing algorithms and the plugin's tasks all write through
 here. Spatial references come from geometry.ogr_srs (x/y order, whatever the CRS's axis order says).
@@ -6,10 +6,14 @@ here. Spatial references come from geometry.ogr_srs (x/y order, whatever the CRS
 from __future__ import annotations
 
 import json
+import math
+import struct
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
 
 from .atomic import atomic_output, output_target
 from .errors import RsirError
@@ -95,6 +99,74 @@ def write_polygon_layer(source, name: str, srs, fields: dict[str, str],
             feature.SetField(field, value)
         feature.SetGeometry(ogr_polygon(ring))
         layer.CreateFeature(feature)
+
+
+def write_rings_layer(source, name: str, srs, fields: dict[str, str],
+                      rows: Iterable[tuple[Sequence[Ring], dict[str, Any]]], metadata: dict | None = None) -> None:
+    """A polygon layer `name` with `fields` and one feature per (rings, values) row, the rings an exterior
+    then its holes; `metadata` as the layer's metadata items. One transaction, each geometry from WKB
+    and each field set by index: by name OGR looks every field up again (maps of 10^5 polygons)."""
+    from osgeo import ogr
+
+    layer = source.CreateLayer(name, srs, ogr.wkbPolygon)
+    for field, kind in fields.items():
+        layer.CreateField(ogr.FieldDefn(field, getattr(ogr, FIELD_TYPES[kind])))
+    for key, value in (metadata or {}).items():
+        layer.SetMetadataItem(key, str(value))
+    definition = layer.GetLayerDefn()
+    columns = [(definition.GetFieldIndex(field), field) for field in fields]
+    layer.StartTransaction()
+    for rings, values in rows:
+        feature = ogr.Feature(definition)
+        for number, field in columns:
+            feature.SetField(number, values[field])
+        feature.SetGeometryDirectly(ogr.CreateGeometryFromWkb(polygon_wkb(rings)))
+        layer.CreateFeature(feature)
+    layer.CommitTransaction()
+
+
+def polygon_wkb(rings: Sequence[Ring]) -> bytes:
+    """A polygon's well-known binary (little-endian), each ring closed: one call to OGR, not one a point."""
+    parts = [struct.pack("<BII", 1, 3, len(rings))]
+    for ring in rings:
+        points = np.asarray(ring, dtype="<f8")
+        if not np.array_equal(points[0], points[-1]):
+            points = np.concatenate([points, points[:1]])
+        parts += [struct.pack("<I", len(points)), points.tobytes()]
+    return b"".join(parts)
+
+
+def polygon_rings(geometry) -> list[Ring] | str:
+    """The rings (exterior, then holes; unclosed) of an OGR polygon, or what is wrong with the geometry."""
+    from osgeo import ogr
+
+    if geometry is None or geometry.IsEmpty():
+        return "no geometry"
+    if ogr.GT_Flatten(geometry.GetGeometryType()) != ogr.wkbPolygon:
+        return f"a {geometry.GetGeometryName().lower()}, not a polygon"
+    rings = []
+    for number in range(geometry.GetGeometryCount()):
+        points = [(p[0], p[1]) for p in geometry.GetGeometryRef(number).GetPoints() or ()]
+        if len(points) > 1 and points[0] == points[-1]:
+            points = points[:-1]
+        if len(points) < 3 or not all(math.isfinite(v) for p in points for v in p):
+            return "a ring of fewer than 3 points or with a coordinate that is not finite"
+        rings.append(points)
+    return rings
+
+
+def rings_geojson(name: str, rows: Iterable[tuple[Sequence[Ring], dict[str, Any]]], crs_wkt: str,
+                  members: dict[str, Any] | None = None) -> dict:
+    """A FeatureCollection `name` of (rings, values) polygons in crs_wkt, with `members` at its top level."""
+    collection: dict = {"type": "FeatureCollection", "name": name, **(members or {})}
+    crs_member = geojson_crs(crs_wkt)
+    if crs_member:
+        collection["crs"] = crs_member
+    collection["features"] = [
+        {"type": "Feature", "properties": values,
+         "geometry": {"type": "Polygon", "coordinates": [closed(ring) for ring in rings]}}
+        for rings, values in rows]
+    return collection
 
 
 def ogr_polygon(ring: Ring):

@@ -25,7 +25,14 @@ from pathlib import Path
 from .errors import RsirError
 from .examples import Feedback, LabelledBox
 from .geometry import Ring, crs_from, ogr_srs, reproject_ring
-from .ogr_files import closed, field_names, geojson_crs, ogr_polygon, open_vector_file, write_polygon_file
+from .ogr_files import (
+    field_names,
+    open_vector_file,
+    polygon_rings,
+    rings_geojson,
+    write_polygon_file,
+    write_rings_layer,
+)
 from .review import PrecisionEstimate, Sample, Stratum, estimate_precision
 
 REVIEW_LAYER = "rsir_review"
@@ -108,7 +115,7 @@ def write_review(review: Review, path: str | Path, index_dir: str | Path | None 
     """Write the review (marks as 'yes'/'no', unmarked empty) to .gpkg or .geojson, atomically."""
     rows = [(item.rings, _values(review, item)) for item in review.items]
     return write_polygon_file(path, index_dir, lambda name: _write_gpkg(name, rows, review.crs_wkt),
-                              lambda: _geojson(rows, review.crs_wkt))
+                              lambda: rings_geojson(REVIEW_LAYER, rows, review.crs_wkt))
 
 
 def write_review_labels(review: Review, path: str | Path) -> tuple[Path, int, int]:
@@ -129,38 +136,13 @@ def _values(review: Review, item: ReviewItem) -> dict:
             "stratum_low": round(stratum.low, 6), "stratum_high": round(stratum.high, 6), "relevant": mark}
 
 
-def _geojson(rows: Sequence[tuple[tuple[Ring, ...], dict]], crs_wkt: str) -> dict:
-    collection: dict = {"type": "FeatureCollection", "name": REVIEW_LAYER}
-    crs_member = geojson_crs(crs_wkt)
-    if crs_member:
-        collection["crs"] = crs_member
-    collection["features"] = [{"type": "Feature", "properties": values,
-                               "geometry": {"type": "Polygon", "coordinates": [closed(r) for r in rings]}}
-                              for rings, values in rows]
-    return collection
-
-
 def _write_gpkg(name: str, rows: Sequence[tuple[tuple[Ring, ...], dict]], crs_wkt: str) -> None:
     from osgeo import ogr
-
-    from .ogr_files import FIELD_TYPES
 
     ogr.UseExceptions()
     source = ogr.GetDriverByName("GPKG").CreateDataSource(name)
     try:
-        layer = source.CreateLayer(REVIEW_LAYER, ogr_srs(crs_wkt), ogr.wkbPolygon)
-        for field, kind in FIELDS.items():
-            layer.CreateField(ogr.FieldDefn(field, getattr(ogr, FIELD_TYPES[kind])))
-        for rings, values in rows:
-            feature = ogr.Feature(layer.GetLayerDefn())
-            for field, value in values.items():
-                feature.SetField(field, value)
-            polygon = ogr_polygon(closed(rings[0]))
-            for hole in rings[1:]:
-                holed = ogr_polygon(closed(hole))  # held: its ring lives as long as it does
-                polygon.AddGeometry(holed.GetGeometryRef(0))  # a copy
-            feature.SetGeometry(polygon)
-            layer.CreateFeature(feature)
+        write_rings_layer(source, REVIEW_LAYER, ogr_srs(crs_wkt), FIELDS, rows)
     finally:
         source = None  # closing the data source flushes it to disk
 
@@ -222,22 +204,11 @@ def _item(path: Path, number: int, values: dict, geometry) -> ReviewItem:
     answer = (values["relevant"] or "").strip().lower()
     if answer and answer not in ANSWERS:
         raise fail(f"relevant is '{answer[:20]}': mark '{YES}' or '{NO}' (or leave it empty)")
+    rings = polygon_rings(geometry)
+    if isinstance(rings, str):
+        raise fail(rings)
     return ReviewItem(values["map_id"], values["raster"], float(values["score"]), values["stratum"],
-                      _rings(fail, geometry), ANSWERS.get(answer))
-
-
-def _rings(fail, geometry) -> tuple[Ring, ...]:
-    from osgeo import ogr
-
-    if geometry is None or geometry.IsEmpty() or ogr.GT_Flatten(geometry.GetGeometryType()) != ogr.wkbPolygon:
-        raise fail("no polygon geometry")
-    rings = []
-    for number in range(geometry.GetGeometryCount()):
-        points = [(p[0], p[1]) for p in geometry.GetGeometryRef(number).GetPoints() or ()]
-        if len(points) < 3 or not all(math.isfinite(v) for p in points for v in p):
-            raise fail("a ring of fewer than 3 points or with a coordinate that is not finite")
-        rings.append(points[:-1] if points[0] == points[-1] else points)
-    return tuple(rings)
+                      tuple(rings), ANSWERS.get(answer))
 
 
 def _strata(path: Path, rows: list[dict]) -> tuple[Stratum, ...]:
