@@ -16,7 +16,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from qgis.core import Qgis, QgsMessageLog, QgsTask
+from qgis.core import Qgis, QgsApplication, QgsMessageLog, QgsTask
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import pyqtSignal
 
@@ -43,6 +43,14 @@ def is_active(task: QgsTask | None) -> bool:
     if task is None or sip.isdeleted(task):
         return False
     return task.status() not in (QgsTask.TaskStatus.Complete, QgsTask.TaskStatus.Terminated)
+
+
+def start_task(task: QgsTask, when_over) -> None:
+    """Queue the task in QGIS's task manager; `when_over()` runs on the UI thread once it completes or is
+    terminated (failed or cancelled)."""
+    task.taskCompleted.connect(when_over)
+    task.taskTerminated.connect(when_over)
+    QgsApplication.taskManager().addTask(task)
 
 
 class EngineTask(QgsTask):

@@ -12,7 +12,7 @@ from qgis.PyQt.QtCore import Qt, QTimer, pyqtSignal
 from qgis.PyQt.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QPushButton, QSlider, QVBoxLayout, QWidget
 
 from ..core.errors import RsirError
-from ..tasks import EngineTask, InfoTask, is_active
+from ..tasks import EngineTask, InfoTask, is_active, start_task
 from .file_dialogs import ask_save_gpkg
 
 SLIDER_STEPS = 100  # the threshold in hundredths: 0.00 to 1.00
@@ -184,9 +184,7 @@ class MapPanel(QGroupBox):
         self.preview_label.setText(text)
         self.score_button.setEnabled(False)
         self.map_button.setEnabled(False)
-        task.taskCompleted.connect(self._on_task_over)
-        task.taskTerminated.connect(self._on_task_over)
-        QgsApplication.taskManager().addTask(task)
+        start_task(task, self._on_task_over)
 
     def _on_task_over(self) -> None:
         self.score_button.setEnabled(True)

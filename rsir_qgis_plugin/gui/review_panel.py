@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qgis.core import (
-    QgsApplication,
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsMapLayerProxyModel,
@@ -24,7 +23,7 @@ from qgis.PyQt.QtCore import QSize, Qt, pyqtSignal
 from qgis.PyQt.QtGui import QPixmap
 from qgis.PyQt.QtWidgets import QComboBox, QGroupBox, QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget
 
-from ..tasks import EngineTask, InfoTask, is_active
+from ..tasks import EngineTask, InfoTask, is_active, start_task
 from ..thumbnail_pixels import THUMBNAIL_PX
 from .thumbnails import to_qimage
 
@@ -304,9 +303,7 @@ class ReviewPanel(QGroupBox):
         self._task = task
         self.status_label.setText(text)
         self.review_button.setEnabled(False)
-        task.taskCompleted.connect(self._on_task_over)
-        task.taskTerminated.connect(self._on_task_over)
-        QgsApplication.taskManager().addTask(task)
+        start_task(task, self._on_task_over)
 
     def _on_task_over(self) -> None:
         self.review_button.setEnabled(True)
